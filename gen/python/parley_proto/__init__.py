@@ -1,0 +1,1 @@
+"""Generated code for the parley.v1 protos. Do not edit."""
