@@ -1,0 +1,1 @@
+"""gRPC servicers (thin: proto → domain call → proto) and the request interceptor."""

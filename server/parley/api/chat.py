@@ -1,0 +1,86 @@
+"""ChatService servicer: streams are async generators over the domain's chat events."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from parley_proto.v1 import chat_service_pb2 as pb
+from parley_proto.v1 import chat_service_pb2_grpc, common_pb2
+
+from parley.api.convert import chat_event_to_proto, message_to_proto
+from parley.auth.interceptor import current_principal
+from parley.domain.chat import ChatEngine
+from parley.domain.names import parse_message, parse_session
+from parley.domain.pagination import page_request
+
+__all__ = ["ChatServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _deadline(context: Context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
+    def __init__(self, chat: ChatEngine) -> None:
+        self._chat = chat
+
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        events = self._chat.send(
+            current_principal().user_id,
+            parse_session(request.session, "session"),
+            request.text,
+            branch=request.branch,
+            request_id=request.request_id,
+            deadline=_deadline(context),
+        )
+        sequence_number = 0
+        async with contextlib.aclosing(events):
+            async for event in events:
+                sequence_number += 1
+                yield chat_event_to_proto(event, sequence_number)
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: Context
+    ) -> pb.ListMessagesResponse:
+        session_id = parse_session(request.parent, "parent")
+        page = page_request(
+            request.page_size, request.page_token, f"messages:{request.parent}:{request.branch}"
+        )
+        messages, token = await self._chat.list_messages(
+            current_principal().user_id, session_id, request.branch, page
+        )
+        return pb.ListMessagesResponse(
+            messages=[message_to_proto(m) for m in messages], next_page_token=token
+        )
+
+    async def GetMessage(self, request: pb.GetMessageRequest, context: Context) -> pb.GetMessageResponse:
+        session_id, message_id = parse_message(request.name)
+        message = await self._chat.get_message(current_principal().user_id, session_id, message_id)
+        return pb.GetMessageResponse(message=message_to_proto(message))
+
+    async def SendVoiceMessage(
+        self, request: pb.SendVoiceMessageRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SendVoiceMessage is not built yet")
+        yield pb.ChatEvent()  # pragma: no cover - makes this an async generator
+
+    async def RegenerateMessage(
+        self, request: pb.RegenerateMessageRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RegenerateMessage is not built yet")
+        yield pb.ChatEvent()  # pragma: no cover
+
+    async def SynthesizeSpeech(
+        self, request: pb.SynthesizeSpeechRequest, context: Context
+    ) -> AsyncIterator[common_pb2.AudioChunk]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SynthesizeSpeech is not built yet")
+        yield common_pb2.AudioChunk()  # pragma: no cover

@@ -1,0 +1,208 @@
+"""Conversions between domain records and ``parley_proto.v1`` messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from parley_proto.v1 import (
+    agent_service_pb2,
+    auth_service_pb2,
+    branch_service_pb2,
+    chat_service_pb2,
+    common_pb2,
+    session_service_pb2,
+)
+
+from parley.domain import chat
+from parley.domain.agents import AgentFields
+from parley.domain.errors import InvalidArgument
+from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason, User
+from parley.domain.names import agent_name, branch_name, message_name, session_name, user_name
+
+__all__ = [
+    "agent_changes",
+    "agent_fields",
+    "agent_to_proto",
+    "branch_to_proto",
+    "chat_event_to_proto",
+    "message_to_proto",
+    "session_to_proto",
+    "timestamp",
+    "user_to_proto",
+]
+
+_ROLE = {
+    Role.USER: chat_service_pb2.Message.ROLE_USER,
+    Role.ASSISTANT: chat_service_pb2.Message.ROLE_ASSISTANT,
+}
+_STATUS = {
+    MessageStatus.COMPLETE: chat_service_pb2.Message.STATUS_COMPLETE,
+    MessageStatus.INCOMPLETE: chat_service_pb2.Message.STATUS_INCOMPLETE,
+    MessageStatus.FAILED: chat_service_pb2.Message.STATUS_FAILED,
+}
+_STOP: dict[StopReason, chat_service_pb2.StopReason.ValueType] = {
+    reason: getattr(chat_service_pb2, f"STOP_REASON_{reason.name}")
+    for reason in StopReason
+    if reason is not StopReason.NONE
+}
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def user_to_proto(user: User) -> auth_service_pb2.User:
+    return auth_service_pb2.User(
+        name=user_name(user.id),
+        username=user.username,
+        display_name=user.display_name,
+        create_time=timestamp(user.create_time),
+        update_time=timestamp(user.update_time),
+    )
+
+
+def agent_to_proto(agent: Agent) -> agent_service_pb2.Agent:
+    msg = agent_service_pb2.Agent(
+        name=agent_name(agent.id),
+        display_name=agent.display_name,
+        instructions=agent.instructions,
+        model=agent.model,
+        max_output_tokens=agent.max_output_tokens,
+        voice=agent.voice,
+        language=agent.language,
+        create_time=timestamp(agent.create_time),
+        update_time=timestamp(agent.update_time),
+    )
+    if agent.temperature is not None:
+        msg.temperature = agent.temperature
+    return msg
+
+
+def agent_fields(agent: agent_service_pb2.Agent) -> AgentFields:
+    return AgentFields(
+        display_name=agent.display_name,
+        instructions=agent.instructions,
+        model=agent.model,
+        temperature=agent.temperature if agent.HasField("temperature") else None,
+        max_output_tokens=agent.max_output_tokens,
+        voice=agent.voice,
+        language=agent.language,
+    )
+
+
+def _mask_paths(mask: field_mask_pb2.FieldMask, allowed: Sequence[str]) -> list[str]:
+    paths = list(mask.paths)
+    if not paths or paths == ["*"]:
+        return list(allowed)
+    unknown = [p for p in paths if p not in allowed]
+    if unknown:
+        raise InvalidArgument.field(
+            "update_mask", f"cannot update {', '.join(unknown)}; updatable: {', '.join(allowed)}"
+        )
+    return paths
+
+
+def agent_changes(
+    agent: agent_service_pb2.Agent, mask: field_mask_pb2.FieldMask, allowed: Sequence[str]
+) -> dict[str, Any]:
+    """Field → new value for the paths in ``mask`` (all of ``allowed`` when empty or ``*``)."""
+    fields = agent_fields(agent)
+    return {path: getattr(fields, path) for path in _mask_paths(mask, allowed)}
+
+
+def session_title_change(session: session_service_pb2.Session, mask: field_mask_pb2.FieldMask) -> str:
+    _mask_paths(mask, ["title"])
+    return session.title
+
+
+def session_to_proto(session: Session) -> session_service_pb2.Session:
+    return session_service_pb2.Session(
+        name=session_name(session.id),
+        agent=agent_name(session.agent_id),
+        title=session.title,
+        active_branch=branch_name(session.id, session.active_branch_id),
+        create_time=timestamp(session.create_time),
+        update_time=timestamp(session.update_time),
+    )
+
+
+def branch_to_proto(branch: Branch, active_branch_id: str) -> branch_service_pb2.Branch:
+    return branch_service_pb2.Branch(
+        name=branch_name(branch.session_id, branch.id),
+        display_name=branch.display_name,
+        head=message_name(branch.session_id, branch.head_id) if branch.head_id else "",
+        fork_point=message_name(branch.session_id, branch.fork_point_id) if branch.fork_point_id else "",
+        message_count=branch.message_count,
+        active=branch.id == active_branch_id,
+        create_time=timestamp(branch.create_time),
+        update_time=timestamp(branch.update_time),
+    )
+
+
+def message_to_proto(message: Message) -> chat_service_pb2.Message:
+    msg = chat_service_pb2.Message(
+        name=message_name(message.session_id, message.id),
+        role=_ROLE[message.role],
+        text=message.text,
+        parent=message_name(message.session_id, message.parent_id) if message.parent_id else "",
+        status=_STATUS[message.status],
+        stop_reason=_STOP.get(message.stop_reason, chat_service_pb2.STOP_REASON_UNSPECIFIED),
+        model=message.model,
+        transcript_language=message.transcript_language,
+        request_id=message.request_id,
+        error_message=message.error_message,
+        create_time=timestamp(message.create_time),
+    )
+    if message.role is Role.ASSISTANT:
+        msg.usage.CopyFrom(
+            common_pb2.Usage(
+                input_tokens=message.input_tokens,
+                output_tokens=message.output_tokens,
+                total_tokens=message.input_tokens + message.output_tokens,
+            )
+        )
+    if message.audio_duration_s is not None:
+        msg.audio_duration.CopyFrom(duration(message.audio_duration_s))
+    if message.time_to_first_token_s is not None:
+        msg.time_to_first_token.CopyFrom(duration(message.time_to_first_token_s))
+    return msg
+
+
+def chat_event_to_proto(event: chat.ChatEvent, sequence_number: int) -> chat_service_pb2.ChatEvent:
+    out = chat_service_pb2.ChatEvent(sequence_number=sequence_number)
+    if isinstance(event, chat.Delta):
+        out.text_delta.text = event.text
+    elif isinstance(event, chat.Accepted):
+        out.message_accepted.CopyFrom(
+            chat_service_pb2.MessageAccepted(
+                user_message=message_to_proto(event.user_message),
+                assistant_message=(
+                    message_name(event.user_message.session_id, event.assistant_message_id)
+                    if event.assistant_message_id
+                    else ""
+                ),
+                branch=branch_name(event.user_message.session_id, event.branch_id),
+            )
+        )
+    elif isinstance(event, chat.UsageReport):
+        out.usage.CopyFrom(
+            common_pb2.Usage(
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                total_tokens=event.input_tokens + event.output_tokens,
+            )
+        )
+    else:
+        out.message_completed.message.CopyFrom(message_to_proto(event.message))
+    return out

@@ -1,0 +1,151 @@
+"""The request interceptor: request ids, access logs, request parsing, and the one error mapping.
+
+Domain exceptions (``parley.domain.errors``) become gRPC statuses carrying
+``google.rpc.ErrorInfo`` (reason, domain ``parley.dev``, metadata), ``google.rpc.RequestInfo``
+(the request id) and, for field errors, ``google.rpc.BadRequest`` (AIP-193). Requests that do not
+parse are INVALID_ARGUMENT. Anything unexpected is logged with the request id and returned as
+INTERNAL without a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from parley.auth.interceptor import principal_var
+from parley.domain.errors import InvalidArgument, ParleyError
+from parley.domain.names import new_id
+
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+__all__ = ["ERROR_DOMAIN", "RequestInterceptor", "status_for"]
+
+ERROR_DOMAIN = "parley.dev"
+log = logging.getLogger("parley.access")
+errlog = logging.getLogger("parley.errors")
+
+
+def status_for(error: ParleyError, request_id: str) -> grpc.Status:
+    """The rich gRPC status for a domain error (``grpc-status-details-bin`` trailer)."""
+    details = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+    details.append(info)
+    if error.violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+        details.append(bad)
+    req = any_pb2.Any()
+    req.Pack(error_details_pb2.RequestInfo(request_id=request_id))
+    details.append(req)
+    code = getattr(code_pb2, error.code_name)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
+
+
+async def _abort(context: Any, exc: BaseException, request_id: str, method: str) -> NoReturn:
+    if not isinstance(exc, ParleyError) or type(exc) is ParleyError:
+        errlog.error("internal error in %s (request id %s)", method, request_id, exc_info=exc)
+        exc = ParleyError(f"internal error (request id {request_id})", reason="INTERNAL")
+    status = status_for(exc, request_id)
+    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parse(deserializer: Callable[[bytes], Any] | None, raw: Any) -> Any:
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except (DecodeError, ValueError, TypeError) as exc:
+        raise InvalidArgument(f"malformed request message: {exc}", reason="MALFORMED_REQUEST") from None
+
+
+class RequestInterceptor(_ServerInterceptor):
+    """Outermost interceptor: assign a request id, parse, map errors, log one line per call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        # Health and reflection are grpcio's own servicers (some write via context.write rather than
+        # yielding), so only Parley's methods are wrapped.
+        if handler is None or not method.startswith("/parley.v1."):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        request_id = str(metadata.get("x-request-id") or new_id())
+        deserialize = handler.request_deserializer
+
+        def done(started: float, code: str) -> None:
+            principal = principal_var.get()
+            log.info(
+                "%s %s %.1fms request_id=%s user=%s",
+                method,
+                code,
+                (time.perf_counter() - started) * 1e3,
+                request_id,
+                principal.user_id if principal else "-",
+            )
+
+        if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
+            async def unary(raw: Any, context: Any) -> Any:
+                started, code = time.perf_counter(), "OK"
+                try:
+                    await context.send_initial_metadata((("x-request-id", request_id),))
+                    return await inner_unary(_parse(deserialize, raw), context)
+                except grpc.aio.AbortError:
+                    code = str(context.code())
+                    raise
+                except Exception as exc:
+                    code = getattr(exc, "code_name", "INTERNAL")
+                    await _abort(context, exc, request_id, method)
+                finally:
+                    done(started, code)
+
+            return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
+
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
+                started, code = time.perf_counter(), "OK"
+                try:
+                    await context.send_initial_metadata((("x-request-id", request_id),))
+                    async for response in inner_stream(_parse(deserialize, raw), context):
+                        yield response
+                except grpc.aio.AbortError:
+                    code = str(context.code())
+                    raise
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):  # cancelled by the client or the server's shutdown
+                        code = "CANCELLED"
+                        raise
+                    code = getattr(exc, "code_name", "INTERNAL")
+                    await _abort(context, exc, request_id, method)
+                finally:
+                    done(started, code)
+
+            return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
+        return handler

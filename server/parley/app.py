@@ -1,0 +1,188 @@
+"""``serve()``: the one owner of the process's resources.
+
+Builds the database engine, message store, model providers and services once, registers the
+servicers with health and reflection, serves until SIGTERM/SIGINT, then shuts down gracefully:
+health goes NOT_SERVING, new calls are refused, in-flight calls get
+``shutdown_grace_seconds`` to finish, and replies still streaming after that are stored
+INCOMPLETE (stop reason SHUTDOWN) before the engine is disposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from parley_proto.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    branch_service_pb2,
+    branch_service_pb2_grpc,
+    chat_service_pb2,
+    chat_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+)
+
+from parley.api.agents import AgentServicer
+from parley.api.auth import AuthServicer
+from parley.api.branches import BranchServicer
+from parley.api.chat import ChatServicer
+from parley.api.interceptors import RequestInterceptor
+from parley.api.sessions import SessionServicer
+from parley.auth.interceptor import AuthInterceptor
+from parley.auth.passwords import PasswordHasherService
+from parley.auth.tokens import TokenService
+from parley.config import Settings
+from parley.domain.accounts import AccountService
+from parley.domain.agents import AgentService
+from parley.domain.chat import ChatEngine
+from parley.domain.sessions import SessionService
+from parley.providers.llm.local import LocalLlamaProvider
+from parley.providers.llm.registry import ModelRegistry
+from parley.storage.documents.base import MessageStore
+from parley.storage.documents.sql import SqlMessageStore
+from parley.storage.migrate import upgrade_database
+from parley.storage.sql.engine import Database
+from parley.storage.sql.store import MetadataStore
+
+__all__ = ["Application", "build_application", "serve"]
+
+log = logging.getLogger("parley")
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in [
+        (auth_service_pb2, "AuthService"),
+        (agent_service_pb2, "AgentService"),
+        (session_service_pb2, "SessionService"),
+        (chat_service_pb2, "ChatService"),
+        (branch_service_pb2, "BranchService"),
+    ]
+)
+
+
+@dataclass
+class Application:
+    """A built, started server and what it owns."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (the stubs lack the aio module)
+    chat: ChatEngine
+    port: int
+    resources: AsyncExitStack
+
+    async def stop(self) -> None:
+        """Graceful shutdown (see the module docstring)."""
+        grace = self.settings.shutdown_grace_seconds
+        log.info("shutting down (grace %.1fs)", grace)
+        await self.health.enter_graceful_shutdown()
+        self.chat.shutting_down = True
+        await self.server.stop(grace)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.chat.wait_idle()
+        await self.resources.aclose()
+        log.info("stopped")
+
+
+def _message_store(settings: Settings, db: Database) -> MessageStore:
+    if settings.mongodb_url is not None:
+        raise NotImplementedError("the MongoDB message store is not built yet (PARLEY_MONGODB_URL)")
+    return SqlMessageStore(db)
+
+
+async def build_application(settings: Settings) -> Application:
+    """Build every part and start serving on ``settings.grpc_listen``."""
+    resources = AsyncExitStack()
+    try:
+        db = Database(settings.resolved_database_url, echo=settings.database_echo)  # creates a SQLite dir
+        resources.push_async_callback(db.dispose)
+        if settings.migrate_on_start:
+            await asyncio.to_thread(upgrade_database, settings.resolved_database_url)
+        store = MetadataStore(db)
+        messages = _message_store(settings, db)
+        await messages.start()
+        resources.push_async_callback(messages.close)
+
+        local = await LocalLlamaProvider.load(settings)
+        models = ModelRegistry({"local": local}, {"local": f"local/{local.model_id}"}, settings.default_model)
+        resources.push_async_callback(models.close)
+        models.resolve(settings.default_model, field="PARLEY_DEFAULT_MODEL")
+
+        accounts = AccountService(
+            store,
+            PasswordHasherService(),
+            TokenService(settings),
+            allow_registration=settings.allow_registration,
+        )
+        chat = ChatEngine(
+            store,
+            messages,
+            models,
+            max_message_chars=settings.max_message_chars,
+            max_request_id_chars=settings.max_request_id_chars,
+            default_max_output_tokens=settings.default_max_output_tokens,
+        )
+
+        server = grpc.aio.server(
+            interceptors=[RequestInterceptor(), AuthInterceptor(accounts)],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(AgentService(store, messages, models)), server
+        )
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(SessionService(store, messages)), server
+        )
+        chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(chat), server)
+        branch_service_pb2_grpc.add_BranchServiceServicer_to_server(BranchServicer(), server)
+
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(settings.grpc_listen)
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving gRPC on %s (port %d)", settings.grpc_listen, port)
+        return Application(settings, server, health_servicer, chat, port, resources)
+    except BaseException:
+        await resources.aclose()
+        raise
+
+
+async def serve(settings: Settings | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    settings = settings or Settings()
+    app = await build_application(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,108 @@
+"""JWT access and refresh tokens (PyJWT).
+
+Access tokens live ``access_token_ttl_seconds`` (15 min), refresh tokens
+``refresh_token_ttl_seconds`` (30 days). Both are signed with the configured HMAC algorithm;
+verification accepts only that algorithm (RFC 8725 section 3.1: an explicit allow-list, so
+``alg: none`` and algorithm confusion are refused) and requires ``exp``, ``iat``, ``iss``,
+``aud``, ``sub``, ``jti``, ``fam`` and the right ``typ`` (RFC 8725 section 3.11: explicit
+typing, so a refresh token is never accepted as an access token, nor the reverse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import jwt
+
+from parley.config import Settings
+from parley.domain.errors import Unauthenticated
+from parley.domain.names import new_id
+
+__all__ = ["TokenClaims", "TokenService"]
+
+TokenType = Literal["access", "refresh"]
+_REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """Verified claims. ``family_id`` ties access and refresh tokens of one login together."""
+
+    user_id: str
+    token_id: str
+    family_id: str
+    token_type: TokenType
+    issue_time: datetime
+    expire_time: datetime
+    issuer: str
+    audience: str
+
+
+class TokenService:
+    """Issues and verifies Parley JWTs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.jwt_secret.get_secret_value()
+        self._alg = settings.jwt_algorithm
+        self._iss = settings.jwt_issuer
+        self._aud = settings.jwt_audience
+        self.access_ttl = settings.access_token_ttl_seconds
+        self.refresh_ttl = settings.refresh_token_ttl_seconds
+
+    def issue(self, user_id: str, family_id: str, token_type: TokenType, now: datetime) -> TokenClaims:
+        """Claims of a new token (encode them with :meth:`encode`)."""
+        ttl = self.access_ttl if token_type == "access" else self.refresh_ttl
+        return TokenClaims(
+            user_id, new_id(), family_id, token_type, now, now + timedelta(seconds=ttl), self._iss, self._aud
+        )
+
+    def encode(self, claims: TokenClaims) -> str:
+        payload = {
+            "sub": claims.user_id,
+            "jti": claims.token_id,
+            "fam": claims.family_id,
+            "typ": claims.token_type,
+            "iat": int(claims.issue_time.timestamp()),
+            "exp": int(claims.expire_time.timestamp()),
+            "iss": claims.issuer,
+            "aud": claims.audience,
+        }
+        return jwt.encode(payload, self._key, algorithm=self._alg, headers={"typ": "JWT"})
+
+    def verify(self, token: str, expected: TokenType) -> TokenClaims:
+        """Verify signature, algorithm, expiry, issuer, audience and type.
+
+        Raises ``Unauthenticated`` with reason ``TOKEN_EXPIRED``, ``WRONG_TOKEN_TYPE`` or
+        ``INVALID_TOKEN``.
+        """
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._alg],
+                audience=self._aud,
+                issuer=self._iss,
+                options={"require": _REQUIRED},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}", reason="INVALID_TOKEN") from None
+        if payload.get("typ") != expected:
+            raise Unauthenticated(f"expected an {expected} token", reason="WRONG_TOKEN_TYPE")
+        try:
+            return TokenClaims(
+                user_id=str(payload["sub"]),
+                token_id=str(payload["jti"]),
+                family_id=str(payload["fam"]),
+                token_type=expected,
+                issue_time=datetime.fromtimestamp(payload["iat"], UTC),
+                expire_time=datetime.fromtimestamp(payload["exp"], UTC),
+                issuer=self._iss,
+                audience=self._aud,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise Unauthenticated("invalid token claims", reason="INVALID_TOKEN") from None

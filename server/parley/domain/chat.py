@@ -1,0 +1,376 @@
+"""The conversation engine: store the user message, build the context, stream the reply, store it.
+
+Invariants (DESIGN.md, "Conversation model"):
+- the user message is stored before generation starts; nothing the user sent is ever lost;
+- a reply cut short (client cancel, deadline, provider error, shutdown) is stored INCOMPLETE
+  with its stop reason and whatever text was generated;
+- a branch head only ever points at a stored message (message first, then a compare-and-set
+  of the head);
+- sends to one branch are serialized; sends to different branches run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, replace
+
+from parley.domain.clock import Clock, utc_now
+from parley.domain.context import build_context
+from parley.domain.errors import Aborted, InvalidArgument, NotFound, ParleyError
+from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason
+from parley.domain.names import message_name, new_id, parse_branch
+from parley.domain.pagination import PageRequest, encode_token
+from parley.providers.llm.base import GenerationRequest, StopEvent, TextDeltaEvent, UsageEvent
+from parley.providers.llm.registry import ModelRegistry
+from parley.storage.documents.base import MessageStore
+from parley.storage.sql.store import MetadataStore
+
+__all__ = [
+    "Accepted",
+    "ChatEngine",
+    "ChatEvent",
+    "Completed",
+    "Delta",
+    "UsageReport",
+]
+
+log = logging.getLogger(__name__)
+
+#: At most this many of the newest messages are read to build a context (then trimmed to fit).
+CONTEXT_MAX_MESSAGES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    user_message: Message
+    assistant_message_id: str
+    branch_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    message: Message
+
+
+ChatEvent = Accepted | Delta | UsageReport | Completed
+
+
+class ChatEngine:
+    """Runs sends; owned by the server, shared by all RPCs."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        messages: MessageStore,
+        models: ModelRegistry,
+        *,
+        max_message_chars: int,
+        max_request_id_chars: int,
+        default_max_output_tokens: int,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._store = store
+        self._messages = messages
+        self._models = models
+        self._max_chars = max_message_chars
+        self._max_request_id = max_request_id_chars
+        self._default_max_output = default_max_output_tokens
+        self._now = clock
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._inflight: set[asyncio.Future[None]] = set()
+        self.shutting_down = False
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def session_and_branch(self, owner_id: str, session_id: str, branch: str) -> tuple[Session, Branch]:
+        """The caller's session and the named branch (``""`` = the active one), or ``NotFound``."""
+        session = await self._store.get_session(owner_id, session_id)
+        if session is None:
+            raise NotFound.resource(f"sessions/{session_id}")
+        branch_id = session.active_branch_id
+        if branch:
+            branch_session, branch_id = parse_branch(branch)
+            if branch_session != session_id:
+                raise NotFound.resource(branch)
+        found = await self._store.get_branch(session_id, branch_id)
+        if found is None:
+            raise NotFound.resource(branch or f"sessions/{session_id}/branches/{branch_id}")
+        return session, found
+
+    async def list_messages(
+        self, owner_id: str, session_id: str, branch: str, page: PageRequest
+    ) -> tuple[Sequence[Message], str]:
+        """A page of the branch's path, oldest first. The cursor is the last message's depth."""
+        _, b = await self.session_and_branch(owner_id, session_id, branch)
+        if b.head_id is None:
+            return [], ""
+        start = 0 if page.after is None else _depth_cursor(page.after) + 1
+        rows = await self._messages.path(session_id, b.head_id, start, page.size + 1)
+        more = len(rows) > page.size
+        rows = rows[: page.size]
+        return rows, encode_token(str(rows[-1].depth), page) if more and rows else ""
+
+    async def get_message(self, owner_id: str, session_id: str, message_id: str) -> Message:
+        if await self._store.get_session(owner_id, session_id) is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        message = await self._messages.get(session_id, message_id)
+        if message is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        return message
+
+    # --- sends ---------------------------------------------------------------------------------
+
+    def validate_text(self, text: str) -> str:
+        """The message text, or ``InvalidArgument`` if empty/whitespace or over the limit."""
+        if not text.strip():
+            raise InvalidArgument.field("text", "must not be empty", reason="EMPTY_MESSAGE")
+        if len(text) > self._max_chars:
+            raise InvalidArgument.field(
+                "text", f"at most {self._max_chars} characters (got {len(text)})", reason="MESSAGE_TOO_LONG"
+            )
+        return text
+
+    async def send(
+        self,
+        owner_id: str,
+        session_id: str,
+        text: str,
+        *,
+        branch: str = "",
+        request_id: str = "",
+        deadline: float | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """Store ``text`` as a user message and stream the reply.
+
+        ``deadline`` is a ``time.monotonic()`` instant (the RPC deadline), used to tell a
+        deadline from a plain cancel. Raises ``InvalidArgument`` for bad text or request id,
+        ``NotFound`` for a session/branch that is absent or another user's.
+        """
+        text = self.validate_text(text)
+        if len(request_id) > self._max_request_id:
+            raise InvalidArgument.field("request_id", f"at most {self._max_request_id} characters")
+        session, b = await self.session_and_branch(owner_id, session_id, branch)
+        agent = await self._store.get_agent(owner_id, session.agent_id)
+        if agent is None:  # the agent was deleted while the session was read
+            raise NotFound.resource(f"sessions/{session_id}")
+        resolved = self._models.resolve(agent.model, field="agent.model")
+
+        async with self._lock(session_id, b.id):
+            if request_id:
+                previous = await self._messages.find_by_request_id(session_id, request_id)
+                if previous is not None:
+                    async for event in self._replay(previous, b.id):
+                        yield event
+                    return
+            b = await self._store.get_branch(session_id, b.id) or _gone(b)
+            depth = b.message_count
+            user = Message(
+                id=new_id(),
+                session_id=session_id,
+                parent_id=b.head_id,
+                depth=depth,
+                role=Role.USER,
+                text=text,
+                status=MessageStatus.COMPLETE,
+                stop_reason=StopReason.NONE,
+                model="",
+                input_tokens=0,
+                output_tokens=0,
+                create_time=self._now(),
+                request_id=request_id,
+            )
+            await self._messages.insert(user)
+            if not await self._store.move_head(session_id, b.id, b.head_id, user.id, depth, user.create_time):
+                raise Aborted("the branch moved during the send; retry", reason="BRANCH_CONFLICT")
+            assistant_id = new_id()
+            yield Accepted(user, assistant_id, b.id)
+            generation = self._generate(agent, resolved.qualified_name, user, assistant_id, b.id, deadline)
+            async with contextlib.aclosing(generation):
+                async for event in generation:
+                    yield event
+
+    async def _replay(self, user: Message, branch_id: str) -> AsyncGenerator[ChatEvent, None]:
+        replies = [
+            m for m in await self._messages.children(user.session_id, user.id) if m.role is Role.ASSISTANT
+        ]
+        reply = replies[0] if replies else None
+        yield Accepted(user, reply.id if reply else "", branch_id)
+        if reply is not None:
+            if reply.text:
+                yield Delta(reply.text)
+            yield UsageReport(reply.input_tokens, reply.output_tokens)
+            yield Completed(reply)
+
+    async def _generate(
+        self,
+        agent: Agent,
+        model_name: str,
+        user: Message,
+        assistant_id: str,
+        branch_id: str,
+        deadline: float | None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        resolved = self._models.resolve(agent.model, field="agent.model")
+        max_output = agent.max_output_tokens or self._default_max_output
+        max_output = min(max_output, resolved.provider.context_window(resolved.model) // 2)
+        history = await self._messages.path(
+            user.session_id, user.id, max(0, user.depth - CONTEXT_MAX_MESSAGES + 1), CONTEXT_MAX_MESSAGES
+        )
+        turns, input_tokens = build_context(
+            resolved.provider, resolved.model, agent.instructions, history, max_output
+        )
+        request = GenerationRequest(resolved.model, turns, max_output, agent.temperature)
+        parts: list[str] = []
+        usage = UsageReport(input_tokens, 0)
+        stop = StopReason.NONE
+        ttft: float | None = None
+        started = time.monotonic()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight.add(done)
+        reply = Message(
+            id=assistant_id,
+            session_id=user.session_id,
+            parent_id=user.id,
+            depth=user.depth + 1,
+            role=Role.ASSISTANT,
+            text="",
+            status=MessageStatus.COMPLETE,
+            stop_reason=StopReason.NONE,
+            model=model_name,
+            input_tokens=input_tokens,
+            output_tokens=0,
+            create_time=self._now(),
+        )
+        try:
+            stream = resolved.provider.stream(request)
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, TextDeltaEvent):
+                        if ttft is None:
+                            ttft = time.monotonic() - started
+                        parts.append(event.text)
+                        yield Delta(event.text)
+                    elif isinstance(event, UsageEvent):
+                        usage = UsageReport(event.input_tokens, event.output_tokens)
+                    elif isinstance(event, StopEvent):
+                        stop = event.stop_reason
+            reply = replace(
+                reply,
+                text="".join(parts),
+                stop_reason=stop or StopReason.END_TURN,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                time_to_first_token_s=ttft,
+                create_time=self._now(),
+            )
+            await self._store_reply(reply, branch_id)
+            yield usage
+            yield Completed(reply)
+        except (asyncio.CancelledError, GeneratorExit):
+            reason = (
+                StopReason.SHUTDOWN
+                if self.shutting_down
+                else StopReason.DEADLINE_EXCEEDED
+                if deadline is not None and time.monotonic() >= deadline
+                else StopReason.CANCELLED
+            )
+            await self._store_cut_short(reply, parts, ttft, reason, reason.value.replace("_", " "), branch_id)
+            raise
+        except ParleyError as exc:
+            await self._store_cut_short(reply, parts, ttft, StopReason.ERROR, exc.message, branch_id)
+            raise
+        except Exception as exc:
+            await self._store_cut_short(reply, parts, ttft, StopReason.ERROR, "internal error", branch_id)
+            raise ParleyError(f"generation failed: {type(exc).__name__}") from exc
+        finally:
+            done.set_result(None)
+            self._inflight.discard(done)
+
+    async def _store_cut_short(
+        self,
+        reply: Message,
+        parts: list[str],
+        ttft: float | None,
+        reason: StopReason,
+        detail: str,
+        branch_id: str,
+    ) -> None:
+        text = "".join(parts)
+        reply = replace(
+            reply,
+            text=text,
+            status=MessageStatus.INCOMPLETE if text else MessageStatus.FAILED,
+            stop_reason=reason,
+            time_to_first_token_s=ttft,
+            error_message=detail,
+            output_tokens=len(parts),
+            create_time=self._now(),
+        )
+        # Shielded: the task may be cancelled, but the partial reply must still be written.
+        try:
+            await asyncio.shield(self._store_reply(reply, branch_id))
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("could not store the partial reply %s", reply.id)
+
+    async def _store_reply(self, reply: Message, branch_id: str) -> None:
+        await self._messages.insert(reply)
+        assert reply.parent_id is not None
+        if not await self._store.move_head(
+            reply.session_id, branch_id, reply.parent_id, reply.id, reply.depth, reply.create_time
+        ):
+            log.warning(
+                "branch %s/%s moved during generation; reply %s stored off-branch",
+                reply.session_id,
+                branch_id,
+                reply.id,
+            )
+
+    def _lock(self, session_id: str, branch_id: str) -> asyncio.Lock:
+        key = (session_id, branch_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def wait_idle(self) -> None:
+        """Wait until every reply in flight has been stored (bound it with ``asyncio.timeout``)."""
+        pending = list(self._inflight)
+        if pending:
+            await asyncio.wait(pending)
+
+
+def _depth_cursor(value: str) -> int:
+    try:
+        depth = int(value)
+    except ValueError:
+        raise InvalidArgument.field(
+            "page_token", "malformed page token", reason="INVALID_PAGE_TOKEN"
+        ) from None
+    if depth < 0:
+        raise InvalidArgument.field("page_token", "malformed page token", reason="INVALID_PAGE_TOKEN")
+    return depth
+
+
+def _gone(branch: Branch) -> Branch:
+    raise NotFound.resource(f"sessions/{branch.session_id}/branches/{branch.id}")

@@ -1,0 +1,1 @@
+"""Model and speech providers, one interface each: ``llm``, ``stt``, ``tts``."""

@@ -1,0 +1,1 @@
+"""Persistence: SQL metadata (``sql``) and the message store (``documents``)."""

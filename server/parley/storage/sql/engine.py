@@ -1,0 +1,94 @@
+"""One async engine per process, with the session factory the stores share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from parley.domain.errors import Unavailable
+
+__all__ = ["Database"]
+
+
+class Database:
+    """Owns the SQLAlchemy ``AsyncEngine`` and ``async_sessionmaker(expire_on_commit=False)``.
+
+    ``url`` is an async SQLAlchemy URL: ``sqlite+aiosqlite:///path`` (the parent directory is
+    created) or ``postgresql+asyncpg://user:pass@host/db``. SQLite connections get
+    ``foreign_keys=ON`` (cascading deletes), WAL journaling and a 5 s busy timeout.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 5}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One session in one transaction: commits on success, rolls back on error.
+
+        Raises ``Unavailable`` (reason ``DATABASE_UNAVAILABLE``) when the database cannot be
+        reached.
+        """
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if exc.connection_invalidated or (isinstance(exc, OperationalError) and _is_connect_error(exc)):
+                raise Unavailable("database unavailable", reason="DATABASE_UNAVAILABLE") from exc
+            raise
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A raw connection (migrations, health checks)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _is_connect_error(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        s in text
+        for s in (
+            "connection refused",
+            "could not connect",
+            "connection was closed",
+            "unable to open database",
+        )
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

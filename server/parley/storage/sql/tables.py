@@ -1,0 +1,153 @@
+"""SQL schema (SQLAlchemy Core tables). Alembic migrations in ``migrations/`` mirror it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+__all__ = ["agents", "branches", "messages", "metadata", "refresh_tokens", "sessions", "users"]
+
+# Constraint names are deterministic so that migrations can refer to them (Alembic docs,
+# "The Importance of Naming Constraints").
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ID = String(36)  # UUIDv7 in canonical text form
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("display_name", String(100), nullable=False),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("update_time", UTCDateTime(), nullable=False),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),  # the JWT's jti
+    Column("family_id", ID, nullable=False, index=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("expire_time", UTCDateTime(), nullable=False),
+    Column("use_time", UTCDateTime(), nullable=True),
+    Column("revoke_time", UTCDateTime(), nullable=True),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("owner_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("display_name", String(100), nullable=False),
+    Column("instructions", Text, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("temperature", Float, nullable=True),
+    Column("max_output_tokens", Integer, nullable=False),
+    Column("voice", String(100), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("update_time", UTCDateTime(), nullable=False),
+    Index("ix_agents_owner_id_id", "owner_id", "id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("owner_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", ID, ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("title", String(200), nullable=False),
+    Column("active_branch_id", String(36), nullable=False),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("update_time", UTCDateTime(), nullable=False),
+    Index("ix_sessions_owner_id_id", "owner_id", "id"),
+)
+
+branches = Table(
+    "branches",
+    metadata,
+    Column("session_id", ID, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", String(36), primary_key=True),
+    Column("display_name", String(100), nullable=False),
+    # Message ids live in the message store (SQL or MongoDB), so no foreign key here; the
+    # store writes a message before any head may point at it.
+    Column("head_message_id", ID, nullable=True),
+    Column("head_depth", Integer, nullable=False, default=-1),
+    Column("fork_message_id", ID, nullable=True),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("update_time", UTCDateTime(), nullable=False),
+)
+
+# The SQL message store (embedded default). With MongoDB configured this table stays empty.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("session_id", ID, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("parent_id", ID, nullable=True),
+    Column("depth", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("stop_reason", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("transcript_language", String(16), nullable=False),
+    Column("audio_duration_s", Float, nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Column("time_to_first_token_s", Float, nullable=True),
+    Column("error_message", Text, nullable=False),
+    Column("create_time", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(["parent_id"], ["messages.id"], ondelete="CASCADE"),
+    Index("ix_messages_session_id_request_id", "session_id", "request_id", unique=True),
+    Index("ix_messages_parent_id", "parent_id"),
+)
