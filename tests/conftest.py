@@ -1,0 +1,75 @@
+"""Suite-wide fixtures: one real Parley server (a child process) on a real channel.
+
+``PARLEY_TEST_DATABASE=postgres`` runs the whole suite against a throwaway PostgreSQL cluster
+instead of the embedded SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.client import UserClient, new_user
+from tests.support.postgres import running_postgres
+from tests.support.server import ServerProcess
+
+#: Replies in tests are short: the behaviour under test does not depend on their length.
+TEST_MAX_OUTPUT_TOKENS = "24"
+#: The signing key of test servers, so tests can forge tokens (expired, wrong type ...).
+TEST_JWT_SECRET = "test-secret-for-the-parley-suite-0123456789abcdef-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("PARLEY_TEST_DATABASE") == "postgres":
+        with running_postgres() as url:
+            yield url
+    else:
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'parley.db'}"
+
+
+@pytest.fixture(scope="session")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Start extra servers (same database unless given); all are stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, database: str | None = None, **settings: str) -> ServerProcess:
+        settings.setdefault("default_max_output_tokens", TEST_MAX_OUTPUT_TOKENS)
+        settings.setdefault("local_seed", "42")
+        settings.setdefault("jwt_secret", TEST_JWT_SECRET)
+        proc = ServerProcess(
+            data_dir or tmp_path_factory.mktemp("server"), database or database_url, **settings
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory()
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def alice(channel: grpc.Channel) -> UserClient:
+    return new_user(channel, prefix="alice")
+
+
+@pytest.fixture
+def bob(channel: grpc.Channel) -> UserClient:
+    return new_user(channel, prefix="bob")

@@ -1,0 +1,95 @@
+"""Run a real Parley server as a child process (``python -m parley``) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.net import free_port
+
+__all__ = ["ServerProcess"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServerProcess:
+    """A Parley server on a free loopback port, with its log in ``log_path``."""
+
+    def __init__(self, data_dir: Path, database_url: str, **settings: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PARLEY_GRPC_LISTEN": self.target,
+            "PARLEY_DATA_DIR": str(data_dir),
+            "PARLEY_DATABASE_URL": database_url,
+            "PARLEY_LOG_LEVEL": "INFO",
+            **{f"PARLEY_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> ServerProcess:
+        """Start and wait until the health service reports SERVING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "parley"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+                time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self) -> None:
+        """Send SIGTERM (graceful shutdown) without waiting."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in ``timeout`` seconds."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+        return self.process.returncode
