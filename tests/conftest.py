@@ -73,3 +73,8 @@ def alice(channel: grpc.Channel) -> UserClient:
 @pytest.fixture
 def bob(channel: grpc.Channel) -> UserClient:
     return new_user(channel, prefix="bob")
+
+
+@pytest.fixture(scope="session")
+def server_target(server: ServerProcess) -> str:
+    return server.target

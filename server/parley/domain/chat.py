@@ -26,7 +26,7 @@ from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Se
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
 from parley.providers.llm.base import GenerationRequest, StopEvent, TextDeltaEvent, UsageEvent
-from parley.providers.llm.registry import ModelRegistry
+from parley.providers.llm.registry import ModelRegistry, ResolvedModel
 from parley.storage.documents.base import MessageStore
 from parley.storage.sql.store import MetadataStore
 
@@ -40,6 +40,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A cancel this close to the RPC deadline counts as the deadline (the client's and the server's
+#: clocks for it differ by the network latency).
+DEADLINE_SLACK_S = 0.25
 
 #: At most this many of the newest messages are read to build a context (then trimmed to fit).
 CONTEXT_MAX_MESSAGES = 200
@@ -197,15 +201,36 @@ class ChatEngine:
                 create_time=self._now(),
                 request_id=request_id,
             )
+            # Decide the prompt before storing anything: a message that can never fit is refused whole.
+            request, input_tokens = await self._prompt(agent, resolved, user)
             await self._messages.insert(user)
             if not await self._store.move_head(session_id, b.id, b.head_id, user.id, depth, user.create_time):
                 raise Aborted("the branch moved during the send; retry", reason="BRANCH_CONFLICT")
             assistant_id = new_id()
             yield Accepted(user, assistant_id, b.id)
-            generation = self._generate(agent, resolved.qualified_name, user, assistant_id, b.id, deadline)
+            generation = self._generate(resolved, request, input_tokens, user, assistant_id, b.id, deadline)
             async with contextlib.aclosing(generation):
                 async for event in generation:
                     yield event
+
+    async def _prompt(
+        self, agent: Agent, resolved: ResolvedModel, user: Message
+    ) -> tuple[GenerationRequest, int]:
+        """The generation request for a reply to ``user`` (not yet stored), and its input tokens."""
+        max_output = agent.max_output_tokens or self._default_max_output
+        max_output = min(max_output, resolved.provider.context_window(resolved.model) // 2)
+        history: Sequence[Message] = []
+        if user.parent_id is not None:
+            history = await self._messages.path(
+                user.session_id,
+                user.parent_id,
+                max(0, user.depth - CONTEXT_MAX_MESSAGES),
+                CONTEXT_MAX_MESSAGES,
+            )
+        turns, input_tokens = build_context(
+            resolved.provider, resolved.model, agent.instructions, [*history, user], max_output
+        )
+        return GenerationRequest(resolved.model, turns, max_output, agent.temperature), input_tokens
 
     async def _replay(self, user: Message, branch_id: str) -> AsyncGenerator[ChatEvent, None]:
         replies = [
@@ -221,23 +246,14 @@ class ChatEngine:
 
     async def _generate(
         self,
-        agent: Agent,
-        model_name: str,
+        resolved: ResolvedModel,
+        request: GenerationRequest,
+        input_tokens: int,
         user: Message,
         assistant_id: str,
         branch_id: str,
         deadline: float | None,
     ) -> AsyncGenerator[ChatEvent, None]:
-        resolved = self._models.resolve(agent.model, field="agent.model")
-        max_output = agent.max_output_tokens or self._default_max_output
-        max_output = min(max_output, resolved.provider.context_window(resolved.model) // 2)
-        history = await self._messages.path(
-            user.session_id, user.id, max(0, user.depth - CONTEXT_MAX_MESSAGES + 1), CONTEXT_MAX_MESSAGES
-        )
-        turns, input_tokens = build_context(
-            resolved.provider, resolved.model, agent.instructions, history, max_output
-        )
-        request = GenerationRequest(resolved.model, turns, max_output, agent.temperature)
         parts: list[str] = []
         usage = UsageReport(input_tokens, 0)
         stop = StopReason.NONE
@@ -254,7 +270,7 @@ class ChatEngine:
             text="",
             status=MessageStatus.COMPLETE,
             stop_reason=StopReason.NONE,
-            model=model_name,
+            model=resolved.qualified_name,
             input_tokens=input_tokens,
             output_tokens=0,
             create_time=self._now(),
@@ -289,7 +305,7 @@ class ChatEngine:
                 StopReason.SHUTDOWN
                 if self.shutting_down
                 else StopReason.DEADLINE_EXCEEDED
-                if deadline is not None and time.monotonic() >= deadline
+                if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S
                 else StopReason.CANCELLED
             )
             await self._store_cut_short(reply, parts, ttft, reason, reason.value.replace("_", " "), branch_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import uuid_utils
+
 from parley.domain.errors import InvalidArgument
 
 __all__ = [

@@ -195,9 +195,8 @@ class LocalLlamaProvider:
                 emit("delta", piece)
             if generated >= max_new:
                 break
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            emit("delta", tail)
+        # A reply cut at max_output_tokens can end inside a multi-byte character: drop those
+        # bytes rather than send U+FFFD.
         return generated, reason
 
     def _is_end(self, token: int) -> bool:

@@ -1,0 +1,171 @@
+"""Speech-to-text through the OpenAI transcription API (``POST /v1/audio/transcriptions``).
+
+Works with OpenAI and with servers that implement the same endpoint (``base_url``). The audio is
+sent as 16-bit WAV made from the decoded PCM, so what the provider hears is exactly what passed
+Parley's own checks (type, duration cap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+from openai import AsyncOpenAI
+
+from parley.audio.decode import DecodedAudio
+from parley.audio.encode import AudioEncoder
+from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
+from parley.providers.stt.base import Transcription
+
+__all__ = ["OpenAISpeechToText", "map_openai_error"]
+
+_PROVIDER = "openai"
+
+#: HTTP statuses that mean "this input is not acceptable" rather than "the provider is broken".
+_INPUT_REJECTED_STATUSES = frozenset({400, 413, 415, 422})
+
+#: Whisper's languages as code:name (``verbose_json`` reports the name, e.g. "arabic").
+_WHISPER_LANGUAGES = (
+    "en:english zh:chinese de:german es:spanish ru:russian ko:korean fr:french ja:japanese "
+    "pt:portuguese tr:turkish pl:polish ca:catalan nl:dutch ar:arabic sv:swedish it:italian "
+    "id:indonesian hi:hindi fi:finnish vi:vietnamese he:hebrew uk:ukrainian el:greek ms:malay "
+    "cs:czech ro:romanian da:danish hu:hungarian ta:tamil no:norwegian th:thai ur:urdu hr:croatian "
+    "bg:bulgarian lt:lithuanian la:latin mi:maori ml:malayalam cy:welsh sk:slovak te:telugu "
+    "fa:persian lv:latvian bn:bengali sr:serbian az:azerbaijani sl:slovenian kn:kannada et:estonian "
+    "mk:macedonian br:breton eu:basque is:icelandic hy:armenian ne:nepali mn:mongolian bs:bosnian "
+    "kk:kazakh sq:albanian sw:swahili gl:galician mr:marathi pa:punjabi si:sinhala km:khmer sn:shona "
+    "yo:yoruba so:somali af:afrikaans oc:occitan ka:georgian be:belarusian tg:tajik sd:sindhi "
+    "gu:gujarati am:amharic yi:yiddish lo:lao uz:uzbek fo:faroese ps:pashto tk:turkmen nn:nynorsk "
+    "mt:maltese sa:sanskrit lb:luxembourgish my:myanmar bo:tibetan tl:tagalog mg:malagasy "
+    "as:assamese tt:tatar haw:hawaiian ln:lingala ha:hausa ba:bashkir jw:javanese su:sundanese "
+    "yue:cantonese"
+)
+_WHISPER_LANGUAGE_CODES = dict(item.split(":", 1)[::-1] for item in _WHISPER_LANGUAGES.split())
+
+
+def map_openai_error(exc: openai.OpenAIError, *, provider: str = _PROVIDER) -> ParleyError:
+    """Translate an ``openai`` SDK exception into Parley's error vocabulary.
+
+    * ``RateLimitError`` (HTTP 429) → ``ResourceExhausted``, reason ``PROVIDER_RATE_LIMITED``;
+    * ``APIConnectionError`` / ``APITimeoutError`` and HTTP 5xx → ``Unavailable``, reason
+      ``PROVIDER_UNAVAILABLE``;
+    * HTTP 400/413/415/422 → ``InvalidArgument``, reason ``PROVIDER_REJECTED_INPUT``;
+    * anything else (401/403 bad key, 404 unknown model …) → ``Unavailable``, reason
+      ``PROVIDER_ERROR``: a server-side configuration problem, not the caller's fault.
+
+    ``metadata["provider"]`` is ``provider``; HTTP errors add ``metadata["status"]``. Messages never
+    include the API key (the SDK does not put it in exceptions).
+    """
+    metadata = {"provider": provider}
+    if isinstance(exc, openai.RateLimitError):
+        return ResourceExhausted(
+            f"{provider} rate limit reached; retry later",
+            reason="PROVIDER_RATE_LIMITED",
+            metadata=metadata | {"status": "429"},
+        )
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return Unavailable(f"{provider} cannot be reached", reason="PROVIDER_UNAVAILABLE", metadata=metadata)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        metadata |= {"status": str(status)}
+        if status >= 500:
+            return Unavailable(
+                f"{provider} failed (HTTP {status})", reason="PROVIDER_UNAVAILABLE", metadata=metadata
+            )
+        if status in _INPUT_REJECTED_STATUSES:
+            return InvalidArgument(
+                f"{provider} rejected the input (HTTP {status})",
+                reason="PROVIDER_REJECTED_INPUT",
+                metadata=metadata,
+            )
+        return Unavailable(
+            f"{provider} refused the request (HTTP {status})", reason="PROVIDER_ERROR", metadata=metadata
+        )
+    return Unavailable(f"{provider} failed: {type(exc).__name__}", reason="PROVIDER_ERROR", metadata=metadata)
+
+
+def _wav_bytes(audio: DecodedAudio) -> bytes:
+    encoder = AudioEncoder("wav", audio.sample_rate_hz)
+    return encoder.encode(audio.samples) + encoder.flush()
+
+
+class OpenAISpeechToText:
+    """Transcribe through an OpenAI-compatible ``audio.transcriptions`` endpoint.
+
+    Args:
+        api_key: the provider's key.
+        base_url: e.g. ``https://api.openai.com/v1`` (the SDK default when None) or a compatible
+            server's URL.
+        model: ``"gpt-4o-mini-transcribe"``, ``"gpt-4o-transcribe"`` or ``"whisper-1"``. Only
+            ``whisper-1`` reports the detected language (``verbose_json``); with the others the
+            language is the hint, or ``""`` without one.
+        timeout_s: per-request timeout, seconds.
+        max_retries: the SDK's retries on connection errors, 429 and 5xx (with backoff).
+        client: an existing ``AsyncOpenAI`` (then ``api_key``/``base_url`` are ignored and
+            :meth:`aclose` leaves it open).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        model: str = "gpt-4o-mini-transcribe",
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        self._owns_client = client is None
+        self._client = client or AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+        self._model = model
+
+    async def transcribe(self, audio: DecodedAudio, *, language: str | None) -> Transcription:
+        """Transcribe ``audio``; ``language`` (ISO 639-1) is passed on as the provider's hint.
+
+        Raises:
+            ResourceExhausted, Unavailable, InvalidArgument: see :func:`map_openai_error`.
+        """
+        wav = await asyncio.to_thread(_wav_bytes, audio)
+        upload = ("audio.wav", wav, "audio/wav")
+        hint = language.split("-", 1)[0].lower() if language else None
+        try:
+            if self._model.startswith("whisper"):
+                if hint:
+                    verbose = await self._client.audio.transcriptions.create(
+                        model=self._model, file=upload, response_format="verbose_json", language=hint
+                    )
+                else:
+                    verbose = await self._client.audio.transcriptions.create(
+                        model=self._model, file=upload, response_format="verbose_json"
+                    )
+                text, detected = verbose.text, _language_code(verbose.language)
+            else:
+                if hint:
+                    plain = await self._client.audio.transcriptions.create(
+                        model=self._model, file=upload, response_format="json", language=hint
+                    )
+                else:
+                    plain = await self._client.audio.transcriptions.create(
+                        model=self._model, file=upload, response_format="json"
+                    )
+                text, detected = plain.text, ""
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc) from exc
+        return Transcription(text=text.strip(), language=hint or detected, duration_s=audio.duration_s)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it."""
+        if self._owns_client:
+            await self._client.close()
+
+
+def _language_code(name: str | None) -> str:
+    """Whisper reports "arabic"; some compatible servers already report "ar"."""
+    if not name:
+        return ""
+    name = name.strip().lower()
+    if name in _WHISPER_LANGUAGE_CODES.values():
+        return name
+    return _WHISPER_LANGUAGE_CODES.get(name, "")
