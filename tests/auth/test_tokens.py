@@ -117,7 +117,11 @@ def test_missing_and_malformed_authorization(channel: grpc.Channel) -> None:
             lambda a: _forge(a, exp=int(time.time()) - 60, iat=int(time.time()) - 1000),
             "TOKEN_EXPIRED",
         ),
-        ("wrong key", lambda a: _forge(a, key="another-secret-another-secret-0123456789-another-secret-0123456789"), "INVALID_TOKEN"),
+        (
+            "wrong key",
+            lambda a: _forge(a, key="another-secret-another-secret-0123456789-another-secret-0123456789"),
+            "INVALID_TOKEN",
+        ),
         ("HS512 not allowed", lambda a: _forge(a, alg="HS512"), "INVALID_TOKEN"),
         ("wrong issuer", lambda a: _forge(a, iss="someone-else"), "INVALID_TOKEN"),
         ("wrong audience", lambda a: _forge(a, aud="other-api"), "INVALID_TOKEN"),
