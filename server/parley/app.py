@@ -49,8 +49,9 @@ from parley.domain.chat import ChatEngine
 from parley.domain.sessions import SessionService
 from parley.providers.llm.local import LocalLlamaProvider
 from parley.providers.llm.registry import ModelRegistry
-from parley.storage.documents.base import MessageStore
-from parley.storage.documents.sql import SqlMessageStore
+from parley.storage.documents.base import ContentStore
+from parley.storage.documents.sql import SqlContentStore
+from parley.storage.messages import MessageRepository
 from parley.storage.migrate import upgrade_database
 from parley.storage.sql.engine import Database
 from parley.storage.sql.store import MetadataStore
@@ -96,10 +97,10 @@ class Application:
         log.info("stopped")
 
 
-def _message_store(settings: Settings, db: Database) -> MessageStore:
+def _content_store(settings: Settings, db: Database) -> ContentStore:
     if settings.mongodb_url is not None:
-        raise NotImplementedError("the MongoDB message store is not built yet (PARLEY_MONGODB_URL)")
-    return SqlMessageStore(db)
+        raise NotImplementedError("the MongoDB content store is not built yet (PARLEY_MONGODB_URL)")
+    return SqlContentStore(db)
 
 
 async def build_application(settings: Settings) -> Application:
@@ -111,9 +112,10 @@ async def build_application(settings: Settings) -> Application:
         if settings.migrate_on_start:
             await asyncio.to_thread(upgrade_database, settings.resolved_database_url)
         store = MetadataStore(db)
-        messages = _message_store(settings, db)
-        await messages.start()
-        resources.push_async_callback(messages.close)
+        content = _content_store(settings, db)
+        await content.start()
+        resources.push_async_callback(content.close)
+        messages = MessageRepository(db, content)
 
         local = await LocalLlamaProvider.load(settings)
         models = ModelRegistry({"local": local}, {"local": f"local/{local.model_id}"}, settings.default_model)

@@ -12,7 +12,7 @@ from parley.domain.models import Agent
 from parley.domain.names import agent_name, new_id
 from parley.domain.pagination import PageRequest, encode_token
 from parley.providers.llm.registry import ModelRegistry
-from parley.storage.documents.base import MessageStore
+from parley.storage.messages import MessageRepository
 from parley.storage.sql.store import MetadataStore
 
 __all__ = ["MUTABLE_AGENT_FIELDS", "AgentFields", "AgentService"]
@@ -50,7 +50,12 @@ class AgentFields:
 
 class AgentService:
     def __init__(
-        self, store: MetadataStore, messages: MessageStore, models: ModelRegistry, *, clock: Clock = utc_now
+        self,
+        store: MetadataStore,
+        messages: MessageRepository,
+        models: ModelRegistry,
+        *,
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._messages = messages
@@ -141,4 +146,4 @@ class AgentService:
         # Metadata first: once it is gone nothing can reach the content, so a failure here leaves
         # unreachable rows at worst, never a session without its messages.
         for session_id in session_ids:
-            await self._messages.delete_session(session_id)
+            await self._messages.delete_session_content(session_id)

@@ -27,7 +27,7 @@ from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
 from parley.providers.llm.base import GenerationRequest, StopEvent, TextDeltaEvent, UsageEvent
 from parley.providers.llm.registry import ModelRegistry, ResolvedModel
-from parley.storage.documents.base import MessageStore
+from parley.storage.messages import MessageRepository
 from parley.storage.sql.store import MetadataStore
 
 __all__ = [
@@ -81,7 +81,7 @@ class ChatEngine:
     def __init__(
         self,
         store: MetadataStore,
-        messages: MessageStore,
+        messages: MessageRepository,
         models: ModelRegistry,
         *,
         max_message_chars: int,
@@ -203,8 +203,7 @@ class ChatEngine:
             )
             # Decide the prompt before storing anything: a message that can never fit is refused whole.
             request, input_tokens = await self._prompt(agent, resolved, user)
-            await self._messages.insert(user)
-            if not await self._store.move_head(session_id, b.id, b.head_id, user.id, depth, user.create_time):
+            if not await self._messages.append(user, b.id, b.head_id):
                 raise Aborted("the branch moved during the send; retry", reason="BRANCH_CONFLICT")
             assistant_id = new_id()
             yield Accepted(user, assistant_id, b.id)
@@ -349,11 +348,8 @@ class ChatEngine:
             log.exception("could not store the partial reply %s", reply.id)
 
     async def _store_reply(self, reply: Message, branch_id: str) -> None:
-        await self._messages.insert(reply)
         assert reply.parent_id is not None
-        if not await self._store.move_head(
-            reply.session_id, branch_id, reply.parent_id, reply.id, reply.depth, reply.create_time
-        ):
+        if not await self._messages.append(reply, branch_id, reply.parent_id, must_move_head=False):
             log.warning(
                 "branch %s/%s moved during generation; reply %s stored off-branch",
                 reply.session_id,

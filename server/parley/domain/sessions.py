@@ -9,7 +9,7 @@ from parley.domain.errors import InvalidArgument, NotFound
 from parley.domain.models import Branch, Session
 from parley.domain.names import new_id, session_name
 from parley.domain.pagination import PageRequest, encode_token
-from parley.storage.documents.base import MessageStore
+from parley.storage.messages import MessageRepository
 from parley.storage.sql.store import MetadataStore
 
 __all__ = ["MAIN_BRANCH_ID", "SessionService"]
@@ -26,7 +26,7 @@ def _check_title(title: str) -> str:
 
 
 class SessionService:
-    def __init__(self, store: MetadataStore, messages: MessageStore, *, clock: Clock = utc_now) -> None:
+    def __init__(self, store: MetadataStore, messages: MessageRepository, *, clock: Clock = utc_now) -> None:
         self._store = store
         self._messages = messages
         self._now = clock
@@ -69,4 +69,4 @@ class SessionService:
         """Delete the session, its branches and its messages."""
         if not await self._store.delete_session(owner_id, session_id):
             raise NotFound.resource(session_name(session_id))
-        await self._messages.delete_session(session_id)
+        await self._messages.delete_session_content(session_id)

@@ -1,6 +1,6 @@
-"""Message stores: where message content lives (SQL for the embedded default, MongoDB)."""
+"""Content stores: where message content lives (SQL for the embedded default, MongoDB)."""
 
-from parley.storage.documents.base import MessageStore
-from parley.storage.documents.sql import SqlMessageStore
+from parley.storage.documents.base import ContentStore, MessageContent
+from parley.storage.documents.sql import SqlContentStore
 
-__all__ = ["MessageStore", "SqlMessageStore"]
+__all__ = ["ContentStore", "MessageContent", "SqlContentStore"]

@@ -1,21 +1,34 @@
-"""The message-store contract, shared by the SQL and MongoDB implementations."""
+"""The content-store contract: where what was said lives (SQL for the embedded default, MongoDB).
+
+The message *tree* (ids, parents, depth, role, status, usage) is metadata and lives in SQL with
+the branches, so that appending a message and moving a branch head is one SQL transaction, and
+reading a page of a branch's path is one recursive query there. The content store holds each
+message's content keyed by message id; a page of history costs one ``get_many`` call.
+Content is written before the tree row that makes it reachable, so a crash in between leaves an
+unreachable document at worst, never a message without content.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from parley.domain.models import Message
-
-__all__ = ["MessageStore"]
+__all__ = ["ContentStore", "MessageContent"]
 
 
-class MessageStore(Protocol):
-    """Stores the nodes of each session's message tree.
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """What a message says. ``audio_duration_s`` is seconds of the spoken input, if any."""
 
-    Messages are immutable once written, except that a reply is written once, at its end.
-    Reading a page of a branch's path costs O(1) round trips whatever the depth.
-    """
+    text: str
+    transcript_language: str = ""
+    audio_duration_s: float | None = None
+    error_message: str = ""
+
+
+class ContentStore(Protocol):
+    """Stores message content by message id."""
 
     async def start(self) -> None:
         """Prepare the store (indexes); called once at server start."""
@@ -23,25 +36,14 @@ class MessageStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
 
-    async def insert(self, message: Message) -> None:
-        """Store a new message. ``message.parent_id`` must already be stored.
+    async def put(self, session_id: str, message_id: str, content: MessageContent) -> None:
+        """Store (or overwrite) the content of one message."""
 
-        Raises ``AlreadyExists`` (reason ``DUPLICATE_REQUEST_ID``) when the session already has a
-        message with the same non-empty ``request_id``.
-        """
+    async def get_many(self, session_id: str, message_ids: Sequence[str]) -> Mapping[str, MessageContent]:
+        """Content of the given messages of ``session_id`` (one round trip); absent ids are left out."""
 
-    async def get(self, session_id: str, message_id: str) -> Message | None:
-        """The message, if it belongs to ``session_id``."""
-
-    async def find_by_request_id(self, session_id: str, request_id: str) -> Message | None:
-        """The user message stored by the send with this idempotency key."""
-
-    async def children(self, session_id: str, parent_id: str) -> Sequence[Message]:
-        """Messages whose parent is ``parent_id``, oldest first."""
-
-    async def path(self, session_id: str, head_id: str, min_depth: int, limit: int) -> Sequence[Message]:
-        """Ancestors of ``head_id`` (inclusive) with ``depth >= min_depth``, oldest first, at most
-        ``limit`` of them (the oldest ones)."""
+    async def delete(self, session_id: str, message_ids: Sequence[str]) -> None:
+        """Delete the content of the given messages."""
 
     async def delete_session(self, session_id: str) -> None:
-        """Delete every message of the session."""
+        """Delete the content of every message of the session."""

@@ -21,7 +21,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-__all__ = ["agents", "branches", "messages", "metadata", "refresh_tokens", "sessions", "users"]
+__all__ = [
+    "agents",
+    "branches",
+    "message_contents",
+    "messages",
+    "metadata",
+    "refresh_tokens",
+    "sessions",
+    "users",
+]
 
 # Constraint names are deterministic so that migrations can refer to them (Alembic docs,
 # "The Importance of Naming Constraints").
@@ -126,7 +135,8 @@ branches = Table(
     Column("update_time", UTCDateTime(), nullable=False),
 )
 
-# The SQL message store (embedded default). With MongoDB configured this table stays empty.
+# The message tree: structure and bookkeeping of every message, whichever store holds the
+# content. Branch heads point at rows here, written in the same transaction as the head moves.
 messages = Table(
     "messages",
     metadata,
@@ -135,19 +145,29 @@ messages = Table(
     Column("parent_id", ID, nullable=True),
     Column("depth", Integer, nullable=False),
     Column("role", String(16), nullable=False),
-    Column("text", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("stop_reason", String(32), nullable=False),
     Column("model", String(200), nullable=False),
     Column("input_tokens", Integer, nullable=False),
     Column("output_tokens", Integer, nullable=False),
-    Column("transcript_language", String(16), nullable=False),
-    Column("audio_duration_s", Float, nullable=True),
     Column("request_id", String(128), nullable=True),
     Column("time_to_first_token_s", Float, nullable=True),
-    Column("error_message", Text, nullable=False),
     Column("create_time", UTCDateTime(), nullable=False),
     ForeignKeyConstraint(["parent_id"], ["messages.id"], ondelete="CASCADE"),
     Index("ix_messages_session_id_request_id", "session_id", "request_id", unique=True),
     Index("ix_messages_parent_id", "parent_id"),
+)
+
+# The SQL content store (embedded default): what was said. With MongoDB configured, content
+# lives there instead and this table stays empty. No foreign key: content is written before the
+# tree row that makes it reachable.
+message_contents = Table(
+    "message_contents",
+    metadata,
+    Column("message_id", ID, primary_key=True),
+    Column("session_id", ID, nullable=False, index=True),
+    Column("text", Text, nullable=False),
+    Column("transcript_language", String(16), nullable=False),
+    Column("audio_duration_s", Float, nullable=True),
+    Column("error_message", Text, nullable=False),
 )
