@@ -1,4 +1,4 @@
-"""The README's grpcurl walkthrough, run as written against a live server."""
+"""The README's grpcurl walkthroughs, run as written against a live server."""
 
 from __future__ import annotations
 
@@ -11,30 +11,33 @@ from pathlib import Path
 from tests.support.server import ROOT, ServerProcess
 
 
-def _walkthrough() -> str:
+def _block(name: str) -> str:
     text = (ROOT / "README.md").read_text()
-    block = re.search(
-        r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->", text, re.S
-    )
-    assert block, "README.md lost its walkthrough block"
+    block = re.search(rf"<!-- {name}:start -->\s*```bash\n(.*?)```\s*<!-- {name}:end -->", text, re.S)
+    assert block, f"README.md lost its {name} block"
     return block.group(1)
 
 
-def test_readme_walkthrough_streams_a_reply(server: ServerProcess) -> None:
+def test_readme_walkthroughs(server: ServerProcess) -> None:
     env = {
         **os.environ,
         "PARLEY_ADDR": server.target,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     # A fresh username per run: the suite's database is shared by all tests.
-    script = _walkthrough().replace('"ada"', f'"ada{os.getpid()}"')
+    script = (_block("walkthrough") + _block("walkthrough-branches")).replace('"ada"', f'"ada{os.getpid()}"')
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=300
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "parley.v1.ChatService" in out
     assert '"message_accepted"' in out and '"text_delta"' in out and '"message_completed"' in out
     assert '"STATUS_COMPLETE"' in out
-    # ListMessages at the end shows the exchange.
-    assert out.count('"ROLE_USER"') >= 2
+    # The two `jq` listings: the fork's path, then main's. Each starts with the first question.
+    listings = out.split("ROLE_USER: Hello! What is a good name for a cat?")
+    assert len(listings) == 3, out
+    fork_path, main_path = listings[1], listings[2]
+    assert "And for a dog?" in fork_path and "goldfish" not in fork_path
+    assert "And for a goldfish?" in main_path and "dog" not in main_path.split("\n{")[0]
+    assert '"active": true' in out  # ListBranches marks the active branch

@@ -45,6 +45,7 @@ from parley.auth.tokens import TokenService
 from parley.config import Settings
 from parley.domain.accounts import AccountService
 from parley.domain.agents import AgentService
+from parley.domain.branches import BranchService
 from parley.domain.chat import ChatEngine
 from parley.domain.sessions import SessionService
 from parley.providers.llm.local import LocalLlamaProvider
@@ -99,7 +100,13 @@ class Application:
 
 def _content_store(settings: Settings, db: Database) -> ContentStore:
     if settings.mongodb_url is not None:
-        raise NotImplementedError("the MongoDB content store is not built yet (PARLEY_MONGODB_URL)")
+        from parley.storage.documents.mongo import MongoContentStore
+
+        return MongoContentStore(
+            settings.mongodb_url.get_secret_value(),
+            settings.mongodb_database,
+            timeout_s=settings.mongodb_timeout_seconds,
+        )
     return SqlContentStore(db)
 
 
@@ -113,8 +120,8 @@ async def build_application(settings: Settings) -> Application:
             await asyncio.to_thread(upgrade_database, settings.resolved_database_url)
         store = MetadataStore(db)
         content = _content_store(settings, db)
-        await content.start()
         resources.push_async_callback(content.close)
+        await content.start()
         messages = MessageRepository(db, content)
 
         local = await LocalLlamaProvider.load(settings)
@@ -153,7 +160,9 @@ async def build_application(settings: Settings) -> Application:
             SessionServicer(SessionService(store, messages)), server
         )
         chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(chat), server)
-        branch_service_pb2_grpc.add_BranchServiceServicer_to_server(BranchServicer(), server)
+        branch_service_pb2_grpc.add_BranchServiceServicer_to_server(
+            BranchServicer(BranchService(store, messages)), server
+        )
 
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -309,7 +309,7 @@ def test_wrong_wire_type_leaves_text_empty(alice: UserClient, server_target: str
     assert alice.messages(session.name) == []
 
 
-def test_unbuilt_rpcs_are_unimplemented(alice: UserClient) -> None:
+def test_speech_rpcs_are_unimplemented_for_now(alice: UserClient) -> None:
     session = alice.create_session()
     with expect_error(grpc.StatusCode.UNIMPLEMENTED):
         list(alice.stubs.chat.SendVoiceMessage(pb.SendVoiceMessageRequest(session=session.name, audio=b"x")))

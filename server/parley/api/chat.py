@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,7 +13,7 @@ from parley_proto.v1 import chat_service_pb2_grpc, common_pb2
 
 from parley.api.convert import chat_event_to_proto, message_to_proto
 from parley.auth.interceptor import current_principal
-from parley.domain.chat import ChatEngine
+from parley.domain.chat import ChatEngine, ChatEvent
 from parley.domain.names import parse_message, parse_session
 from parley.domain.pagination import page_request
 
@@ -42,11 +42,9 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             request_id=request.request_id,
             deadline=_deadline(context),
         )
-        sequence_number = 0
-        async with contextlib.aclosing(events):
-            async for event in events:
-                sequence_number += 1
-                yield chat_event_to_proto(event, sequence_number)
+        async with contextlib.aclosing(_numbered(events)) as stream:
+            async for event in stream:
+                yield event
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: Context
@@ -76,11 +74,25 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     async def RegenerateMessage(
         self, request: pb.RegenerateMessageRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RegenerateMessage is not built yet")
-        yield pb.ChatEvent()  # pragma: no cover
+        session_id, message_id = parse_message(request.name)
+        events = self._chat.regenerate(
+            current_principal().user_id, session_id, message_id, deadline=_deadline(context)
+        )
+        async with contextlib.aclosing(_numbered(events)) as stream:
+            async for event in stream:
+                yield event
 
     async def SynthesizeSpeech(
         self, request: pb.SynthesizeSpeechRequest, context: Context
     ) -> AsyncIterator[common_pb2.AudioChunk]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SynthesizeSpeech is not built yet")
         yield common_pb2.AudioChunk()  # pragma: no cover
+
+
+async def _numbered(events: AsyncGenerator[ChatEvent, None]) -> AsyncGenerator[pb.ChatEvent, None]:
+    """Domain chat events as protos numbered 1, 2, 3 ...; closes ``events`` when done or closed."""
+    sequence_number = 0
+    async with contextlib.aclosing(events):
+        async for event in events:
+            sequence_number += 1
+            yield chat_event_to_proto(event, sequence_number)

@@ -212,6 +212,56 @@ class ChatEngine:
                 async for event in generation:
                     yield event
 
+    async def regenerate(
+        self, owner_id: str, session_id: str, message_id: str, *, deadline: float | None = None
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """Generate a new reply in place of the assistant message ``message_id``: a sibling of it,
+        on a new branch forked at its user message, which becomes the active branch. The old reply
+        stays on its branch.
+
+        Raises ``NotFound`` for a message that is absent or another user's, ``InvalidArgument``
+        (NOT_AN_ASSISTANT_MESSAGE) for a user message (edit it by forking at its parent and sending).
+        """
+        session = await self._store.get_session(owner_id, session_id)
+        old = await self._messages.get(session_id, message_id) if session is not None else None
+        if session is None or old is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        if old.role is not Role.ASSISTANT or old.parent_id is None:
+            raise InvalidArgument.field(
+                "name",
+                "only an assistant message can be regenerated; to edit a user message, fork at its parent "
+                "(CreateBranch) and send the new text to that branch",
+                reason="NOT_AN_ASSISTANT_MESSAGE",
+            )
+        user = await self._messages.get(session_id, old.parent_id)
+        agent = await self._store.get_agent(owner_id, session.agent_id)
+        if user is None or agent is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        resolved = self._models.resolve(agent.model, field="agent.model")
+        request, input_tokens = await self._prompt(agent, resolved, user)
+        now = self._now()
+        branch = Branch(
+            session_id=session_id,
+            id=new_id(),
+            display_name=f"Regenerated at message {old.depth + 1}",
+            head_id=user.id,
+            fork_point_id=user.id,
+            message_count=user.depth + 1,
+            create_time=now,
+            update_time=now,
+        )
+        await self._store.create_branch(branch)
+        await self._store.set_active_branch(session_id, branch.id, now)
+        async with self._lock(session_id, branch.id):
+            assistant_id = new_id()
+            yield Accepted(user, assistant_id, branch.id)
+            generation = self._generate(
+                resolved, request, input_tokens, user, assistant_id, branch.id, deadline
+            )
+            async with contextlib.aclosing(generation):
+                async for event in generation:
+                    yield event
+
     async def _prompt(
         self, agent: Agent, resolved: ResolvedModel, user: Message
     ) -> tuple[GenerationRequest, int]:

@@ -1,0 +1,111 @@
+"""Branches: named pointers into a session's message tree (DESIGN.md, "Conversation model").
+
+Forking copies no message content: a new branch is one row whose head is an existing message,
+so the shared prefix is stored once. Deleting a branch removes only the pointer; messages stay
+reachable from the other branches that share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from parley.domain.clock import Clock, utc_now
+from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from parley.domain.models import Branch, Session
+from parley.domain.names import branch_name, new_id, parse_branch, parse_message
+from parley.domain.pagination import PageRequest, encode_token
+from parley.storage.messages import MessageRepository
+from parley.storage.sql.store import MetadataStore
+
+__all__ = ["BranchService"]
+
+MAX_DISPLAY_NAME_CHARS = 100
+
+
+class BranchService:
+    def __init__(self, store: MetadataStore, messages: MessageRepository, *, clock: Clock = utc_now) -> None:
+        self._store = store
+        self._messages = messages
+        self._now = clock
+
+    async def _session(self, owner_id: str, session_id: str) -> Session:
+        session = await self._store.get_session(owner_id, session_id)
+        if session is None:
+            raise NotFound.resource(f"sessions/{session_id}")
+        return session
+
+    async def create(self, owner_id: str, session_id: str, from_message: str, display_name: str) -> Branch:
+        """Fork the session at ``from_message`` (a message name of this session): the new branch's
+        head and fork point are that message. An empty ``from_message`` makes an empty branch, for
+        rewriting the first message. Does not switch the active branch.
+
+        Raises ``NotFound`` for a message of another session or user, ``InvalidArgument`` for a
+        malformed name or a display name over 100 characters.
+        """
+        await self._session(owner_id, session_id)
+        display_name = display_name.strip()
+        if len(display_name) > MAX_DISPLAY_NAME_CHARS:
+            raise InvalidArgument.field("display_name", f"at most {MAX_DISPLAY_NAME_CHARS} characters")
+        head_id: str | None = None
+        depth = -1
+        if from_message:
+            message_session, message_id = parse_message(from_message, "from_message")
+            message = (
+                await self._messages.get(session_id, message_id) if message_session == session_id else None
+            )
+            if message is None:
+                raise NotFound.resource(from_message)
+            head_id, depth = message.id, message.depth
+        now = self._now()
+        branch = Branch(
+            session_id=session_id,
+            id=new_id(),
+            display_name=display_name or (f"Fork at message {depth + 1}" if head_id else "Empty branch"),
+            head_id=head_id,
+            fork_point_id=head_id,
+            message_count=depth + 1,
+            create_time=now,
+            update_time=now,
+        )
+        return await self._store.create_branch(branch)
+
+    async def get(self, owner_id: str, name: str, field: str = "name") -> tuple[Branch, Session]:
+        """The branch named ``name`` and its session; ``NotFound`` if absent or another user's."""
+        session_id, branch_id = parse_branch(name, field)
+        session = await self._session(owner_id, session_id)
+        branch = await self._store.get_branch(session_id, branch_id)
+        if branch is None:
+            raise NotFound.resource(name)
+        return branch, session
+
+    async def list(
+        self, owner_id: str, session_id: str, page: PageRequest
+    ) -> tuple[Sequence[Branch], Session, str]:
+        """A page of the session's branches, oldest first."""
+        session = await self._session(owner_id, session_id)
+        rows = await self._store.list_branches(session_id, page.after, page.size + 1)
+        more = len(rows) > page.size
+        rows = rows[: page.size]
+        return rows, session, encode_token(rows[-1].id, page) if more else ""
+
+    async def set_active(self, owner_id: str, session_id: str, branch: str) -> Session:
+        """Make ``branch`` (a branch name of this session) the one sends and reads use by default."""
+        branch_session, branch_id = parse_branch(branch, "branch")
+        await self._session(owner_id, session_id)
+        if branch_session != session_id or await self._store.get_branch(session_id, branch_id) is None:
+            raise NotFound.resource(branch)
+        await self._store.set_active_branch(session_id, branch_id, self._now())
+        return await self._session(owner_id, session_id)
+
+    async def delete(self, owner_id: str, name: str) -> None:
+        """Delete a branch pointer. Refuses (FAILED_PRECONDITION) the active branch; the last branch
+        of a session is always its active one, and the second check guards a concurrent switch."""
+        branch, session = await self.get(owner_id, name)
+        if branch.id == session.active_branch_id:
+            raise FailedPrecondition(
+                f"{name} is the active branch; switch to another branch first", reason="ACTIVE_BRANCH"
+            )
+        if len(await self._store.list_branches(session.id, None, 2)) < 2:
+            raise FailedPrecondition(f"{name} is the session's last branch", reason="LAST_BRANCH")
+        if not await self._store.delete_branch(session.id, branch.id):
+            raise NotFound.resource(branch_name(session.id, branch.id))
