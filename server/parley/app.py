@@ -48,8 +48,15 @@ from parley.domain.agents import AgentService
 from parley.domain.branches import BranchService
 from parley.domain.chat import ChatEngine
 from parley.domain.sessions import SessionService
+from parley.domain.voice import SpeechService
 from parley.providers.llm.local import LocalLlamaProvider
 from parley.providers.llm.registry import ModelRegistry
+from parley.providers.stt.base import SpeechToText
+from parley.providers.stt.local import WhisperSpeechToText, ensure_whisper_model
+from parley.providers.stt.openai import OpenAISpeechToText
+from parley.providers.tts.base import TextToSpeech
+from parley.providers.tts.espeak import EspeakTextToSpeech
+from parley.providers.tts.openai import OpenAITextToSpeech
 from parley.storage.documents.base import ContentStore
 from parley.storage.documents.sql import SqlContentStore
 from parley.storage.messages import MessageRepository
@@ -110,6 +117,33 @@ def _content_store(settings: Settings, db: Database) -> ContentStore:
     return SqlContentStore(db)
 
 
+async def _speech_providers(settings: Settings) -> tuple[SpeechToText, TextToSpeech]:
+    """Speech-to-text and text-to-speech per settings. The embedded Whisper model is joined into
+    ``{data_dir}/models`` once and loaded on the first voice message, so start-up stays fast."""
+    stt: SpeechToText
+    tts: TextToSpeech
+    if settings.stt_provider == "openai":
+        stt = OpenAISpeechToText(**_openai_kwargs(settings, "stt_provider"), model=settings.openai_stt_model)
+    else:
+        model_dir = await asyncio.to_thread(ensure_whisper_model, settings.data_dir / "models")
+        stt = WhisperSpeechToText(model_dir, cpu_threads=settings.whisper_threads)
+    if settings.tts_provider == "openai":
+        tts = OpenAITextToSpeech(
+            **_openai_kwargs(settings, "tts_provider"),
+            model=settings.openai_tts_model,
+            default_voice=settings.openai_tts_voice,
+        )
+    else:
+        tts = EspeakTextToSpeech()
+    return stt, tts
+
+
+def _openai_kwargs(settings: Settings, field: str) -> dict[str, Any]:
+    if settings.openai_api_key is None:
+        raise ValueError(f"PARLEY_{field.upper()}=openai needs PARLEY_OPENAI_API_KEY")
+    return {"api_key": settings.openai_api_key.get_secret_value(), "base_url": settings.openai_base_url}
+
+
 async def build_application(settings: Settings) -> Application:
     """Build every part and start serving on ``settings.grpc_listen``."""
     resources = AsyncExitStack()
@@ -129,6 +163,10 @@ async def build_application(settings: Settings) -> Application:
         resources.push_async_callback(models.close)
         models.resolve(settings.default_model, field="PARLEY_DEFAULT_MODEL")
 
+        stt, tts = await _speech_providers(settings)
+        resources.push_async_callback(stt.aclose)
+        resources.push_async_callback(tts.aclose)
+
         accounts = AccountService(
             store,
             PasswordHasherService(),
@@ -147,7 +185,7 @@ async def build_application(settings: Settings) -> Application:
         server = grpc.aio.server(
             interceptors=[RequestInterceptor(), AuthInterceptor(accounts)],
             options=[
-                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
@@ -159,7 +197,15 @@ async def build_application(settings: Settings) -> Application:
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(SessionService(store, messages)), server
         )
-        chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(chat), server)
+        speech = SpeechService(
+            chat,
+            store,
+            stt,
+            tts,
+            max_audio_bytes=settings.max_audio_bytes,
+            max_audio_seconds=settings.max_audio_seconds,
+        )
+        chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(chat, speech), server)
         branch_service_pb2_grpc.add_BranchServiceServicer_to_server(
             BranchServicer(BranchService(store, messages)), server
         )

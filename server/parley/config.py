@@ -8,17 +8,30 @@ local SmolLM2 model, local speech, no keys, no servers. Production swaps parts b
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_JWT_SECRET", "Settings"]
+__all__ = ["DEFAULT_JWT_SECRET", "OpenAICompatibleEndpoint", "Settings"]
 
 #: Development-only signing key. ``environment=production`` refuses to start with it.
 DEFAULT_JWT_SECRET = "parley-development-secret-change-me-0123456789abcdef0123456789abcdef"
+
+
+#: Names of the built-in model providers; ``PARLEY_OPENAI_COMPATIBLE`` adds more.
+BUILTIN_PROVIDERS = ("local", "openai", "bedrock")
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+class OpenAICompatibleEndpoint(BaseModel):
+    """A named OpenAI-compatible chat endpoint (Groq, vLLM, Ollama, a llama.cpp server ...)."""
+
+    base_url: str = Field(pattern=r"^https?://", description="e.g. https://api.groq.com/openai/v1")
+    api_key: SecretStr = Field(default=SecretStr(""), description="Empty for servers without keys.")
 
 
 class Settings(BaseSettings):
@@ -35,11 +48,6 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight RPCs may finish (s)."
     )
-    max_receive_message_bytes: int = Field(
-        default=26 * 1024 * 1024,
-        ge=4 * 1024 * 1024,
-        description="gRPC receive limit: the audio limit (25 MB) plus room for the other fields.",
-    )
 
     # --- storage -------------------------------------------------------------------------------
     database_url: str = Field(
@@ -52,6 +60,9 @@ class Settings(BaseSettings):
         default=None, description="Set to store message content in MongoDB instead of SQL."
     )
     mongodb_database: str = "parley"
+    mongodb_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a MongoDB call waits for a reachable server (s)."
+    )
 
     # --- auth ----------------------------------------------------------------------------------
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
@@ -83,6 +94,106 @@ class Settings(BaseSettings):
     )
     local_seed: int = Field(default=-1, description="Sampling seed; -1 means random.")
 
+    # --- speech --------------------------------------------------------------------------------
+    stt_provider: Literal["local", "openai"] = Field(
+        default="local", description="Speech-to-text: embedded Whisper base, or the OpenAI transcription API."
+    )
+    tts_provider: Literal["local", "openai"] = Field(
+        default="local", description="Text-to-speech: embedded espeak-ng, or the OpenAI speech API."
+    )
+    openai_stt_model: str = "gpt-4o-mini-transcribe"
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    openai_tts_voice: str = "alloy"
+    max_audio_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1,
+        description="Largest voice upload (bytes): the OpenAI transcription limit.",
+    )
+    max_audio_seconds: float = Field(
+        default=600.0, gt=0, description="Longest voice message (s), 10 minutes."
+    )
+    whisper_threads: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        description="CTranslate2 threads for Whisper.",
+    )
+
+    # --- hosted models ---------------------------------------------------------------------------
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description='Short names for provider/model, e.g. {"fast": "groq/llama-3.1-8b-instant"}; '
+        '"local" is built in (the embedded model) unless redefined here.',
+    )
+    model_context_windows: dict[str, int] = Field(
+        default_factory=dict,
+        description='Context window (tokens) per provider/model, e.g. {"groq/my-model": 32768}; '
+        "overrides the built-in table of hosted models (default 8192 for unknown ones).",
+    )
+    openai_api_key: SecretStr | None = Field(default=None, description="Enables the `openai` provider.")
+    openai_base_url: str = Field(default="https://api.openai.com/v1", pattern=r"^https?://")
+    openai_compatible: dict[str, OpenAICompatibleEndpoint] = Field(
+        default_factory=dict,
+        description='Named OpenAI-compatible endpoints, e.g. {"groq": {"base_url": '
+        '"https://api.groq.com/openai/v1", "api_key": "..."}}; each name is a provider.',
+    )
+    bedrock_region: str = Field(
+        default="", description="Enables the `bedrock` provider (credentials: the standard AWS chain)."
+    )
+    provider_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a hosted-model call on 429, 5xx and connection errors before the "
+        "first token, with exponential backoff and jitter (so 2 means 3 attempts).",
+    )
+    provider_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Hosted-model connect/read timeout (s); a stalled stream ends."
+    )
+
+    # --- context memory ------------------------------------------------------------------------
+    context_summary: bool = Field(
+        default=False,
+        description="When older messages no longer fit the context, prepend a model-written summary "
+        "of them (cached per session and cut point).",
+    )
+
+    @property
+    def enabled_providers(self) -> list[str]:
+        """Model providers these settings switch on (``local`` always)."""
+        names = ["local"]
+        if self.openai_api_key is not None:
+            names.append("openai")
+        if self.bedrock_region:
+            names.append("bedrock")
+        return names + sorted(self.openai_compatible)
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        for name in self.openai_compatible:
+            if name in BUILTIN_PROVIDERS or not _PROVIDER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"PARLEY_OPENAI_COMPATIBLE: {name!r} must be lowercase letters, digits, '-' or '_' "
+                    f"(at most 32) and not one of {', '.join(BUILTIN_PROVIDERS)}"
+                )
+        enabled = self.enabled_providers
+        for alias, target in self.model_aliases.items():
+            provider, sep, model = target.partition("/")
+            if not alias or "/" in alias or not sep or not model:
+                raise ValueError(
+                    f"PARLEY_MODEL_ALIASES: {alias!r} must name a provider/model (got {target!r})"
+                )
+            if provider not in enabled:
+                raise ValueError(
+                    f"PARLEY_MODEL_ALIASES: {alias!r} uses provider {provider!r}, which is not enabled "
+                    f"(enabled: {', '.join(enabled)})"
+                )
+        for name, window in self.model_context_windows.items():
+            if "/" not in name or window < 256:
+                raise ValueError(
+                    f"PARLEY_MODEL_CONTEXT_WINDOWS: {name!r} must be provider/model with at least 256 tokens"
+                )
+        return self
+
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()
@@ -96,6 +207,12 @@ class Settings(BaseSettings):
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
         return self
+
+    @property
+    def grpc_max_receive_bytes(self) -> int:
+        """gRPC receive limit: the voice upload limit plus 1 MiB for the other fields, and no
+        larger (the limit guards memory per in-flight call)."""
+        return self.max_audio_bytes + 1024 * 1024
 
     @cached_property
     def resolved_database_url(self) -> str:

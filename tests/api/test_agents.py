@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-
 from parley_proto.v1 import agent_service_pb2 as pb
 from parley_proto.v1 import session_service_pb2 as spb
+
 from tests.support.client import UserClient, expect_error
 
 

@@ -6,10 +6,10 @@ import threading
 
 import grpc
 import pytest
-
 from parley_proto.v1 import branch_service_pb2 as pb
 from parley_proto.v1 import chat_service_pb2 as cpb
 from parley_proto.v1 import session_service_pb2 as spb
+
 from tests.support.client import UserClient, expect_error
 
 

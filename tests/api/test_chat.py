@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import grpc
 import pytest
-
 from parley_proto.v1 import agent_service_pb2 as apb
 from parley_proto.v1 import chat_service_pb2 as pb
 from parley_proto.v1 import session_service_pb2 as spb
+
 from tests.support.client import UserClient, expect_error
 
 ARABIC = "مرحبا! كيف حالك اليوم؟ أريد أن أتعلم البرمجة 🌙"
@@ -282,7 +283,7 @@ def test_concurrent_sends_to_one_branch_are_serialized(alice: UserClient) -> Non
     assert len(stored) == 6
     # One linear path: each message's parent is the one before it, user and assistant alternating.
     assert [m.role for m in stored] == [pb.Message.ROLE_USER, pb.Message.ROLE_ASSISTANT] * 3
-    for parent, child in zip(stored, stored[1:], strict=False):
+    for parent, child in itertools.pairwise(stored):
         assert child.parent == parent.name
 
 
@@ -307,11 +308,3 @@ def test_wrong_wire_type_leaves_text_empty(alice: UserClient, server_target: str
         with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_MESSAGE"):
             list(raw(payload, metadata=[("authorization", f"Bearer {alice.access_token}")]))
     assert alice.messages(session.name) == []
-
-
-def test_speech_rpcs_are_unimplemented_for_now(alice: UserClient) -> None:
-    session = alice.create_session()
-    with expect_error(grpc.StatusCode.UNIMPLEMENTED):
-        list(alice.stubs.chat.SendVoiceMessage(pb.SendVoiceMessageRequest(session=session.name, audio=b"x")))
-    with expect_error(grpc.StatusCode.UNIMPLEMENTED):
-        list(alice.stubs.chat.SynthesizeSpeech(pb.SynthesizeSpeechRequest(name=f"{session.name}/messages/x")))

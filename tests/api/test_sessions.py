@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import field_mask_pb2
-
 from parley_proto.v1 import chat_service_pb2 as cpb
 from parley_proto.v1 import session_service_pb2 as pb
+
 from tests.support.client import UserClient, expect_error
 
 

@@ -11,11 +11,12 @@ import grpc
 from parley_proto.v1 import chat_service_pb2 as pb
 from parley_proto.v1 import chat_service_pb2_grpc, common_pb2
 
-from parley.api.convert import chat_event_to_proto, message_to_proto
+from parley.api.convert import audio_chunk_to_proto, chat_event_to_proto, message_to_proto, output_format
 from parley.auth.interceptor import current_principal
 from parley.domain.chat import ChatEngine, ChatEvent
 from parley.domain.names import parse_message, parse_session
 from parley.domain.pagination import page_request
+from parley.domain.voice import SpeechService
 
 __all__ = ["ChatServicer"]
 
@@ -28,8 +29,9 @@ def _deadline(context: Context) -> float | None:
 
 
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
-    def __init__(self, chat: ChatEngine) -> None:
+    def __init__(self, chat: ChatEngine, speech: SpeechService) -> None:
         self._chat = chat
+        self._speech = speech
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: Context
@@ -68,8 +70,19 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     async def SendVoiceMessage(
         self, request: pb.SendVoiceMessageRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SendVoiceMessage is not built yet")
-        yield pb.ChatEvent()  # pragma: no cover - makes this an async generator
+        events = self._speech.send_voice(
+            current_principal().user_id,
+            parse_session(request.session, "session"),
+            request.audio,
+            language=request.language,
+            output_format=output_format(request.output_format, "output_format"),
+            branch=request.branch,
+            request_id=request.request_id,
+            deadline=_deadline(context),
+        )
+        async with contextlib.aclosing(_numbered(events)) as stream:
+            async for event in stream:
+                yield event
 
     async def RegenerateMessage(
         self, request: pb.RegenerateMessageRequest, context: Context
@@ -85,8 +98,17 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     async def SynthesizeSpeech(
         self, request: pb.SynthesizeSpeechRequest, context: Context
     ) -> AsyncIterator[common_pb2.AudioChunk]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "SynthesizeSpeech is not built yet")
-        yield common_pb2.AudioChunk()  # pragma: no cover
+        session_id, message_id = parse_message(request.name)
+        chunks = self._speech.synthesize(
+            current_principal().user_id,
+            session_id,
+            message_id,
+            output_format=output_format(request.format, "format"),
+            voice=request.voice,
+        )
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield audio_chunk_to_proto(chunk)
 
 
 async def _numbered(events: AsyncGenerator[ChatEvent, None]) -> AsyncGenerator[pb.ChatEvent, None]:

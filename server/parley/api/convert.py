@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from parley_proto.v1 import (
@@ -26,9 +26,11 @@ __all__ = [
     "agent_changes",
     "agent_fields",
     "agent_to_proto",
+    "audio_chunk_to_proto",
     "branch_to_proto",
     "chat_event_to_proto",
     "message_to_proto",
+    "output_format",
     "session_to_proto",
     "timestamp",
     "user_to_proto",
@@ -179,6 +181,39 @@ def message_to_proto(message: Message) -> chat_service_pb2.Message:
     return msg
 
 
+_AUDIO_FORMAT = {
+    "mp3": common_pb2.AUDIO_FORMAT_MP3,
+    "opus": common_pb2.AUDIO_FORMAT_OPUS,
+    "wav": common_pb2.AUDIO_FORMAT_WAV,
+}
+#: Output formats by proto enum; unset means MP3 (API.md).
+OUTPUT_FORMATS: dict[int, Literal["mp3", "opus", "wav"]] = {
+    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "mp3",
+    common_pb2.AUDIO_FORMAT_MP3: "mp3",
+    common_pb2.AUDIO_FORMAT_OPUS: "opus",
+    common_pb2.AUDIO_FORMAT_WAV: "wav",
+}
+
+
+def output_format(value: int, field: str) -> Literal["mp3", "opus", "wav"]:
+    """The encoder name for an ``AudioFormat`` value; ``InvalidArgument`` for an unknown number."""
+    name = OUTPUT_FORMATS.get(value)
+    if name is None:
+        raise InvalidArgument.field(field, f"unknown audio format {value}")
+    return name
+
+
+def audio_chunk_to_proto(event: chat.AudioReady) -> common_pb2.AudioChunk:
+    return common_pb2.AudioChunk(
+        data=event.data,
+        format=_AUDIO_FORMAT[event.format],
+        sample_rate_hz=event.sample_rate_hz,
+        segment_index=event.segment_index,
+        text=event.text,
+        language=event.language,
+    )
+
+
 def chat_event_to_proto(event: chat.ChatEvent, sequence_number: int) -> chat_service_pb2.ChatEvent:
     out = chat_service_pb2.ChatEvent(sequence_number=sequence_number)
     if isinstance(event, chat.Delta):
@@ -195,6 +230,14 @@ def chat_event_to_proto(event: chat.ChatEvent, sequence_number: int) -> chat_ser
                 branch=branch_name(event.user_message.session_id, event.branch_id),
             )
         )
+    elif isinstance(event, chat.TranscriptReady):
+        out.transcript.CopyFrom(
+            chat_service_pb2.Transcript(
+                text=event.text, language=event.language, audio_duration=duration(event.duration_s)
+            )
+        )
+    elif isinstance(event, chat.AudioReady):
+        out.audio_chunk.CopyFrom(audio_chunk_to_proto(event))
     elif isinstance(event, chat.UsageReport):
         out.usage.CopyFrom(
             common_pb2.Usage(

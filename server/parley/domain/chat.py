@@ -32,10 +32,12 @@ from parley.storage.sql.store import MetadataStore
 
 __all__ = [
     "Accepted",
+    "AudioReady",
     "ChatEngine",
     "ChatEvent",
     "Completed",
     "Delta",
+    "TranscriptReady",
     "UsageReport",
 ]
 
@@ -72,7 +74,29 @@ class Completed:
     message: Message
 
 
-ChatEvent = Accepted | Delta | UsageReport | Completed
+@dataclass(frozen=True, slots=True)
+class TranscriptReady:
+    """What speech-to-text heard (voice sends). ``duration_s``: seconds of audio."""
+
+    text: str
+    language: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AudioReady:
+    """A piece of the spoken reply: encoded bytes of ``format`` at ``sample_rate_hz`` Hz.
+    ``text`` is the sentence it starts speaking (empty for the trailing flush)."""
+
+    data: bytes
+    format: str
+    sample_rate_hz: int
+    segment_index: int
+    text: str = ""
+    language: str = ""
+
+
+ChatEvent = Accepted | TranscriptReady | Delta | AudioReady | UsageReport | Completed
 
 
 class ChatEngine:
@@ -161,8 +185,13 @@ class ChatEngine:
         branch: str = "",
         request_id: str = "",
         deadline: float | None = None,
+        transcript_language: str = "",
+        audio_duration_s: float | None = None,
     ) -> AsyncGenerator[ChatEvent, None]:
         """Store ``text`` as a user message and stream the reply.
+
+        For a spoken message ``text`` is the transcript, ``transcript_language`` the language heard
+        and ``audio_duration_s`` the recording's length in seconds; they are stored on the message.
 
         ``deadline`` is a ``time.monotonic()`` instant (the RPC deadline), used to tell a
         deadline from a plain cancel. Raises ``InvalidArgument`` for bad text or request id,
@@ -200,6 +229,8 @@ class ChatEngine:
                 output_tokens=0,
                 create_time=self._now(),
                 request_id=request_id,
+                transcript_language=transcript_language,
+                audio_duration_s=audio_duration_s,
             )
             # Decide the prompt before storing anything: a message that can never fit is refused whole.
             request, input_tokens = await self._prompt(agent, resolved, user)

@@ -92,6 +92,7 @@ class AudioChunk(_message.Message):
     SAMPLE_RATE_HZ_FIELD_NUMBER: _builtins.int
     SEGMENT_INDEX_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """Encoded bytes of this chunk."""
     format: Global___AudioFormat.ValueType
@@ -102,6 +103,8 @@ class AudioChunk(_message.Message):
     """Index of the text segment (sentence) this chunk speaks, from 0."""
     text: _builtins.str
     """The text this chunk speaks; set on the first chunk of a segment only."""
+    language: _builtins.str
+    """Language of the voice speaking this chunk (`en`, `ar`)."""
     def __init__(
         self,
         *,
@@ -110,10 +113,11 @@ class AudioChunk(_message.Message):
         sample_rate_hz: _builtins.int = ...,
         segment_index: _builtins.int = ...,
         text: _builtins.str = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "sample_rate_hz", b"sample_rate_hz", "segment_index", b"segment_index", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "language", b"language", "sample_rate_hz", b"sample_rate_hz", "segment_index", b"segment_index", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

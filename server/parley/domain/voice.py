@@ -1,0 +1,256 @@
+"""Voice: spoken messages in (sniff → decode → transcribe → chat), spoken replies out.
+
+A spoken reply is streamed sentence by sentence while the text is still being generated: each
+complete sentence is synthesized and encoded in a background task, and its audio is sent
+between the text deltas that follow (DESIGN.md, "Streams"). The first ``audio_chunk`` therefore
+goes out before the reply text is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncGenerator
+from typing import Literal
+
+from parley.audio.decode import decode_to_pcm
+from parley.audio.encode import AudioEncoder
+from parley.audio.sentences import SentenceSplitter
+from parley.audio.sniff import sniff
+from parley.domain.chat import (
+    Accepted,
+    AudioReady,
+    ChatEngine,
+    ChatEvent,
+    Completed,
+    Delta,
+    TranscriptReady,
+    UsageReport,
+)
+from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from parley.providers.stt.base import SpeechToText
+from parley.providers.tts.base import TextToSpeech
+from parley.storage.sql.store import MetadataStore
+
+__all__ = ["SPOKEN_LANGUAGES", "SpeechService"]
+
+OutputFormat = Literal["mp3", "opus", "wav"]
+#: Languages a voice message may be hinted as (API.md: English and Arabic are first-class).
+SPOKEN_LANGUAGES = ("", "en", "ar")
+_ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]")
+
+
+def reply_language(text: str, preferred: str) -> str:
+    """Voice language for ``text``: the agent's language if set, else Arabic when the text has
+    Arabic letters, else English."""
+    if preferred:
+        return preferred
+    return "ar" if _ARABIC.search(text) else "en"
+
+
+class _Speaker:
+    """Synthesizes sentences one after another in a background task; one encoder per reply."""
+
+    def __init__(self, tts: TextToSpeech, fmt: OutputFormat, language: str, voice: str | None) -> None:
+        self._tts = tts
+        self._format: OutputFormat = fmt
+        self._language = language
+        self._voice = voice
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[AudioReady | None] = asyncio.Queue()  # None: no more audio
+        self._encoder: AudioEncoder | None = None
+        self._segments = 0
+        self._last_language = language or "en"
+        self._task = asyncio.create_task(self._run())
+
+    def say(self, sentence: str) -> None:
+        self._sentences.put_nowait(sentence)
+
+    def ready(self) -> list[AudioReady]:
+        """Audio finished so far, without waiting."""
+        chunks = []
+        while not self._ready.empty():
+            chunk = self._ready.get_nowait()
+            if chunk is None:
+                self._ready.put_nowait(None)  # keep the end marker for finish()
+                break
+            chunks.append(chunk)
+        return chunks
+
+    async def finish(self) -> AsyncGenerator[AudioReady, None]:
+        """Stop taking sentences; yield the rest of the audio as each piece is ready (the last is
+        the encoder's flush). Re-raises a synthesis failure."""
+        self._sentences.put_nowait(None)
+        while (chunk := await self._ready.get()) is not None:
+            yield chunk
+        await self._task
+
+    async def cancel(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        if self._encoder is not None:
+            self._encoder.close()
+
+    async def _run(self) -> None:
+        try:
+            while (sentence := await self._sentences.get()) is not None:
+                language = reply_language(sentence, self._language)
+                audio = await self._tts.synthesize(sentence, language=language, voice=self._voice)
+                if self._encoder is None:
+                    self._encoder = AudioEncoder(self._format, audio.sample_rate_hz)
+                data = await asyncio.to_thread(self._encoder.encode, audio.samples)
+                self._ready.put_nowait(self._chunk(data, sentence, language))
+            if self._encoder is not None:
+                tail = await asyncio.to_thread(self._encoder.flush)
+                if tail:
+                    self._ready.put_nowait(self._chunk(tail, "", self._last_language))
+        finally:
+            self._ready.put_nowait(None)
+
+    def _chunk(self, data: bytes, text: str, language: str) -> AudioReady:
+        assert self._encoder is not None
+        index = self._segments if text else max(0, self._segments - 1)
+        if text:
+            self._segments += 1
+        self._last_language = language
+        return AudioReady(data, self._format, self._encoder.output_sample_rate_hz, index, text, language)
+
+
+class SpeechService:
+    """``SendVoiceMessage`` and ``SynthesizeSpeech``.
+
+    Args:
+        max_audio_bytes: largest upload (bytes); the default setting is 25 MiB, the OpenAI
+            transcription API's limit.
+        max_audio_seconds: longest recording (s), enforced while decoding.
+    """
+
+    def __init__(
+        self,
+        chat: ChatEngine,
+        store: MetadataStore,
+        stt: SpeechToText,
+        tts: TextToSpeech,
+        *,
+        max_audio_bytes: int,
+        max_audio_seconds: float,
+    ) -> None:
+        self._chat = chat
+        self._store = store
+        self._stt = stt
+        self._tts = tts
+        self._max_bytes = max_audio_bytes
+        self._max_seconds = max_audio_seconds
+
+    async def send_voice(
+        self,
+        owner_id: str,
+        session_id: str,
+        audio: bytes,
+        *,
+        language: str,
+        output_format: OutputFormat,
+        branch: str = "",
+        request_id: str = "",
+        deadline: float | None = None,
+    ) -> AsyncGenerator[ChatEvent, None]:
+        """Transcribe ``audio`` and stream the reply as text and ``output_format`` audio.
+
+        Raises (before anything is stored): ``ResourceExhausted`` (AUDIO_TOO_LARGE) over
+        ``max_audio_bytes``; ``InvalidArgument`` for empty, unsupported (UNSUPPORTED_AUDIO, naming
+        the detected type), corrupt (CORRUPT_AUDIO) or over-long (AUDIO_TOO_LONG) audio, an
+        unsupported language hint, or a recording with no recognizable speech (EMPTY_TRANSCRIPT);
+        ``NotFound`` for a session or branch that is absent or another user's.
+        """
+        if not audio:
+            raise InvalidArgument.field("audio", "must not be empty", reason="EMPTY_AUDIO")
+        if len(audio) > self._max_bytes:
+            raise ResourceExhausted(
+                f"audio: {len(audio)} bytes is over the limit of {self._max_bytes} bytes",
+                reason="AUDIO_TOO_LARGE",
+                metadata={"limit_bytes": str(self._max_bytes), "size_bytes": str(len(audio))},
+            )
+        if language not in SPOKEN_LANGUAGES:
+            raise InvalidArgument.field(
+                "language", "must be 'en', 'ar' or empty", reason="UNSUPPORTED_LANGUAGE"
+            )
+        session, _ = await self._chat.session_and_branch(owner_id, session_id, branch)
+        agent = await self._store.get_agent(owner_id, session.agent_id)
+        if agent is None:
+            raise NotFound.resource(f"sessions/{session_id}")
+        sniff(audio)  # cheap, and names the detected type when it is not audio
+        decoded = await asyncio.to_thread(decode_to_pcm, audio, max_duration_s=self._max_seconds)
+        heard = await self._stt.transcribe(decoded, language=language or agent.language or None)
+        if not heard.text.strip():
+            raise InvalidArgument.field(
+                "audio", "no speech was recognized in the recording", reason="EMPTY_TRANSCRIPT"
+            )
+        events = self._chat.send(
+            owner_id,
+            session_id,
+            heard.text,
+            branch=branch,
+            request_id=request_id,
+            deadline=deadline,
+            transcript_language=heard.language,
+            audio_duration_s=decoded.duration_s,
+        )
+        speaker = _Speaker(self._tts, output_format, agent.language or "", agent.voice or None)
+        splitter = SentenceSplitter()
+        usage: UsageReport | None = None
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, Accepted):
+                        yield event
+                        yield TranscriptReady(heard.text, heard.language, decoded.duration_s)
+                    elif isinstance(event, Delta):
+                        yield event
+                        for sentence in splitter.feed(event.text):
+                            speaker.say(sentence)
+                        for chunk in speaker.ready():
+                            yield chunk
+                    elif isinstance(event, UsageReport):
+                        usage = event
+                    elif isinstance(event, Completed):
+                        rest = splitter.flush()
+                        if rest:
+                            speaker.say(rest)
+                        async for chunk in speaker.finish():
+                            yield chunk
+                        if usage is not None:
+                            yield usage
+                        yield event
+        finally:
+            await speaker.cancel()
+
+    async def synthesize(
+        self, owner_id: str, session_id: str, message_id: str, *, output_format: OutputFormat, voice: str
+    ) -> AsyncGenerator[AudioReady, None]:
+        """Speak a stored message, sentence by sentence.
+
+        Raises ``NotFound`` for a message that is absent or another user's and
+        ``FailedPrecondition`` (MESSAGE_HAS_NO_TEXT) for a message without text.
+        """
+        message = await self._chat.get_message(owner_id, session_id, message_id)
+        if not message.text.strip():
+            raise FailedPrecondition("the message has no text to speak", reason="MESSAGE_HAS_NO_TEXT")
+        session = await self._store.get_session(owner_id, session_id)
+        agent = await self._store.get_agent(owner_id, session.agent_id) if session else None
+        preferred = (agent.language if agent else "") or ""
+        speaker = _Speaker(
+            self._tts, output_format, preferred, voice or (agent.voice if agent else "") or None
+        )
+        splitter = SentenceSplitter()
+        try:
+            for sentence in splitter.feed(message.text):
+                speaker.say(sentence)
+            rest = splitter.flush()
+            if rest:
+                speaker.say(rest)
+            async for chunk in speaker.finish():
+                yield chunk
+        finally:
+            await speaker.cancel()
