@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from parley_proto.v1 import chat_service_pb2 as pb
+
 from tests.support.client import new_user
 from tests.support.server import ROOT, ServerProcess
 
@@ -132,6 +132,7 @@ def _start_expecting_failure(env: dict[str, str], tmp_path: Path) -> subprocess.
         text=True,
         timeout=60,
         env={**os.environ, "PARLEY_DATA_DIR": str(tmp_path), "PARLEY_GRPC_LISTEN": "127.0.0.1:0", **env},
+        check=False,
     )
 
 
@@ -157,6 +158,7 @@ def test_migrations_match_the_models(server: ServerProcess, database_url: str) -
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No new upgrade operations detected" in result.stdout + result.stderr

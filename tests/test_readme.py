@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
+
 from tests.support.server import ROOT, ServerProcess
 
 
@@ -18,16 +20,23 @@ def _block(name: str) -> str:
     return block.group(1)
 
 
-def test_readme_walkthroughs(server: ServerProcess) -> None:
+def test_readme_walkthroughs(server: ServerProcess, tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PARLEY_ADDR": server.target,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     # A fresh username per run: the suite's database is shared by all tests.
-    script = (_block("walkthrough") + _block("walkthrough-branches")).replace('"ada"', f'"ada{os.getpid()}"')
+    blocks = [_block(name) for name in ("walkthrough", "walkthrough-branches", "walkthrough-voice")]
+    script = "".join(blocks).replace('"ada"', f'"ada{os.getpid()}"')
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=600
+        ["bash", "-euo", "pipefail", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -41,3 +50,9 @@ def test_readme_walkthroughs(server: ServerProcess) -> None:
     assert "And for a dog?" in fork_path and "goldfish" not in fork_path
     assert "And for a goldfish?" in main_path and "dog" not in main_path.split("\n{")[0]
     assert '"active": true' in out  # ListBranches marks the active branch
+    # The voice block: what was heard, and the reply audio saved as files that decode.
+    assert "heard (en):" in out and "capital" in out.lower()
+    for name, fmt in (("reply.mp3", "mp3"), ("reply.ogg", "ogg")):
+        with av.open(str(tmp_path / name)) as container:
+            assert container.format.name == fmt
+            assert sum(f.samples for f in container.decode(audio=0)) > 0
