@@ -246,16 +246,6 @@ class MetadataStore:
             row = result.mappings().first()
         return None if row is None else _agent(row)
 
-    async def count_agent_sessions(self, agent_id: str) -> int:
-        async with self._db.transaction() as s:
-            return int(
-                (
-                    await s.execute(
-                        select(func.count()).select_from(sessions).where(sessions.c.agent_id == agent_id)
-                    )
-                ).scalar_one()
-            )
-
     async def delete_agent(self, owner_id: str, agent_id: str) -> bool:
         """Delete the agent; its sessions, branches and SQL messages cascade."""
         async with self._db.transaction() as s:
@@ -394,32 +384,6 @@ class MetadataStore:
                 delete(branches).where(and_(branches.c.session_id == session_id, branches.c.id == branch_id))
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    async def move_head(
-        self,
-        session_id: str,
-        branch_id: str,
-        expected_head: str | None,
-        new_head: str,
-        new_depth: int,
-        now: datetime,
-    ) -> bool:
-        """Compare-and-set the branch head; False if another writer moved it first."""
-        cond = (
-            branches.c.head_message_id.is_(None)
-            if expected_head is None
-            else branches.c.head_message_id == expected_head
-        )
-        async with self._db.transaction() as s:
-            result = await s.execute(
-                update(branches)
-                .where(branches.c.session_id == session_id, branches.c.id == branch_id, cond)
-                .values(head_message_id=new_head, head_depth=new_depth, update_time=now)
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                await s.execute(update(sessions).where(sessions.c.id == session_id).values(update_time=now))
-                return True
-        return False
 
 
 def _agent_values(agent: Agent) -> dict[str, Any]:
