@@ -180,6 +180,7 @@ async def build_application(settings: Settings) -> Application:
             max_message_chars=settings.max_message_chars,
             max_request_id_chars=settings.max_request_id_chars,
             default_max_output_tokens=settings.default_max_output_tokens,
+            max_concurrent_replies_per_user=settings.max_concurrent_replies_per_user,
         )
 
         server = grpc.aio.server(

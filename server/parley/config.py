@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # --- conversation limits -------------------------------------------------------------------
     max_message_chars: int = Field(default=32_768, ge=1, description="Longest text message (chars).")
     default_max_output_tokens: int = Field(default=512, ge=1, le=32_768)
+    max_concurrent_replies_per_user: int = Field(
+        default=4,
+        ge=1,
+        description="Replies one user may have generating at once (RESOURCE_EXHAUSTED past it).",
+    )
     max_request_id_chars: int = 128
 
     # --- embedded model ------------------------------------------------------------------------

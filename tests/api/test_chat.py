@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -12,7 +13,8 @@ from parley_proto.v1 import agent_service_pb2 as apb
 from parley_proto.v1 import chat_service_pb2 as pb
 from parley_proto.v1 import session_service_pb2 as spb
 
-from tests.support.client import UserClient, expect_error
+from tests.support.client import UserClient, expect_error, new_user
+from tests.support.server import ServerProcess
 
 ARABIC = "مرحبا! كيف حالك اليوم؟ أريد أن أتعلم البرمجة 🌙"
 
@@ -308,3 +310,22 @@ def test_wrong_wire_type_leaves_text_empty(alice: UserClient, server_target: str
         with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_MESSAGE"):
             list(raw(payload, metadata=[("authorization", f"Bearer {alice.access_token}")]))
     assert alice.messages(session.name) == []
+
+
+def test_per_user_concurrent_reply_limit(server_factory: Callable[..., ServerProcess]) -> None:
+    limited = server_factory(max_concurrent_replies_per_user="1")
+    with grpc.insecure_channel(limited.target) as ch:
+        user = new_user(ch)
+        other = new_user(ch)
+        agent = user.create_agent(max_output_tokens=300, instructions="Write long, detailed stories.")
+        busy, idle = user.create_session(agent.name), user.create_session(agent.name)
+        call = user.stubs.chat.SendMessage(pb.SendMessageRequest(session=busy.name, text="A long story."))
+        stream = iter(call)
+        assert _kind(next(stream)) == "message_accepted"
+        with expect_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_CONCURRENT_REPLIES"):
+            user.send(idle.name, "Me too")
+        assert user.messages(idle.name) == []
+        # The limit is per user: someone else is served meanwhile.
+        other_session = other.create_session()
+        assert _kind(other.send(other_session.name, "Hi")[-1]) == "message_completed"
+        call.cancel()

@@ -65,7 +65,8 @@ async def _abort(context: Any, exc: BaseException, request_id: str, method: str)
         errlog.error("internal error in %s (request id %s)", method, request_id, exc_info=exc)
         exc = ParleyError(f"internal error (request id {request_id})", reason="INTERNAL")
     status = status_for(exc, request_id)
-    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+    trailers = (*status.trailing_metadata, ("x-request-id", request_id))
+    await context.abort(status.code, status.details, trailing_metadata=trailers)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -131,9 +132,14 @@ class RequestInterceptor(_ServerInterceptor):
 
             async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
                 started, code = time.perf_counter(), "OK"
+                headers_sent = False
                 try:
-                    await context.send_initial_metadata((("x-request-id", request_id),))
                     async for response in inner_stream(_parse(deserialize, raw), context):
+                        # Headers go with the first event, not before: an error before it must
+                        # still be able to become a plain HTTP error status through Envoy.
+                        if not headers_sent:
+                            await context.send_initial_metadata((("x-request-id", request_id),))
+                            headers_sent = True
                         yield response
                 except grpc.aio.AbortError:
                     code = str(context.code())

@@ -16,12 +16,12 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.context import build_context
-from parley.domain.errors import Aborted, InvalidArgument, NotFound, ParleyError
+from parley.domain.errors import Aborted, InvalidArgument, NotFound, ParleyError, ResourceExhausted
 from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
@@ -111,6 +111,7 @@ class ChatEngine:
         max_message_chars: int,
         max_request_id_chars: int,
         default_max_output_tokens: int,
+        max_concurrent_replies_per_user: int = 4,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
@@ -124,6 +125,8 @@ class ChatEngine:
             weakref.WeakValueDictionary()
         )
         self._inflight: set[asyncio.Future[None]] = set()
+        self._max_replies = max_concurrent_replies_per_user
+        self._replies: dict[str, int] = {}
         self.shutting_down = False
 
     # --- reads ---------------------------------------------------------------------------------
@@ -206,42 +209,45 @@ class ChatEngine:
             raise NotFound.resource(f"sessions/{session_id}")
         resolved = self._models.resolve(agent.model, field="agent.model")
 
-        async with self._lock(session_id, b.id):
-            if request_id:
-                previous = await self._messages.find_by_request_id(session_id, request_id)
-                if previous is not None:
-                    async for event in self._replay(previous, b.id):
+        with self._reply_slot(owner_id):
+            async with self._lock(session_id, b.id):
+                if request_id:
+                    previous = await self._messages.find_by_request_id(session_id, request_id)
+                    if previous is not None:
+                        async for event in self._replay(previous, b.id):
+                            yield event
+                        return
+                b = await self._store.get_branch(session_id, b.id) or _gone(b)
+                depth = b.message_count
+                user = Message(
+                    id=new_id(),
+                    session_id=session_id,
+                    parent_id=b.head_id,
+                    depth=depth,
+                    role=Role.USER,
+                    text=text,
+                    status=MessageStatus.COMPLETE,
+                    stop_reason=StopReason.NONE,
+                    model="",
+                    input_tokens=0,
+                    output_tokens=0,
+                    create_time=self._now(),
+                    request_id=request_id,
+                    transcript_language=transcript_language,
+                    audio_duration_s=audio_duration_s,
+                )
+                # Decide the prompt before storing anything: a message that can never fit is refused whole.
+                request, input_tokens = await self._prompt(agent, resolved, user)
+                if not await self._messages.append(user, b.id, b.head_id):
+                    raise Aborted("the branch moved during the send; retry", reason="BRANCH_CONFLICT")
+                assistant_id = new_id()
+                yield Accepted(user, assistant_id, b.id)
+                generation = self._generate(
+                    resolved, request, input_tokens, user, assistant_id, b.id, deadline
+                )
+                async with contextlib.aclosing(generation):
+                    async for event in generation:
                         yield event
-                    return
-            b = await self._store.get_branch(session_id, b.id) or _gone(b)
-            depth = b.message_count
-            user = Message(
-                id=new_id(),
-                session_id=session_id,
-                parent_id=b.head_id,
-                depth=depth,
-                role=Role.USER,
-                text=text,
-                status=MessageStatus.COMPLETE,
-                stop_reason=StopReason.NONE,
-                model="",
-                input_tokens=0,
-                output_tokens=0,
-                create_time=self._now(),
-                request_id=request_id,
-                transcript_language=transcript_language,
-                audio_duration_s=audio_duration_s,
-            )
-            # Decide the prompt before storing anything: a message that can never fit is refused whole.
-            request, input_tokens = await self._prompt(agent, resolved, user)
-            if not await self._messages.append(user, b.id, b.head_id):
-                raise Aborted("the branch moved during the send; retry", reason="BRANCH_CONFLICT")
-            assistant_id = new_id()
-            yield Accepted(user, assistant_id, b.id)
-            generation = self._generate(resolved, request, input_tokens, user, assistant_id, b.id, deadline)
-            async with contextlib.aclosing(generation):
-                async for event in generation:
-                    yield event
 
     async def regenerate(
         self, owner_id: str, session_id: str, message_id: str, *, deadline: float | None = None
@@ -281,17 +287,18 @@ class ChatEngine:
             create_time=now,
             update_time=now,
         )
-        await self._store.create_branch(branch)
-        await self._store.set_active_branch(session_id, branch.id, now)
-        async with self._lock(session_id, branch.id):
-            assistant_id = new_id()
-            yield Accepted(user, assistant_id, branch.id)
-            generation = self._generate(
-                resolved, request, input_tokens, user, assistant_id, branch.id, deadline
-            )
-            async with contextlib.aclosing(generation):
-                async for event in generation:
-                    yield event
+        with self._reply_slot(owner_id):
+            await self._store.create_branch(branch)
+            await self._store.set_active_branch(session_id, branch.id, now)
+            async with self._lock(session_id, branch.id):
+                assistant_id = new_id()
+                yield Accepted(user, assistant_id, branch.id)
+                generation = self._generate(
+                    resolved, request, input_tokens, user, assistant_id, branch.id, deadline
+                )
+                async with contextlib.aclosing(generation):
+                    async for event in generation:
+                        yield event
 
     async def _prompt(
         self, agent: Agent, resolved: ResolvedModel, user: Message
@@ -437,6 +444,27 @@ class ChatEngine:
                 branch_id,
                 reply.id,
             )
+
+    @contextlib.contextmanager
+    def _reply_slot(self, owner_id: str) -> Iterator[None]:
+        """Count a reply in flight for ``owner_id``; ``ResourceExhausted`` over the per-user limit
+        (``PARLEY_MAX_CONCURRENT_REPLIES_PER_USER``): one user cannot queue the shared model."""
+        running = self._replies.get(owner_id, 0)
+        if running >= self._max_replies:
+            raise ResourceExhausted(
+                f"at most {self._max_replies} replies may be generated at once per user; "
+                "wait for one to finish",
+                reason="TOO_MANY_CONCURRENT_REPLIES",
+                metadata={"limit": str(self._max_replies)},
+            )
+        self._replies[owner_id] = running + 1
+        try:
+            yield
+        finally:
+            if self._replies[owner_id] <= 1:
+                del self._replies[owner_id]
+            else:
+                self._replies[owner_id] -= 1
 
     def _lock(self, session_id: str, branch_id: str) -> asyncio.Lock:
         key = (session_id, branch_id)
