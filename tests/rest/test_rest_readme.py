@@ -1,0 +1,59 @@
+"""The curl walkthrough (README.md once merged; envoy/README-rest.md until then) runs as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.envoy import EnvoyProcess
+from tests.support.server import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK = re.compile(
+    r"<!-- rest-walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- rest-walkthrough:end -->", re.S
+)
+
+
+def _walkthrough() -> str:
+    for doc in (ROOT / "README.md", ROOT / "envoy" / "README-rest.md"):
+        if doc.exists() and (match := BLOCK.search(doc.read_text())):
+            return match.group(1)
+    raise AssertionError("no rest-walkthrough block in README.md or envoy/README-rest.md")
+
+
+def test_curl_walkthrough_runs(
+    server_factory: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    for tool in ("curl", "jq"):
+        assert shutil.which(tool), f"{tool} is needed (Debian package {tool})"
+    # A server of its own: the walkthrough registers the fixed username "ada".
+    data = tmp_path_factory.mktemp("readme-rest")
+    server = server_factory(data, f"sqlite+aiosqlite:///{data / 'readme.db'}")
+    proxy = EnvoyProcess(server.target, data).start()
+    try:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", _walkthrough()],
+            env={**os.environ, "PARLEY_REST": proxy.base_url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        proxy.stop()
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "healthz: 200" in out
+    assert "/v1/sessions/{session}:sendMessage" in out
+    events = [line for line in out.splitlines() if line.startswith("data: ")]
+    assert '"messageAccepted"' in events[0] and '"messageCompleted"' in events[-1]
+    assert "ROLE_USER: Hello! What is a good name for a cat?" in out
+    assert "ROLE_USER: And for a dog?" in out
+    assert out.count("ROLE_ASSISTANT: ") == 2
+    assert '"code":16' in out and out.rstrip().endswith("HTTP 401")
