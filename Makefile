@@ -1,6 +1,7 @@
 # Parley — the two commands a fresh machine needs:
-#   make run    set everything up, then serve gRPC on :50051 (embedded default: SQLite, local model)
-#   make test   set everything up, then lint, check generated code, and run the whole suite
+#   make run    set everything up, then serve gRPC on :50051 and REST/JSON (Envoy) on :8080
+#   make test   set everything up, then lint, check generated code, and run the whole suite in
+#               three configurations (SQLite; PostgreSQL; PostgreSQL + MongoDB-wire content)
 # Everything else here is a step of those two.
 
 SHELL := /bin/bash
@@ -8,18 +9,26 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: run test setup system-deps generate lint typecheck check-generated pytest pytest-sqlite pytest-postgres clean
+.PHONY: run run-grpc test setup setup-dev generate check-generated lint typecheck pytest \
+	pytest-sqlite pytest-postgres pytest-postgres-mongo bench clean
 
 run: setup
+	$(PY) scripts/run_stack.py
+
+run-grpc: setup
 	$(PY) -m parley
 
-test: setup lint check-generated typecheck pytest
+test: setup-dev lint check-generated typecheck pytest
 
-setup: $(STAMPS)/python $(STAMPS)/system
+# What `make run` needs: system packages, the Python environment, the API docs assets.
+setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/docs
 
-# System packages (Debian/Ubuntu): espeak-ng (speech), libmagic (audio sniffing), PostgreSQL (tests).
+# What `make test` needs on top: code generators, client toolchains, the FerretDB test server.
+setup-dev: setup $(STAMPS)/go-tools $(STAMPS)/client-tools $(STAMPS)/ferretdb
+
+# System packages (Debian/Ubuntu): espeak-ng, libmagic, PostgreSQL, npm, jq, curl, buf.
 $(STAMPS)/system: scripts/install-system-deps.sh
 	@mkdir -p $(STAMPS)
 	bash scripts/install-system-deps.sh
@@ -27,35 +36,64 @@ $(STAMPS)/system: scripts/install-system-deps.sh
 
 # Python environment. llama-cpp-python compiles from source (about 5 minutes, once; pip caches
 # the wheel). GGML_NATIVE=OFF keeps the build portable across CPUs.
-$(STAMPS)/python: pyproject.toml
+# One pip command, so that the local parley-proto (gen/python) satisfies the server's and the
+# SDK's dependency on it.
+$(STAMPS)/python: pyproject.toml gen/python/pyproject.toml clients/python/pyproject.toml
 	@mkdir -p $(STAMPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet -e '.[dev]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet -e gen/python -e clients/python -e '.[dev]'
 	@touch $@
 
-generate: setup
+$(STAMPS)/docs: scripts/install-docs-assets.sh envoy/docs/package-lock.json
+	@mkdir -p $(STAMPS)
+	bash scripts/install-docs-assets.sh
+	@touch $@
+
+$(STAMPS)/go-tools: scripts/install-go-tools.sh
+	@mkdir -p $(STAMPS)
+	bash scripts/install-go-tools.sh
+	@touch $@
+
+$(STAMPS)/client-tools: scripts/install-client-tools.sh clients/typescript/package-lock.json \
+		tests/clients/compose/package-lock.json
+	@mkdir -p $(STAMPS)
+	bash scripts/install-client-tools.sh
+	@touch $@
+
+$(STAMPS)/ferretdb: tests/ferretdb/build.sh tests/ferretdb/main.go tests/ferretdb/go.mod
+	@mkdir -p $(STAMPS)
+	bash tests/ferretdb/build.sh
+	@touch $@
+
+generate: setup-dev
 	$(PY) scripts/generate.py
 
-check-generated: setup
+check-generated: setup-dev
 	$(PY) scripts/generate.py --check
 	buf lint
 	if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 	  buf breaking --against '.git#ref=HEAD~1'; fi
+	bash scripts/validate_envoy.sh
 
 lint: setup
-	$(VENV)/bin/ruff check server tests scripts migrations
+	$(VENV)/bin/ruff check server tests scripts migrations envoy clients/python
+	$(VENV)/bin/ruff format --check server tests scripts migrations envoy clients/python
 
 typecheck: setup
 	$(VENV)/bin/mypy
+	cd clients/python && ../../$(VENV)/bin/mypy
 
-pytest: pytest-sqlite pytest-postgres
+pytest: pytest-sqlite pytest-postgres pytest-postgres-mongo
 
-pytest-sqlite: setup
+pytest-sqlite: setup-dev
 	$(PY) -m pytest
 
-pytest-postgres: setup
+pytest-postgres: setup-dev
 	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest
+
+pytest-postgres-mongo: setup-dev
+	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest
 
 clean:
 	rm -rf $(STAMPS) data .pytest_cache .mypy_cache .ruff_cache

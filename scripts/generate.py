@@ -61,8 +61,8 @@ def generate_python(out: Path) -> None:
                 f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
                 f"--python_out={tmp}",
                 f"--grpc_python_out={tmp}",
-                f"--mypy_out={tmp}",
-                f"--mypy_grpc_out={tmp}",
+                f"--mypy_out=quiet:{tmp}",
+                f"--mypy_grpc_out=quiet:{tmp}",
                 *files,
             ]
         )
@@ -80,15 +80,194 @@ def generate_python(out: Path) -> None:
         (out / "py.typed").write_text("")
 
 
+# The error detail types the server puts in statuses (ErrorInfo, BadRequest, RequestInfo): Envoy's
+# transcoder (convert_grpc_status) can only turn a status into JSON if their types are in the set.
+DESCRIPTOR_EXTRA_FILES = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
+
+
 def generate_descriptor(out: Path) -> None:
     """Write a FileDescriptorSet (with imports and source info) for Envoy."""
     out.parent.mkdir(parents=True, exist_ok=True)
     files = [str(p.relative_to(PROTOS)) for p in proto_files()]
-    _protoc([f"--descriptor_set_out={out}", "--include_imports", "--include_source_info", *files])
+    _protoc(
+        [
+            f"--descriptor_set_out={out}",
+            "--include_imports",
+            "--include_source_info",
+            *files,
+            *DESCRIPTOR_EXTRA_FILES,
+        ]
+    )
 
 
 # Each step: (name, target path relative to ROOT, function writing into a given path).
 EXTRA_STEPS: list[tuple[str, str, Callable[[Path], None]]] = []
+
+
+# --- OpenAPI (the document Envoy serves at /openapi.json) -----------------------------------------
+
+OPENAPI_TOOL = "protoc-gen-openapiv2"  # grpc-gateway's generator; bash scripts/install-go-tools.sh
+OPENAPI_OPTIONS = ROOT / "envoy" / "openapi-options.yaml"  # info, bearer security (not in the protos)
+OPENAPI_FILE = "parley.swagger.json"
+
+
+def _go_tool(name: str) -> Path:
+    """A Go tool from ``.tools/bin`` (where scripts/install-go-tools.sh puts it), $GOBIN,
+    $GOPATH/bin or PATH."""
+    import os
+
+    candidates = [ROOT / ".tools" / "bin" / name]
+    if os.environ.get("GOBIN"):
+        candidates.append(Path(os.environ["GOBIN"]) / name)
+    candidates.append(Path(os.environ.get("GOPATH") or Path.home() / "go") / "bin" / name)
+    if found := shutil.which(name):
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise SystemExit(f"{name} not found: run `bash scripts/install-go-tools.sh`")
+
+
+def generate_openapi(out: Path) -> None:
+    """Write ``out/parley.swagger.json``: OpenAPI 2.0 for the REST mapping Envoy serves.
+
+    protoc-gen-openapiv2 does the work (one merged document, path patterns such as
+    ``{name=agents/*}`` expanded to ``/v1/agents/{agent}`` so ordinary OpenAPI clients can call
+    them). Two facts of this deployment are then written into the document, from the protos'
+    descriptors: server-streaming methods answer with Server-Sent Events (Envoy's
+    ``stream_sse_style_delimited``), each event one JSON message, rather than grpc-gateway's
+    ``{"result": ...}`` stream envelope; and path parameters take the resources' singular names
+    (``google.api.resource``), where the generator would only strip an "s" ("branche").
+    """
+    import json
+
+    from google.api import resource_pb2
+    from google.protobuf import descriptor_pb2
+
+    files = [str(p.relative_to(PROTOS)) for p in proto_files()]
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, descriptor = Path(tmp) / "openapi", Path(tmp) / "set.binpb"
+        raw.mkdir()
+        opts = ",".join(
+            [
+                "allow_merge=true",
+                "merge_file_name=parley",
+                "openapi_naming_strategy=simple",
+                "expand_slashed_path_patterns=true",
+                "preserve_rpc_order=true",
+                f"openapi_configuration={OPENAPI_OPTIONS}",
+            ]
+        )
+        _protoc(
+            [
+                f"--plugin=protoc-gen-openapiv2={_go_tool(OPENAPI_TOOL)}",
+                f"--openapiv2_out={raw}",
+                f"--openapiv2_opt={opts}",
+                f"--descriptor_set_out={descriptor}",
+                *files,
+            ]
+        )
+        doc = json.loads((raw / OPENAPI_FILE).read_text())
+        fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes())
+
+    streaming: dict[str, str] = {}  # operationId -> streamed message's simple name
+    singular: dict[str, str] = {}  # collection id -> singular, e.g. branches -> branch
+    for file in fds.file:
+        for service in file.service:
+            for method in service.method:
+                if method.server_streaming:
+                    streaming[f"{service.name}_{method.name}"] = method.output_type.rsplit(".", 1)[-1]
+        for message in file.message_type:
+            resource = message.options.Extensions[resource_pb2.resource]
+            if resource.plural and resource.singular:
+                singular[resource.plural] = resource.singular
+
+    renamed_paths: dict[str, object] = {}
+    for path, operations in doc["paths"].items():
+        segments = path.split("/")
+        renames: dict[str, str] = {}
+        for i, segment in enumerate(segments[1:], start=1):
+            name = segment[1:].split("}", 1)[0] if segment.startswith("{") else ""
+            wanted = singular.get(segments[i - 1], name)
+            if name and name != wanted:
+                renames[name] = wanted
+                segments[i] = segment.replace(f"{{{name}}}", f"{{{wanted}}}", 1)
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param["in"] == "path" and param["name"] in renames:
+                    param["name"] = renames[param["name"]]
+            message = streaming.get(operation["operationId"])
+            if message is not None:
+                operation["produces"] = ["text/event-stream", "application/json"]
+                operation["responses"]["200"] = {
+                    "description": (
+                        f"A stream of Server-Sent Events: each event's `data:` line is one {message} "
+                        "as JSON, in order. A failure before the first event is an error status with "
+                        "a JSON google.rpc.Status body."
+                    ),
+                    "schema": {"$ref": f"#/definitions/{message}"},
+                }
+        renamed_paths["/".join(segments)] = operations
+    doc["paths"] = renamed_paths
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OPENAPI_FILE).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+EXTRA_STEPS.append(("openapi", "gen/openapi", generate_openapi))
+
+
+# --- Go and TypeScript clients (clients/go/parleyv1, clients/typescript/src/gen) ------------------
+
+
+def _buf_client(
+    template: str, paths: tuple[str, ...], generated: str, plugins: tuple[str, ...]
+) -> Callable[[Path], None]:
+    """A step that runs ``buf generate`` with a client's template (``local:`` plugins, installed by
+    scripts/install-client-tools.sh) and writes the ``generated`` folder of its output to ``out``."""
+
+    def generate(out: Path) -> None:
+        import subprocess
+
+        missing = [p for p in plugins if not (ROOT / p).is_file()]
+        if missing:
+            raise SystemExit(f"missing {', '.join(missing)}: run `bash scripts/install-client-tools.sh`")
+        buf = shutil.which("buf")
+        if buf is None:
+            raise SystemExit("buf not found: run `bash scripts/install-system-deps.sh`")
+        inputs = [arg for path in paths for arg in ("--path", path)]
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = [buf, "generate", "--template", template, *inputs, "-o", tmp]
+            subprocess.run(argv, cwd=ROOT, check=True)
+            shutil.copytree(Path(tmp) / generated, out, dirs_exist_ok=True)
+
+    return generate
+
+
+EXTRA_STEPS.append(
+    (
+        "go client",
+        "clients/go/parleyv1",
+        _buf_client(
+            "clients/go/buf.gen.yaml",
+            ("protos/parley",),
+            "clients/go/parleyv1",
+            (".tools/bin/protoc-gen-go", ".tools/bin/protoc-gen-go-grpc"),
+        ),
+    )
+)
+EXTRA_STEPS.append(
+    (
+        "typescript client",
+        "clients/typescript/src/gen",
+        _buf_client(
+            "clients/typescript/buf.gen.yaml",
+            ("protos/parley", "third_party/googleapis/google/rpc/error_details.proto"),
+            "clients/typescript/src/gen",
+            ("clients/typescript/node_modules/.bin/protoc-gen-es",),
+        ),
+    )
+)
 
 
 def _steps() -> list[tuple[str, str, Callable[[Path], None]]]:

@@ -1,0 +1,623 @@
+"""The async client: one object for every Parley service, over one gRPC channel.
+
+::
+
+    async with ParleyClient("localhost:50051") as parley:
+        await parley.register("ada", "correct horse battery")
+        await parley.login("ada", "correct horse battery")
+        agent = await parley.create_agent("Guide", instructions="You are a concise guide.")
+        session = await parley.create_session(agent.name)
+        async for event in parley.send_message(session.name, "Hello!"):
+            if event.HasField("text_delta"):
+                print(event.text_delta.text, end="", flush=True)
+
+Every method raises a :class:`~parley_client.errors.ParleyError` subclass when the call fails.
+Calls that need a user send ``authorization: Bearer <access token>``; when the server answers
+``UNAUTHENTICATED`` with reason ``TOKEN_EXPIRED``, the client exchanges its refresh token for a
+new pair once (refresh tokens are single-use: concurrent calls share one refresh) and retries the
+call. ``on_tokens`` hears of every new pair, so a caller can persist them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+from parley_proto.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    branch_service_pb2,
+    branch_service_pb2_grpc,
+    chat_service_pb2,
+    chat_service_pb2_grpc,
+    common_pb2,
+    session_service_pb2,
+    session_service_pb2_grpc,
+)
+
+from parley_client.errors import ParleyError, UnauthenticatedError, error_from_rpc
+
+__all__ = ["DEFAULT_SERVER", "ParleyClient", "Tokens", "channel_for"]
+
+#: Where the client connects when neither ``target`` nor ``PARLEY_SERVER`` says otherwise.
+DEFAULT_SERVER: Final = "localhost:50051"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+# 26 MiB: the server's receive limit (the 25 MB audio limit plus room for the other fields).
+_MAX_MESSAGE_BYTES = 26 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """A token pair from ``CreateToken`` or ``RefreshToken``.
+
+    ``expires_in`` and ``refresh_expires_in`` are lifetimes in seconds as of issue (defaults
+    900 s and 30 days). The refresh token is single-use: after a refresh only the new pair works.
+    """
+
+    access_token: str
+    refresh_token: str
+    expires_in: int = 0
+    refresh_expires_in: int = 0
+    token_type: str = "Bearer"
+
+
+def channel_for(target: str, *, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """An asyncio channel for ``target``.
+
+    ``target`` is ``host:port`` (plaintext, for a local server or one behind a TLS-terminating
+    proxy), ``http://host:port`` (the same) or ``https://host[:port]`` (TLS with the system's
+    roots, port 443 by default). ``credentials`` forces TLS with those credentials.
+    """
+    options = [
+        ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ]
+    tls = credentials is not None
+    if target.startswith("https://"):
+        target, tls = target.removeprefix("https://").rstrip("/"), True
+        if ":" not in target.rsplit("]", 1)[-1]:
+            target += ":443"
+    elif target.startswith("http://"):
+        target = target.removeprefix("http://").rstrip("/")
+    if tls:
+        return grpc.aio.secure_channel(target, credentials or grpc.ssl_channel_credentials(), options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+class ParleyClient:
+    """Async client of the Parley API (``parley.v1``).
+
+    Args:
+        target: server address (see :func:`channel_for`); default ``$PARLEY_SERVER`` or
+            ``localhost:50051``.
+        tokens: a token pair from an earlier login (e.g. a credentials file).
+        on_tokens: called with every new pair (login, refresh) and with ``None`` on logout.
+        channel: use this channel instead of opening one (the client will not close it).
+        credentials: TLS credentials for the channel it opens.
+        timeout: deadline of each unary call, seconds (``None``: no deadline).
+        stream_timeout: deadline of each streamed reply, seconds (``None``: no deadline).
+
+    Use it as an async context manager, or call :meth:`close`. The channel opens on first use, in
+    the running event loop; use the client from that loop only.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        tokens: Tokens | None = None,
+        on_tokens: Callable[[Tokens | None], None] | None = None,
+        channel: grpc.aio.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = 30.0,
+        stream_timeout: float | None = None,
+    ) -> None:
+        self.target = target or os.environ.get("PARLEY_SERVER") or DEFAULT_SERVER
+        self._tokens = tokens
+        self._on_tokens = on_tokens
+        self._channel = channel
+        self._owns_channel = channel is None
+        self._credentials = credentials
+        self.timeout = timeout
+        self.stream_timeout = stream_timeout
+        self._refresh_lock: asyncio.Lock | None = None
+        self._stubs: _Stubs | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ParleyClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (if this client opened it)."""
+        if self._channel is not None and self._owns_channel:
+            await self._channel.close(None)
+            self._channel = None
+            self._stubs = None
+
+    @property
+    def tokens(self) -> Tokens | None:
+        """The current token pair (``None`` before login)."""
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, tokens: Tokens | None) -> None:
+        self._tokens = tokens
+
+    @property
+    def _s(self) -> _Stubs:
+        if self._stubs is None:
+            if self._channel is None:
+                self._channel = channel_for(self.target, credentials=self._credentials)
+            self._stubs = _Stubs(self._channel)
+        return self._stubs
+
+    # --- auth ------------------------------------------------------------------------------------
+
+    async def register(
+        self, username: str, password: str, *, display_name: str = ""
+    ) -> auth_service_pb2.User:
+        """Create a user (``AuthService.CreateUser``). Does not log in.
+
+        Raises:
+            AlreadyExistsError: the username is taken.
+            InvalidArgumentError: a bad username (3-32 of a-z 0-9 . _ -) or password (8-256 chars).
+            PermissionDeniedError: registration is switched off on this server.
+        """
+        request = auth_service_pb2.CreateUserRequest(
+            username=username, password=password, display_name=display_name
+        )
+        return (await self._unary(self._s.auth.CreateUser, request, auth=False)).user
+
+    async def login(self, username: str, password: str) -> Tokens:
+        """Exchange username and password for a token pair (``CreateToken``) and use it.
+
+        Raises:
+            UnauthenticatedError: wrong username or password.
+        """
+        request = auth_service_pb2.CreateTokenRequest(username=username, password=password)
+        reply = await self._unary(self._s.auth.CreateToken, request, auth=False)
+        return self._set_tokens(
+            Tokens(
+                reply.access_token,
+                reply.refresh_token,
+                reply.expires_in,
+                reply.refresh_expires_in,
+                reply.token_type or "Bearer",
+            )
+        )
+
+    async def refresh(self) -> Tokens:
+        """Exchange the refresh token for a new pair (``RefreshToken``) and use it.
+
+        Calls made with an expired access token do this by themselves. The old refresh token stops
+        working; presenting it again revokes the whole login.
+
+        Raises:
+            UnauthenticatedError: not logged in, or the refresh token was revoked or reused.
+            InvalidArgumentError: the refresh token expired (reason ``TOKEN_EXPIRED``).
+        """
+        if self._tokens is None:
+            raise _not_logged_in()
+        request = auth_service_pb2.RefreshTokenRequest(refresh_token=self._tokens.refresh_token)
+        reply = await self._unary(self._s.auth.RefreshToken, request, auth=False)
+        return self._set_tokens(
+            Tokens(
+                reply.access_token,
+                reply.refresh_token,
+                reply.expires_in,
+                reply.refresh_expires_in,
+                reply.token_type or "Bearer",
+            )
+        )
+
+    async def logout(self) -> None:
+        """Revoke the login (``RevokeToken``: its refresh token and every access token issued from
+        it stop working) and forget the tokens."""
+        if self._tokens is None:
+            return
+        request = auth_service_pb2.RevokeTokenRequest(refresh_token=self._tokens.refresh_token)
+        await self._unary(self._s.auth.RevokeToken, request)
+        self._tokens = None
+        if self._on_tokens is not None:
+            self._on_tokens(None)
+
+    async def get_current_user(self) -> auth_service_pb2.User:
+        """The logged-in user (``GetCurrentUser``)."""
+        request = auth_service_pb2.GetCurrentUserRequest()
+        return (await self._unary(self._s.auth.GetCurrentUser, request)).user
+
+    async def get_current_token(self) -> auth_service_pb2.GetCurrentTokenResponse:
+        """Subject, id, issue and expiry times of the access token in use (``GetCurrentToken``)."""
+        return await self._unary(self._s.auth.GetCurrentToken, auth_service_pb2.GetCurrentTokenRequest())
+
+    # --- agents ----------------------------------------------------------------------------------
+
+    async def create_agent(
+        self,
+        display_name: str,
+        *,
+        instructions: str = "",
+        model: str = "",
+        temperature: float | None = None,
+        max_output_tokens: int = 0,
+        voice: str = "",
+        language: str = "",
+    ) -> agent_service_pb2.Agent:
+        """Create an agent (``CreateAgent``).
+
+        Args:
+            display_name: 1 to 100 characters.
+            instructions: the system prompt, up to 32,768 characters.
+            model: a model alias (``local``, ``fast`` …) or ``provider/model``; empty: the server's
+                default.
+            temperature: 0 to 2; ``None``: the provider's default.
+            max_output_tokens: reply length limit, tokens; 0: the server's default.
+            voice: voice of spoken replies; empty: the language's default.
+            language: ``en``, ``ar``, or empty for automatic.
+        """
+        agent = agent_service_pb2.Agent(
+            display_name=display_name,
+            instructions=instructions,
+            model=model,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            voice=voice,
+            language=language,
+        )
+        request = agent_service_pb2.CreateAgentRequest(agent=agent)
+        return (await self._unary(self._s.agents.CreateAgent, request)).agent
+
+    async def get_agent(self, name: str) -> agent_service_pb2.Agent:
+        """One of the user's agents, by name ``agents/{agent}``."""
+        request = agent_service_pb2.GetAgentRequest(name=name)
+        return (await self._unary(self._s.agents.GetAgent, request)).agent
+
+    async def list_agents(self, *, page_size: int = 0) -> AsyncIterator[agent_service_pb2.Agent]:
+        """The user's agents, oldest first, fetching pages of ``page_size`` (0: the server's 50)."""
+        token = ""
+        while True:
+            request = agent_service_pb2.ListAgentsRequest(page_size=page_size, page_token=token)
+            page = await self._unary(self._s.agents.ListAgents, request)
+            for agent in page.agents:
+                yield agent
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def update_agent(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        instructions: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        voice: str | None = None,
+        language: str | None = None,
+    ) -> agent_service_pb2.Agent:
+        """Change the given fields of an agent (``UpdateAgent`` with an update mask of exactly the
+        arguments that are not ``None``)."""
+        fields: dict[str, Any] = {
+            "display_name": display_name,
+            "instructions": instructions,
+            "model": model,
+            "temperature": temperature,
+            "max_output_tokens": max_output_tokens,
+            "voice": voice,
+            "language": language,
+        }
+        changed = {key: value for key, value in fields.items() if value is not None}
+        if not changed:
+            return await self.get_agent(name)
+        request = agent_service_pb2.UpdateAgentRequest(
+            agent=agent_service_pb2.Agent(name=name, **changed),
+            update_mask=field_mask_pb2.FieldMask(paths=sorted(changed)),
+        )
+        return (await self._unary(self._s.agents.UpdateAgent, request)).agent
+
+    async def delete_agent(self, name: str, *, force: bool = False) -> None:
+        """Delete an agent; with ``force`` also its sessions.
+
+        Raises:
+            FailedPreconditionError: it still has sessions and ``force`` is false.
+        """
+        request = agent_service_pb2.DeleteAgentRequest(name=name, force=force)
+        await self._unary(self._s.agents.DeleteAgent, request)
+
+    # --- sessions --------------------------------------------------------------------------------
+
+    async def create_session(self, agent: str, *, title: str = "") -> session_service_pb2.Session:
+        """Open a session with agent ``agents/{agent}`` (``CreateSession``); it starts on branch
+        ``main``."""
+        session = session_service_pb2.Session(agent=agent, title=title)
+        request = session_service_pb2.CreateSessionRequest(session=session)
+        return (await self._unary(self._s.sessions.CreateSession, request)).session
+
+    async def get_session(self, name: str) -> session_service_pb2.Session:
+        """One of the user's sessions, by name ``sessions/{session}``."""
+        request = session_service_pb2.GetSessionRequest(name=name)
+        return (await self._unary(self._s.sessions.GetSession, request)).session
+
+    async def list_sessions(
+        self, *, agent: str = "", page_size: int = 0
+    ) -> AsyncIterator[session_service_pb2.Session]:
+        """The user's sessions, newest first (only those with ``agent`` if given)."""
+        token = ""
+        while True:
+            request = session_service_pb2.ListSessionsRequest(
+                page_size=page_size, page_token=token, agent=agent
+            )
+            page = await self._unary(self._s.sessions.ListSessions, request)
+            for session in page.sessions:
+                yield session
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def update_session(self, name: str, *, title: str) -> session_service_pb2.Session:
+        """Change a session's title (``UpdateSession``)."""
+        request = session_service_pb2.UpdateSessionRequest(
+            session=session_service_pb2.Session(name=name, title=title),
+            update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+        )
+        return (await self._unary(self._s.sessions.UpdateSession, request)).session
+
+    async def delete_session(self, name: str) -> None:
+        """Delete a session with its messages and branches."""
+        request = session_service_pb2.DeleteSessionRequest(name=name)
+        await self._unary(self._s.sessions.DeleteSession, request)
+
+    # --- chat ------------------------------------------------------------------------------------
+
+    def send_message(
+        self, session: str, text: str, *, branch: str = "", request_id: str = ""
+    ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+        """Send a text message and stream the reply (``SendMessage``).
+
+        Yields ``ChatEvent``s in order: ``message_accepted``, ``text_delta``…, ``usage``,
+        ``message_completed``. Stop iterating (or cancel the task) to cancel the reply: the server
+        stores what was generated as INCOMPLETE.
+
+        Args:
+            session: ``sessions/{session}``.
+            text: 1 to 32,768 characters.
+            branch: ``sessions/{session}/branches/{branch}``; empty: the active branch.
+            request_id: idempotency key (up to 128 characters): a repeat stores nothing new.
+        """
+        request = chat_service_pb2.SendMessageRequest(
+            session=session, text=text, branch=branch, request_id=request_id
+        )
+        return self._stream(lambda: self._s.chat.SendMessage, request)
+
+    def send_voice_message(
+        self,
+        session: str,
+        audio: bytes,
+        *,
+        language: str = "",
+        output_format: common_pb2.AudioFormat.ValueType = common_pb2.AUDIO_FORMAT_UNSPECIFIED,
+        branch: str = "",
+        request_id: str = "",
+    ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+        """Send a recording (WAV, MP3, Ogg, WebM, M4A or FLAC; up to 25 MB and 10 minutes) and
+        stream the reply (``SendVoiceMessage``): ``message_accepted``, ``transcript``, then text
+        deltas interleaved with ``audio_chunk``s (MP3 unless ``output_format`` says otherwise).
+
+        Raises:
+            UnimplementedError: the server does not offer voice yet.
+        """
+        request = chat_service_pb2.SendVoiceMessageRequest(
+            session=session,
+            audio=audio,
+            language=language,
+            output_format=output_format,
+            branch=branch,
+            request_id=request_id,
+        )
+        return self._stream(lambda: self._s.chat.SendVoiceMessage, request)
+
+    def regenerate_message(self, name: str) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+        """Generate a new reply in place of assistant message ``name``, on a new branch that
+        becomes active (``RegenerateMessage``); events as for :meth:`send_message`.
+
+        Raises:
+            UnimplementedError: the server does not offer regeneration yet.
+        """
+        request = chat_service_pb2.RegenerateMessageRequest(name=name)
+        return self._stream(lambda: self._s.chat.RegenerateMessage, request)
+
+    async def list_messages(
+        self, session: str, *, branch: str = "", page_size: int = 0
+    ) -> AsyncIterator[chat_service_pb2.Message]:
+        """The conversation on the active branch (or ``branch``), oldest first."""
+        token = ""
+        while True:
+            request = chat_service_pb2.ListMessagesRequest(
+                parent=session, page_size=page_size, page_token=token, branch=branch
+            )
+            page = await self._unary(self._s.chat.ListMessages, request)
+            for message in page.messages:
+                yield message
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_message(self, name: str) -> chat_service_pb2.Message:
+        """One message, by name ``sessions/{session}/messages/{message}``."""
+        request = chat_service_pb2.GetMessageRequest(name=name)
+        return (await self._unary(self._s.chat.GetMessage, request)).message
+
+    def synthesize_speech(
+        self,
+        name: str,
+        *,
+        format: common_pb2.AudioFormat.ValueType = common_pb2.AUDIO_FORMAT_UNSPECIFIED,
+        voice: str = "",
+    ) -> AsyncIterator[common_pb2.AudioChunk]:
+        """Speak a stored message: its audio, sentence by sentence (``SynthesizeSpeech``).
+        Concatenating every chunk's ``data`` gives one file of the chunks' ``format``."""
+        request = chat_service_pb2.SynthesizeSpeechRequest(name=name, format=format, voice=voice)
+        return self._stream(lambda: self._s.chat.SynthesizeSpeech, request)
+
+    # --- branches --------------------------------------------------------------------------------
+
+    async def create_branch(
+        self, session: str, from_message: str, *, display_name: str = ""
+    ) -> branch_service_pb2.Branch:
+        """Fork ``session`` at ``from_message`` (a new branch whose head is that message; it does
+        not become active).
+
+        Raises:
+            UnimplementedError: the server does not offer branching yet.
+        """
+        request = branch_service_pb2.CreateBranchRequest(
+            parent=session, from_message=from_message, display_name=display_name
+        )
+        return (await self._unary(self._s.branches.CreateBranch, request)).branch
+
+    async def list_branches(
+        self, session: str, *, page_size: int = 0
+    ) -> AsyncIterator[branch_service_pb2.Branch]:
+        """The session's branches, oldest first."""
+        token = ""
+        while True:
+            request = branch_service_pb2.ListBranchesRequest(
+                parent=session, page_size=page_size, page_token=token
+            )
+            page = await self._unary(self._s.branches.ListBranches, request)
+            for branch in page.branches:
+                yield branch
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_branch(self, name: str) -> branch_service_pb2.Branch:
+        """One branch, by name ``sessions/{session}/branches/{branch}``."""
+        request = branch_service_pb2.GetBranchRequest(name=name)
+        return (await self._unary(self._s.branches.GetBranch, request)).branch
+
+    async def set_active_branch(self, session: str, branch: str) -> session_service_pb2.Session:
+        """Make ``branch`` the one sends and :meth:`list_messages` use; returns the session."""
+        request = branch_service_pb2.SetActiveBranchRequest(session=session, branch=branch)
+        return (await self._unary(self._s.branches.SetActiveBranch, request)).session
+
+    async def delete_branch(self, name: str) -> None:
+        """Delete a branch pointer (not the active one, not the last one)."""
+        request = branch_service_pb2.DeleteBranchRequest(name=name)
+        await self._unary(self._s.branches.DeleteBranch, request)
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _set_tokens(self, tokens: Tokens) -> Tokens:
+        self._tokens = tokens
+        if self._on_tokens is not None:
+            self._on_tokens(tokens)
+        return tokens
+
+    def _metadata(self, auth: bool) -> tuple[tuple[str, str], ...]:
+        if not auth:
+            return ()
+        if self._tokens is None:
+            raise _not_logged_in()
+        return (("authorization", f"Bearer {self._tokens.access_token}"),)
+
+    async def _retry_after(self, error: ParleyError, used_token: str | None) -> bool:
+        """Whether a call that failed with ``error`` should be retried: yes after an expired access
+        token, once a fresh one is in hand. One refresh serves every call that failed with the same
+        token (a refresh token works once)."""
+        if (
+            error.code != grpc.StatusCode.UNAUTHENTICATED
+            or error.reason != "TOKEN_EXPIRED"
+            or used_token is None
+            or self._tokens is None
+        ):
+            return False
+        if self._refresh_lock is None:
+            self._refresh_lock = asyncio.Lock()
+        async with self._refresh_lock:
+            if self._tokens is not None and self._tokens.access_token != used_token:
+                return True  # another call refreshed meanwhile
+            await self.refresh()
+        return True
+
+    def _token(self) -> str | None:
+        return self._tokens.access_token if self._tokens is not None else None
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[Resp]],
+        request: Req,
+        *,
+        auth: bool = True,
+    ) -> Resp:
+        for attempt in range(2):
+            used = self._token() if auth else None
+            try:
+                return await method(request, timeout=self.timeout, metadata=self._metadata(auth))
+            except grpc.aio.AioRpcError as exc:
+                error = error_from_rpc(exc)
+                if attempt == 0 and auth and await self._retry_after(error, used):
+                    continue
+                raise error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stream(
+        self,
+        method: Callable[[], Callable[..., grpc.aio.UnaryStreamCall[Req, Resp]]],
+        request: Req,
+    ) -> AsyncIterator[Resp]:
+        for attempt in range(2):
+            used = self._token()
+            call = method()(request, timeout=self.stream_timeout, metadata=self._metadata(True))
+            received = False
+            try:
+                async for item in call:
+                    received = True
+                    yield item
+                return
+            except grpc.aio.AioRpcError as exc:
+                error = error_from_rpc(exc)
+                if attempt == 0 and not received and await self._retry_after(error, used):
+                    continue
+                raise error from None
+            finally:
+                call.cancel()  # no-op once finished; stops the reply if the caller stopped early
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _not_logged_in() -> ParleyError:
+    return UnauthenticatedError(
+        grpc.StatusCode.UNAUTHENTICATED, "not logged in: call login() first", reason="NOT_LOGGED_IN"
+    )
+
+
+class _Stubs:
+    """The generated asyncio stubs of every service, over one channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.auth = auth_service_pb2_grpc.AuthServiceStub(channel)
+        self.agents = agent_service_pb2_grpc.AgentServiceStub(channel)
+        self.sessions = session_service_pb2_grpc.SessionServiceStub(channel)
+        self.chat = chat_service_pb2_grpc.ChatServiceStub(channel)
+        self.branches = branch_service_pb2_grpc.BranchServiceStub(channel)

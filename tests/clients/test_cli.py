@@ -1,0 +1,269 @@
+"""The ``parley`` command: accounts and resources in scripts, and ``parley chat`` in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from parley_client import Agent, Message, ParleyClient, Session, StopReason, Tokens, UnimplementedError
+from parley_client.cli.chat import ChatRepl
+from parley_client.cli.store import CredentialStore
+
+from tests.clients.conftest import PASSWORD, Terminal, parley
+from tests.clients.test_python_sdk import expired_copy
+from tests.support.server import ServerProcess
+
+NOT_AVAILABLE = "not available on this server yet"
+
+
+def credentials(env: dict[str, str]) -> Path:
+    return Path(env["XDG_CONFIG_HOME"]) / "parley" / "credentials.json"
+
+
+def test_register_and_login_save_private_credentials(cli_env: dict[str, str], registered: str) -> None:
+    path = credentials(cli_env)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    saved = json.loads(path.read_text())
+    login = saved["servers"][cli_env["PARLEY_SERVER"]]
+    assert login["username"] == registered
+    assert login["access_token"] and login["refresh_token"]
+
+    done = parley(cli_env, "whoami")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(registered)
+
+
+def test_wrong_password_is_refused(cli_env: dict[str, str], registered: str) -> None:
+    done = parley(cli_env, "login", "-u", registered, "--password-stdin", stdin="wrong password!\n")
+    assert done.returncode == 1
+    assert "UNAUTHENTICATED" in done.stderr
+
+
+def test_not_logged_in(cli_env: dict[str, str]) -> None:
+    done = parley(cli_env, "agents", "list")
+    assert done.returncode == 2
+    assert "not logged in" in done.stderr and "parley login" in done.stderr
+
+
+def test_agents_and_sessions(cli_env: dict[str, str], registered: str) -> None:
+    done = parley(
+        cli_env, "--json", "agents", "create", "Guide", "-i", "You are terse.", "--temperature", "0.3"
+    )
+    assert done.returncode == 0, done.stderr
+    agent = json.loads(done.stdout)
+    assert agent["displayName"] == "Guide" and agent["temperature"] == 0.3
+    agent_id = agent["name"].removeprefix("agents/")
+
+    listed = parley(cli_env, "agents", "list")
+    assert listed.stdout.split("\t")[:2] == [agent["name"], "Guide"]
+    shown = parley(cli_env, "agents", "get", agent_id)  # a bare id works too
+    assert "instructions: You are terse." in shown.stdout
+
+    created = parley(cli_env, "sessions", "create", agent["name"], "--title", "From the CLI")
+    assert created.returncode == 0, created.stderr
+    session = created.stdout.split("\t")[0]
+    assert session.startswith("sessions/")
+    listed = parley(cli_env, "--json", "sessions", "list", "--agent", agent_id)
+    assert [s["title"] for s in json.loads(listed.stdout)] == ["From the CLI"]
+
+    refused = parley(cli_env, "agents", "delete", agent_id)
+    assert refused.returncode == 1
+    assert "FAILED_PRECONDITION (AGENT_HAS_SESSIONS)" in refused.stderr
+    assert parley(cli_env, "sessions", "delete", session).returncode == 0
+    assert parley(cli_env, "agents", "delete", agent_id).returncode == 0
+
+    missing = parley(cli_env, "agents", "get", agent_id)
+    assert missing.returncode == 1
+    assert "NOT_FOUND (RESOURCE_NOT_FOUND)" in missing.stderr
+
+
+def test_expired_tokens_are_refreshed_and_saved(cli_env: dict[str, str], registered: str) -> None:
+    path = credentials(cli_env)
+    saved = json.loads(path.read_text())
+    login = saved["servers"][cli_env["PARLEY_SERVER"]]
+    old_refresh = login["refresh_token"]
+    login["access_token"] = expired_copy(login["access_token"])
+    path.write_text(json.dumps(saved))
+
+    done = parley(cli_env, "whoami")
+
+    assert done.returncode == 0, done.stderr
+    rotated = json.loads(path.read_text())["servers"][cli_env["PARLEY_SERVER"]]
+    assert rotated["refresh_token"] != old_refresh  # the new single-use refresh token was kept
+    assert parley(cli_env, "whoami").returncode == 0
+
+
+def test_logout(cli_env: dict[str, str], registered: str) -> None:
+    done = parley(cli_env, "logout")
+    assert done.returncode == 0, done.stderr
+    assert cli_env["PARLEY_SERVER"] not in json.loads(credentials(cli_env).read_text())["servers"]
+    assert parley(cli_env, "whoami").returncode == 2
+
+
+def test_one_message(cli_env: dict[str, str], registered: str) -> None:
+    done = parley(cli_env, "chat", "--message", "Hello! Name one fruit.")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("new session sessions/")
+    assert lines[1].startswith("Assistant> ") and len(lines[1]) > len("Assistant> ")
+
+
+def chat(cli_env: dict[str, str], terminal: Callable[..., Terminal], *args: str) -> Terminal:
+    return terminal([sys.executable, "-m", "parley_client", "chat", *args], cli_env)
+
+
+def test_chat_in_a_terminal(
+    cli_env: dict[str, str], registered: str, terminal: Callable[..., Terminal]
+) -> None:
+    term = chat(cli_env, terminal)
+    term.expect("new session sessions/")
+    term.expect("/quit to leave.")
+    term.expect("you> ")
+
+    term.sendline("Hello! What is a good name for a cat?")
+    term.expect("Assistant> ")
+    reply = term.expect("you> ")
+    assert reply.strip(), term.output
+
+    term.sendline("/history")
+    history = term.expect("you> ")
+    assert "  you: Hello! What is a good name for a cat?  [" in history
+    assert "  Assistant: " in history
+
+    # Branching and regeneration: real results, or a clear note while the server lacks them.
+    term.sendline("/branch")
+    said = term.expect("you> ")
+    assert "created branch" in said or NOT_AVAILABLE in said, said
+    term.sendline("/branches")
+    said = term.expect("you> ")
+    assert "* main" in said or NOT_AVAILABLE in said, said
+    term.sendline("/regenerate")
+    said = term.expect("you> ")
+    assert "Assistant> " in said or NOT_AVAILABLE in said, said
+    term.sendline("/switch main")
+    said = term.expect("you> ")
+    assert "now on branch main" in said or NOT_AVAILABLE in said, said
+
+    term.sendline("/nonsense")
+    assert "unknown command /nonsense" in term.expect("you> ")
+    # Ctrl-C at the prompt: a fresh prompt, not an exit. (Pressed as a person would, not within
+    # microseconds of the prompt appearing: a SIGINT that lands before readline starts waiting is
+    # only noticed at the next key.)
+    time.sleep(0.5)
+    term.send("\x03")
+    term.expect("you> ")
+    term.sendline("/quit")
+    assert term.wait() == 0
+
+
+def test_ctrl_c_cancels_the_reply_and_keeps_the_repl(
+    server_factory: Callable[..., ServerProcess],
+    cli_env: dict[str, str],
+    terminal: Callable[..., Terminal],
+) -> None:
+    """A long reply (a server allowing 512 output tokens) is cut short by Ctrl-C; the server keeps
+    it as INCOMPLETE/CANCELLED and the REPL goes on."""
+    long_server = server_factory(default_max_output_tokens="512")
+    env = {**cli_env, "PARLEY_SERVER": long_server.target}
+    username = f"cli-{os.urandom(5).hex()}"
+    for command in ("register", "login"):
+        done = parley(env, command, "-u", username, "--password-stdin", stdin=PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+
+    term = chat(env, terminal)
+    session = term.expect(" with Assistant").strip().removeprefix("new session ")
+    term.expect("you> ")
+    term.sendline("Write a very long story about a dragon, a knight and a wizard, with many chapters.")
+    term.expect("Assistant> ")
+    term.expect(" ")  # some of the reply has streamed in
+    term.send("\x03")
+    term.expect("[reply cancelled]")
+    term.expect("you> ")
+    term.sendline("/quit")
+    assert term.wait() == 0
+
+    async def stored() -> list[Message]:
+        saved = CredentialStore(Path(env["XDG_CONFIG_HOME"]) / "parley" / "credentials.json").get(
+            env["PARLEY_SERVER"]
+        )
+        assert saved is not None
+        async with ParleyClient(long_server.target, tokens=saved.tokens) as client:
+            for _ in range(50):  # the server stores the partial reply as the cancellation lands
+                messages = [m async for m in client.list_messages(session)]
+                if len(messages) == 2 and messages[1].status != Message.STATUS_UNSPECIFIED:
+                    return messages
+                await asyncio.sleep(0.2)
+            return messages
+
+    messages = asyncio.run(stored())
+    assert [m.role for m in messages] == [Message.ROLE_USER, Message.ROLE_ASSISTANT]
+    assert messages[1].status == Message.STATUS_INCOMPLETE
+    assert messages[1].stop_reason == StopReason.STOP_REASON_CANCELLED
+
+
+class _Unimplemented:
+    """A client whose branching, regeneration and voice methods are UNIMPLEMENTED."""
+
+    def _fail(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnimplementedError(grpc.StatusCode.UNIMPLEMENTED, "not built yet")
+
+    async def create_branch(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+
+    async def set_active_branch(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+
+    async def list_branches(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+        yield
+
+    async def regenerate_message(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+        yield
+
+    async def send_voice_message(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail()
+        yield
+
+
+@pytest.mark.parametrize(
+    ("line", "feature"),
+    [
+        ("/branch", "Branching"),
+        ("/branches", "Branching"),
+        ("/switch other", "Branching"),
+        ("/regenerate", "Regenerating replies"),
+        ("/voice {audio}", "Voice messages"),
+    ],
+)
+def test_unimplemented_features_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, feature: str
+) -> None:
+    audio = tmp_path / "hello.wav"
+    audio.write_bytes(b"RIFF")
+    session = Session(name="sessions/s1", agent="agents/a1", active_branch="sessions/s1/branches/main")
+    with asyncio.Runner() as runner:
+        run: Callable[[Coroutine[Any, Any, Any]], Any] = runner.run
+        repl = ChatRepl(_Unimplemented(), session, Agent(name="agents/a1", display_name="Guide"), run)  # type: ignore[arg-type]
+        repl.last_message = repl.last_reply = "sessions/s1/messages/m2"
+        assert repl.handle(line.format(audio=audio)) is True
+    assert f"{feature} is {NOT_AVAILABLE}." in capsys.readouterr().out
+
+
+def test_tokens_file_round_trip(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path / "parley" / "credentials.json")
+    assert store.get("x:1") is None and store.default_server() is None
+    store.update_tokens("x:1", Tokens("a", "r", 900, 60))
+    assert store.get("x:1") is not None and store.default_server() == "x:1"
+    store.update_tokens("x:1", None)
+    assert store.get("x:1") is None and store.default_server() is None
