@@ -1,7 +1,8 @@
 """Suite-wide fixtures: one real Parley server (a child process) on a real channel.
 
 ``PARLEY_TEST_DATABASE=postgres`` runs the whole suite against a throwaway PostgreSQL cluster
-instead of the embedded SQLite file.
+instead of the embedded SQLite file. ``PARLEY_TEST_MESSAGE_STORE=mongo`` keeps message content in
+a MongoDB-wire server (FerretDB, see ``tests/support/ferretdb.py``) instead of SQL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import grpc
 import pytest
 
 from tests.support.client import UserClient, new_user
+from tests.support.ferretdb import running_ferretdb
 from tests.support.postgres import running_postgres
 from tests.support.server import ServerProcess
 
@@ -33,8 +35,24 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def ferretdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One FerretDB (MongoDB wire protocol) for the whole run, started on first use."""
+    with running_ferretdb(tmp_path_factory.mktemp("ferretdb")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(request: pytest.FixtureRequest) -> str | None:
+    """The MongoDB URL test servers store message content in, or None for the SQL content store."""
+    store = os.environ.get("PARLEY_TEST_MESSAGE_STORE", "sql")
+    if store not in ("sql", "mongo"):
+        raise pytest.UsageError(f"PARLEY_TEST_MESSAGE_STORE must be sql or mongo, not {store!r}")
+    return str(request.getfixturevalue("ferretdb_url")) if store == "mongo" else None
+
+
+@pytest.fixture(scope="session")
 def server_factory(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, mongodb_url: str | None
 ) -> Iterator[Callable[..., ServerProcess]]:
     """Start extra servers (same database unless given); all are stopped at the end."""
     started: list[ServerProcess] = []
@@ -43,6 +61,8 @@ def server_factory(
         settings.setdefault("default_max_output_tokens", TEST_MAX_OUTPUT_TOKENS)
         settings.setdefault("local_seed", "42")
         settings.setdefault("jwt_secret", TEST_JWT_SECRET)
+        if mongodb_url is not None:
+            settings.setdefault("mongodb_url", mongodb_url)
         proc = ServerProcess(
             data_dir or tmp_path_factory.mktemp("server"), database or database_url, **settings
         )

@@ -51,11 +51,14 @@ class Database:
         """One session in one transaction: commits on success, rolls back on error.
 
         Raises ``Unavailable`` (reason ``DATABASE_UNAVAILABLE``) when the database cannot be
-        reached.
+        reached (asyncpg raises a plain ``OSError``, such as ``ConnectionRefusedError``, when
+        it cannot connect; SQLAlchemy does not wrap those).
         """
         try:
             async with self.sessionmaker() as session, session.begin():
                 yield session
+        except OSError as exc:
+            raise Unavailable("database unavailable", reason="DATABASE_UNAVAILABLE") from exc
         except (OperationalError, DBAPIError) as exc:
             if exc.connection_invalidated or (isinstance(exc, OperationalError) and _is_connect_error(exc)):
                 raise Unavailable("database unavailable", reason="DATABASE_UNAVAILABLE") from exc
