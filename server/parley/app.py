@@ -48,9 +48,10 @@ from parley.domain.agents import AgentService
 from parley.domain.branches import BranchService
 from parley.domain.chat import ChatEngine
 from parley.domain.sessions import SessionService
+from parley.domain.summary import ContextSummarizer
 from parley.domain.voice import SpeechService
+from parley.providers.llm.factory import build_model_registry
 from parley.providers.llm.local import LocalLlamaProvider
-from parley.providers.llm.registry import ModelRegistry
 from parley.providers.stt.base import SpeechToText
 from parley.providers.stt.local import WhisperSpeechToText, ensure_whisper_model
 from parley.providers.stt.openai import OpenAISpeechToText
@@ -63,6 +64,7 @@ from parley.storage.messages import MessageRepository
 from parley.storage.migrate import upgrade_database
 from parley.storage.sql.engine import Database
 from parley.storage.sql.store import MetadataStore
+from parley.storage.summaries import SummaryStore
 
 __all__ = ["Application", "build_application", "serve"]
 
@@ -159,7 +161,7 @@ async def build_application(settings: Settings) -> Application:
         messages = MessageRepository(db, content)
 
         local = await LocalLlamaProvider.load(settings)
-        models = ModelRegistry({"local": local}, {"local": f"local/{local.model_id}"}, settings.default_model)
+        models = build_model_registry(settings, local, local_model_id=local.model_id)
         resources.push_async_callback(models.close)
         models.resolve(settings.default_model, field="PARLEY_DEFAULT_MODEL")
 
@@ -181,6 +183,7 @@ async def build_application(settings: Settings) -> Application:
             max_request_id_chars=settings.max_request_id_chars,
             default_max_output_tokens=settings.default_max_output_tokens,
             max_concurrent_replies_per_user=settings.max_concurrent_replies_per_user,
+            summarizer=ContextSummarizer(SummaryStore(db)) if settings.context_summary else None,
         )
 
         server = grpc.aio.server(

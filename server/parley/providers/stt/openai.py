@@ -14,15 +14,10 @@ from openai import AsyncOpenAI
 
 from parley.audio.decode import DecodedAudio
 from parley.audio.encode import AudioEncoder
-from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
+from parley.providers.openai_errors import map_openai_error
 from parley.providers.stt.base import Transcription
 
-__all__ = ["OpenAISpeechToText", "map_openai_error"]
-
-_PROVIDER = "openai"
-
-#: HTTP statuses that mean "this input is not acceptable" rather than "the provider is broken".
-_INPUT_REJECTED_STATUSES = frozenset({400, 413, 415, 422})
+__all__ = ["OpenAISpeechToText"]
 
 #: Whisper's languages as code:name (``verbose_json`` reports the name, e.g. "arabic").
 _WHISPER_LANGUAGES = (
@@ -41,47 +36,6 @@ _WHISPER_LANGUAGES = (
     "yue:cantonese"
 )
 _WHISPER_LANGUAGE_CODES = dict(item.split(":", 1)[::-1] for item in _WHISPER_LANGUAGES.split())
-
-
-def map_openai_error(exc: openai.OpenAIError, *, provider: str = _PROVIDER) -> ParleyError:
-    """Translate an ``openai`` SDK exception into Parley's error vocabulary.
-
-    * ``RateLimitError`` (HTTP 429) → ``ResourceExhausted``, reason ``PROVIDER_RATE_LIMITED``;
-    * ``APIConnectionError`` / ``APITimeoutError`` and HTTP 5xx → ``Unavailable``, reason
-      ``PROVIDER_UNAVAILABLE``;
-    * HTTP 400/413/415/422 → ``InvalidArgument``, reason ``PROVIDER_REJECTED_INPUT``;
-    * anything else (401/403 bad key, 404 unknown model …) → ``Unavailable``, reason
-      ``PROVIDER_ERROR``: a server-side configuration problem, not the caller's fault.
-
-    ``metadata["provider"]`` is ``provider``; HTTP errors add ``metadata["status"]``. Messages never
-    include the API key (the SDK does not put it in exceptions).
-    """
-    metadata = {"provider": provider}
-    if isinstance(exc, openai.RateLimitError):
-        return ResourceExhausted(
-            f"{provider} rate limit reached; retry later",
-            reason="PROVIDER_RATE_LIMITED",
-            metadata=metadata | {"status": "429"},
-        )
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return Unavailable(f"{provider} cannot be reached", reason="PROVIDER_UNAVAILABLE", metadata=metadata)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        metadata |= {"status": str(status)}
-        if status >= 500:
-            return Unavailable(
-                f"{provider} failed (HTTP {status})", reason="PROVIDER_UNAVAILABLE", metadata=metadata
-            )
-        if status in _INPUT_REJECTED_STATUSES:
-            return InvalidArgument(
-                f"{provider} rejected the input (HTTP {status})",
-                reason="PROVIDER_REJECTED_INPUT",
-                metadata=metadata,
-            )
-        return Unavailable(
-            f"{provider} refused the request (HTTP {status})", reason="PROVIDER_ERROR", metadata=metadata
-        )
-    return Unavailable(f"{provider} failed: {type(exc).__name__}", reason="PROVIDER_ERROR", metadata=metadata)
 
 
 def _wav_bytes(audio: DecodedAudio) -> bytes:
@@ -125,7 +79,8 @@ class OpenAISpeechToText:
         """Transcribe ``audio``; ``language`` (ISO 639-1) is passed on as the provider's hint.
 
         Raises:
-            ResourceExhausted, Unavailable, InvalidArgument: see :func:`map_openai_error`.
+            ResourceExhausted, Unavailable, InvalidArgument: see
+                :func:`parley.providers.openai_errors.map_openai_error`.
         """
         wav = await asyncio.to_thread(_wav_bytes, audio)
         upload = ("audio.wav", wav, "audio/wav")

@@ -10,7 +10,7 @@ import numpy as np
 import openai
 from openai import AsyncOpenAI
 
-from parley.providers.stt.openai import map_openai_error
+from parley.providers.openai_errors import map_openai_error
 from parley.providers.tts.base import SynthesizedAudio
 
 __all__ = ["OPENAI_PCM_SAMPLE_RATE_HZ", "OpenAITextToSpeech"]
@@ -60,7 +60,7 @@ class OpenAITextToSpeech:
 
         Raises:
             ResourceExhausted, Unavailable, InvalidArgument: see
-                :func:`parley.providers.stt.openai.map_openai_error`.
+                :func:`parley.providers.openai_errors.map_openai_error`.
         """
         if not text.strip():
             return SynthesizedAudio(

@@ -1,0 +1,282 @@
+"""Hosted models on Amazon Bedrock through the ConverseStream API (``boto3``).
+
+boto3 is blocking, so each generation runs ``converse_stream`` and iterates its event stream in
+a worker thread that hands events to the event loop through an ``asyncio.Queue`` (as the local
+provider does). Event mapping (the ConverseStream event shapes)::
+
+    messageStart                      (ignored)
+    contentBlockDelta.delta.text      → TextDeltaEvent
+    messageStop.stopReason            → the StopEvent's reason (sent last)
+    metadata.usage.inputTokens/outputTokens → UsageEvent
+
+``messageStop`` arrives before ``metadata``; both are held and sent at the end as UsageEvent then
+StopEvent, the order every provider keeps.
+
+Credentials come from the standard AWS chain (environment, shared config/credentials files, SSO,
+container or instance roles); only the region is a Parley setting (``PARLEY_BEDROCK_REGION``).
+
+Retries: botocore's ``standard`` retry mode retries the call on throttling, HTTP 5xx and
+connection errors before the stream opens, i.e. before the first token, ``max_retries`` times
+(so ``max_retries + 1`` attempts), sleeping a random time up to ``2**attempt`` seconds (full
+jitter, capped at 20 s). Errors inside an open stream are not retried: they end the reply.
+
+Closing the event stream (client cancel) sets a flag the worker checks between events and closes
+the HTTP response, so no more events are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
+from parley.domain.models import StopReason
+from parley.providers.llm.base import (
+    ChatTurn,
+    GenerationRequest,
+    ProviderEvent,
+    StopEvent,
+    TextDeltaEvent,
+    UsageEvent,
+)
+from parley.providers.llm.hosted import context_window_for, estimate_tokens
+
+__all__ = ["STOP_REASONS", "BedrockProvider", "converse_arguments", "map_bedrock_error"]
+
+log = logging.getLogger(__name__)
+
+#: ConverseStream ``messageStop.stopReason`` → Parley's stop reason.
+STOP_REASONS: Mapping[str, StopReason] = {
+    "end_turn": StopReason.END_TURN,
+    "tool_use": StopReason.END_TURN,
+    "max_tokens": StopReason.MAX_OUTPUT_TOKENS,
+    "model_context_window_exceeded": StopReason.MAX_OUTPUT_TOKENS,
+    "stop_sequence": StopReason.STOP_SEQUENCE,
+    "guardrail_intervened": StopReason.CONTENT_FILTER,
+    "content_filtered": StopReason.CONTENT_FILTER,
+}
+
+#: Error codes (compared lower-case: the event stream spells them ``throttlingException``).
+_RATE_LIMITED = frozenset(
+    {"throttlingexception", "toomanyrequestsexception", "servicequotaexceededexception"}
+)
+_UNAVAILABLE = frozenset(
+    {
+        "serviceunavailableexception",
+        "internalserverexception",
+        "modelnotreadyexception",
+        "modeltimeoutexception",
+        "modelstreamerrorexception",
+    }
+)
+_REJECTED_INPUT = frozenset({"validationexception"})
+
+#: Concurrent generations (each holds a worker thread while it streams).
+MAX_CONCURRENT_STREAMS = 32
+
+
+def map_bedrock_error(exc: Exception, *, provider: str = "bedrock") -> ParleyError:
+    """Translate a botocore exception into Parley's errors (``metadata["provider"]`` set).
+
+    * throttling / quota (HTTP 429) → ``ResourceExhausted`` (PROVIDER_RATE_LIMITED);
+    * service unavailable, internal, model not ready/timeout/stream errors, HTTP 5xx, connection
+      errors and timeouts → ``Unavailable`` (PROVIDER_UNAVAILABLE);
+    * ``ValidationException`` (e.g. input too long for the model) → ``InvalidArgument``
+      (PROVIDER_REJECTED_INPUT);
+    * anything else (no credentials, access denied, unknown model) → ``Unavailable``
+      (PROVIDER_ERROR): a server-side configuration problem, not the caller's fault.
+    """
+    metadata = {"provider": provider}
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if status:
+            metadata["status"] = str(status)
+        lowered = code.lower()
+        if lowered in _RATE_LIMITED or status == 429:
+            return ResourceExhausted(
+                f"{provider} rate limit reached; retry later",
+                reason="PROVIDER_RATE_LIMITED",
+                metadata=metadata,
+            )
+        if lowered in _UNAVAILABLE or status >= 500:
+            return Unavailable(
+                f"{provider} failed ({code})", reason="PROVIDER_UNAVAILABLE", metadata=metadata
+            )
+        if lowered in _REJECTED_INPUT:
+            return InvalidArgument(
+                f"{provider} rejected the input ({code})",
+                reason="PROVIDER_REJECTED_INPUT",
+                metadata=metadata,
+            )
+        return Unavailable(
+            f"{provider} refused the request ({code})", reason="PROVIDER_ERROR", metadata=metadata
+        )
+    if isinstance(exc, BotoConnectionError | HTTPClientError):  # endpoint unreachable, timeouts, reset
+        return Unavailable(f"{provider} cannot be reached", reason="PROVIDER_UNAVAILABLE", metadata=metadata)
+    if isinstance(exc, NoCredentialsError):
+        return Unavailable(
+            f"{provider}: no AWS credentials found", reason="PROVIDER_ERROR", metadata=metadata
+        )
+    return Unavailable(f"{provider} failed: {type(exc).__name__}", reason="PROVIDER_ERROR", metadata=metadata)
+
+
+def converse_arguments(request: GenerationRequest) -> dict[str, Any]:
+    """The ``converse_stream`` arguments for ``request``.
+
+    System turns go to ``system``; the conversation must start with a user turn and alternate
+    roles, so leading assistant turns are dropped and consecutive turns of one role are joined
+    with a blank line (after a failed reply two user messages follow each other).
+    """
+    system = [{"text": t.content} for t in request.turns if t.role == "system" and t.content]
+    messages: list[dict[str, Any]] = []
+    for turn in request.turns:
+        if turn.role == "system" or (not messages and turn.role == "assistant"):
+            continue
+        if messages and messages[-1]["role"] == turn.role:
+            messages[-1]["content"][0]["text"] += "\n\n" + turn.content
+        else:
+            messages.append({"role": turn.role, "content": [{"text": turn.content}]})
+    inference: dict[str, Any] = {"maxTokens": request.max_output_tokens}
+    if request.temperature is not None:
+        inference["temperature"] = request.temperature
+    arguments: dict[str, Any] = {"modelId": request.model, "messages": messages, "inferenceConfig": inference}
+    if system:
+        arguments["system"] = system
+    return arguments
+
+
+class BedrockProvider:
+    """``LLMProvider`` for Amazon Bedrock (any model that supports ConverseStream).
+
+    Args:
+        region: the AWS region, e.g. ``us-east-1``.
+        max_retries: retries before the first token (see the module docstring).
+        timeout_s: connect and read timeout, seconds.
+        context_windows: ``PARLEY_MODEL_CONTEXT_WINDOWS`` (``bedrock/model`` → tokens).
+        client: an existing ``bedrock-runtime`` client (tests: botocore's Stubber).
+        endpoint_url: another endpoint (VPC endpoints, tests).
+    """
+
+    name = "bedrock"
+
+    def __init__(
+        self,
+        region: str,
+        *,
+        max_retries: int = 2,
+        timeout_s: float = 60.0,
+        context_windows: Mapping[str, int] | None = None,
+        client: Any = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self._client = client or boto3.session.Session().client(
+            "bedrock-runtime",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=Config(
+                retries={"mode": "standard", "total_max_attempts": max_retries + 1},
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+                max_pool_connections=MAX_CONCURRENT_STREAMS,
+            ),
+        )
+        self._context_windows = dict(context_windows or {})
+        self._executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_STREAMS, thread_name_prefix="bedrock")
+
+    def context_window(self, model: str) -> int:
+        """From ``PARLEY_MODEL_CONTEXT_WINDOWS``, else the table in ``hosted.py``, else 8192."""
+        return context_window_for(self.name, model, self._context_windows)
+
+    def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
+        """An estimate (no tokenizer is known for hosted models; see ``hosted.py``)."""
+        return estimate_tokens(turns)
+
+    def _read_blocking(
+        self,
+        arguments: dict[str, Any],
+        cancel: threading.Event,
+        opened: list[Any],
+        put: Callable[[str, Any], None],
+    ) -> None:
+        """Call ConverseStream and pass its events to ``put`` until done or cancelled (worker thread)."""
+        events: Any = None
+        try:
+            events = self._client.converse_stream(**arguments)["stream"]
+            opened.append(events)
+            for event in events:
+                if cancel.is_set():
+                    return
+                put("event", event)
+            put("end", None)
+        except Exception as exc:  # delivered to the event loop, raised there
+            put("error", exc)
+        finally:
+            if events is not None:
+                with contextlib.suppress(Exception):
+                    events.close()
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
+        """Stream a reply; raises what :func:`map_bedrock_error` gives, or ``Unavailable``
+        (PROVIDER_UNAVAILABLE) for a stream that ends without ``messageStop``."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+        opened: list[Any] = []  # the botocore EventStream, once the call has answered
+
+        def put(kind: str, item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under us (process exit)
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+
+        loop.run_in_executor(
+            self._executor, self._read_blocking, converse_arguments(request), cancel, opened, put
+        )
+        usage: tuple[int, int] | None = None
+        stop: StopReason | None = None
+        chunks = 0
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "error":
+                    raise map_bedrock_error(item, provider=self.name) from item
+                if kind == "end":
+                    break
+                if "contentBlockDelta" in item:
+                    text = item["contentBlockDelta"].get("delta", {}).get("text")
+                    if text:
+                        chunks += 1
+                        yield TextDeltaEvent(text)
+                elif "messageStop" in item:
+                    stop = STOP_REASONS.get(item["messageStop"].get("stopReason", ""), StopReason.END_TURN)
+                elif "metadata" in item:
+                    counts = item["metadata"].get("usage", {})
+                    usage = (int(counts.get("inputTokens", 0)), int(counts.get("outputTokens", 0)))
+        finally:
+            cancel.set()
+            for events in opened:  # stop reading now rather than at the next event
+                with contextlib.suppress(Exception):
+                    events.close()
+        if stop is None:
+            raise Unavailable(
+                f"{self.name} ended the stream before the reply was finished",
+                reason="PROVIDER_UNAVAILABLE",
+                metadata={"provider": self.name},
+            )
+        yield UsageEvent(*(usage or (estimate_tokens(request.turns), chunks)))
+        yield StopEvent(stop)
+
+    async def close(self) -> None:
+        """Stop the worker threads (streams still open end at their next event)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self._client.close()

@@ -1,0 +1,165 @@
+"""Hosted models through the OpenAI chat completions API: OpenAI itself and compatible servers.
+
+One class serves every OpenAI-compatible endpoint (Groq, vLLM, Ollama, a llama.cpp server ...);
+each configured endpoint is one provider instance with its own name (``openai``, ``groq`` ...),
+``base_url`` and key. Replies stream with ``stream_options={"include_usage": True}``, so the
+final chunk carries the provider's own token counts. Servers that ignore that option (llama.cpp's
+server does) get the stated estimate instead: the prompt estimate of
+:mod:`parley.providers.llm.hosted` for input, one token per streamed text chunk for output.
+
+Retries: the SDK retries a request that fails with a connection error, HTTP 408/409/429 or 5xx
+before any response, i.e. before the first token, ``max_retries`` times
+(``PARLEY_PROVIDER_MAX_RETRIES``, default 2, so 3 attempts), sleeping
+``min(0.5 s * 2**n, 8 s)`` minus up to 25 % random jitter between attempts, or the server's
+``Retry-After`` when it sends one. Once text has streamed, nothing is retried: an error ends the
+reply, which the conversation engine stores INCOMPLETE with the reason.
+
+Closing the event stream (client cancel) closes the HTTP response, which stops the generation on
+the server side as soon as it notices the closed connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from parley.domain.errors import Unavailable
+from parley.domain.models import StopReason
+from parley.providers.llm.base import (
+    ChatTurn,
+    GenerationRequest,
+    ProviderEvent,
+    StopEvent,
+    TextDeltaEvent,
+    UsageEvent,
+)
+from parley.providers.llm.hosted import context_window_for, estimate_tokens
+from parley.providers.openai_errors import map_openai_error
+
+__all__ = ["FINISH_REASONS", "OpenAIChatProvider"]
+
+log = logging.getLogger(__name__)
+
+#: ``finish_reason`` of the chat completions API → Parley's stop reason.
+FINISH_REASONS: Mapping[str, StopReason] = {
+    "stop": StopReason.END_TURN,
+    "length": StopReason.MAX_OUTPUT_TOKENS,
+    "content_filter": StopReason.CONTENT_FILTER,
+    "tool_calls": StopReason.END_TURN,
+    "function_call": StopReason.END_TURN,
+}
+
+#: OpenAI's reasoning models refuse ``max_tokens`` and take ``max_completion_tokens``; most
+#: compatible servers (llama.cpp, Ollama, older vLLM) know only ``max_tokens``.
+_COMPLETION_TOKENS_MODELS = ("o1", "o3", "o4", "gpt-5")
+
+
+class OpenAIChatProvider:
+    """``LLMProvider`` for one OpenAI-compatible endpoint.
+
+    Args:
+        name: the registry name, the ``provider`` of ``provider/model`` (``openai``, ``groq`` ...).
+        base_url: the API root, e.g. ``https://api.openai.com/v1``.
+        api_key: the endpoint's key; servers without keys get a placeholder (the SDK needs one).
+        max_retries: retries before the first token (see the module docstring).
+        timeout_s: connect and read timeout, seconds; a stream silent for longer ends with
+            ``Unavailable``.
+        context_windows: ``PARLEY_MODEL_CONTEXT_WINDOWS`` (``provider/model`` → tokens).
+        client: an existing ``AsyncOpenAI`` (tests); then :meth:`close` leaves it open.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str,
+        max_retries: int = 2,
+        timeout_s: float = 60.0,
+        context_windows: Mapping[str, int] | None = None,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        self.name = name
+        self._owns_client = client is None
+        self._client = client or AsyncOpenAI(
+            api_key=api_key or "no-key",
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout_s,
+        )
+        self._context_windows = dict(context_windows or {})
+
+    def context_window(self, model: str) -> int:
+        """From ``PARLEY_MODEL_CONTEXT_WINDOWS``, else the table in ``hosted.py``, else 8192."""
+        return context_window_for(self.name, model, self._context_windows)
+
+    def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
+        """An estimate (no tokenizer is known for hosted models; see ``hosted.py``)."""
+        return estimate_tokens(turns)
+
+    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": t.role, "content": t.content} for t in request.turns],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.name == "openai" and request.model.startswith(_COMPLETION_TOKENS_MODELS):
+            arguments["max_completion_tokens"] = request.max_output_tokens
+        else:
+            arguments["max_tokens"] = request.max_output_tokens
+        if request.temperature is not None:
+            arguments["temperature"] = request.temperature
+        return arguments
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
+        """Stream a reply. Raises ``ResourceExhausted``/``Unavailable``/``InvalidArgument`` (see
+        :func:`parley.providers.openai_errors.map_openai_error`), with ``metadata["provider"]``;
+        a stream that ends without a finish reason raises ``Unavailable`` (PROVIDER_UNAVAILABLE).
+        """
+        try:
+            response = await self._client.chat.completions.create(**self._arguments(request))
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc, provider=self.name) from exc
+        finish: str | None = None
+        usage: tuple[int, int] | None = None
+        chunks = 0
+        try:
+            async for chunk in response:
+                if chunk.usage is not None:
+                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        chunks += 1
+                        yield TextDeltaEvent(choice.delta.content)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc, provider=self.name) from exc
+        except ValueError as exc:  # a chunk that is not JSON
+            raise Unavailable(
+                f"{self.name} sent a malformed stream",
+                reason="PROVIDER_ERROR",
+                metadata={"provider": self.name},
+            ) from exc
+        finally:
+            await response.close()
+        if finish is None:
+            raise Unavailable(
+                f"{self.name} ended the stream before the reply was finished",
+                reason="PROVIDER_UNAVAILABLE",
+                metadata={"provider": self.name},
+            )
+        if usage is None:
+            usage = (estimate_tokens(request.turns), chunks)
+        yield UsageEvent(*usage)
+        yield StopEvent(FINISH_REASONS.get(finish, StopReason.END_TURN))
+
+    async def close(self) -> None:
+        """Close the HTTP client if this provider created it."""
+        if self._owns_client:
+            await self._client.close()
