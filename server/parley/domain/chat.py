@@ -25,6 +25,7 @@ from parley.domain.errors import Aborted, InvalidArgument, NotFound, ParleyError
 from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
+from parley.domain.summary import ContextSummarizer
 from parley.providers.llm.base import GenerationRequest, StopEvent, TextDeltaEvent, UsageEvent
 from parley.providers.llm.registry import ModelRegistry, ResolvedModel
 from parley.storage.messages import MessageRepository
@@ -112,6 +113,7 @@ class ChatEngine:
         max_request_id_chars: int,
         default_max_output_tokens: int,
         max_concurrent_replies_per_user: int = 4,
+        summarizer: ContextSummarizer | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
@@ -121,6 +123,7 @@ class ChatEngine:
         self._max_request_id = max_request_id_chars
         self._default_max_output = default_max_output_tokens
         self._now = clock
+        self._summarizer = summarizer
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -314,9 +317,14 @@ class ChatEngine:
                 max(0, user.depth - CONTEXT_MAX_MESSAGES),
                 CONTEXT_MAX_MESSAGES,
             )
-        turns, input_tokens = build_context(
-            resolved.provider, resolved.model, agent.instructions, [*history, user], max_output
-        )
+        if self._summarizer is not None:  # PARLEY_CONTEXT_SUMMARY: trimmed history is summarized
+            turns, input_tokens = await self._summarizer.build_context(
+                resolved, user.session_id, agent.instructions, [*history, user], max_output
+            )
+        else:
+            turns, input_tokens = build_context(
+                resolved.provider, resolved.model, agent.instructions, [*history, user], max_output
+            )
         return GenerationRequest(resolved.model, turns, max_output, agent.temperature), input_tokens
 
     async def _replay(self, user: Message, branch_id: str) -> AsyncGenerator[ChatEvent, None]:

@@ -29,6 +29,7 @@ __all__ = [
     "metadata",
     "refresh_tokens",
     "sessions",
+    "summaries",
     "users",
 ]
 
@@ -170,4 +171,16 @@ message_contents = Table(
     Column("transcript_language", String(16), nullable=False),
     Column("audio_duration_s", Float, nullable=True),
     Column("error_message", Text, nullable=False),
+)
+
+# Running summaries of trimmed history (PARLEY_CONTEXT_SUMMARY): one per session and cut point,
+# the newest message the summary covers. A cache: deleting rows only costs a regeneration.
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("session_id", ID, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("message_id", ID, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("create_time", UTCDateTime(), nullable=False),
 )
