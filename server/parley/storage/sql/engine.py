@@ -20,7 +20,12 @@ from sqlalchemy.ext.asyncio import (
 
 from parley.domain.errors import Unavailable
 
-__all__ = ["Database"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "Database"]
+
+#: How long a SQLite writer waits for the write lock (s). SQLite has one writer at a time; the
+#: benchmark (bench/) saw 5 s run out with 50 streams finishing at once, so wait longer, and
+#: past it answer UNAVAILABLE (retryable) rather than INTERNAL.
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 class Database:
@@ -38,7 +43,7 @@ class Database:
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 5}
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -62,6 +67,8 @@ class Database:
         except (OperationalError, DBAPIError) as exc:
             if exc.connection_invalidated or (isinstance(exc, OperationalError) and _is_connect_error(exc)):
                 raise Unavailable("database unavailable", reason="DATABASE_UNAVAILABLE") from exc
+            if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+                raise Unavailable("database busy; retry", reason="DATABASE_BUSY") from exc
             raise
 
     @asynccontextmanager
@@ -93,5 +100,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cursor.close()
