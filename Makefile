@@ -77,8 +77,8 @@ check-generated: setup-dev
 	bash scripts/validate_envoy.sh
 
 lint: setup
-	$(VENV)/bin/ruff check server tests scripts migrations envoy clients/python
-	$(VENV)/bin/ruff format --check server tests scripts migrations envoy clients/python
+	$(VENV)/bin/ruff check server tests scripts migrations envoy clients/python bench
+	$(VENV)/bin/ruff format --check server tests scripts migrations envoy clients/python bench
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -94,6 +94,11 @@ pytest-postgres: setup-dev
 
 pytest-postgres-mongo: setup-dev
 	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest
+
+# Parley's overhead next to the bare upstream and LiteLLM (about 7 minutes; results in
+# bench/results/). Waits for the machine to be idle first.
+bench: setup-dev
+	$(PY) bench/run.py --wait-idle 600
 
 clean:
 	rm -rf $(STAMPS) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,341 @@
+"""Results of a benchmark run as JSON (everything) and Markdown (the tables people read)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LOOP_COLUMNS", "RATIO_COLUMNS", "STREAM_COLUMNS", "UNARY_COLUMNS", "markdown", "ratios", "write"]
+
+#: Columns of the streaming table (tests/bench/test_bench_smoke.py checks them).
+STREAM_COLUMNS = (
+    "clients",
+    "path",
+    "requests",
+    "errors",
+    "TTFT p50 ms",
+    "TTFT p99 ms",
+    "ITL p50 ms",
+    "ITL p99 ms",
+    "tokens/s",
+    "proxy CPU ms / 1k tokens",
+)
+RATIO_COLUMNS = (
+    "clients",
+    "ratio",
+    "TTFT p50",
+    "TTFT p99",
+    "ITL p99",
+    "tokens/s",
+    "added TTFT p50 ms",
+    "proxy CPU / 1k tokens",
+)
+LOOP_COLUMNS = (
+    "phase",
+    "duration s",
+    "pings",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "max < 50 ms",
+    "control p99 ms",
+    "control max ms",
+)
+UNARY_COLUMNS = ("path", "client", "concurrency", "requests", "errors", "RPS", "p50 ms", "p99 ms")
+
+#: (numerator path, denominator path) pairs of the ratio table.
+RATIO_PAIRS = (
+    ("parley-grpc", "direct"),
+    ("parley-rest", "direct"),
+    ("litellm", "direct"),
+    ("parley-grpc", "litellm"),
+    ("parley-rest", "litellm"),
+)
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def ratios(stream: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per concurrency level, Parley/bare, LiteLLM/bare and Parley/LiteLLM of the main metrics.
+
+    A ratio above 1 means slower (or more CPU) for latencies and CPU, and faster for tokens/s.
+    """
+    by_level: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in stream:
+        by_level.setdefault(run["clients"], {})[run["path"]] = run
+    out = []
+    for clients, runs in sorted(by_level.items()):
+        for num, den in RATIO_PAIRS:
+            a, b = runs.get(num), runs.get(den)
+            if a is None or b is None:
+                continue
+            out.append(
+                {
+                    "clients": clients,
+                    "ratio": f"{num}/{den}",
+                    "ttft_p50": _div(a["ttft_ms"]["p50"], b["ttft_ms"]["p50"]),
+                    "ttft_p99": _div(a["ttft_ms"]["p99"], b["ttft_ms"]["p99"]),
+                    "itl_p50": _div(a["itl_ms"]["p50"], b["itl_ms"]["p50"]),
+                    "itl_p99": _div(a["itl_ms"]["p99"], b["itl_ms"]["p99"]),
+                    "tokens_per_s": _div(a["tokens_per_s"], b["tokens_per_s"]),
+                    "added_ttft_p50_ms": round(a["ttft_ms"]["p50"] - b["ttft_ms"]["p50"], 1),
+                    "proxy_cpu_per_1k_tokens": _div(
+                        a.get("proxy_cpu_ms_per_1k_tokens"), b.get("proxy_cpu_ms_per_1k_tokens")
+                    ),
+                }
+            )
+    return out
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(columns: tuple[str, ...] | list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in row) + " |" for row in rows]
+    return lines
+
+
+def _f(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _floor_section(results: dict[str, Any]) -> list[str]:
+    floors = results["floors"]
+    clients = floors["clients"]
+    runs = {r["path"]: r for r in results.get("stream", []) if r["clients"] == clients}
+    grpc_floor = floors.get("grpc_server", {}).get("cpu_ms_per_1k_tokens")
+    sdk_floor = floors.get("sdk_client", {}).get("cpu_ms_per_1k_tokens")
+    rows: list[list[Any]] = []
+    for path, label in (
+        ("parley-grpc", "Parley, gRPC path (the Parley process)"),
+        ("parley-rest", "Parley, REST path (Parley + Envoy)"),
+        ("litellm", "LiteLLM proxy"),
+    ):
+        if path in runs:
+            rows.append(
+                [label, _f(runs[path].get("proxy_cpu_ms_per_1k_tokens")), _f(runs[path]["tokens_per_s"])]
+            )
+    rows.append(["bare grpc.aio server streaming the same events", _f(grpc_floor),
+                 _f(floors.get("grpc_server", {}).get("tokens_per_s"))])  # fmt: skip
+    rows.append(["openai SDK streaming client alone (AsyncOpenAI)", _f(sdk_floor),
+                 _f(floors.get("sdk_client", {}).get("tokens_per_s"))])  # fmt: skip
+    parley = runs.get("parley-grpc", {}).get("proxy_cpu_ms_per_1k_tokens")
+    if parley is not None and grpc_floor is not None and sdk_floor is not None:
+        rows.append(
+            ["Parley's own layers (Parley gRPC minus both floors)", parley - grpc_floor - sdk_floor, None]
+        )
+    return [
+        f"### Where a token's CPU goes ({clients} clients)",
+        "",
+        "CPU time per 1000 tokens delivered. The two floors are the libraries on Parley's token path run "
+        "alone (`bench/floors.py`): a grpc.aio server streaming the same ChatEvents with no auth, database "
+        "or model call, and the openai SDK's streaming client reading the same upstream.",
+        "",
+        *_table(("process", "CPU ms / 1k tokens", "tokens/s"), rows),
+        "",
+    ]
+
+
+def _profile_tables(runs: list[dict[str, Any]]) -> list[str]:
+    levels = [f"{r['clients']} clients" for r in runs]
+    areas = list(dict.fromkeys(a for r in runs for a, _ in r["areas"]))
+    shares = [dict(r["areas"]) for r in runs]
+    lines = [
+        "Event-loop samples by area (%):",
+        "",
+        *_table(
+            ["area", *levels],
+            [[a, *[_fmt(s.get(a), 1) for s in shares]] for a in areas]
+            + [["**event loop busy** (% of the time)", *[_fmt(r["loop_busy_pct"], 1) for r in runs]]]
+            + [["tokens/s delivered meanwhile", *[_fmt(r["load_run"]["tokens_per_s"], 0) for r in runs]]],
+        ),
+        "",
+    ]
+    for r in runs:
+        lines += [
+            f"Busiest event-loop functions at {r['clients']} clients (self samples, %; raw stacks in "
+            f"`{r['raw']}`):",
+            "",
+            *_table(("function", "% self"), [[f"`{f}`", _fmt(p, 1)] for f, p in r["top_self"][:10]]),
+            "",
+        ]
+    return lines
+
+
+def _loop_rows(loop: dict[str, Any]) -> list[list[Any]]:
+    target = loop["target_ms"]
+    rows = []
+    for p in loop["phases"]:
+        control = p.get("control") or {}
+        below = "yes" if p.get("max_ms") is not None and p["max_ms"] < target else "**no**"
+        rows.append(
+            [p["phase"], p["duration_s"], p["pings"], _f(p.get("p50_ms")), _f(p.get("p99_ms")),
+             _f(p.get("max_ms")), below, _f(control.get("p99_ms")), _f(control.get("max_ms"))]
+        )  # fmt: skip
+    return rows
+
+
+def _stream_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            r["clients"],
+            r["path"],
+            r["requests"],
+            r["errors"],
+            _f(r["ttft_ms"]["p50"]),
+            _f(r["ttft_ms"]["p99"]),
+            _f(r["itl_ms"]["p50"]),
+            _f(r["itl_ms"]["p99"]),
+            _f(r["tokens_per_s"]),
+            _f(r.get("proxy_cpu_ms_per_1k_tokens")),
+        ]
+        for r in runs
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The human-readable report of ``results`` (the JSON document)."""
+    cfg = results["config"]
+    machine = results["machine"]
+    versions = results["versions"]
+    load = results["load"]
+    md = [
+        "# Parley overhead benchmark",
+        "",
+        f"Run {results['started']} ({results['elapsed_s']:.0f} s) with `{results['command']}`.",
+        "",
+        f"- **Machine**: {machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+        f"{machine['os']} (kernel {machine['kernel']}).",
+        f"- **Load** (1-min average from `uptime`): {load['before'][0]:.2f} before the run, "
+        f"{load['after'][0]:.2f} after"
+        + (
+            " (at the start of each phase, the benchmark's own load included: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in load["phases"].items())
+            + ")"
+            if load.get("phases")
+            else ""
+        )
+        + "; the servers and the load generator share these cores.",
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"- **Upstream**: `bench/upstream.py`, {cfg['tokens']} tokens per reply at "
+        f"{cfg['tokens_per_second']:g} tokens/s per stream (first token after one interval); "
+        f"same prompt on every path (system: the agent's instructions; user: {cfg['prompt']!r}).",
+        f"- **Load generator**: `bench/loadgen` (Go); each of N clients sends one request after the other "
+        f"for {cfg['duration_s']:g} s (starts spread over {cfg['ramp_s']:g} s), one connection per client.",
+        f"- **Parley**: {cfg['parley']}",
+        f"- **LiteLLM**: {cfg['litellm']}",
+        "",
+    ]
+    if results.get("stream"):
+        md += [
+            "## Streaming: time to first token (TTFT), inter-token latency (ITL), throughput",
+            "",
+            "Paths: `direct` = the upstream itself over HTTP/SSE; `parley-grpc` = Parley SendMessage over "
+            "gRPC; `parley-rest` = Parley through Envoy's REST/SSE transcoding; `litellm` = LiteLLM proxy. "
+            "`tokens/s` is delivered to all clients together; `proxy CPU` is the CPU time the proxy "
+            "processes (Parley, Parley + Envoy, LiteLLM) spent per 1000 tokens delivered.",
+            "",
+            *_table(STREAM_COLUMNS, _stream_rows(results["stream"])),
+            "",
+        ]
+    if results.get("ratios"):
+        md += [
+            "### Ratios (same run)",
+            "",
+            "Latency and CPU ratios above 1 mean the first path is slower or costlier; a tokens/s ratio "
+            "below 1 means it delivered less. (ITL p50 is left out: a saturated proxy sends tokens in "
+            "bursts, which lowers its ITL p50; it is in results.json.)",
+            "",
+            *_table(
+                RATIO_COLUMNS,
+                [
+                    [
+                        r["clients"],
+                        r["ratio"],
+                        _fmt(r["ttft_p50"], 2),
+                        _fmt(r["ttft_p99"], 2),
+                        _fmt(r["itl_p99"], 2),
+                        _fmt(r["tokens_per_s"], 3),
+                        r["added_ttft_p50_ms"],
+                        _fmt(r["proxy_cpu_per_1k_tokens"], 2),
+                    ]
+                    for r in results["ratios"]
+                ],
+            ),
+            "",
+        ]
+    if results.get("floors"):
+        md += _floor_section(results)
+    llama = results.get("llama")
+    if llama and llama.get("runs"):
+        md += [
+            "## Real model: llama.cpp server (SmolLM2-135M-Instruct)",
+            "",
+            llama["note"],
+            "",
+            *_table(STREAM_COLUMNS, _stream_rows(llama["runs"])),
+            "",
+        ]
+    if results.get("unary"):
+        md += [
+            "## Unary: GetAgent with a bearer token",
+            "",
+            results["unary_note"],
+            "",
+            *_table(
+                UNARY_COLUMNS,
+                [
+                    [
+                        u["path"],
+                        u["client"],
+                        u["concurrency"],
+                        u["requests"],
+                        u["errors"],
+                        u["rps"],
+                        u["latency_ms"]["p50"],
+                        u["latency_ms"]["p99"],
+                    ]
+                    for u in results["unary"]
+                ],
+            ),
+            "",
+        ]
+    loop = results.get("loop")
+    if loop and loop.get("phases"):
+        md += [
+            "## Event-loop health: longest stall while the local model and speech run",
+            "",
+            loop["note"],
+            "",
+            *_table(LOOP_COLUMNS, _loop_rows(loop)),
+            "",
+        ]
+    profile = results.get("profile")
+    if profile and profile.get("runs"):
+        md += ["## Profile of the Parley server under streaming load", "", profile["note"], ""]
+        md += _profile_tables(profile["runs"])
+    if results.get("phase_errors"):
+        md += ["## Phases that failed", ""] + [f"- {e}" for e in results["phase_errors"]] + [""]
+    md += ["## Commands", ""] + [f"- {k}: `{v}`" for k, v in results["commands"].items()] + [""]
+    return "\n".join(md)
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "results.json"
+    md_path = out_dir / "results.md"
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path
