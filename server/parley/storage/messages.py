@@ -137,51 +137,26 @@ class MessageRepository:
         return [_message(r, contents.get(r["id"])) for r in rows]
 
     async def get(self, session_id: str, message_id: str) -> Message | None:
-        async with self._db.transaction() as s:
-            row = (
-                (
-                    await s.execute(
-                        select(messages).where(
-                            messages.c.id == message_id, messages.c.session_id == session_id
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._db.first(
+            select(messages).where(messages.c.id == message_id, messages.c.session_id == session_id)
+        )
         found = await self._with_content([row] if row else [])
         return found[0] if found else None
 
     async def find_by_request_id(self, session_id: str, request_id: str) -> Message | None:
-        async with self._db.transaction() as s:
-            row = (
-                (
-                    await s.execute(
-                        select(messages).where(
-                            messages.c.session_id == session_id, messages.c.request_id == request_id
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._db.first(
+            select(messages).where(messages.c.session_id == session_id, messages.c.request_id == request_id)
+        )
         found = await self._with_content([row] if row else [])
         return found[0] if found else None
 
     async def children(self, session_id: str, parent_id: str) -> Sequence[Message]:
         """Messages whose parent is ``parent_id``, oldest first."""
-        async with self._db.transaction() as s:
-            rows = (
-                (
-                    await s.execute(
-                        select(messages)
-                        .where(messages.c.session_id == session_id, messages.c.parent_id == parent_id)
-                        .order_by(messages.c.id)
-                    )
-                )
-                .mappings()
-                .all()
-            )
+        rows = await self._db.all(
+            select(messages)
+            .where(messages.c.session_id == session_id, messages.c.parent_id == parent_id)
+            .order_by(messages.c.id)
+        )
         return await self._with_content(rows)
 
     async def path(self, session_id: str, head_id: str, min_depth: int, limit: int) -> Sequence[Message]:
@@ -206,8 +181,7 @@ class MessageRepository:
             .order_by(messages.c.depth)
             .limit(limit)
         )
-        async with self._db.transaction() as s:
-            rows = (await s.execute(q)).mappings().all()
+        rows = await self._db.all(q)
         return await self._with_content(rows)
 
     async def delete_session_content(self, session_id: str) -> None:

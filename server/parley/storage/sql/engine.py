@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Executable, event
+from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -70,6 +70,16 @@ class Database:
             if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
                 raise Unavailable("database busy; retry", reason="DATABASE_BUSY") from exc
             raise
+
+    async def first(self, statement: Executable) -> RowMapping | None:
+        """Run ``statement`` in its own transaction; its first row as a mapping, or None."""
+        async with self.transaction() as s:
+            return (await s.execute(statement)).mappings().first()
+
+    async def all(self, statement: Executable) -> Sequence[RowMapping]:
+        """Run ``statement`` in its own transaction; all its rows as mappings."""
+        async with self.transaction() as s:
+            return (await s.execute(statement)).mappings().all()
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:

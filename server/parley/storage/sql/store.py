@@ -109,13 +109,11 @@ class MetadataStore:
 
     async def get_credentials(self, username: str) -> tuple[User, str] | None:
         """The user named ``username`` (already normalized) and their password hash."""
-        async with self._db.transaction() as s:
-            row = (await s.execute(select(users).where(users.c.username == username))).mappings().first()
+        row = await self._db.first(select(users).where(users.c.username == username))
         return None if row is None else (_user(row), row["password_hash"])
 
     async def get_user(self, user_id: str) -> User | None:
-        async with self._db.transaction() as s:
-            row = (await s.execute(select(users).where(users.c.id == user_id))).mappings().first()
+        row = await self._db.first(select(users).where(users.c.id == user_id))
         return None if row is None else _user(row)
 
     # --- refresh tokens ------------------------------------------------------------------------
@@ -212,16 +210,9 @@ class MetadataStore:
         return agent
 
     async def get_agent(self, owner_id: str, agent_id: str) -> Agent | None:
-        async with self._db.transaction() as s:
-            row = (
-                (
-                    await s.execute(
-                        select(agents).where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._db.first(
+            select(agents).where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
+        )
         return None if row is None else _agent(row)
 
     async def list_agents(self, owner_id: str, after: str | None, limit: int) -> Sequence[Agent]:
@@ -229,8 +220,7 @@ class MetadataStore:
         q = select(agents).where(agents.c.owner_id == owner_id)
         if after is not None:
             q = q.where(agents.c.id > after)
-        async with self._db.transaction() as s:
-            rows = (await s.execute(q.order_by(agents.c.id).limit(limit))).mappings().all()
+        rows = await self._db.all(q.order_by(agents.c.id).limit(limit))
         return [_agent(r) for r in rows]
 
     async def update_agent(
@@ -280,16 +270,9 @@ class MetadataStore:
         return session
 
     async def get_session(self, owner_id: str, session_id: str) -> Session | None:
-        async with self._db.transaction() as s:
-            row = (
-                (
-                    await s.execute(
-                        select(sessions).where(sessions.c.id == session_id, sessions.c.owner_id == owner_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._db.first(
+            select(sessions).where(sessions.c.id == session_id, sessions.c.owner_id == owner_id)
+        )
         return None if row is None else _session(row)
 
     async def list_sessions(
@@ -301,26 +284,18 @@ class MetadataStore:
             q = q.where(sessions.c.agent_id == agent_id)
         if after is not None:
             q = q.where(sessions.c.id < after)
-        async with self._db.transaction() as s:
-            rows = (await s.execute(q.order_by(sessions.c.id.desc()).limit(limit))).mappings().all()
+        rows = await self._db.all(q.order_by(sessions.c.id.desc()).limit(limit))
         return [_session(r) for r in rows]
 
     async def update_session(
         self, owner_id: str, session_id: str, changes: Mapping[str, Any], now: datetime
     ) -> Session | None:
-        async with self._db.transaction() as s:
-            row = (
-                (
-                    await s.execute(
-                        update(sessions)
-                        .where(sessions.c.id == session_id, sessions.c.owner_id == owner_id)
-                        .values(**changes, update_time=now)
-                        .returning(*sessions.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._db.first(
+            update(sessions)
+            .where(sessions.c.id == session_id, sessions.c.owner_id == owner_id)
+            .values(**changes, update_time=now)
+            .returning(*sessions.c)
+        )
         return None if row is None else _session(row)
 
     async def delete_session(self, owner_id: str, session_id: str) -> bool:
@@ -333,18 +308,9 @@ class MetadataStore:
     # --- branches ------------------------------------------------------------------------------
 
     async def get_branch(self, session_id: str, branch_id: str) -> Branch | None:
-        async with self._db.transaction() as s:
-            row = (
-                (
-                    await s.execute(
-                        select(branches).where(
-                            branches.c.session_id == session_id, branches.c.id == branch_id
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._db.first(
+            select(branches).where(branches.c.session_id == session_id, branches.c.id == branch_id)
+        )
         return None if row is None else _branch(row)
 
     async def create_branch(self, branch: Branch) -> Branch:
