@@ -8,6 +8,7 @@ package parleyv1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -46,6 +47,9 @@ const (
 	StopReason_STOP_REASON_SHUTDOWN StopReason = 7
 	// The provider's content filter stopped the reply.
 	StopReason_STOP_REASON_CONTENT_FILTER StopReason = 8
+	// The server writing the reply stopped before finishing it (it was killed
+	// or crashed); `text` holds the last checkpoint.
+	StopReason_STOP_REASON_SERVER_LOST StopReason = 9
 )
 
 // Enum value maps for StopReason.
@@ -60,6 +64,7 @@ var (
 		6: "STOP_REASON_ERROR",
 		7: "STOP_REASON_SHUTDOWN",
 		8: "STOP_REASON_CONTENT_FILTER",
+		9: "STOP_REASON_SERVER_LOST",
 	}
 	StopReason_value = map[string]int32{
 		"STOP_REASON_UNSPECIFIED":       0,
@@ -71,6 +76,7 @@ var (
 		"STOP_REASON_ERROR":             6,
 		"STOP_REASON_SHUTDOWN":          7,
 		"STOP_REASON_CONTENT_FILTER":    8,
+		"STOP_REASON_SERVER_LOST":       9,
 	}
 )
 
@@ -167,6 +173,9 @@ const (
 	Message_STATUS_INCOMPLETE Message_Status = 2
 	// Generation failed before any text; see `error_message`.
 	Message_STATUS_FAILED Message_Status = 3
+	// Being generated; `text` holds what was generated at the last checkpoint
+	// (at most about a second old).
+	Message_STATUS_IN_PROGRESS Message_Status = 4
 )
 
 // Enum value maps for Message_Status.
@@ -176,12 +185,14 @@ var (
 		1: "STATUS_COMPLETE",
 		2: "STATUS_INCOMPLETE",
 		3: "STATUS_FAILED",
+		4: "STATUS_IN_PROGRESS",
 	}
 	Message_Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"STATUS_COMPLETE":    1,
 		"STATUS_INCOMPLETE":  2,
 		"STATUS_FAILED":      3,
+		"STATUS_IN_PROGRESS": 4,
 	}
 )
 
@@ -390,8 +401,13 @@ type SendMessageRequest struct {
 	// the active branch.
 	Branch string `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
 	// Idempotency key, up to 128 characters. Sending again with the same key to
-	// the same session stores nothing new and replays the stored outcome.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// the same session stores nothing new and streams the first send's reply
+	// (live while it is generated, replayed after).
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Keep generating after the client disconnects (follow it again with
+	// ResumeStream). When false, the reply is cancelled once no client is
+	// streaming it.
+	Background    bool `protobuf:"varint,5,opt,name=background,proto3" json:"background,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -454,6 +470,13 @@ func (x *SendMessageRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *SendMessageRequest) GetBackground() bool {
+	if x != nil {
+		return x.Background
+	}
+	return false
+}
+
 // Request for ChatService.SendVoiceMessage.
 type SendVoiceMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -470,7 +493,9 @@ type SendVoiceMessageRequest struct {
 	// Branch to append to; empty means the active branch.
 	Branch string `protobuf:"bytes,5,opt,name=branch,proto3" json:"branch,omitempty"`
 	// Idempotency key, as in SendMessageRequest.
-	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Keep generating after the client disconnects, as in SendMessageRequest.
+	Background    bool `protobuf:"varint,7,opt,name=background,proto3" json:"background,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -547,12 +572,21 @@ func (x *SendVoiceMessageRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *SendVoiceMessageRequest) GetBackground() bool {
+	if x != nil {
+		return x.Background
+	}
+	return false
+}
+
 // Request for ChatService.RegenerateMessage.
 type RegenerateMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The assistant message to replace,
 	// `sessions/{session}/messages/{message}`.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Keep generating after the client disconnects, as in SendMessageRequest.
+	Background    bool `protobuf:"varint,2,opt,name=background,proto3" json:"background,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -594,10 +628,167 @@ func (x *RegenerateMessageRequest) GetName() string {
 	return ""
 }
 
+func (x *RegenerateMessageRequest) GetBackground() bool {
+	if x != nil {
+		return x.Background
+	}
+	return false
+}
+
+// Request for ChatService.ResumeStream.
+type ResumeStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message whose reply to stream,
+	// `sessions/{session}/messages/{message}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Stream the events after this sequence number (0: from the first). Over
+	// REST an EventSource's `Last-Event-ID` header sets it on reconnect.
+	StartingAfter int64 `protobuf:"varint,2,opt,name=starting_after,json=startingAfter,proto3" json:"starting_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeStreamRequest) Reset() {
+	*x = ResumeStreamRequest{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeStreamRequest) ProtoMessage() {}
+
+func (x *ResumeStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeStreamRequest.ProtoReflect.Descriptor instead.
+func (*ResumeStreamRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResumeStreamRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResumeStreamRequest) GetStartingAfter() int64 {
+	if x != nil {
+		return x.StartingAfter
+	}
+	return 0
+}
+
+// Request for ChatService.CancelMessage.
+type CancelMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message to stop, `sessions/{session}/messages/{message}`.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageRequest) Reset() {
+	*x = CancelMessageRequest{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageRequest) ProtoMessage() {}
+
+func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
+func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CancelMessageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Response for ChatService.CancelMessage.
+type CancelMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reply as stored.
+	Message       *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageResponse) Reset() {
+	*x = CancelMessageResponse{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageResponse) ProtoMessage() {}
+
+func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
+func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CancelMessageResponse) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 // One event of a streamed reply.
 type ChatEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Position of this event in its stream: 1, 2, 3, ...
+	// Position of this event in its reply's stream: 1, 2, 3, ... The same
+	// event has the same number in every stream of the reply (ResumeStream).
 	SequenceNumber int64 `protobuf:"varint,1,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
 	// What happened.
 	//
@@ -609,6 +800,7 @@ type ChatEvent struct {
 	//	*ChatEvent_AudioChunk
 	//	*ChatEvent_Usage
 	//	*ChatEvent_MessageCompleted
+	//	*ChatEvent_Error
 	Event         isChatEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -616,7 +808,7 @@ type ChatEvent struct {
 
 func (x *ChatEvent) Reset() {
 	*x = ChatEvent{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +820,7 @@ func (x *ChatEvent) String() string {
 func (*ChatEvent) ProtoMessage() {}
 
 func (x *ChatEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +833,7 @@ func (x *ChatEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatEvent.ProtoReflect.Descriptor instead.
 func (*ChatEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChatEvent) GetSequenceNumber() int64 {
@@ -712,6 +904,15 @@ func (x *ChatEvent) GetMessageCompleted() *MessageCompleted {
 	return nil
 }
 
+func (x *ChatEvent) GetError() *status.Status {
+	if x != nil {
+		if x, ok := x.Event.(*ChatEvent_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
 type isChatEvent_Event interface {
 	isChatEvent_Event()
 }
@@ -746,6 +947,13 @@ type ChatEvent_MessageCompleted struct {
 	MessageCompleted *MessageCompleted `protobuf:"bytes,7,opt,name=message_completed,json=messageCompleted,proto3,oneof"`
 }
 
+type ChatEvent_Error struct {
+	// The reply failed after the stream started; the stream then ends with
+	// this status. `details` hold a `google.rpc.ErrorInfo` (reason: an
+	// ErrorReason name, domain `parley.dev`).
+	Error *status.Status `protobuf:"bytes,8,opt,name=error,proto3,oneof"`
+}
+
 func (*ChatEvent_MessageAccepted) isChatEvent_Event() {}
 
 func (*ChatEvent_Transcript) isChatEvent_Event() {}
@@ -757,6 +965,8 @@ func (*ChatEvent_AudioChunk) isChatEvent_Event() {}
 func (*ChatEvent_Usage) isChatEvent_Event() {}
 
 func (*ChatEvent_MessageCompleted) isChatEvent_Event() {}
+
+func (*ChatEvent_Error) isChatEvent_Event() {}
 
 // The user message of a send is stored.
 type MessageAccepted struct {
@@ -773,7 +983,7 @@ type MessageAccepted struct {
 
 func (x *MessageAccepted) Reset() {
 	*x = MessageAccepted{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +995,7 @@ func (x *MessageAccepted) String() string {
 func (*MessageAccepted) ProtoMessage() {}
 
 func (x *MessageAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1008,7 @@ func (x *MessageAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageAccepted.ProtoReflect.Descriptor instead.
 func (*MessageAccepted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MessageAccepted) GetUserMessage() *Message {
@@ -837,7 +1047,7 @@ type Transcript struct {
 
 func (x *Transcript) Reset() {
 	*x = Transcript{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1059,7 @@ func (x *Transcript) String() string {
 func (*Transcript) ProtoMessage() {}
 
 func (x *Transcript) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1072,7 @@ func (x *Transcript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transcript.ProtoReflect.Descriptor instead.
 func (*Transcript) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Transcript) GetText() string {
@@ -897,7 +1107,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1119,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1132,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TextDelta) GetText() string {
@@ -943,7 +1153,7 @@ type MessageCompleted struct {
 
 func (x *MessageCompleted) Reset() {
 	*x = MessageCompleted{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1165,7 @@ func (x *MessageCompleted) String() string {
 func (*MessageCompleted) ProtoMessage() {}
 
 func (x *MessageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1178,7 @@ func (x *MessageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageCompleted.ProtoReflect.Descriptor instead.
 func (*MessageCompleted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MessageCompleted) GetMessage() *Message {
@@ -996,7 +1206,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1218,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1231,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListMessagesRequest) GetParent() string {
@@ -1065,7 +1275,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1287,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1300,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1118,7 +1328,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1340,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1353,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetMessageRequest) GetName() string {
@@ -1164,7 +1374,7 @@ type GetMessageResponse struct {
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1386,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1399,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetMessageResponse) GetMessage() *Message {
@@ -1214,7 +1424,7 @@ type SynthesizeSpeechRequest struct {
 
 func (x *SynthesizeSpeechRequest) Reset() {
 	*x = SynthesizeSpeechRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1436,7 @@ func (x *SynthesizeSpeechRequest) String() string {
 func (*SynthesizeSpeechRequest) ProtoMessage() {}
 
 func (x *SynthesizeSpeechRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1449,7 @@ func (x *SynthesizeSpeechRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeSpeechRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeSpeechRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SynthesizeSpeechRequest) GetName() string {
@@ -1267,7 +1477,7 @@ var File_parley_v1_chat_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16parley/v1/common.proto\"\xbd\a\n" +
+	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xd5\a\n" +
 	"\aMessage\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.parley.v1.Message.RoleB\x04\xe2A\x01\x03R\x04role\x12\x18\n" +
@@ -1291,13 +1501,14 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
-	"\x0eROLE_ASSISTANT\x10\x02\"_\n" +
+	"\x0eROLE_ASSISTANT\x10\x02\"w\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_COMPLETE\x10\x01\x12\x15\n" +
 	"\x11STATUS_INCOMPLETE\x10\x02\x12\x11\n" +
-	"\rSTATUS_FAILED\x10\x03:Q\xeaAN\n" +
-	"\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\bmessages2\amessage\"\xb4\x01\n" +
+	"\rSTATUS_FAILED\x10\x03\x12\x16\n" +
+	"\x12STATUS_IN_PROGRESS\x10\x04:Q\xeaAN\n" +
+	"\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\bmessages2\amessage\"\xd4\x01\n" +
 	"\x12SendMessageRequest\x125\n" +
 	"\asession\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/SessionR\asession\x12\x18\n" +
@@ -1305,7 +1516,10 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x06branch\x18\x03 \x01(\tB\x16\xfaA\x13\n" +
 	"\x11parley.dev/BranchR\x06branch\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\x94\x02\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1e\n" +
+	"\n" +
+	"background\x18\x05 \x01(\bR\n" +
+	"background\"\xb4\x02\n" +
 	"\x17SendVoiceMessageRequest\x125\n" +
 	"\asession\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/SessionR\asession\x12\x1a\n" +
@@ -1315,10 +1529,25 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x06branch\x18\x05 \x01(\tB\x16\xfaA\x13\n" +
 	"\x11parley.dev/BranchR\x06branch\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestId\"K\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\x12\x1e\n" +
+	"\n" +
+	"background\x18\a \x01(\bR\n" +
+	"background\"k\n" +
 	"\x18RegenerateMessageRequest\x12/\n" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
-	"\x12parley.dev/MessageR\x04name\"\xa6\x03\n" +
+	"\x12parley.dev/MessageR\x04name\x12\x1e\n" +
+	"\n" +
+	"background\x18\x02 \x01(\bR\n" +
+	"background\"m\n" +
+	"\x13ResumeStreamRequest\x12/\n" +
+	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12parley.dev/MessageR\x04name\x12%\n" +
+	"\x0estarting_after\x18\x02 \x01(\x03R\rstartingAfter\"G\n" +
+	"\x14CancelMessageRequest\x12/\n" +
+	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12parley.dev/MessageR\x04name\"E\n" +
+	"\x15CancelMessageResponse\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"\xd2\x03\n" +
 	"\tChatEvent\x12'\n" +
 	"\x0fsequence_number\x18\x01 \x01(\x03R\x0esequenceNumber\x12G\n" +
 	"\x10message_accepted\x18\x02 \x01(\v2\x1a.parley.v1.MessageAcceptedH\x00R\x0fmessageAccepted\x127\n" +
@@ -1330,7 +1559,8 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\vaudio_chunk\x18\x05 \x01(\v2\x15.parley.v1.AudioChunkH\x00R\n" +
 	"audioChunk\x12(\n" +
 	"\x05usage\x18\x06 \x01(\v2\x10.parley.v1.UsageH\x00R\x05usage\x12J\n" +
-	"\x11message_completed\x18\a \x01(\v2\x1b.parley.v1.MessageCompletedH\x00R\x10messageCompletedB\a\n" +
+	"\x11message_completed\x18\a \x01(\v2\x1b.parley.v1.MessageCompletedH\x00R\x10messageCompleted\x12*\n" +
+	"\x05error\x18\b \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\a\n" +
 	"\x05event\"\xbe\x01\n" +
 	"\x0fMessageAccepted\x125\n" +
 	"\fuser_message\x18\x01 \x01(\v2\x12.parley.v1.MessageR\vuserMessage\x12D\n" +
@@ -1367,7 +1597,7 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/MessageR\x04name\x12.\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x16.parley.v1.AudioFormatR\x06format\x12\x14\n" +
-	"\x05voice\x18\x03 \x01(\tR\x05voice*\x94\x02\n" +
+	"\x05voice\x18\x03 \x01(\tR\x05voice*\xb1\x02\n" +
 	"\n" +
 	"StopReason\x12\x1b\n" +
 	"\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1378,14 +1608,17 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x1dSTOP_REASON_DEADLINE_EXCEEDED\x10\x05\x12\x15\n" +
 	"\x11STOP_REASON_ERROR\x10\x06\x12\x18\n" +
 	"\x14STOP_REASON_SHUTDOWN\x10\a\x12\x1e\n" +
-	"\x1aSTOP_REASON_CONTENT_FILTER\x10\b2\x96\x06\n" +
+	"\x1aSTOP_REASON_CONTENT_FILTER\x10\b\x12\x1b\n" +
+	"\x17STOP_REASON_SERVER_LOST\x10\t2\x98\b\n" +
 	"\vChatService\x12u\n" +
 	"\vSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02):\x01*\"$/v1/{session=sessions/*}:sendMessage0\x01\x12\x84\x01\n" +
 	"\x10SendVoiceMessage\x12\".parley.v1.SendVoiceMessageRequest\x1a\x14.parley.v1.ChatEvent\"4\x82\xd3\xe4\x93\x02.:\x01*\")/v1/{session=sessions/*}:sendVoiceMessage0\x01\x12\x88\x01\n" +
 	"\x11RegenerateMessage\x12#.parley.v1.RegenerateMessageRequest\x1a\x14.parley.v1.ChatEvent\"6\x82\xd3\xe4\x93\x020:\x01*\"+/v1/{name=sessions/*/messages/*}:regenerate0\x01\x12y\n" +
 	"\fListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=sessions/*}/messages\x12s\n" +
 	"\n" +
-	"GetMessage\x12\x1c.parley.v1.GetMessageRequest\x1a\x1d.parley.v1.GetMessageResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=sessions/*/messages/*}\x12\x8d\x01\n" +
+	"GetMessage\x12\x1c.parley.v1.GetMessageRequest\x1a\x1d.parley.v1.GetMessageResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=sessions/*/messages/*}\x12w\n" +
+	"\fResumeStream\x12\x1e.parley.v1.ResumeStreamRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\x12'/v1/{name=sessions/*/messages/*}:stream0\x01\x12\x86\x01\n" +
+	"\rCancelMessage\x12\x1f.parley.v1.CancelMessageRequest\x1a .parley.v1.CancelMessageResponse\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/{name=sessions/*/messages/*}:cancel\x12\x8d\x01\n" +
 	"\x10SynthesizeSpeech\x12\".parley.v1.SynthesizeSpeechRequest\x1a\x15.parley.v1.AudioChunk\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech0\x01B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
@@ -1401,7 +1634,7 @@ func file_parley_v1_chat_service_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_chat_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_parley_v1_chat_service_proto_goTypes = []any{
 	(StopReason)(0),                  // 0: parley.v1.StopReason
 	(Message_Role)(0),                // 1: parley.v1.Message.Role
@@ -1410,60 +1643,70 @@ var file_parley_v1_chat_service_proto_goTypes = []any{
 	(*SendMessageRequest)(nil),       // 4: parley.v1.SendMessageRequest
 	(*SendVoiceMessageRequest)(nil),  // 5: parley.v1.SendVoiceMessageRequest
 	(*RegenerateMessageRequest)(nil), // 6: parley.v1.RegenerateMessageRequest
-	(*ChatEvent)(nil),                // 7: parley.v1.ChatEvent
-	(*MessageAccepted)(nil),          // 8: parley.v1.MessageAccepted
-	(*Transcript)(nil),               // 9: parley.v1.Transcript
-	(*TextDelta)(nil),                // 10: parley.v1.TextDelta
-	(*MessageCompleted)(nil),         // 11: parley.v1.MessageCompleted
-	(*ListMessagesRequest)(nil),      // 12: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),     // 13: parley.v1.ListMessagesResponse
-	(*GetMessageRequest)(nil),        // 14: parley.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),       // 15: parley.v1.GetMessageResponse
-	(*SynthesizeSpeechRequest)(nil),  // 16: parley.v1.SynthesizeSpeechRequest
-	(*Usage)(nil),                    // 17: parley.v1.Usage
-	(*durationpb.Duration)(nil),      // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
-	(AudioFormat)(0),                 // 20: parley.v1.AudioFormat
-	(*AudioChunk)(nil),               // 21: parley.v1.AudioChunk
+	(*ResumeStreamRequest)(nil),      // 7: parley.v1.ResumeStreamRequest
+	(*CancelMessageRequest)(nil),     // 8: parley.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),    // 9: parley.v1.CancelMessageResponse
+	(*ChatEvent)(nil),                // 10: parley.v1.ChatEvent
+	(*MessageAccepted)(nil),          // 11: parley.v1.MessageAccepted
+	(*Transcript)(nil),               // 12: parley.v1.Transcript
+	(*TextDelta)(nil),                // 13: parley.v1.TextDelta
+	(*MessageCompleted)(nil),         // 14: parley.v1.MessageCompleted
+	(*ListMessagesRequest)(nil),      // 15: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),     // 16: parley.v1.ListMessagesResponse
+	(*GetMessageRequest)(nil),        // 17: parley.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),       // 18: parley.v1.GetMessageResponse
+	(*SynthesizeSpeechRequest)(nil),  // 19: parley.v1.SynthesizeSpeechRequest
+	(*Usage)(nil),                    // 20: parley.v1.Usage
+	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
+	(AudioFormat)(0),                 // 23: parley.v1.AudioFormat
+	(*AudioChunk)(nil),               // 24: parley.v1.AudioChunk
+	(*status.Status)(nil),            // 25: google.rpc.Status
 }
 var file_parley_v1_chat_service_proto_depIdxs = []int32{
 	1,  // 0: parley.v1.Message.role:type_name -> parley.v1.Message.Role
 	2,  // 1: parley.v1.Message.status:type_name -> parley.v1.Message.Status
 	0,  // 2: parley.v1.Message.stop_reason:type_name -> parley.v1.StopReason
-	17, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	18, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
-	18, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
-	19, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	20, // 7: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
-	8,  // 8: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
-	9,  // 9: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
-	10, // 10: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
-	21, // 11: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
-	17, // 12: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
-	11, // 13: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
-	3,  // 14: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
-	18, // 15: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
-	3,  // 16: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
-	3,  // 17: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	3,  // 18: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
-	20, // 19: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
-	4,  // 20: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	5,  // 21: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
-	6,  // 22: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	12, // 23: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	14, // 24: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
-	16, // 25: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
-	7,  // 26: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
-	7,  // 27: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
-	7,  // 28: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
-	13, // 29: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	15, // 30: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
-	21, // 31: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	20, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
+	21, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
+	21, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
+	22, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	23, // 7: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
+	3,  // 8: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
+	11, // 9: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
+	12, // 10: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
+	13, // 11: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
+	24, // 12: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
+	20, // 13: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
+	14, // 14: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
+	25, // 15: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
+	3,  // 16: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
+	21, // 17: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
+	3,  // 18: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
+	3,  // 19: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	3,  // 20: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
+	23, // 21: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
+	4,  // 22: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	5,  // 23: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
+	6,  // 24: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	15, // 25: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	17, // 26: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
+	7,  // 27: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
+	8,  // 28: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
+	19, // 29: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
+	10, // 30: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
+	10, // 31: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
+	10, // 32: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
+	16, // 33: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	18, // 34: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
+	10, // 35: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
+	9,  // 36: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
+	24, // 37: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_service_proto_init() }
@@ -1472,13 +1715,14 @@ func file_parley_v1_chat_service_proto_init() {
 		return
 	}
 	file_parley_v1_common_proto_init()
-	file_parley_v1_chat_service_proto_msgTypes[4].OneofWrappers = []any{
+	file_parley_v1_chat_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*ChatEvent_MessageAccepted)(nil),
 		(*ChatEvent_Transcript)(nil),
 		(*ChatEvent_TextDelta)(nil),
 		(*ChatEvent_AudioChunk)(nil),
 		(*ChatEvent_Usage)(nil),
 		(*ChatEvent_MessageCompleted)(nil),
+		(*ChatEvent_Error)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1486,7 +1730,7 @@ func file_parley_v1_chat_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_service_proto_rawDesc), len(file_parley_v1_chat_service_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,8 @@ const (
 	ChatService_RegenerateMessage_FullMethodName = "/parley.v1.ChatService/RegenerateMessage"
 	ChatService_ListMessages_FullMethodName      = "/parley.v1.ChatService/ListMessages"
 	ChatService_GetMessage_FullMethodName        = "/parley.v1.ChatService/GetMessage"
+	ChatService_ResumeStream_FullMethodName      = "/parley.v1.ChatService/ResumeStream"
+	ChatService_CancelMessage_FullMethodName     = "/parley.v1.ChatService/CancelMessage"
 	ChatService_SynthesizeSpeech_FullMethodName  = "/parley.v1.ChatService/SynthesizeSpeech"
 )
 
@@ -33,12 +35,15 @@ const (
 //
 // Talking to an agent: send text or voice, get the reply streamed back.
 //
-// Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-// order: `message_accepted` (the user message is stored), `transcript` (voice
-// only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-// deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-// the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-// `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+// A reply is produced by a run on the server; the call that starts it (and
+// any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+// messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+// message is stored), `transcript` (voice only), `text_delta`*,
+// `audio_chunk`* (voice only, interleaved with the deltas sentence by
+// sentence), `usage`, `message_completed`. A failure after the first event is
+// sent as an `error` event, then ends the stream with the same gRPC status
+// (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+// stored with status INCOMPLETE.
 type ChatServiceClient interface {
 	// Sends a text message to the session's active branch (or `branch`) and
 	// streams the agent's reply.
@@ -54,6 +59,15 @@ type ChatServiceClient interface {
 	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
 	// Returns one message of a session.
 	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
+	// Streams the events of a reply's run after `starting_after`: the events
+	// stored so far, then live ones until the run ends. Works from any
+	// connection, while the reply is generated and after.
+	ResumeStream(ctx context.Context, in *ResumeStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatEvent], error)
+	// Stops a reply being generated (within about a second) and returns it as
+	// stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+	// ends with `message_completed`. A reply that already finished is returned
+	// unchanged.
+	CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error)
 	// Speaks a stored message: streams its text as audio, sentence by sentence.
 	SynthesizeSpeech(ctx context.Context, in *SynthesizeSpeechRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AudioChunk], error)
 }
@@ -143,9 +157,38 @@ func (c *chatServiceClient) GetMessage(ctx context.Context, in *GetMessageReques
 	return out, nil
 }
 
+func (c *chatServiceClient) ResumeStream(ctx context.Context, in *ResumeStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[3], ChatService_ResumeStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ResumeStreamRequest, ChatEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChatService_ResumeStreamClient = grpc.ServerStreamingClient[ChatEvent]
+
+func (c *chatServiceClient) CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelMessageResponse)
+	err := c.cc.Invoke(ctx, ChatService_CancelMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *chatServiceClient) SynthesizeSpeech(ctx context.Context, in *SynthesizeSpeechRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AudioChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[3], ChatService_SynthesizeSpeech_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[4], ChatService_SynthesizeSpeech_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -168,12 +211,15 @@ type ChatService_SynthesizeSpeechClient = grpc.ServerStreamingClient[AudioChunk]
 //
 // Talking to an agent: send text or voice, get the reply streamed back.
 //
-// Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-// order: `message_accepted` (the user message is stored), `transcript` (voice
-// only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-// deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-// the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-// `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+// A reply is produced by a run on the server; the call that starts it (and
+// any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+// messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+// message is stored), `transcript` (voice only), `text_delta`*,
+// `audio_chunk`* (voice only, interleaved with the deltas sentence by
+// sentence), `usage`, `message_completed`. A failure after the first event is
+// sent as an `error` event, then ends the stream with the same gRPC status
+// (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+// stored with status INCOMPLETE.
 type ChatServiceServer interface {
 	// Sends a text message to the session's active branch (or `branch`) and
 	// streams the agent's reply.
@@ -189,6 +235,15 @@ type ChatServiceServer interface {
 	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
 	// Returns one message of a session.
 	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
+	// Streams the events of a reply's run after `starting_after`: the events
+	// stored so far, then live ones until the run ends. Works from any
+	// connection, while the reply is generated and after.
+	ResumeStream(*ResumeStreamRequest, grpc.ServerStreamingServer[ChatEvent]) error
+	// Stops a reply being generated (within about a second) and returns it as
+	// stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+	// ends with `message_completed`. A reply that already finished is returned
+	// unchanged.
+	CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error)
 	// Speaks a stored message: streams its text as audio, sentence by sentence.
 	SynthesizeSpeech(*SynthesizeSpeechRequest, grpc.ServerStreamingServer[AudioChunk]) error
 	mustEmbedUnimplementedChatServiceServer()
@@ -215,6 +270,12 @@ func (UnimplementedChatServiceServer) ListMessages(context.Context, *ListMessage
 }
 func (UnimplementedChatServiceServer) GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMessage not implemented")
+}
+func (UnimplementedChatServiceServer) ResumeStream(*ResumeStreamRequest, grpc.ServerStreamingServer[ChatEvent]) error {
+	return status.Error(codes.Unimplemented, "method ResumeStream not implemented")
+}
+func (UnimplementedChatServiceServer) CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelMessage not implemented")
 }
 func (UnimplementedChatServiceServer) SynthesizeSpeech(*SynthesizeSpeechRequest, grpc.ServerStreamingServer[AudioChunk]) error {
 	return status.Error(codes.Unimplemented, "method SynthesizeSpeech not implemented")
@@ -309,6 +370,35 @@ func _ChatService_GetMessage_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ChatService_ResumeStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ResumeStreamRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ChatServiceServer).ResumeStream(m, &grpc.GenericServerStream[ResumeStreamRequest, ChatEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChatService_ResumeStreamServer = grpc.ServerStreamingServer[ChatEvent]
+
+func _ChatService_CancelMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChatServiceServer).CancelMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChatService_CancelMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChatServiceServer).CancelMessage(ctx, req.(*CancelMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ChatService_SynthesizeSpeech_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(SynthesizeSpeechRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -335,6 +425,10 @@ var ChatService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetMessage",
 			Handler:    _ChatService_GetMessage_Handler,
 		},
+		{
+			MethodName: "CancelMessage",
+			Handler:    _ChatService_CancelMessage_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -350,6 +444,11 @@ var ChatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RegenerateMessage",
 			Handler:       _ChatService_RegenerateMessage_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ResumeStream",
+			Handler:       _ChatService_ResumeStream_Handler,
 			ServerStreams: true,
 		},
 		{

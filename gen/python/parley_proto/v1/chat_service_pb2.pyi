@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from parley_proto.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -46,6 +47,10 @@ class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason
     """The server shut down during generation."""
     STOP_REASON_CONTENT_FILTER: _StopReason.ValueType  # 8
     """The provider's content filter stopped the reply."""
+    STOP_REASON_SERVER_LOST: _StopReason.ValueType  # 9
+    """The server writing the reply stopped before finishing it (it was killed
+    or crashed); `text` holds the last checkpoint.
+    """
 
 class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
     """Why a model stopped generating."""
@@ -68,6 +73,10 @@ STOP_REASON_SHUTDOWN: StopReason.ValueType  # 7
 """The server shut down during generation."""
 STOP_REASON_CONTENT_FILTER: StopReason.ValueType  # 8
 """The provider's content filter stopped the reply."""
+STOP_REASON_SERVER_LOST: StopReason.ValueType  # 9
+"""The server writing the reply stopped before finishing it (it was killed
+or crashed); `text` holds the last checkpoint.
+"""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
@@ -115,6 +124,10 @@ class Message(_message.Message):
         """
         STATUS_FAILED: Message._Status.ValueType  # 3
         """Generation failed before any text; see `error_message`."""
+        STATUS_IN_PROGRESS: Message._Status.ValueType  # 4
+        """Being generated; `text` holds what was generated at the last checkpoint
+        (at most about a second old).
+        """
 
     class Status(_Status, metaclass=_StatusEnumTypeWrapper):
         """Whether a message is whole."""
@@ -129,6 +142,10 @@ class Message(_message.Message):
     """
     STATUS_FAILED: Message.Status.ValueType  # 3
     """Generation failed before any text; see `error_message`."""
+    STATUS_IN_PROGRESS: Message.Status.ValueType  # 4
+    """Being generated; `text` holds what was generated at the last checkpoint
+    (at most about a second old).
+    """
 
     NAME_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
@@ -222,6 +239,7 @@ class SendMessageRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     BRANCH_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     session: _builtins.str
     """`sessions/{session}`."""
     text: _builtins.str
@@ -234,7 +252,13 @@ class SendMessageRequest(_message.Message):
     """
     request_id: _builtins.str
     """Idempotency key, up to 128 characters. Sending again with the same key to
-    the same session stores nothing new and replays the stored outcome.
+    the same session stores nothing new and streams the first send's reply
+    (live while it is generated, replayed after).
+    """
+    background: _builtins.bool
+    """Keep generating after the client disconnects (follow it again with
+    ResumeStream). When false, the reply is cancelled once no client is
+    streaming it.
     """
     def __init__(
         self,
@@ -243,10 +267,11 @@ class SendMessageRequest(_message.Message):
         text: _builtins.str = ...,
         branch: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        background: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "request_id", b"request_id", "session", b"session", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "branch", b"branch", "request_id", b"request_id", "session", b"session", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,6 +289,7 @@ class SendVoiceMessageRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     BRANCH_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     session: _builtins.str
     """`sessions/{session}`."""
     audio: _builtins.bytes
@@ -279,6 +305,8 @@ class SendVoiceMessageRequest(_message.Message):
     """Branch to append to; empty means the active branch."""
     request_id: _builtins.str
     """Idempotency key, as in SendMessageRequest."""
+    background: _builtins.bool
+    """Keep generating after the client disconnects, as in SendMessageRequest."""
     def __init__(
         self,
         *,
@@ -288,10 +316,11 @@ class SendVoiceMessageRequest(_message.Message):
         output_format: _common_pb2.AudioFormat.ValueType = ...,
         branch: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        background: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "branch", b"branch", "language", b"language", "output_format", b"output_format", "request_id", b"request_id", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "background", b"background", "branch", b"branch", "language", b"language", "output_format", b"output_format", "request_id", b"request_id", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -304,10 +333,66 @@ class RegenerateMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The assistant message to replace,
     `sessions/{session}/messages/{message}`.
     """
+    background: _builtins.bool
+    """Keep generating after the client disconnects, as in SendMessageRequest."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        background: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegenerateMessageRequest: _TypeAlias = RegenerateMessageRequest  # noqa: Y015
+
+@_typing.final
+class ResumeStreamRequest(_message.Message):
+    """Request for ChatService.ResumeStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STARTING_AFTER_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The assistant message whose reply to stream,
+    `sessions/{session}/messages/{message}`.
+    """
+    starting_after: _builtins.int
+    """Stream the events after this sequence number (0: from the first). Over
+    REST an EventSource's `Last-Event-ID` header sets it on reconnect.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        starting_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "starting_after", b"starting_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeStreamRequest: _TypeAlias = ResumeStreamRequest  # noqa: Y015
+
+@_typing.final
+class CancelMessageRequest(_message.Message):
+    """Request for ChatService.CancelMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The assistant message to stop, `sessions/{session}/messages/{message}`."""
     def __init__(
         self,
         *,
@@ -319,7 +404,31 @@ class RegenerateMessageRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RegenerateMessageRequest: _TypeAlias = RegenerateMessageRequest  # noqa: Y015
+Global___CancelMessageRequest: _TypeAlias = CancelMessageRequest  # noqa: Y015
+
+@_typing.final
+class CancelMessageResponse(_message.Message):
+    """Response for ChatService.CancelMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """The reply as stored."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___Message | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelMessageResponse: _TypeAlias = CancelMessageResponse  # noqa: Y015
 
 @_typing.final
 class ChatEvent(_message.Message):
@@ -334,8 +443,11 @@ class ChatEvent(_message.Message):
     AUDIO_CHUNK_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     MESSAGE_COMPLETED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     sequence_number: _builtins.int
-    """Position of this event in its stream: 1, 2, 3, ..."""
+    """Position of this event in its reply's stream: 1, 2, 3, ... The same
+    event has the same number in every stream of the reply (ResumeStream).
+    """
     @_builtins.property
     def message_accepted(self) -> Global___MessageAccepted:
         """The user message is stored; the reply will follow."""
@@ -360,6 +472,13 @@ class ChatEvent(_message.Message):
     def message_completed(self) -> Global___MessageCompleted:
         """The reply is stored."""
 
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The reply failed after the stream started; the stream then ends with
+        this status. `details` hold a `google.rpc.ErrorInfo` (reason: an
+        ErrorReason name, domain `parley.dev`).
+        """
+
     def __init__(
         self,
         *,
@@ -370,12 +489,13 @@ class ChatEvent(_message.Message):
         audio_chunk: _common_pb2.AudioChunk | None = ...,
         usage: _common_pb2.Usage | None = ...,
         message_completed: Global___MessageCompleted | None = ...,
+        error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "text_delta", b"text_delta", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "error", b"error", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "text_delta", b"text_delta", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "sequence_number", b"sequence_number", "text_delta", b"text_delta", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "error", b"error", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "sequence_number", b"sequence_number", "text_delta", b"text_delta", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message_accepted", "transcript", "text_delta", "audio_chunk", "usage", "message_completed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message_accepted", "transcript", "text_delta", "audio_chunk", "usage", "message_completed", "error"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

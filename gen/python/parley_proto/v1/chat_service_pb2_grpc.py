@@ -29,12 +29,15 @@ if _version_not_supported:
 class ChatServiceStub:
     """Talking to an agent: send text or voice, get the reply streamed back.
 
-    Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-    order: `message_accepted` (the user message is stored), `transcript` (voice
-    only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-    deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-    the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-    `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+    A reply is produced by a run on the server; the call that starts it (and
+    any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+    messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+    message is stored), `transcript` (voice only), `text_delta`*,
+    `audio_chunk`* (voice only, interleaved with the deltas sentence by
+    sentence), `usage`, `message_completed`. A failure after the first event is
+    sent as an `error` event, then ends the stream with the same gRPC status
+    (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+    stored with status INCOMPLETE.
     """
 
     def __init__(self, channel):
@@ -68,6 +71,16 @@ class ChatServiceStub:
                 request_serializer=parley_dot_v1_dot_chat__service__pb2.GetMessageRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_chat__service__pb2.GetMessageResponse.FromString,
                 _registered_method=True)
+        self.ResumeStream = channel.unary_stream(
+                '/parley.v1.ChatService/ResumeStream',
+                request_serializer=parley_dot_v1_dot_chat__service__pb2.ResumeStreamRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_chat__service__pb2.ChatEvent.FromString,
+                _registered_method=True)
+        self.CancelMessage = channel.unary_unary(
+                '/parley.v1.ChatService/CancelMessage',
+                request_serializer=parley_dot_v1_dot_chat__service__pb2.CancelMessageRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_chat__service__pb2.CancelMessageResponse.FromString,
+                _registered_method=True)
         self.SynthesizeSpeech = channel.unary_stream(
                 '/parley.v1.ChatService/SynthesizeSpeech',
                 request_serializer=parley_dot_v1_dot_chat__service__pb2.SynthesizeSpeechRequest.SerializeToString,
@@ -78,12 +91,15 @@ class ChatServiceStub:
 class ChatServiceServicer:
     """Talking to an agent: send text or voice, get the reply streamed back.
 
-    Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-    order: `message_accepted` (the user message is stored), `transcript` (voice
-    only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-    deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-    the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-    `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+    A reply is produced by a run on the server; the call that starts it (and
+    any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+    messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+    message is stored), `transcript` (voice only), `text_delta`*,
+    `audio_chunk`* (voice only, interleaved with the deltas sentence by
+    sentence), `usage`, `message_completed`. A failure after the first event is
+    sent as an `error` event, then ends the stream with the same gRPC status
+    (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+    stored with status INCOMPLETE.
     """
 
     def SendMessage(self, request, context):
@@ -125,6 +141,25 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeStream(self, request, context):
+        """Streams the events of a reply's run after `starting_after`: the events
+        stored so far, then live ones until the run ends. Works from any
+        connection, while the reply is generated and after.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMessage(self, request, context):
+        """Stops a reply being generated (within about a second) and returns it as
+        stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+        ends with `message_completed`. A reply that already finished is returned
+        unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SynthesizeSpeech(self, request, context):
         """Speaks a stored message: streams its text as audio, sentence by sentence.
         """
@@ -160,6 +195,16 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     request_deserializer=parley_dot_v1_dot_chat__service__pb2.GetMessageRequest.FromString,
                     response_serializer=parley_dot_v1_dot_chat__service__pb2.GetMessageResponse.SerializeToString,
             ),
+            'ResumeStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ResumeStream,
+                    request_deserializer=parley_dot_v1_dot_chat__service__pb2.ResumeStreamRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_chat__service__pb2.ChatEvent.SerializeToString,
+            ),
+            'CancelMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMessage,
+                    request_deserializer=parley_dot_v1_dot_chat__service__pb2.CancelMessageRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_chat__service__pb2.CancelMessageResponse.SerializeToString,
+            ),
             'SynthesizeSpeech': grpc.unary_stream_rpc_method_handler(
                     servicer.SynthesizeSpeech,
                     request_deserializer=parley_dot_v1_dot_chat__service__pb2.SynthesizeSpeechRequest.FromString,
@@ -176,12 +221,15 @@ def add_ChatServiceServicer_to_server(servicer, server):
 class ChatService:
     """Talking to an agent: send text or voice, get the reply streamed back.
 
-    Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-    order: `message_accepted` (the user message is stored), `transcript` (voice
-    only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-    deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-    the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-    `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+    A reply is produced by a run on the server; the call that starts it (and
+    any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+    messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+    message is stored), `transcript` (voice only), `text_delta`*,
+    `audio_chunk`* (voice only, interleaved with the deltas sentence by
+    sentence), `usage`, `message_completed`. A failure after the first event is
+    sent as an `error` event, then ends the stream with the same gRPC status
+    (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+    stored with status INCOMPLETE.
     """
 
     @staticmethod
@@ -309,6 +357,60 @@ class ChatService:
             '/parley.v1.ChatService/GetMessage',
             parley_dot_v1_dot_chat__service__pb2.GetMessageRequest.SerializeToString,
             parley_dot_v1_dot_chat__service__pb2.GetMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parley.v1.ChatService/ResumeStream',
+            parley_dot_v1_dot_chat__service__pb2.ResumeStreamRequest.SerializeToString,
+            parley_dot_v1_dot_chat__service__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.ChatService/CancelMessage',
+            parley_dot_v1_dot_chat__service__pb2.CancelMessageRequest.SerializeToString,
+            parley_dot_v1_dot_chat__service__pb2.CancelMessageResponse.FromString,
             options,
             channel_credentials,
             insecure,

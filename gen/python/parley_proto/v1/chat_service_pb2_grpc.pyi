@@ -30,12 +30,15 @@ GRPC_VERSION: str
 class ChatServiceStub:
     """Talking to an agent: send text or voice, get the reply streamed back.
 
-    Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-    order: `message_accepted` (the user message is stored), `transcript` (voice
-    only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-    deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-    the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-    `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+    A reply is produced by a run on the server; the call that starts it (and
+    any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+    messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+    message is stored), `transcript` (voice only), `text_delta`*,
+    `audio_chunk`* (voice only, interleaved with the deltas sentence by
+    sentence), `usage`, `message_completed`. A failure after the first event is
+    sent as an `error` event, then ends the stream with the same gRPC status
+    (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+    stored with status INCOMPLETE.
     """
 
     @_typing.overload
@@ -60,6 +63,17 @@ class ChatServiceStub:
     """
     GetMessage: _grpc.UnaryUnaryMultiCallable[_chat_service_pb2.GetMessageRequest, _chat_service_pb2.GetMessageResponse]
     """Returns one message of a session."""
+    ResumeStream: _grpc.UnaryStreamMultiCallable[_chat_service_pb2.ResumeStreamRequest, _chat_service_pb2.ChatEvent]
+    """Streams the events of a reply's run after `starting_after`: the events
+    stored so far, then live ones until the run ends. Works from any
+    connection, while the reply is generated and after.
+    """
+    CancelMessage: _grpc.UnaryUnaryMultiCallable[_chat_service_pb2.CancelMessageRequest, _chat_service_pb2.CancelMessageResponse]
+    """Stops a reply being generated (within about a second) and returns it as
+    stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+    ends with `message_completed`. A reply that already finished is returned
+    unchanged.
+    """
     SynthesizeSpeech: _grpc.UnaryStreamMultiCallable[_chat_service_pb2.SynthesizeSpeechRequest, _common_pb2.AudioChunk]
     """Speaks a stored message: streams its text as audio, sentence by sentence."""
 
@@ -67,12 +81,15 @@ class ChatServiceStub:
 class ChatServiceAsyncStub(ChatServiceStub):
     """Talking to an agent: send text or voice, get the reply streamed back.
 
-    Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-    order: `message_accepted` (the user message is stored), `transcript` (voice
-    only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-    deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-    the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-    `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+    A reply is produced by a run on the server; the call that starts it (and
+    any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+    messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+    message is stored), `transcript` (voice only), `text_delta`*,
+    `audio_chunk`* (voice only, interleaved with the deltas sentence by
+    sentence), `usage`, `message_completed`. A failure after the first event is
+    sent as an `error` event, then ends the stream with the same gRPC status
+    (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+    stored with status INCOMPLETE.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -94,18 +111,32 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """
     GetMessage: _aio.UnaryUnaryMultiCallable[_chat_service_pb2.GetMessageRequest, _chat_service_pb2.GetMessageResponse]  # type: ignore[assignment]
     """Returns one message of a session."""
+    ResumeStream: _aio.UnaryStreamMultiCallable[_chat_service_pb2.ResumeStreamRequest, _chat_service_pb2.ChatEvent]  # type: ignore[assignment]
+    """Streams the events of a reply's run after `starting_after`: the events
+    stored so far, then live ones until the run ends. Works from any
+    connection, while the reply is generated and after.
+    """
+    CancelMessage: _aio.UnaryUnaryMultiCallable[_chat_service_pb2.CancelMessageRequest, _chat_service_pb2.CancelMessageResponse]  # type: ignore[assignment]
+    """Stops a reply being generated (within about a second) and returns it as
+    stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+    ends with `message_completed`. A reply that already finished is returned
+    unchanged.
+    """
     SynthesizeSpeech: _aio.UnaryStreamMultiCallable[_chat_service_pb2.SynthesizeSpeechRequest, _common_pb2.AudioChunk]  # type: ignore[assignment]
     """Speaks a stored message: streams its text as audio, sentence by sentence."""
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """Talking to an agent: send text or voice, get the reply streamed back.
 
-    Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
-    order: `message_accepted` (the user message is stored), `transcript` (voice
-    only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
-    deltas sentence by sentence), `usage`, `message_completed`. A failure ends
-    the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
-    `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+    A reply is produced by a run on the server; the call that starts it (and
+    any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+    messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+    message is stored), `transcript` (voice only), `text_delta`*,
+    `audio_chunk`* (voice only, interleaved with the deltas sentence by
+    sentence), `usage`, `message_completed`. A failure after the first event is
+    sent as an `error` event, then ends the stream with the same gRPC status
+    (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+    stored with status INCOMPLETE.
     """
 
     @_abc_1.abstractmethod
@@ -155,6 +186,29 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_service_pb2.GetMessageResponse, _abc.Awaitable[_chat_service_pb2.GetMessageResponse]]:
         """Returns one message of a session."""
+
+    @_abc_1.abstractmethod
+    def ResumeStream(
+        self,
+        request: _chat_service_pb2.ResumeStreamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_service_pb2.ChatEvent], _abc.AsyncIterator[_chat_service_pb2.ChatEvent]]:
+        """Streams the events of a reply's run after `starting_after`: the events
+        stored so far, then live ones until the run ends. Works from any
+        connection, while the reply is generated and after.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelMessage(
+        self,
+        request: _chat_service_pb2.CancelMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_service_pb2.CancelMessageResponse, _abc.Awaitable[_chat_service_pb2.CancelMessageResponse]]:
+        """Stops a reply being generated (within about a second) and returns it as
+        stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+        ends with `message_completed`. A reply that already finished is returned
+        unchanged.
+        """
 
     @_abc_1.abstractmethod
     def SynthesizeSpeech(

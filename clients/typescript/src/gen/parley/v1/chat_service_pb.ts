@@ -9,6 +9,8 @@ import { file_google_api_field_behavior } from "../../google/api/field_behavior_
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Status } from "../../google/rpc/status_pb.js";
+import { file_google_rpc_status } from "../../google/rpc/status_pb.js";
 import type { AudioChunk, AudioChunkSchema, AudioFormat, Usage } from "./common_pb.js";
 import { file_parley_v1_common } from "./common_pb.js";
 import type { Message as Message$1 } from "@bufbuild/protobuf";
@@ -17,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat_service.proto.
  */
 export const file_parley_v1_chat_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEipwYKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIj8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEhIKDlJPTEVfQVNTSVNUQU5UEAIiXwoGU3RhdHVzEhYKElNUQVRVU19VTlNQRUNJRklFRBAAEhMKD1NUQVRVU19DT01QTEVURRABEhUKEVNUQVRVU19JTkNPTVBMRVRFEAISEQoNU1RBVFVTX0ZBSUxFRBADOlHqQU4KEnBhcmxleS5kZXYvTWVzc2FnZRIlc2Vzc2lvbnMve3Nlc3Npb259L21lc3NhZ2VzL3ttZXNzYWdlfSoIbWVzc2FnZXMyB21lc3NhZ2UikgEKElNlbmRNZXNzYWdlUmVxdWVzdBIsCgdzZXNzaW9uGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEgoEdGV4dBgCIAEoCUIE4kEBAhImCgZicmFuY2gYAyABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2gSEgoKcmVxdWVzdF9pZBgEIAEoCSLZAQoXU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhMKBWF1ZGlvGAIgASgMQgTiQQECEhAKCGxhbmd1YWdlGAMgASgJEi0KDW91dHB1dF9mb3JtYXQYBCABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSJgoGYnJhbmNoGAUgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBiABKAkiRQoYUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSLJAgoJQ2hhdEV2ZW50EhcKD3NlcXVlbmNlX251bWJlchgBIAEoAxI2ChBtZXNzYWdlX2FjY2VwdGVkGAIgASgLMhoucGFybGV5LnYxLk1lc3NhZ2VBY2NlcHRlZEgAEisKCnRyYW5zY3JpcHQYAyABKAsyFS5wYXJsZXkudjEuVHJhbnNjcmlwdEgAEioKCnRleHRfZGVsdGEYBCABKAsyFC5wYXJsZXkudjEuVGV4dERlbHRhSAASLAoLYXVkaW9fY2h1bmsYBSABKAsyFS5wYXJsZXkudjEuQXVkaW9DaHVua0gAEiEKBXVzYWdlGAYgASgLMhAucGFybGV5LnYxLlVzYWdlSAASOAoRbWVzc2FnZV9jb21wbGV0ZWQYByABKAsyGy5wYXJsZXkudjEuTWVzc2FnZUNvbXBsZXRlZEgAQgcKBWV2ZW50IpcBCg9NZXNzYWdlQWNjZXB0ZWQSKAoMdXNlcl9tZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2USMgoRYXNzaXN0YW50X21lc3NhZ2UYAiABKAlCF/pBFAoScGFybGV5LmRldi9NZXNzYWdlEiYKBmJyYW5jaBgDIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaCJfCgpUcmFuc2NyaXB0EgwKBHRleHQYASABKAkSEAoIbGFuZ3VhZ2UYAiABKAkSMQoOYXVkaW9fZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkiNwoQTWVzc2FnZUNvbXBsZXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UikQEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSKwoGcGFyZW50GAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSJgoGYnJhbmNoGAQgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoIlUKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj4KEUdldE1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSI5ChJHZXRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlInsKF1N5bnRoZXNpemVTcGVlY2hSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRImCgZmb3JtYXQYAiABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSDQoFdm9pY2UYAyABKAkqlAIKClN0b3BSZWFzb24SGwoXU1RPUF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRTVE9QX1JFQVNPTl9FTkRfVFVSThABEiEKHVNUT1BfUkVBU09OX01BWF9PVVRQVVRfVE9LRU5TEAISHQoZU1RPUF9SRUFTT05fU1RPUF9TRVFVRU5DRRADEhkKFVNUT1BfUkVBU09OX0NBTkNFTExFRBAEEiEKHVNUT1BfUkVBU09OX0RFQURMSU5FX0VYQ0VFREVEEAUSFQoRU1RPUF9SRUFTT05fRVJST1IQBhIYChRTVE9QX1JFQVNPTl9TSFVURE9XThAHEh4KGlNUT1BfUkVBU09OX0NPTlRFTlRfRklMVEVSEAgylgYKC0NoYXRTZXJ2aWNlEnUKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiL4LT5JMCKToBKiIkL3YxL3tzZXNzaW9uPXNlc3Npb25zLyp9OnNlbmRNZXNzYWdlMAEShAEKEFNlbmRWb2ljZU1lc3NhZ2USIi5wYXJsZXkudjEuU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50IjSC0+STAi46ASoiKS92MS97c2Vzc2lvbj1zZXNzaW9ucy8qfTpzZW5kVm9pY2VNZXNzYWdlMAESiAEKEVJlZ2VuZXJhdGVNZXNzYWdlEiMucGFybGV5LnYxLlJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiNoLT5JMCMDoBKiIrL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06cmVnZW5lcmF0ZTABEnkKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIiiC0+STAiISIC92MS97cGFyZW50PXNlc3Npb25zLyp9L21lc3NhZ2VzEnMKCkdldE1lc3NhZ2USHC5wYXJsZXkudjEuR2V0TWVzc2FnZVJlcXVlc3QaHS5wYXJsZXkudjEuR2V0TWVzc2FnZVJlc3BvbnNlIiiC0+STAiISIC92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9Eo0BChBTeW50aGVzaXplU3BlZWNoEiIucGFybGV5LnYxLlN5bnRoZXNpemVTcGVlY2hSZXF1ZXN0GhUucGFybGV5LnYxLkF1ZGlvQ2h1bmsiPILT5JMCNjoBKiIxL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3ludGhlc2l6ZVNwZWVjaDABQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_v1_common]);
+  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEivwYKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDIj8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEhIKDlJPTEVfQVNTSVNUQU5UEAIidwoGU3RhdHVzEhYKElNUQVRVU19VTlNQRUNJRklFRBAAEhMKD1NUQVRVU19DT01QTEVURRABEhUKEVNUQVRVU19JTkNPTVBMRVRFEAISEQoNU1RBVFVTX0ZBSUxFRBADEhYKElNUQVRVU19JTl9QUk9HUkVTUxAEOlHqQU4KEnBhcmxleS5kZXYvTWVzc2FnZRIlc2Vzc2lvbnMve3Nlc3Npb259L21lc3NhZ2VzL3ttZXNzYWdlfSoIbWVzc2FnZXMyB21lc3NhZ2UipgEKElNlbmRNZXNzYWdlUmVxdWVzdBIsCgdzZXNzaW9uGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEgoEdGV4dBgCIAEoCUIE4kEBAhImCgZicmFuY2gYAyABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2gSEgoKcmVxdWVzdF9pZBgEIAEoCRISCgpiYWNrZ3JvdW5kGAUgASgIIu0BChdTZW5kVm9pY2VNZXNzYWdlUmVxdWVzdBIsCgdzZXNzaW9uGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEwoFYXVkaW8YAiABKAxCBOJBAQISEAoIbGFuZ3VhZ2UYAyABKAkSLQoNb3V0cHV0X2Zvcm1hdBgEIAEoDjIWLnBhcmxleS52MS5BdWRpb0Zvcm1hdBImCgZicmFuY2gYBSABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2gSEgoKcmVxdWVzdF9pZBgGIAEoCRISCgpiYWNrZ3JvdW5kGAcgASgIIlkKGFJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USEgoKYmFja2dyb3VuZBgCIAEoCCJYChNSZXN1bWVTdHJlYW1SZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRIWCg5zdGFydGluZ19hZnRlchgCIAEoAyJBChRDYW5jZWxNZXNzYWdlUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2UiPAoVQ2FuY2VsTWVzc2FnZVJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSLuAgoJQ2hhdEV2ZW50EhcKD3NlcXVlbmNlX251bWJlchgBIAEoAxI2ChBtZXNzYWdlX2FjY2VwdGVkGAIgASgLMhoucGFybGV5LnYxLk1lc3NhZ2VBY2NlcHRlZEgAEisKCnRyYW5zY3JpcHQYAyABKAsyFS5wYXJsZXkudjEuVHJhbnNjcmlwdEgAEioKCnRleHRfZGVsdGEYBCABKAsyFC5wYXJsZXkudjEuVGV4dERlbHRhSAASLAoLYXVkaW9fY2h1bmsYBSABKAsyFS5wYXJsZXkudjEuQXVkaW9DaHVua0gAEiEKBXVzYWdlGAYgASgLMhAucGFybGV5LnYxLlVzYWdlSAASOAoRbWVzc2FnZV9jb21wbGV0ZWQYByABKAsyGy5wYXJsZXkudjEuTWVzc2FnZUNvbXBsZXRlZEgAEiMKBWVycm9yGAggASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIAEIHCgVldmVudCKXAQoPTWVzc2FnZUFjY2VwdGVkEigKDHVzZXJfbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlEjIKEWFzc2lzdGFudF9tZXNzYWdlGAIgASgJQhf6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRImCgZicmFuY2gYAyABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2giXwoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGxhbmd1YWdlGAIgASgJEjEKDmF1ZGlvX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIjcKEE1lc3NhZ2VDb21wbGV0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIpEBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EisKBnBhcmVudBgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiYKBmJyYW5jaBgEIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaCJVChRMaXN0TWVzc2FnZXNSZXNwb25zZRIkCghtZXNzYWdlcxgBIAMoCzISLnBhcmxleS52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI+ChFHZXRNZXNzYWdlUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2UiOQoSR2V0TWVzc2FnZVJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJ7ChdTeW50aGVzaXplU3BlZWNoUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USJgoGZm9ybWF0GAIgASgOMhYucGFybGV5LnYxLkF1ZGlvRm9ybWF0Eg0KBXZvaWNlGAMgASgJKrECCgpTdG9wUmVhc29uEhsKF1NUT1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoUU1RPUF9SRUFTT05fRU5EX1RVUk4QARIhCh1TVE9QX1JFQVNPTl9NQVhfT1VUUFVUX1RPS0VOUxACEh0KGVNUT1BfUkVBU09OX1NUT1BfU0VRVUVOQ0UQAxIZChVTVE9QX1JFQVNPTl9DQU5DRUxMRUQQBBIhCh1TVE9QX1JFQVNPTl9ERUFETElORV9FWENFRURFRBAFEhUKEVNUT1BfUkVBU09OX0VSUk9SEAYSGAoUU1RPUF9SRUFTT05fU0hVVERPV04QBxIeChpTVE9QX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAIEhsKF1NUT1BfUkVBU09OX1NFUlZFUl9MT1NUEAkymAgKC0NoYXRTZXJ2aWNlEnUKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiL4LT5JMCKToBKiIkL3YxL3tzZXNzaW9uPXNlc3Npb25zLyp9OnNlbmRNZXNzYWdlMAEShAEKEFNlbmRWb2ljZU1lc3NhZ2USIi5wYXJsZXkudjEuU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50IjSC0+STAi46ASoiKS92MS97c2Vzc2lvbj1zZXNzaW9ucy8qfTpzZW5kVm9pY2VNZXNzYWdlMAESiAEKEVJlZ2VuZXJhdGVNZXNzYWdlEiMucGFybGV5LnYxLlJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiNoLT5JMCMDoBKiIrL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06cmVnZW5lcmF0ZTABEnkKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIiiC0+STAiISIC92MS97cGFyZW50PXNlc3Npb25zLyp9L21lc3NhZ2VzEnMKCkdldE1lc3NhZ2USHC5wYXJsZXkudjEuR2V0TWVzc2FnZVJlcXVlc3QaHS5wYXJsZXkudjEuR2V0TWVzc2FnZVJlc3BvbnNlIiiC0+STAiISIC92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9EncKDFJlc3VtZVN0cmVhbRIeLnBhcmxleS52MS5SZXN1bWVTdHJlYW1SZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCIvgtPkkwIpEicvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpzdHJlYW0wARKGAQoNQ2FuY2VsTWVzc2FnZRIfLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBogLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06Y2FuY2VsEo0BChBTeW50aGVzaXplU3BlZWNoEiIucGFybGV5LnYxLlN5bnRoZXNpemVTcGVlY2hSZXF1ZXN0GhUucGFybGV5LnYxLkF1ZGlvQ2h1bmsiPILT5JMCNjoBKiIxL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3ludGhlc2l6ZVNwZWVjaDABQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
 
 /**
  * A message of a conversation.
@@ -202,6 +204,14 @@ export enum Message_Status {
    * @generated from enum value: STATUS_FAILED = 3;
    */
   FAILED = 3,
+
+  /**
+   * Being generated; `text` holds what was generated at the last checkpoint
+   * (at most about a second old).
+   *
+   * @generated from enum value: STATUS_IN_PROGRESS = 4;
+   */
+  IN_PROGRESS = 4,
 }
 
 /**
@@ -241,11 +251,21 @@ export type SendMessageRequest = Message$1<"parley.v1.SendMessageRequest"> & {
 
   /**
    * Idempotency key, up to 128 characters. Sending again with the same key to
-   * the same session stores nothing new and replays the stored outcome.
+   * the same session stores nothing new and streams the first send's reply
+   * (live while it is generated, replayed after).
    *
    * @generated from field: string request_id = 4;
    */
   requestId: string;
+
+  /**
+   * Keep generating after the client disconnects (follow it again with
+   * ResumeStream). When false, the reply is cancelled once no client is
+   * streaming it.
+   *
+   * @generated from field: bool background = 5;
+   */
+  background: boolean;
 };
 
 /**
@@ -304,6 +324,13 @@ export type SendVoiceMessageRequest = Message$1<"parley.v1.SendVoiceMessageReque
    * @generated from field: string request_id = 6;
    */
   requestId: string;
+
+  /**
+   * Keep generating after the client disconnects, as in SendMessageRequest.
+   *
+   * @generated from field: bool background = 7;
+   */
+  background: boolean;
 };
 
 /**
@@ -326,6 +353,13 @@ export type RegenerateMessageRequest = Message$1<"parley.v1.RegenerateMessageReq
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * Keep generating after the client disconnects, as in SendMessageRequest.
+   *
+   * @generated from field: bool background = 2;
+   */
+  background: boolean;
 };
 
 /**
@@ -336,13 +370,86 @@ export const RegenerateMessageRequestSchema: GenMessage<RegenerateMessageRequest
   messageDesc(file_parley_v1_chat_service, 3);
 
 /**
+ * Request for ChatService.ResumeStream.
+ *
+ * @generated from message parley.v1.ResumeStreamRequest
+ */
+export type ResumeStreamRequest = Message$1<"parley.v1.ResumeStreamRequest"> & {
+  /**
+   * The assistant message whose reply to stream,
+   * `sessions/{session}/messages/{message}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Stream the events after this sequence number (0: from the first). Over
+   * REST an EventSource's `Last-Event-ID` header sets it on reconnect.
+   *
+   * @generated from field: int64 starting_after = 2;
+   */
+  startingAfter: bigint;
+};
+
+/**
+ * Describes the message parley.v1.ResumeStreamRequest.
+ * Use `create(ResumeStreamRequestSchema)` to create a new message.
+ */
+export const ResumeStreamRequestSchema: GenMessage<ResumeStreamRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 4);
+
+/**
+ * Request for ChatService.CancelMessage.
+ *
+ * @generated from message parley.v1.CancelMessageRequest
+ */
+export type CancelMessageRequest = Message$1<"parley.v1.CancelMessageRequest"> & {
+  /**
+   * The assistant message to stop, `sessions/{session}/messages/{message}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message parley.v1.CancelMessageRequest.
+ * Use `create(CancelMessageRequestSchema)` to create a new message.
+ */
+export const CancelMessageRequestSchema: GenMessage<CancelMessageRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 5);
+
+/**
+ * Response for ChatService.CancelMessage.
+ *
+ * @generated from message parley.v1.CancelMessageResponse
+ */
+export type CancelMessageResponse = Message$1<"parley.v1.CancelMessageResponse"> & {
+  /**
+   * The reply as stored.
+   *
+   * @generated from field: parley.v1.Message message = 1;
+   */
+  message?: Message | undefined;
+};
+
+/**
+ * Describes the message parley.v1.CancelMessageResponse.
+ * Use `create(CancelMessageResponseSchema)` to create a new message.
+ */
+export const CancelMessageResponseSchema: GenMessage<CancelMessageResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 6);
+
+/**
  * One event of a streamed reply.
  *
  * @generated from message parley.v1.ChatEvent
  */
 export type ChatEvent = Message$1<"parley.v1.ChatEvent"> & {
   /**
-   * Position of this event in its stream: 1, 2, 3, ...
+   * Position of this event in its reply's stream: 1, 2, 3, ... The same
+   * event has the same number in every stream of the reply (ResumeStream).
    *
    * @generated from field: int64 sequence_number = 1;
    */
@@ -401,6 +508,16 @@ export type ChatEvent = Message$1<"parley.v1.ChatEvent"> & {
      */
     value: MessageCompleted;
     case: "messageCompleted";
+  } | {
+    /**
+     * The reply failed after the stream started; the stream then ends with
+     * this status. `details` hold a `google.rpc.ErrorInfo` (reason: an
+     * ErrorReason name, domain `parley.dev`).
+     *
+     * @generated from field: google.rpc.Status error = 8;
+     */
+    value: Status;
+    case: "error";
   } | { case: undefined; value?: undefined };
 };
 
@@ -409,7 +526,7 @@ export type ChatEvent = Message$1<"parley.v1.ChatEvent"> & {
  * Use `create(ChatEventSchema)` to create a new message.
  */
 export const ChatEventSchema: GenMessage<ChatEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 4);
+  messageDesc(file_parley_v1_chat_service, 7);
 
 /**
  * The user message of a send is stored.
@@ -444,7 +561,7 @@ export type MessageAccepted = Message$1<"parley.v1.MessageAccepted"> & {
  * Use `create(MessageAcceptedSchema)` to create a new message.
  */
 export const MessageAcceptedSchema: GenMessage<MessageAccepted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 5);
+  messageDesc(file_parley_v1_chat_service, 8);
 
 /**
  * What speech-to-text heard.
@@ -479,7 +596,7 @@ export type Transcript = Message$1<"parley.v1.Transcript"> & {
  * Use `create(TranscriptSchema)` to create a new message.
  */
 export const TranscriptSchema: GenMessage<Transcript> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 6);
+  messageDesc(file_parley_v1_chat_service, 9);
 
 /**
  * A piece of reply text.
@@ -500,7 +617,7 @@ export type TextDelta = Message$1<"parley.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 7);
+  messageDesc(file_parley_v1_chat_service, 10);
 
 /**
  * The reply is stored.
@@ -521,7 +638,7 @@ export type MessageCompleted = Message$1<"parley.v1.MessageCompleted"> & {
  * Use `create(MessageCompletedSchema)` to create a new message.
  */
 export const MessageCompletedSchema: GenMessage<MessageCompleted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 8);
+  messageDesc(file_parley_v1_chat_service, 11);
 
 /**
  * Request for ChatService.ListMessages.
@@ -564,7 +681,7 @@ export type ListMessagesRequest = Message$1<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 9);
+  messageDesc(file_parley_v1_chat_service, 12);
 
 /**
  * Response for ChatService.ListMessages.
@@ -592,7 +709,7 @@ export type ListMessagesResponse = Message$1<"parley.v1.ListMessagesResponse"> &
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 10);
+  messageDesc(file_parley_v1_chat_service, 13);
 
 /**
  * Request for ChatService.GetMessage.
@@ -613,7 +730,7 @@ export type GetMessageRequest = Message$1<"parley.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 11);
+  messageDesc(file_parley_v1_chat_service, 14);
 
 /**
  * Response for ChatService.GetMessage.
@@ -634,7 +751,7 @@ export type GetMessageResponse = Message$1<"parley.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 12);
+  messageDesc(file_parley_v1_chat_service, 15);
 
 /**
  * Request for ChatService.SynthesizeSpeech.
@@ -669,7 +786,7 @@ export type SynthesizeSpeechRequest = Message$1<"parley.v1.SynthesizeSpeechReque
  * Use `create(SynthesizeSpeechRequestSchema)` to create a new message.
  */
 export const SynthesizeSpeechRequestSchema: GenMessage<SynthesizeSpeechRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 13);
+  messageDesc(file_parley_v1_chat_service, 16);
 
 /**
  * Why a model stopped generating.
@@ -739,6 +856,14 @@ export enum StopReason {
    * @generated from enum value: STOP_REASON_CONTENT_FILTER = 8;
    */
   CONTENT_FILTER = 8,
+
+  /**
+   * The server writing the reply stopped before finishing it (it was killed
+   * or crashed); `text` holds the last checkpoint.
+   *
+   * @generated from enum value: STOP_REASON_SERVER_LOST = 9;
+   */
+  SERVER_LOST = 9,
 }
 
 /**
@@ -750,12 +875,15 @@ export const StopReasonSchema: GenEnum<StopReason> = /*@__PURE__*/
 /**
  * Talking to an agent: send text or voice, get the reply streamed back.
  *
- * Streaming methods return ChatEvent messages numbered 1, 2, 3, ... in this
- * order: `message_accepted` (the user message is stored), `transcript` (voice
- * only), `text_delta`*, `audio_chunk`* (voice only, interleaved with the
- * deltas sentence by sentence), `usage`, `message_completed`. A failure ends
- * the stream with a gRPC status carrying `google.rpc.ErrorInfo` (domain
- * `parley.dev`); a reply cut short is stored with status INCOMPLETE.
+ * A reply is produced by a run on the server; the call that starts it (and
+ * any ResumeStream call) subscribes to it. Streaming methods return ChatEvent
+ * messages numbered 1, 2, 3, ... in this order: `message_accepted` (the user
+ * message is stored), `transcript` (voice only), `text_delta`*,
+ * `audio_chunk`* (voice only, interleaved with the deltas sentence by
+ * sentence), `usage`, `message_completed`. A failure after the first event is
+ * sent as an `error` event, then ends the stream with the same gRPC status
+ * (carrying `google.rpc.ErrorInfo`, domain `parley.dev`); a reply cut short is
+ * stored with status INCOMPLETE.
  *
  * @generated from service parley.v1.ChatService
  */
@@ -813,6 +941,31 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof GetMessageRequestSchema;
     output: typeof GetMessageResponseSchema;
+  },
+  /**
+   * Streams the events of a reply's run after `starting_after`: the events
+   * stored so far, then live ones until the run ends. Works from any
+   * connection, while the reply is generated and after.
+   *
+   * @generated from rpc parley.v1.ChatService.ResumeStream
+   */
+  resumeStream: {
+    methodKind: "server_streaming";
+    input: typeof ResumeStreamRequestSchema;
+    output: typeof ChatEventSchema;
+  },
+  /**
+   * Stops a reply being generated (within about a second) and returns it as
+   * stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
+   * ends with `message_completed`. A reply that already finished is returned
+   * unchanged.
+   *
+   * @generated from rpc parley.v1.ChatService.CancelMessage
+   */
+  cancelMessage: {
+    methodKind: "unary";
+    input: typeof CancelMessageRequestSchema;
+    output: typeof CancelMessageResponseSchema;
   },
   /**
    * Speaks a stored message: streams its text as audio, sentence by sentence.
