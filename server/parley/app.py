@@ -2,15 +2,14 @@
 
 Builds the database engine, message store, model providers and services once, registers the
 servicers with health and reflection, serves until SIGTERM/SIGINT, then shuts down gracefully:
-health goes NOT_SERVING, new calls are refused, in-flight calls get
-``shutdown_grace_seconds`` to finish, and replies still streaming after that are stored
+health goes NOT_SERVING, new calls are refused, in-flight calls and runs get
+``shutdown_grace_seconds`` to finish, and replies still being generated after that are stored
 INCOMPLETE (stop reason SHUTDOWN) before the engine is disposed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from contextlib import AsyncExitStack
@@ -40,16 +39,16 @@ from parley.api.chat import ChatServicer
 from parley.api.interceptors import RequestInterceptor
 from parley.api.sessions import SessionServicer
 from parley.auth.interceptor import AuthInterceptor
-from parley.auth.passwords import PasswordHasherService
-from parley.auth.tokens import TokenService
+from parley.auth.passwords import Passwords
+from parley.auth.tokens import Tokens
 from parley.config import Settings
-from parley.domain.accounts import AccountService
-from parley.domain.agents import AgentService
-from parley.domain.branches import BranchService
-from parley.domain.chat import ChatEngine
-from parley.domain.sessions import SessionService
+from parley.domain.accounts import Accounts
+from parley.domain.agents import Agents
+from parley.domain.branches import Branches
+from parley.domain.chat import ChatEngine, ChatLimits
+from parley.domain.sessions import Sessions
 from parley.domain.summary import ContextSummarizer
-from parley.domain.voice import SpeechService
+from parley.domain.voice import Speech
 from parley.providers.llm.factory import build_model_registry
 from parley.providers.llm.local import LocalLlamaProvider
 from parley.providers.stt.base import SpeechToText
@@ -58,12 +57,19 @@ from parley.providers.stt.openai import OpenAISpeechToText
 from parley.providers.tts.base import TextToSpeech
 from parley.providers.tts.espeak import EspeakTextToSpeech
 from parley.providers.tts.openai import OpenAITextToSpeech
-from parley.storage.documents.base import ContentStore
-from parley.storage.documents.sql import SqlContentStore
-from parley.storage.messages import MessageRepository
+from parley.runs.admission import Admission
+from parley.runs.log import InProcessRunEventLog
+from parley.runs.manager import RunManager
+from parley.runs.sweep import RunSweeper
+from parley.storage.content.base import ContentStore
+from parley.storage.content.sql import SqlContentStore
+from parley.storage.messages import MessageStore
 from parley.storage.migrate import upgrade_database
+from parley.storage.sql.agents import AgentStore
 from parley.storage.sql.engine import Database
-from parley.storage.sql.store import MetadataStore
+from parley.storage.sql.replicas import ReplicaStore
+from parley.storage.sql.sessions import SessionStore
+from parley.storage.sql.users import UserStore
 from parley.storage.summaries import SummaryStore
 
 __all__ = ["Application", "build_application", "serve"]
@@ -89,7 +95,7 @@ class Application:
     settings: Settings
     server: grpc.aio.Server
     health: Any  # grpc_health.v1.health.aio.HealthServicer (the stubs lack the aio module)
-    chat: ChatEngine
+    runs: RunManager
     port: int
     resources: AsyncExitStack
 
@@ -98,18 +104,17 @@ class Application:
         grace = self.settings.shutdown_grace_seconds
         log.info("shutting down (grace %.1fs)", grace)
         await self.health.enter_graceful_shutdown()
-        self.chat.shutting_down = True
-        await self.server.stop(grace)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
-                await self.chat.wait_idle()
+        self.runs.shutting_down = True
+        # Calls and runs get the same grace; runs still going then are stopped (SHUTDOWN) and
+        # stored before the database goes away.
+        await asyncio.gather(self.server.stop(grace), self.runs.shutdown(grace))
         await self.resources.aclose()
         log.info("stopped")
 
 
 def _content_store(settings: Settings, db: Database) -> ContentStore:
     if settings.mongodb_url is not None:
-        from parley.storage.documents.mongo import MongoContentStore
+        from parley.storage.content.mongo import MongoContentStore
 
         return MongoContentStore(
             settings.mongodb_url.get_secret_value(),
@@ -157,11 +162,19 @@ async def build_application(settings: Settings) -> Application:
         resources.push_async_callback(db.dispose)
         if settings.migrate_on_start:
             await asyncio.to_thread(upgrade_database, settings.resolved_database_url)
-        store = MetadataStore(db)
+        users, agent_store, session_store = UserStore(db), AgentStore(db), SessionStore(db)
         content = _content_store(settings, db)
         resources.push_async_callback(content.close)
         await content.start()
-        messages = MessageRepository(db, content)
+        messages = MessageStore(db, content)
+        sweeper = RunSweeper(ReplicaStore(db), messages, lease_s=settings.run_lease_seconds)
+        await sweeper.start()
+        resources.push_async_callback(sweeper.stop)
+        run_log = InProcessRunEventLog(
+            retention_s=settings.run_events_retention_seconds, max_bytes=settings.run_events_max_bytes
+        )
+        resources.push_async_callback(run_log.close)
+        runs = RunManager(messages, run_log, checkpoint_interval_s=settings.run_checkpoint_seconds)
 
         local = await LocalLlamaProvider.load(settings)
         models = build_model_registry(settings, local, local_model_id=local.model_id)
@@ -172,20 +185,21 @@ async def build_application(settings: Settings) -> Application:
         resources.push_async_callback(stt.aclose)
         resources.push_async_callback(tts.aclose)
 
-        accounts = AccountService(
-            store,
-            PasswordHasherService(),
-            TokenService(settings),
-            allow_registration=settings.allow_registration,
+        accounts = Accounts(
+            users, Passwords(), Tokens(settings), allow_registration=settings.allow_registration
         )
         chat = ChatEngine(
-            store,
+            session_store,
             messages,
             models,
-            max_message_chars=settings.max_message_chars,
-            max_request_id_chars=settings.max_request_id_chars,
-            default_max_output_tokens=settings.default_max_output_tokens,
-            max_concurrent_replies_per_user=settings.max_concurrent_replies_per_user,
+            runs,
+            Admission(max_replies_per_user=settings.max_concurrent_replies_per_user),
+            sweeper,
+            limits=ChatLimits(
+                max_message_chars=settings.max_message_chars,
+                max_request_id_chars=settings.max_request_id_chars,
+                default_max_output_tokens=settings.default_max_output_tokens,
+            ),
             summarizer=ContextSummarizer(SummaryStore(db)) if settings.context_summary else None,
         )
 
@@ -199,14 +213,13 @@ async def build_application(settings: Settings) -> Application:
         )
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(AgentService(store, messages, models)), server
+            AgentServicer(Agents(agent_store, messages, runs, models)), server
         )
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(SessionService(store, messages)), server
+            SessionServicer(Sessions(session_store, agent_store, messages, runs)), server
         )
-        speech = SpeechService(
+        speech = Speech(
             chat,
-            store,
             stt,
             tts,
             max_audio_bytes=settings.max_audio_bytes,
@@ -214,7 +227,7 @@ async def build_application(settings: Settings) -> Application:
         )
         chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(chat, speech), server)
         branch_service_pb2_grpc.add_BranchServiceServicer_to_server(
-            BranchServicer(BranchService(store, messages)), server
+            BranchServicer(Branches(session_store, messages)), server
         )
 
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -232,7 +245,7 @@ async def build_application(settings: Settings) -> Application:
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving gRPC on %s (port %d)", settings.grpc_listen, port)
-        return Application(settings, server, health_servicer, chat, port, resources)
+        return Application(settings, server, health_servicer, runs, port, resources)
     except BaseException:
         await resources.aclose()
         raise

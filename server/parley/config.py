@@ -39,8 +39,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
 
-    environment: Literal["development", "production"] = "development"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses unsafe settings (a missing or weak JWT secret).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     data_dir: Path = Field(default=Path("data"), description="Where the embedded parts keep files.")
 
     # --- network -------------------------------------------------------------------------------
@@ -54,34 +57,75 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy async URL; empty means SQLite at {data_dir}/parley.db.",
     )
-    database_echo: bool = False
+    database_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
     migrate_on_start: bool = Field(default=True, description="Run Alembic migrations at start-up.")
     mongodb_url: SecretStr | None = Field(
         default=None, description="Set to store message content in MongoDB instead of SQL."
     )
-    mongodb_database: str = "parley"
+    mongodb_database: str = Field(default="parley", description="MongoDB database of the message content.")
     mongodb_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a MongoDB call waits for a reachable server (s)."
     )
 
     # --- auth ----------------------------------------------------------------------------------
-    jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
-    jwt_issuer: str = "parley"
-    jwt_audience: str = "parley-api"
-    access_token_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
-    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=3600)
-    allow_registration: bool = True
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEFAULT_JWT_SECRET), description="HMAC key that signs and verifies tokens."
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
+        default="HS256", description="HMAC algorithm of the tokens; the only one accepted."
+    )
+    jwt_issuer: str = Field(default="parley", description="`iss` of issued tokens, checked on every token.")
+    jwt_audience: str = Field(
+        default="parley-api", description="`aud` of issued tokens, checked on every token."
+    )
+    access_token_ttl_seconds: int = Field(
+        default=15 * 60, ge=60, le=24 * 3600, description="Lifetime of an access token (s)."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        default=30 * 24 * 3600, ge=3600, description="Lifetime of a refresh token (s); each is single-use."
+    )
+    allow_registration: bool = Field(default=True, description="Open registration (`CreateUser`).")
 
     # --- conversation limits -------------------------------------------------------------------
     max_message_chars: int = Field(default=32_768, ge=1, description="Longest text message (chars).")
-    default_max_output_tokens: int = Field(default=512, ge=1, le=32_768)
+    default_max_output_tokens: int = Field(
+        default=512,
+        ge=1,
+        le=32_768,
+        description="Reply length (tokens) when an agent sets no max_output_tokens.",
+    )
     max_concurrent_replies_per_user: int = Field(
         default=4,
         ge=1,
         description="Replies one user may have generating at once (RESOURCE_EXHAUSTED past it).",
     )
-    max_request_id_chars: int = 128
+    max_request_id_chars: int = Field(default=128, ge=1, le=128, description="Longest `request_id` (chars).")
+
+    # --- runs ----------------------------------------------------------------------------------
+    run_checkpoint_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="How often a reply being generated is written to the store (s): what a crash can lose.",
+    )
+    run_lease_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        description="A server that has not renewed its lease for this long is dead; another marks its "
+        "unfinished replies INCOMPLETE (s).",
+    )
+    run_events_retention_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a finished reply's events stay in the in-process event log for ResumeStream "
+        "(s); later resumes are replayed from the stored message.",
+    )
+    run_events_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Memory bound of the in-process run event log (bytes); finished runs are evicted "
+        "oldest first past it.",
+    )
 
     # --- embedded model ------------------------------------------------------------------------
     default_model: str = Field(default="local", description="Model used when an agent names none.")
@@ -106,9 +150,15 @@ class Settings(BaseSettings):
     tts_provider: Literal["local", "openai"] = Field(
         default="local", description="Text-to-speech: embedded espeak-ng, or the OpenAI speech API."
     )
-    openai_stt_model: str = "gpt-4o-mini-transcribe"
-    openai_tts_model: str = "gpt-4o-mini-tts"
-    openai_tts_voice: str = "alloy"
+    openai_stt_model: str = Field(
+        default="gpt-4o-mini-transcribe", description="Transcription model when stt_provider is openai."
+    )
+    openai_tts_model: str = Field(
+        default="gpt-4o-mini-tts", description="Speech model when tts_provider is openai."
+    )
+    openai_tts_voice: str = Field(
+        default="alloy", description="Voice when an agent names none (OpenAI speech)."
+    )
     max_audio_bytes: int = Field(
         default=25 * 1024 * 1024,
         ge=1,
@@ -120,7 +170,7 @@ class Settings(BaseSettings):
     whisper_threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
         ge=1,
-        description="CTranslate2 threads for Whisper.",
+        description="CTranslate2 threads for Whisper; default: the number of CPUs.",
     )
 
     # --- hosted models ---------------------------------------------------------------------------
@@ -137,7 +187,11 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, description="Enables the `openai` model provider (and OpenAI speech, when chosen)."
     )
-    openai_base_url: str = Field(default="https://api.openai.com/v1", pattern=r"^https?://")
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        pattern=r"^https?://",
+        description="Base URL of the `openai` provider.",
+    )
     openai_compatible: dict[str, OpenAICompatibleEndpoint] = Field(
         default_factory=dict,
         description='Named OpenAI-compatible endpoints, e.g. {"groq": {"base_url": '

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 
 import grpc
@@ -13,7 +12,7 @@ from parley_proto.v1 import agent_service_pb2 as apb
 from parley_proto.v1 import chat_service_pb2 as pb
 from parley_proto.v1 import session_service_pb2 as spb
 
-from tests.support.client import UserClient, expect_error, new_user
+from tests.support.client import UserClient, expect_error, new_user, wait_finished
 from tests.support.server import ServerProcess
 
 ARABIC = "مرحبا! كيف حالك اليوم؟ أريد أن أتعلم البرمجة 🌙"
@@ -191,15 +190,7 @@ def test_cancel_stops_generation_and_keeps_the_partial_reply(alice: UserClient) 
             call.cancel()
             break
     accepted = events[0].message_accepted
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            reply = alice.stubs.chat.GetMessage(pb.GetMessageRequest(name=accepted.assistant_message)).message
-            break
-        except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.NOT_FOUND
-            assert time.monotonic() < deadline, "the partial reply was never stored"
-            time.sleep(0.05)
+    reply = wait_finished(alice, accepted.assistant_message, timeout=10)
     assert reply.status == pb.Message.STATUS_INCOMPLETE
     assert reply.stop_reason == pb.STOP_REASON_CANCELLED
     assert reply.text.startswith("".join(e.text_delta.text for e in events if _kind(e) == "text_delta"))
@@ -222,15 +213,7 @@ def test_deadline_ends_the_reply_incomplete(alice: UserClient) -> None:
         ):
             events.append(event)
     assert events and _kind(events[0]) == "message_accepted"
-    name = events[0].message_accepted.assistant_message
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            reply = alice.stubs.chat.GetMessage(pb.GetMessageRequest(name=name)).message
-            break
-        except grpc.RpcError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    reply = wait_finished(alice, events[0].message_accepted.assistant_message, timeout=10)
     assert reply.stop_reason == pb.STOP_REASON_DEADLINE_EXCEEDED
     assert reply.status in (pb.Message.STATUS_INCOMPLETE, pb.Message.STATUS_FAILED)
 

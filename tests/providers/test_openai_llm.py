@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
 from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
 from parley.domain.models import StopReason
 from parley.providers.llm.base import (
@@ -255,6 +256,12 @@ def _failed_send(
     info = error_info(err.error)
     assert info is not None
     assert _kind(events[0]) == "message_accepted"
+    # The failure is also an `error` event (for REST/SSE clients), with the same ErrorInfo.
+    assert _kind(events[-1]) == "error"
+    assert events[-1].error.code == code.value[0] and events[-1].error.message == err.error.details()
+    sent = error_details_pb2.ErrorInfo()
+    assert events[-1].error.details[0].Unpack(sent) and sent.reason == reason
+    events = events[:-1]
     stored = user.messages(session.name)
     # The user message is kept whole; the reply is stored with the reason it ended.
     assert [m.role for m in stored] == [pb.Message.ROLE_USER, pb.Message.ROLE_ASSISTANT]

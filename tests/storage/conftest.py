@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from parley.storage.documents.base import ContentStore
-from parley.storage.documents.mongo import MongoContentStore
-from parley.storage.documents.sql import SqlContentStore
+from parley.storage.content.base import ContentStore
+from parley.storage.content.mongo import MongoContentStore
+from parley.storage.content.sql import SqlContentStore
 from parley.storage.migrate import upgrade_database
 from parley.storage.sql.engine import Database
 

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from parley.domain.errors import Unavailable
-from parley.storage.documents.base import ContentStore, MessageContent
-from parley.storage.documents.mongo import MongoContentStore
-from parley.storage.documents.sql import SqlContentStore
+from parley.storage.content.base import ContentStore, MessageContent
+from parley.storage.content.mongo import MongoContentStore
+from parley.storage.content.sql import SqlContentStore
 from parley.storage.sql.engine import Database
 
 from tests.support.net import free_port

@@ -2,12 +2,12 @@
 
 A session of 1,000 messages on ``main`` (depths 0-999) is forked at depth 500: a branch whose
 head is main's depth-499 message gets 500 messages of its own (its path is 1,000 deep too).
-Everything is built through the storage layer (``MetadataStore`` + ``MessageRepository``), once
-per content store. Then pages of 50 are read at depths 0, 500 and 990 of both branches, counting
-SQL statements (SQLAlchemy's ``before_cursor_execute`` event on the engine) and MongoDB commands
-(a ``pymongo.monitoring.CommandListener``). The counts must be the same for every page: one SQL
-statement for the path (a recursive query) and one content-store call (a second SQL statement,
-or one MongoDB ``find``).
+Everything is built through the storage layer (``UserStore``, ``AgentStore``, ``SessionStore``,
+``MessageStore``), once per content store. Then pages of 50 are read at depths 0, 500 and 990 of
+both branches, counting SQL statements (SQLAlchemy's ``before_cursor_execute`` event on the
+engine) and MongoDB commands (a ``pymongo.monitoring.CommandListener``). The counts must be the
+same for every page: one SQL statement for the path (a recursive query) and one content-store
+call (a second SQL statement, or one MongoDB ``find``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason, User
 from parley.domain.names import new_id
-from parley.storage.documents.base import ContentStore
-from parley.storage.messages import MessageRepository
+from parley.storage.content.base import ContentStore
+from parley.storage.messages import MessageStore
+from parley.storage.sql.agents import AgentStore
 from parley.storage.sql.engine import Database
-from parley.storage.sql.store import MetadataStore
+from parley.storage.sql.sessions import SessionStore
+from parley.storage.sql.users import UserStore
 from pymongo import monitoring
 from sqlalchemy import event
 
@@ -96,15 +98,16 @@ def _message(session_id: str, parent: Message | None, depth: int, text: str) -> 
     )
 
 
-async def _build(store: MetadataStore, repo: MessageRepository) -> tuple[str, str, str]:
+async def _build(db: Database, repo: MessageStore) -> tuple[str, str, str]:
     """The session (main 0-999, fork at 500 with 500 more); returns session, main head, fork head."""
     now = datetime.now(UTC)
     user = User(new_id(), f"pager-{uuid.uuid4().hex[:10]}", "Pager", now, now)
-    await store.create_user(user, "not-a-real-hash")
+    await UserStore(db).create_user(user, "not-a-real-hash")
     agent = Agent(new_id(), user.id, "Pager", "", "local", None, 0, "", "", now, now)
-    await store.create_agent(agent)
+    await AgentStore(db).create(agent)
     session = Session(new_id(), user.id, agent.id, "deep", "main", now, now)
-    await store.create_session(session, Branch(session.id, "main", "main", None, None, 0, now, now))
+    sessions = SessionStore(db)
+    await sessions.create(session, Branch(session.id, "main", "main", None, None, 0, now, now))
 
     parent: Message | None = None
     fork_point: Message | None = None
@@ -118,7 +121,7 @@ async def _build(store: MetadataStore, repo: MessageRepository) -> tuple[str, st
     main_head = parent.id
 
     fork = Branch(session.id, new_id(), "fork", fork_point.id, fork_point.id, FORK_AT, now, now)
-    await store.create_branch(fork)
+    await sessions.create_branch(fork)
     parent = fork_point
     for depth in range(FORK_AT, MAIN_DEPTH):
         message = _message(session.id, parent, depth, f"fork {depth}")
@@ -133,8 +136,8 @@ async def test_a_page_costs_the_same_queries_at_any_depth(
 ) -> None:
     commands = MongoCommands()
     content = await make_store(kind, db, event_listeners=[commands])
-    store, repo = MetadataStore(db), MessageRepository(db, content)
-    session_id, main_head, fork_head = await _build(store, repo)
+    repo = MessageStore(db, content)
+    session_id, main_head, fork_head = await _build(db, repo)
     await repo.path(session_id, main_head, 0, 1)  # warm up: connections, dialect checks
 
     measured: dict[tuple[str, int], Counts] = {}

@@ -14,7 +14,7 @@ from parley.domain.models import User
 from parley.storage.migrate import upgrade_database
 from parley.storage.sql import engine
 from parley.storage.sql.engine import Database
-from parley.storage.sql.store import MetadataStore
+from parley.storage.sql.users import UserStore
 
 
 async def test_locked_database_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,7 +23,7 @@ async def test_locked_database_is_unavailable(tmp_path: Path, monkeypatch: pytes
     await asyncio.to_thread(upgrade_database, url)
     monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
     db = Database(url)
-    store = MetadataStore(db)
+    store = UserStore(db)
     now = datetime.now(UTC)
     await store.create_user(User("01900000-0000-7000-8000-000000000001", "first", "first", now, now), "hash")
     holder = sqlite3.connect(path, isolation_level=None)

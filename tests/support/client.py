@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from parley_proto.v1 import (
     session_service_pb2_grpc,
 )
 
-__all__ = ["Stubs", "UserClient", "error_info", "expect_error", "new_user"]
+__all__ = ["Stubs", "UserClient", "error_info", "expect_error", "new_user", "wait_finished"]
 
 
 class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
@@ -165,3 +166,14 @@ class expect_error:
 
 def drain(stream: Iterable[Any]) -> Iterator[Any]:
     yield from stream
+
+
+def wait_finished(user: UserClient, name: str, timeout: float = 30.0) -> chat_service_pb2.Message:
+    """Poll GetMessage until the reply ``name`` is no longer IN_PROGRESS (its run ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = user.stubs.chat.GetMessage(chat_service_pb2.GetMessageRequest(name=name)).message
+        if message.status != chat_service_pb2.Message.STATUS_IN_PROGRESS:
+            return message
+        assert time.monotonic() < deadline, f"{name} still in progress after {timeout} s"
+        time.sleep(0.05)

@@ -10,7 +10,7 @@ from parley_proto.v1 import agent_service_pb2_grpc
 
 from parley.api.convert import agent_changes, agent_fields, agent_to_proto
 from parley.auth.interceptor import current_principal
-from parley.domain.agents import MUTABLE_AGENT_FIELDS, AgentService
+from parley.domain.agents import MUTABLE_AGENT_FIELDS, Agents
 from parley.domain.names import parse_agent
 from parley.domain.pagination import page_request
 
@@ -20,7 +20,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
-    def __init__(self, agents: AgentService) -> None:
+    def __init__(self, agents: Agents) -> None:
         self._agents = agents
 
     async def CreateAgent(self, request: pb.CreateAgentRequest, context: Context) -> pb.CreateAgentResponse:

@@ -10,7 +10,7 @@ from parley_proto.v1 import auth_service_pb2_grpc
 
 from parley.api.convert import timestamp, user_to_proto
 from parley.auth.interceptor import current_principal
-from parley.domain.accounts import AccountService
+from parley.domain.accounts import Accounts
 from parley.domain.names import user_name
 
 __all__ = ["AuthServicer"]
@@ -19,7 +19,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: AccountService) -> None:
+    def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
 
     async def CreateUser(self, request: pb.CreateUserRequest, context: Context) -> pb.CreateUserResponse:

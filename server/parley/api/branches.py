@@ -10,7 +10,7 @@ from parley_proto.v1 import branch_service_pb2_grpc
 
 from parley.api.convert import branch_to_proto, session_to_proto
 from parley.auth.interceptor import current_principal
-from parley.domain.branches import BranchService
+from parley.domain.branches import Branches
 from parley.domain.names import parse_session
 from parley.domain.pagination import page_request
 
@@ -20,7 +20,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class BranchServicer(branch_service_pb2_grpc.BranchServiceServicer):
-    def __init__(self, branches: BranchService) -> None:
+    def __init__(self, branches: Branches) -> None:
         self._branches = branches
 
     async def CreateBranch(

@@ -1,10 +1,10 @@
-"""ChatService servicer: streams are async generators over the domain's chat events."""
+"""ChatService servicer: streams follow the reply's run; each method is one domain call."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,10 +13,12 @@ from parley_proto.v1 import chat_service_pb2_grpc, common_pb2
 
 from parley.api.convert import audio_chunk_to_proto, chat_event_to_proto, message_to_proto, output_format
 from parley.auth.interceptor import current_principal
-from parley.domain.chat import ChatEngine, ChatEvent
+from parley.domain.chat import ChatEngine
 from parley.domain.names import parse_message, parse_session
 from parley.domain.pagination import page_request
-from parley.domain.voice import SpeechService
+from parley.domain.voice import Speech
+from parley.runs.events import Failed
+from parley.runs.manager import Subscription
 
 __all__ = ["ChatServicer"]
 
@@ -28,25 +30,88 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+async def _stream(subscription: Subscription) -> AsyncIterator[pb.ChatEvent]:
+    """A run's events as ``ChatEvent``s. After an ``error`` event the call ends with the same
+    status (raised here, mapped by the request interceptor). Leaving early (the client went
+    away) closes the subscription, which cancels a non-background run left without readers."""
+    async with contextlib.aclosing(subscription):
+        async for item in subscription:
+            yield chat_event_to_proto(item)
+            if isinstance(item.event, Failed):
+                raise item.event.error
+
+
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
-    def __init__(self, chat: ChatEngine, speech: SpeechService) -> None:
+    def __init__(self, chat: ChatEngine, speech: Speech) -> None:
         self._chat = chat
         self._speech = speech
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
-        events = self._chat.send(
+        subscription = await self._chat.send(
             current_principal().user_id,
             parse_session(request.session, "session"),
             request.text,
             branch=request.branch,
             request_id=request.request_id,
+            background=request.background,
             deadline=_deadline(context),
         )
-        async with contextlib.aclosing(_numbered(events)) as stream:
-            async for event in stream:
-                yield event
+        async for event in _stream(subscription):
+            yield event
+
+    async def SendVoiceMessage(
+        self, request: pb.SendVoiceMessageRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        subscription = await self._speech.send_voice(
+            current_principal().user_id,
+            parse_session(request.session, "session"),
+            request.audio,
+            language=request.language,
+            output_format=output_format(request.output_format, "output_format"),
+            branch=request.branch,
+            request_id=request.request_id,
+            background=request.background,
+            deadline=_deadline(context),
+        )
+        async for event in _stream(subscription):
+            yield event
+
+    async def RegenerateMessage(
+        self, request: pb.RegenerateMessageRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        session_id, message_id = parse_message(request.name)
+        subscription = await self._chat.regenerate(
+            current_principal().user_id,
+            session_id,
+            message_id,
+            background=request.background,
+            deadline=_deadline(context),
+        )
+        async for event in _stream(subscription):
+            yield event
+
+    async def ResumeStream(
+        self, request: pb.ResumeStreamRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        session_id, message_id = parse_message(request.name)
+        subscription = await self._chat.resume(
+            current_principal().user_id,
+            session_id,
+            message_id,
+            request.starting_after,
+            deadline=_deadline(context),
+        )
+        async for event in _stream(subscription):
+            yield event
+
+    async def CancelMessage(
+        self, request: pb.CancelMessageRequest, context: Context
+    ) -> pb.CancelMessageResponse:
+        session_id, message_id = parse_message(request.name)
+        message = await self._chat.cancel(current_principal().user_id, session_id, message_id)
+        return pb.CancelMessageResponse(message=message_to_proto(message))
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: Context
@@ -67,34 +132,6 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         message = await self._chat.get_message(current_principal().user_id, session_id, message_id)
         return pb.GetMessageResponse(message=message_to_proto(message))
 
-    async def SendVoiceMessage(
-        self, request: pb.SendVoiceMessageRequest, context: Context
-    ) -> AsyncIterator[pb.ChatEvent]:
-        events = self._speech.send_voice(
-            current_principal().user_id,
-            parse_session(request.session, "session"),
-            request.audio,
-            language=request.language,
-            output_format=output_format(request.output_format, "output_format"),
-            branch=request.branch,
-            request_id=request.request_id,
-            deadline=_deadline(context),
-        )
-        async with contextlib.aclosing(_numbered(events)) as stream:
-            async for event in stream:
-                yield event
-
-    async def RegenerateMessage(
-        self, request: pb.RegenerateMessageRequest, context: Context
-    ) -> AsyncIterator[pb.ChatEvent]:
-        session_id, message_id = parse_message(request.name)
-        events = self._chat.regenerate(
-            current_principal().user_id, session_id, message_id, deadline=_deadline(context)
-        )
-        async with contextlib.aclosing(_numbered(events)) as stream:
-            async for event in stream:
-                yield event
-
     async def SynthesizeSpeech(
         self, request: pb.SynthesizeSpeechRequest, context: Context
     ) -> AsyncIterator[common_pb2.AudioChunk]:
@@ -109,12 +146,3 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 yield audio_chunk_to_proto(chunk)
-
-
-async def _numbered(events: AsyncGenerator[ChatEvent, None]) -> AsyncGenerator[pb.ChatEvent, None]:
-    """Domain chat events as protos numbered 1, 2, 3 ...; closes ``events`` when done or closed."""
-    sequence_number = 0
-    async with contextlib.aclosing(events):
-        async for event in events:
-            sequence_number += 1
-            yield chat_event_to_proto(event, sequence_number)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from parley_proto.v1 import (
@@ -16,21 +16,26 @@ from parley_proto.v1 import (
     session_service_pb2,
 )
 
-from parley.domain import chat
+from parley.api.interceptors import request_id_var, status_proto
+from parley.audio.encode import OutputFormat
 from parley.domain.agents import AgentFields
 from parley.domain.errors import InvalidArgument
 from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason, User
 from parley.domain.names import agent_name, branch_name, message_name, session_name, user_name
+from parley.runs import events as run_events
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "agent_changes",
     "agent_fields",
     "agent_to_proto",
     "audio_chunk_to_proto",
     "branch_to_proto",
     "chat_event_to_proto",
+    "duration",
     "message_to_proto",
     "output_format",
+    "session_title_change",
     "session_to_proto",
     "timestamp",
     "user_to_proto",
@@ -44,6 +49,7 @@ _STATUS = {
     MessageStatus.COMPLETE: chat_service_pb2.Message.STATUS_COMPLETE,
     MessageStatus.INCOMPLETE: chat_service_pb2.Message.STATUS_INCOMPLETE,
     MessageStatus.FAILED: chat_service_pb2.Message.STATUS_FAILED,
+    MessageStatus.IN_PROGRESS: chat_service_pb2.Message.STATUS_IN_PROGRESS,
 }
 _STOP: dict[StopReason, chat_service_pb2.StopReason.ValueType] = {
     reason: getattr(chat_service_pb2, f"STOP_REASON_{reason.name}")
@@ -186,8 +192,8 @@ _AUDIO_FORMAT = {
     "opus": common_pb2.AUDIO_FORMAT_OPUS,
     "wav": common_pb2.AUDIO_FORMAT_WAV,
 }
-#: Output formats by proto enum; unset means MP3 (API.md).
-OUTPUT_FORMATS: dict[int, Literal["mp3", "opus", "wav"]] = {
+#: Output formats by proto enum; unset means MP3 (docs/api.md).
+OUTPUT_FORMATS: dict[int, OutputFormat] = {
     common_pb2.AUDIO_FORMAT_UNSPECIFIED: "mp3",
     common_pb2.AUDIO_FORMAT_MP3: "mp3",
     common_pb2.AUDIO_FORMAT_OPUS: "opus",
@@ -195,7 +201,7 @@ OUTPUT_FORMATS: dict[int, Literal["mp3", "opus", "wav"]] = {
 }
 
 
-def output_format(value: int, field: str) -> Literal["mp3", "opus", "wav"]:
+def output_format(value: int, field: str) -> OutputFormat:
     """The encoder name for an ``AudioFormat`` value; ``InvalidArgument`` for an unknown number."""
     name = OUTPUT_FORMATS.get(value)
     if name is None:
@@ -203,7 +209,7 @@ def output_format(value: int, field: str) -> Literal["mp3", "opus", "wav"]:
     return name
 
 
-def audio_chunk_to_proto(event: chat.AudioReady) -> common_pb2.AudioChunk:
+def audio_chunk_to_proto(event: run_events.AudioReady) -> common_pb2.AudioChunk:
     return common_pb2.AudioChunk(
         data=event.data,
         format=_AUDIO_FORMAT[event.format],
@@ -214,31 +220,33 @@ def audio_chunk_to_proto(event: chat.AudioReady) -> common_pb2.AudioChunk:
     )
 
 
-def chat_event_to_proto(event: chat.ChatEvent, sequence_number: int) -> chat_service_pb2.ChatEvent:
-    out = chat_service_pb2.ChatEvent(sequence_number=sequence_number)
-    if isinstance(event, chat.Delta):
+def chat_event_to_proto(item: run_events.Sequenced) -> chat_service_pb2.ChatEvent:
+    """A run event with its sequence number as a ``ChatEvent``. A ``Failed`` event becomes
+    ``error``: the ``google.rpc.Status`` the stream then ends with."""
+    event = item.event
+    out = chat_service_pb2.ChatEvent(sequence_number=item.sequence_number)
+    if isinstance(event, run_events.Delta):
         out.text_delta.text = event.text
-    elif isinstance(event, chat.Accepted):
+    elif isinstance(event, run_events.AudioReady):
+        out.audio_chunk.CopyFrom(audio_chunk_to_proto(event))
+    elif isinstance(event, run_events.Accepted):
+        session_id = event.user_message.session_id
         out.message_accepted.CopyFrom(
             chat_service_pb2.MessageAccepted(
                 user_message=message_to_proto(event.user_message),
                 assistant_message=(
-                    message_name(event.user_message.session_id, event.assistant_message_id)
-                    if event.assistant_message_id
-                    else ""
+                    message_name(session_id, event.assistant_message_id) if event.assistant_message_id else ""
                 ),
-                branch=branch_name(event.user_message.session_id, event.branch_id),
+                branch=branch_name(session_id, event.branch_id) if event.branch_id else "",
             )
         )
-    elif isinstance(event, chat.TranscriptReady):
+    elif isinstance(event, run_events.TranscriptReady):
         out.transcript.CopyFrom(
             chat_service_pb2.Transcript(
                 text=event.text, language=event.language, audio_duration=duration(event.duration_s)
             )
         )
-    elif isinstance(event, chat.AudioReady):
-        out.audio_chunk.CopyFrom(audio_chunk_to_proto(event))
-    elif isinstance(event, chat.UsageReport):
+    elif isinstance(event, run_events.UsageReport):
         out.usage.CopyFrom(
             common_pb2.Usage(
                 input_tokens=event.input_tokens,
@@ -246,6 +254,8 @@ def chat_event_to_proto(event: chat.ChatEvent, sequence_number: int) -> chat_ser
                 total_tokens=event.input_tokens + event.output_tokens,
             )
         )
-    else:
+    elif isinstance(event, run_events.Completed):
         out.message_completed.message.CopyFrom(message_to_proto(event.message))
+    else:
+        out.error.CopyFrom(status_proto(event.error, request_id_var.get()))
     return out

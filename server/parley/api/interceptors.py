@@ -9,6 +9,7 @@ INTERNAL without a stack trace.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from parley.auth.interceptor import principal_var
-from parley.domain.errors import InvalidArgument, ParleyError
+from parley.domain.errors import InvalidArgument, ParleyError, Reason
 from parley.domain.names import new_id
 
 if TYPE_CHECKING:
@@ -29,18 +30,30 @@ if TYPE_CHECKING:
 else:
     _ServerInterceptor = grpc.aio.ServerInterceptor
 
-__all__ = ["ERROR_DOMAIN", "RequestInterceptor", "status_for"]
+__all__ = ["ERROR_DOMAIN", "RequestInterceptor", "request_id_var", "status_for", "status_proto"]
 
 ERROR_DOMAIN = "parley.dev"
 log = logging.getLogger("parley.access")
 errlog = logging.getLogger("parley.errors")
 
 
+#: The request id of the current RPC (set by :class:`RequestInterceptor`).
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
 def status_for(error: ParleyError, request_id: str) -> grpc.Status:
     """The rich gRPC status for a domain error (``grpc-status-details-bin`` trailer)."""
+    return rpc_status.to_status(status_proto(error, request_id))
+
+
+def status_proto(error: ParleyError, request_id: str) -> status_pb2.Status:
+    """``google.rpc.Status`` for a domain error: code, message, and the details ``ErrorInfo``
+    (reason, domain ``parley.dev``, metadata), ``BadRequest`` (field errors) and ``RequestInfo``."""
     details = []
     info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+    info.Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason.value, domain=ERROR_DOMAIN, metadata=error.metadata)
+    )
     details.append(info)
     if error.violations:
         bad = any_pb2.Any()
@@ -57,13 +70,13 @@ def status_for(error: ParleyError, request_id: str) -> grpc.Status:
     req.Pack(error_details_pb2.RequestInfo(request_id=request_id))
     details.append(req)
     code = getattr(code_pb2, error.code_name)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
+    return status_pb2.Status(code=code, message=error.message, details=details)
 
 
 async def _abort(context: Any, exc: BaseException, request_id: str, method: str) -> NoReturn:
     if not isinstance(exc, ParleyError) or type(exc) is ParleyError:
         errlog.error("internal error in %s (request id %s)", method, request_id, exc_info=exc)
-        exc = ParleyError(f"internal error (request id {request_id})", reason="INTERNAL")
+        exc = ParleyError(f"internal error (request id {request_id})", reason=Reason.INTERNAL)
     status = status_for(exc, request_id)
     trailers = (*status.trailing_metadata, ("x-request-id", request_id))
     await context.abort(status.code, status.details, trailing_metadata=trailers)
@@ -76,7 +89,7 @@ def _parse(deserializer: Callable[[bytes], Any] | None, raw: Any) -> Any:
     try:
         return deserializer(raw)
     except (DecodeError, ValueError, TypeError) as exc:
-        raise InvalidArgument(f"malformed request message: {exc}", reason="MALFORMED_REQUEST") from None
+        raise InvalidArgument(f"malformed request message: {exc}", reason=Reason.MALFORMED_REQUEST) from None
 
 
 class RequestInterceptor(_ServerInterceptor):
@@ -94,7 +107,7 @@ class RequestInterceptor(_ServerInterceptor):
         if handler is None or not method.startswith("/parley.v1."):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        request_id = str(metadata.get("x-request-id") or new_id())
+        request_id = str(metadata.get("x-request-id") or new_id())[:128]
         deserialize = handler.request_deserializer
 
         def done(started: float, code: str) -> None:
@@ -113,6 +126,7 @@ class RequestInterceptor(_ServerInterceptor):
 
             async def unary(raw: Any, context: Any) -> Any:
                 started, code = time.perf_counter(), "OK"
+                request_id_var.set(request_id)
                 try:
                     await context.send_initial_metadata((("x-request-id", request_id),))
                     return await inner_unary(_parse(deserialize, raw), context)
@@ -133,6 +147,7 @@ class RequestInterceptor(_ServerInterceptor):
             async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
                 started, code = time.perf_counter(), "OK"
                 headers_sent = False
+                request_id_var.set(request_id)
                 try:
                     async for response in inner_stream(_parse(deserialize, raw), context):
                         # Headers go with the first event, not before: an error before it must

@@ -12,7 +12,7 @@ from parley.api.convert import session_title_change, session_to_proto
 from parley.auth.interceptor import current_principal
 from parley.domain.names import parse_agent, parse_session
 from parley.domain.pagination import page_request
-from parley.domain.sessions import SessionService
+from parley.domain.sessions import Sessions
 
 __all__ = ["SessionServicer"]
 
@@ -20,7 +20,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
-    def __init__(self, sessions: SessionService) -> None:
+    def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
 
     async def CreateSession(

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from parley.audio.sniff import AudioType, sniff
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason
 
 __all__ = ["WHISPER_SAMPLE_RATE_HZ", "DecodedAudio", "decode_to_pcm"]
 
@@ -122,14 +122,14 @@ def decode_to_pcm(
         if not container.streams.audio:
             raise InvalidArgument(
                 f"the {audio_type.value} file has no audio stream",
-                reason="UNSUPPORTED_AUDIO",
+                reason=Reason.UNSUPPORTED_AUDIO,
                 metadata={"detected_type": audio_type.value},
             )
         stream = container.streams.audio[0]
         if stream.codec_context is None:  # FFmpeg has no decoder for this codec
             raise InvalidArgument(
                 f"the {audio_type.value} file holds audio in a codec that cannot be decoded",
-                reason="UNSUPPORTED_AUDIO",
+                reason=Reason.UNSUPPORTED_AUDIO,
                 metadata={"detected_type": audio_type.value},
             )
         max_samples = math.floor(max_duration_s * sample_rate_hz)
@@ -161,7 +161,7 @@ def decode_to_pcm(
             f"{declared_s:.2f} s but only {decoded_s:.2f} s decode"
         )
     if total == 0:
-        raise InvalidArgument("the audio contains no samples", reason="EMPTY_AUDIO")
+        raise InvalidArgument("the audio contains no samples", reason=Reason.EMPTY_AUDIO)
     samples = np.concatenate(chunks) if len(chunks) > 1 else chunks[0].copy()
     np.clip(samples, -1.0, 1.0, out=samples)  # down-mixing and resampling can overshoot slightly
     return DecodedAudio(samples=samples, sample_rate_hz=sample_rate_hz)
@@ -181,7 +181,7 @@ def _append(
         if total > max_samples:
             raise InvalidArgument(
                 f"the audio is longer than the limit of {max_duration_s:g} s",
-                reason="AUDIO_TOO_LONG",
+                reason=Reason.AUDIO_TOO_LONG,
                 metadata={"max_duration_s": f"{max_duration_s:g}"},
             )
         chunks.append(pcm)
@@ -230,4 +230,4 @@ def _has_webm_duration(data: bytes) -> bool:
 
 
 def _corrupt(message: str) -> InvalidArgument:
-    return InvalidArgument(message, reason="CORRUPT_AUDIO")
+    return InvalidArgument(message, reason=Reason.CORRUPT_AUDIO)

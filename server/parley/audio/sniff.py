@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import magic
 
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason
 
 __all__ = ["ACCEPTED_AUDIO_TYPES", "AudioType", "sniff"]
 
@@ -70,14 +70,14 @@ def sniff(data: bytes) -> AudioType:
             m4a (MP4 audio) or flac, with ``metadata["detected_type"]`` the MIME type libmagic saw.
     """
     if not data:
-        raise InvalidArgument("audio is empty", reason="EMPTY_AUDIO")
+        raise InvalidArgument("audio is empty", reason=Reason.EMPTY_AUDIO)
     mime = magic.from_buffer(data, mime=True)
     audio_type = _MIME_TO_TYPE.get(mime)
     if audio_type is None:
         accepted = ", ".join(t.value for t in ACCEPTED_AUDIO_TYPES)
         raise InvalidArgument(
             f"unsupported audio: the content is {mime}; send one of {accepted}",
-            reason="UNSUPPORTED_AUDIO",
+            reason=Reason.UNSUPPORTED_AUDIO,
             metadata={"detected_type": mime},
         )
     return audio_type

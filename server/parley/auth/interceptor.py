@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from parley.domain.accounts import AccountService, Principal
-from parley.domain.errors import Unauthenticated
+from parley.domain.accounts import Accounts, Principal
+from parley.domain.errors import Reason, Unauthenticated
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -41,7 +41,7 @@ def current_principal() -> Principal:
     """The authenticated caller of the current RPC (set by :class:`AuthInterceptor`)."""
     principal = principal_var.get()
     if principal is None:  # only reachable if a protected method was registered without the interceptor
-        raise Unauthenticated("authentication required", reason="MISSING_TOKEN")
+        raise Unauthenticated("authentication required", reason=Reason.MISSING_TOKEN)
     return principal
 
 
@@ -50,18 +50,18 @@ def _bearer(metadata: Any) -> str:
     if not values:
         raise Unauthenticated(
             "missing authorization metadata: send 'authorization: Bearer <access token>'",
-            reason="MISSING_TOKEN",
+            reason=Reason.MISSING_TOKEN,
         )
     scheme, _, token = str(values[0]).partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("authorization must be 'Bearer <access token>'", reason="INVALID_TOKEN")
+        raise Unauthenticated("authorization must be 'Bearer <access token>'", reason=Reason.INVALID_TOKEN)
     return token.strip()
 
 
 class AuthInterceptor(_ServerInterceptor):
     """Authenticates ``parley.v1`` calls before the handler runs."""
 
-    def __init__(self, accounts: AccountService) -> None:
+    def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
 
     async def intercept_service(

@@ -12,10 +12,10 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-__all__ = ["PasswordHasherService"]
+__all__ = ["Passwords"]
 
 
-class PasswordHasherService:
+class Passwords:
     """Hash and verify passwords off the event loop."""
 
     def __init__(self, *, memory_kib: int = 19_456, time_cost: int = 2, parallelism: int = 1) -> None:

@@ -17,10 +17,10 @@ from typing import Literal
 import jwt
 
 from parley.config import Settings
-from parley.domain.errors import Unauthenticated
+from parley.domain.errors import Reason, Unauthenticated
 from parley.domain.names import new_id
 
-__all__ = ["TokenClaims", "TokenService"]
+__all__ = ["TokenClaims", "Tokens"]
 
 TokenType = Literal["access", "refresh"]
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
@@ -40,7 +40,7 @@ class TokenClaims:
     audience: str
 
 
-class TokenService:
+class Tokens:
     """Issues and verifies Parley JWTs."""
 
     def __init__(self, settings: Settings) -> None:
@@ -88,11 +88,11 @@ class TokenService:
                 leeway=5,
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
+            raise Unauthenticated("token expired", reason=Reason.TOKEN_EXPIRED) from None
         except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid token: {exc}", reason="INVALID_TOKEN") from None
+            raise Unauthenticated(f"invalid token: {exc}", reason=Reason.INVALID_TOKEN) from None
         if payload.get("typ") != expected:
-            raise Unauthenticated(f"expected an {expected} token", reason="WRONG_TOKEN_TYPE")
+            raise Unauthenticated(f"expected an {expected} token", reason=Reason.WRONG_TOKEN_TYPE)
         try:
             return TokenClaims(
                 user_id=str(payload["sub"]),
@@ -105,4 +105,4 @@ class TokenService:
                 audience=self._aud,
             )
         except (KeyError, TypeError, ValueError):
-            raise Unauthenticated("invalid token claims", reason="INVALID_TOKEN") from None
+            raise Unauthenticated("invalid token claims", reason=Reason.INVALID_TOKEN) from None

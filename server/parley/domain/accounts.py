@@ -5,21 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from parley.auth.passwords import PasswordHasherService
-from parley.auth.tokens import TokenClaims, TokenService
+from parley.auth.passwords import Passwords
+from parley.auth.tokens import TokenClaims, Tokens
 from parley.domain.clock import Clock, utc_now
-from parley.domain.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from parley.domain.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated
+from parley.domain.fields import check_display_name
 from parley.domain.models import User
 from parley.domain.names import new_id
-from parley.storage.sql.store import MetadataStore, RefreshOutcome
+from parley.storage.sql.users import RefreshOutcome, UserStore
 
-__all__ = ["AccountService", "Principal", "TokenPair"]
+__all__ = ["Accounts", "Principal", "TokenPair", "normalize_username"]
 
 _USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{2,31}")
 #: NIST SP 800-63B 5.1.1.2: at least 8 characters; accept at least 64. We allow 256.
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 256
-MAX_DISPLAY_NAME_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +42,14 @@ def normalize_username(username: str) -> str:
     return username.strip().lower()
 
 
-class AccountService:
+class Accounts:
+    """Users and their logins (the domain side of ``AuthService``)."""
+
     def __init__(
         self,
-        store: MetadataStore,
-        passwords: PasswordHasherService,
-        tokens: TokenService,
+        store: UserStore,
+        passwords: Passwords,
+        tokens: Tokens,
         *,
         allow_registration: bool,
         clock: Clock = utc_now,
@@ -66,7 +68,9 @@ class AccountService:
         (USERNAME_TAKEN) for a taken username (compared ignoring case).
         """
         if not self._allow_registration:
-            raise PermissionDenied("registration is disabled on this server", reason="REGISTRATION_DISABLED")
+            raise PermissionDenied(
+                "registration is disabled on this server", reason=Reason.REGISTRATION_DISABLED
+            )
         name = normalize_username(username)
         if not _USERNAME_RE.fullmatch(name):
             raise InvalidArgument.field(
@@ -74,17 +78,19 @@ class AccountService:
             )
         if len(password) < MIN_PASSWORD_CHARS:
             raise InvalidArgument.field(
-                "password", f"at least {MIN_PASSWORD_CHARS} characters", reason="WEAK_PASSWORD"
+                "password", f"at least {MIN_PASSWORD_CHARS} characters", reason=Reason.WEAK_PASSWORD
             )
         if len(password) > MAX_PASSWORD_CHARS:
             raise InvalidArgument.field("password", f"at most {MAX_PASSWORD_CHARS} characters")
         if not password.strip():
-            raise InvalidArgument.field("password", "must not be only whitespace", reason="WEAK_PASSWORD")
+            raise InvalidArgument.field(
+                "password", "must not be only whitespace", reason=Reason.WEAK_PASSWORD
+            )
         if password.strip().lower() == name:
-            raise InvalidArgument.field("password", "must differ from the username", reason="WEAK_PASSWORD")
-        display = display_name.strip() or name
-        if len(display) > MAX_DISPLAY_NAME_CHARS:
-            raise InvalidArgument.field("display_name", f"at most {MAX_DISPLAY_NAME_CHARS} characters")
+            raise InvalidArgument.field(
+                "password", "must differ from the username", reason=Reason.WEAK_PASSWORD
+            )
+        display = check_display_name(display_name, "display_name") or name
         now = self._now()
         user = User(new_id(), name, display, now, now)
         return await self._store.create_user(user, await self._passwords.hash(password))
@@ -93,60 +99,60 @@ class AccountService:
         """Log in. Raises ``Unauthenticated`` (INVALID_CREDENTIALS) for any wrong username/password."""
         if not username or not password:
             raise InvalidArgument.field(
-                "username" if not username else "password", "required", reason="MISSING_FIELD"
+                "username" if not username else "password", "required", reason=Reason.MISSING_FIELD
             )
         found = await self._store.get_credentials(normalize_username(username))
         ok = await self._passwords.verify(found[1] if found else None, password)
         if not ok or found is None:
-            raise Unauthenticated("wrong username or password", reason="INVALID_CREDENTIALS")
+            raise Unauthenticated("wrong username or password", reason=Reason.INVALID_CREDENTIALS)
         return await self._issue_pair(found[0].id, family_id=new_id())
 
     async def refresh_token(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token. A token presented twice revokes its family (REFRESH_TOKEN_REUSED)."""
         if not refresh_token:
-            raise InvalidArgument.field("refresh_token", "required", reason="MISSING_FIELD")
+            raise InvalidArgument.field("refresh_token", "required", reason=Reason.MISSING_FIELD)
         claims = self._tokens.verify(refresh_token, "refresh")
         outcome = await self._store.use_refresh_token(
             claims.token_id, claims.family_id, claims.user_id, self._now()
         )
         if outcome is RefreshOutcome.REUSED:
             raise Unauthenticated(
-                "refresh token already used; its family is revoked", reason="REFRESH_TOKEN_REUSED"
+                "refresh token already used; its family is revoked", reason=Reason.REFRESH_TOKEN_REUSED
             )
         if outcome is RefreshOutcome.REVOKED:
-            raise Unauthenticated("refresh token revoked", reason="TOKEN_REVOKED")
+            raise Unauthenticated("refresh token revoked", reason=Reason.TOKEN_REVOKED)
         if outcome is RefreshOutcome.UNKNOWN:
-            raise Unauthenticated("unknown refresh token", reason="INVALID_TOKEN")
+            raise Unauthenticated("unknown refresh token", reason=Reason.INVALID_TOKEN)
         return await self._issue_pair(claims.user_id, family_id=claims.family_id)
 
     async def revoke_token(self, principal: Principal, refresh_token: str) -> None:
         """Log out: revoke the refresh token's family (its access tokens stop working too)."""
         if not refresh_token:
-            raise InvalidArgument.field("refresh_token", "required", reason="MISSING_FIELD")
+            raise InvalidArgument.field("refresh_token", "required", reason=Reason.MISSING_FIELD)
         try:
             claims = self._tokens.verify(refresh_token, "refresh")
         except Unauthenticated as exc:
             if exc.reason != "TOKEN_EXPIRED":
                 raise InvalidArgument.field("refresh_token", exc.message, reason=exc.reason) from None
-            raise InvalidArgument.field("refresh_token", "expired", reason="TOKEN_EXPIRED") from None
+            raise InvalidArgument.field("refresh_token", "expired", reason=Reason.TOKEN_EXPIRED) from None
         if claims.user_id != principal.user_id or not await self._store.revoke_family(
             claims.family_id, principal.user_id, self._now()
         ):
             raise InvalidArgument.field(
-                "refresh_token", "not a refresh token of the caller", reason="INVALID_TOKEN"
+                "refresh_token", "not a refresh token of the caller", reason=Reason.INVALID_TOKEN
             )
 
     async def authenticate(self, access_token: str) -> Principal:
         """Verify an access token and that its login was not revoked and its user exists."""
         claims = self._tokens.verify(access_token, "access")
         if await self._store.is_family_revoked(claims.family_id):
-            raise Unauthenticated("token revoked", reason="TOKEN_REVOKED")
+            raise Unauthenticated("token revoked", reason=Reason.TOKEN_REVOKED)
         return Principal(claims.user_id, claims)
 
     async def current_user(self, principal: Principal) -> User:
         user = await self._store.get_user(principal.user_id)
         if user is None:
-            raise Unauthenticated("user no longer exists", reason="INVALID_TOKEN")
+            raise Unauthenticated("user no longer exists", reason=Reason.INVALID_TOKEN)
         return user
 
     async def _issue_pair(self, user_id: str, family_id: str) -> TokenPair:

@@ -7,17 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from parley.domain.clock import Clock, utc_now
-from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
+from parley.domain.fields import check_display_name
 from parley.domain.models import Agent
 from parley.domain.names import agent_name, new_id
-from parley.domain.pagination import PageRequest, encode_token
+from parley.domain.pagination import PageRequest, page_of
 from parley.providers.llm.registry import ModelRegistry
-from parley.storage.messages import MessageRepository
-from parley.storage.sql.store import MetadataStore
+from parley.runs.manager import RunManager
+from parley.storage.messages import MessageStore
+from parley.storage.sql.agents import AgentStore
 
-__all__ = ["MUTABLE_AGENT_FIELDS", "AgentFields", "AgentService"]
+__all__ = ["MUTABLE_AGENT_FIELDS", "AgentFields", "Agents"]
 
-MAX_DISPLAY_NAME_CHARS = 100
 #: Longest system prompt, in characters (a generous bound for a 128k-token context model).
 MAX_INSTRUCTIONS_CHARS = 32_768
 MAX_OUTPUT_TOKENS = 32_768
@@ -48,30 +49,30 @@ class AgentFields:
     language: str = ""
 
 
-class AgentService:
+class Agents:
+    """Create, read, update and delete the caller's agents."""
+
     def __init__(
         self,
-        store: MetadataStore,
-        messages: MessageRepository,
+        store: AgentStore,
+        messages: MessageStore,
+        runs: RunManager,
         models: ModelRegistry,
         *,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
         self._messages = messages
+        self._runs = runs
         self._models = models
         self._now = clock
 
     def _validate(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(changes)
         if "display_name" in out:
-            out["display_name"] = str(out["display_name"]).strip()
-            if not out["display_name"]:
-                raise InvalidArgument.field("agent.display_name", "required", reason="MISSING_FIELD")
-            if len(out["display_name"]) > MAX_DISPLAY_NAME_CHARS:
-                raise InvalidArgument.field(
-                    "agent.display_name", f"at most {MAX_DISPLAY_NAME_CHARS} characters"
-                )
+            out["display_name"] = check_display_name(
+                str(out["display_name"]), "agent.display_name", required=True
+            )
         if "instructions" in out and len(out["instructions"]) > MAX_INSTRUCTIONS_CHARS:
             raise InvalidArgument.field("agent.instructions", f"at most {MAX_INSTRUCTIONS_CHARS} characters")
         if "model" in out:
@@ -93,7 +94,7 @@ class AgentService:
                 raise InvalidArgument.field(
                     "agent.language",
                     "must be 'en', 'ar', or empty for automatic",
-                    reason="UNSUPPORTED_LANGUAGE",
+                    reason=Reason.UNSUPPORTED_LANGUAGE,
                 )
         return out
 
@@ -101,23 +102,21 @@ class AgentService:
         """Create an agent owned by ``owner_id``; raises ``InvalidArgument`` for bad fields."""
         v = self._validate({name: getattr(fields, name) for name in MUTABLE_AGENT_FIELDS})
         now = self._now()
-        return await self._store.create_agent(
+        return await self._store.create(
             Agent(id=new_id(), owner_id=owner_id, create_time=now, update_time=now, **v)
         )
 
     async def get(self, owner_id: str, agent_id: str) -> Agent:
         """The agent; ``NotFound`` if absent or another user's."""
-        agent = await self._store.get_agent(owner_id, agent_id)
+        agent = await self._store.get(owner_id, agent_id)
         if agent is None:
             raise NotFound.resource(agent_name(agent_id))
         return agent
 
     async def list(self, owner_id: str, page: PageRequest) -> tuple[Sequence[Agent], str]:
         """A page of the owner's agents (oldest first) and the next page token."""
-        rows = await self._store.list_agents(owner_id, page.after, page.size + 1)
-        more = len(rows) > page.size
-        rows = rows[: page.size]
-        return rows, encode_token(rows[-1].id, page) if more else ""
+        rows = await self._store.list(owner_id, page.after, page.size + 1)
+        return page_of(rows, page, lambda agent: agent.id)
 
     async def update(self, owner_id: str, agent_id: str, changes: Mapping[str, Any]) -> Agent:
         """Apply ``changes`` (keys from ``MUTABLE_AGENT_FIELDS``)."""
@@ -127,7 +126,7 @@ class AgentService:
         v = self._validate(changes)
         if not v:
             return await self.get(owner_id, agent_id)
-        agent = await self._store.update_agent(owner_id, agent_id, v, self._now())
+        agent = await self._store.update(owner_id, agent_id, v, self._now())
         if agent is None:
             raise NotFound.resource(agent_name(agent_id))
         return agent
@@ -135,15 +134,16 @@ class AgentService:
     async def delete(self, owner_id: str, agent_id: str, *, force: bool) -> None:
         """Delete an agent; with sessions, only when ``force`` (then they go too)."""
         await self.get(owner_id, agent_id)
-        session_ids = await self._store.session_ids_of_agent(agent_id)
+        session_ids = await self._store.session_ids(agent_id)
         if session_ids and not force:
             raise FailedPrecondition(
                 f"{agent_name(agent_id)} has {len(session_ids)} session(s); set force to delete them too",
-                reason="AGENT_HAS_SESSIONS",
+                reason=Reason.AGENT_HAS_SESSIONS,
             )
-        if not await self._store.delete_agent(owner_id, agent_id):
+        if not await self._store.delete(owner_id, agent_id):
             raise NotFound.resource(agent_name(agent_id))
         # Metadata first: once it is gone nothing can reach the content, so a failure here leaves
         # unreachable rows at worst, never a session without its messages.
         for session_id in session_ids:
+            await self._runs.cancel_session(session_id)
             await self._messages.delete_session_content(session_id)

@@ -1,4 +1,4 @@
-"""Branches: named pointers into a session's message tree (DESIGN.md, "Conversation model").
+"""Branches: named pointers into a session's message tree (docs/design.md, "Conversation model").
 
 Forking copies no message content: a new branch is one row whose head is an existing message,
 so the shared prefix is stored once. Deleting a branch removes only the pointer; messages stay
@@ -10,26 +10,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from parley.domain.clock import Clock, utc_now
-from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from parley.domain.errors import FailedPrecondition, NotFound, Reason
+from parley.domain.fields import check_display_name
 from parley.domain.models import Branch, Session
 from parley.domain.names import branch_name, new_id, parse_branch, parse_message
-from parley.domain.pagination import PageRequest, encode_token
-from parley.storage.messages import MessageRepository
-from parley.storage.sql.store import MetadataStore
+from parley.domain.pagination import PageRequest, page_of
+from parley.storage.messages import MessageStore
+from parley.storage.sql.sessions import SessionStore
 
-__all__ = ["BranchService"]
-
-MAX_DISPLAY_NAME_CHARS = 100
+__all__ = ["Branches"]
 
 
-class BranchService:
-    def __init__(self, store: MetadataStore, messages: MessageRepository, *, clock: Clock = utc_now) -> None:
+class Branches:
+    """Fork, list, switch and delete the branches of the caller's sessions."""
+
+    def __init__(self, store: SessionStore, messages: MessageStore, *, clock: Clock = utc_now) -> None:
         self._store = store
         self._messages = messages
         self._now = clock
 
     async def _session(self, owner_id: str, session_id: str) -> Session:
-        session = await self._store.get_session(owner_id, session_id)
+        session = await self._store.get(owner_id, session_id)
         if session is None:
             raise NotFound.resource(f"sessions/{session_id}")
         return session
@@ -43,9 +44,7 @@ class BranchService:
         malformed name or a display name over 100 characters.
         """
         await self._session(owner_id, session_id)
-        display_name = display_name.strip()
-        if len(display_name) > MAX_DISPLAY_NAME_CHARS:
-            raise InvalidArgument.field("display_name", f"at most {MAX_DISPLAY_NAME_CHARS} characters")
+        display_name = check_display_name(display_name, "display_name")
         head_id: str | None = None
         depth = -1
         if from_message:
@@ -84,9 +83,8 @@ class BranchService:
         """A page of the session's branches, oldest first."""
         session = await self._session(owner_id, session_id)
         rows = await self._store.list_branches(session_id, page.after, page.size + 1)
-        more = len(rows) > page.size
-        rows = rows[: page.size]
-        return rows, session, encode_token(rows[-1].id, page) if more else ""
+        page_rows, token = page_of(rows, page, lambda branch: branch.id)
+        return page_rows, session, token
 
     async def set_active(self, owner_id: str, session_id: str, branch: str) -> Session:
         """Make ``branch`` (a branch name of this session) the one sends and reads use by default."""
@@ -94,8 +92,10 @@ class BranchService:
         await self._session(owner_id, session_id)
         if branch_session != session_id or await self._store.get_branch(session_id, branch_id) is None:
             raise NotFound.resource(branch)
-        await self._store.set_active_branch(session_id, branch_id, self._now())
-        return await self._session(owner_id, session_id)
+        session = await self._store.set_active_branch(owner_id, session_id, branch_id, self._now())
+        if session is None:
+            raise NotFound.resource(f"sessions/{session_id}")
+        return session
 
     async def delete(self, owner_id: str, name: str) -> None:
         """Delete a branch pointer. Refuses (FAILED_PRECONDITION) the active branch; the last branch
@@ -103,9 +103,9 @@ class BranchService:
         branch, session = await self.get(owner_id, name)
         if branch.id == session.active_branch_id:
             raise FailedPrecondition(
-                f"{name} is the active branch; switch to another branch first", reason="ACTIVE_BRANCH"
+                f"{name} is the active branch; switch to another branch first", reason=Reason.ACTIVE_BRANCH
             )
-        if len(await self._store.list_branches(session.id, None, 2)) < 2:
-            raise FailedPrecondition(f"{name} is the session's last branch", reason="LAST_BRANCH")
+        if await self._store.count_branches(session.id) < 2:
+            raise FailedPrecondition(f"{name} is the session's last branch", reason=Reason.LAST_BRANCH)
         if not await self._store.delete_branch(session.id, branch.id):
             raise NotFound.resource(branch_name(session.id, branch.id))

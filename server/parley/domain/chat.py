@@ -1,159 +1,122 @@
-"""The conversation engine: store the user message, build the context, stream the reply, store it.
+"""The conversation engine: store the user message, build the context, start the reply's run.
 
-Invariants (DESIGN.md, "Conversation model"):
+Invariants (docs/design.md, "Conversation model" and "Runs"):
 - the user message is stored before generation starts; nothing the user sent is ever lost;
-- a reply cut short (client cancel, deadline, provider error, shutdown) is stored INCOMPLETE
-  with its stop reason and whatever text was generated;
-- a branch head only ever points at a stored message (message first, then a compare-and-set
-  of the head);
+- the reply exists from the start of its run (status IN_PROGRESS), stored in the same
+  transaction as its user message, and its run checkpoints its text while it grows;
+- a reply cut short (cancel, deadline, provider error, shutdown, a dead server) is stored
+  INCOMPLETE with its stop reason and whatever text was generated;
+- a branch head only ever points at a stored message (compare-and-set of the head);
 - sends to one branch are serialized; sends to different branches run concurrently.
+
+A send reads its session, agent and branch once (one query), then the history path for the
+context, then writes the user message and the IN_PROGRESS reply in one transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-import weakref
-from collections.abc import AsyncGenerator, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.context import build_context
-from parley.domain.errors import Aborted, InvalidArgument, NotFound, ParleyError, ResourceExhausted
-from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason
+from parley.domain.errors import Aborted, InvalidArgument, NotFound, Reason
+from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, StopReason
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
+from parley.domain.reply import TextReply
 from parley.domain.summary import ContextSummarizer
-from parley.providers.llm.base import GenerationRequest, StopEvent, TextDeltaEvent, UsageEvent
+from parley.providers.llm.base import GenerationRequest
 from parley.providers.llm.registry import ModelRegistry, ResolvedModel
-from parley.storage.messages import MessageRepository
-from parley.storage.sql.store import MetadataStore
+from parley.runs.admission import Admission, Ticket
+from parley.runs.events import Accepted
+from parley.runs.manager import RunBody, RunManager, RunSpec, Subscription
+from parley.runs.replay import replay_stored
+from parley.runs.sweep import RunSweeper
+from parley.storage.messages import MessageStore, RunRecord
+from parley.storage.sql.sessions import SendTarget, SessionStore
 
-__all__ = [
-    "Accepted",
-    "AudioReady",
-    "ChatEngine",
-    "ChatEvent",
-    "Completed",
-    "Delta",
-    "TranscriptReady",
-    "UsageReport",
-]
+__all__ = ["CONTEXT_MAX_MESSAGES", "ChatEngine", "ChatLimits", "Spoken"]
 
 log = logging.getLogger(__name__)
-
-#: A cancel this close to the RPC deadline counts as the deadline (the client's and the server's
-#: clocks for it differ by the network latency).
-DEADLINE_SLACK_S = 0.25
 
 #: At most this many of the newest messages are read to build a context (then trimmed to fit).
 CONTEXT_MAX_MESSAGES = 200
 
 
 @dataclass(frozen=True, slots=True)
-class Accepted:
-    user_message: Message
-    assistant_message_id: str
-    branch_id: str
+class ChatLimits:
+    """``max_message_chars`` (``PARLEY_MAX_MESSAGE_CHARS``), ``max_request_id_chars``,
+    ``default_max_output_tokens`` (tokens, when the agent sets none)."""
+
+    max_message_chars: int = 32_768
+    max_request_id_chars: int = 128
+    default_max_output_tokens: int = 512
 
 
 @dataclass(frozen=True, slots=True)
-class Delta:
-    text: str
+class Spoken:
+    """A user message that was spoken: the language heard and the recording's length (s)."""
 
-
-@dataclass(frozen=True, slots=True)
-class UsageReport:
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptReady:
-    """What speech-to-text heard (voice sends). ``duration_s``: seconds of audio."""
-
-    text: str
     language: str
     duration_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class AudioReady:
-    """A piece of the spoken reply: encoded bytes of ``format`` at ``sample_rate_hz`` Hz.
-    ``text`` is the sentence it starts speaking (empty for the trailing flush)."""
-
-    data: bytes
-    format: str
-    sample_rate_hz: int
-    segment_index: int
-    text: str = ""
-    language: str = ""
-
-
-ChatEvent = Accepted | TranscriptReady | Delta | AudioReady | UsageReport | Completed
+#: Wraps the text reply of a run into the body the run executes (voice adds speech).
+BodyFactory = Callable[[TextReply], RunBody]
 
 
 class ChatEngine:
-    """Runs sends; owned by the server, shared by all RPCs."""
+    """Sends, regenerations, resumes and cancels of replies; reads of messages. One per server."""
 
     def __init__(
         self,
-        store: MetadataStore,
-        messages: MessageRepository,
+        sessions: SessionStore,
+        messages: MessageStore,
         models: ModelRegistry,
+        runs: RunManager,
+        admission: Admission,
+        sweeper: RunSweeper,
         *,
-        max_message_chars: int,
-        max_request_id_chars: int,
-        default_max_output_tokens: int,
-        max_concurrent_replies_per_user: int = 4,
+        limits: ChatLimits,
         summarizer: ContextSummarizer | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        self._store = store
+        self._sessions = sessions
         self._messages = messages
         self._models = models
-        self._max_chars = max_message_chars
-        self._max_request_id = max_request_id_chars
-        self._default_max_output = default_max_output_tokens
-        self._now = clock
+        self._runs = runs
+        self._admission = admission
+        self._sweeper = sweeper
+        self._limits = limits
         self._summarizer = summarizer
-        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-        self._inflight: set[asyncio.Future[None]] = set()
-        self._max_replies = max_concurrent_replies_per_user
-        self._replies: dict[str, int] = {}
-        self.shutting_down = False
+        self._now = clock
 
     # --- reads ---------------------------------------------------------------------------------
 
-    async def session_and_branch(self, owner_id: str, session_id: str, branch: str) -> tuple[Session, Branch]:
-        """The caller's session and the named branch (``""`` = the active one), or ``NotFound``."""
-        session = await self._store.get_session(owner_id, session_id)
-        if session is None:
-            raise NotFound.resource(f"sessions/{session_id}")
-        branch_id = session.active_branch_id
+    async def target(self, owner_id: str, session_id: str, branch: str = "") -> SendTarget:
+        """The caller's session, its agent and the named branch (``""``: the active one), read in
+        one query; ``NotFound`` when the session or branch is absent or another user's."""
+        branch_id: str | None = None
         if branch:
             branch_session, branch_id = parse_branch(branch)
             if branch_session != session_id:
                 raise NotFound.resource(branch)
-        found = await self._store.get_branch(session_id, branch_id)
-        if found is None:
-            raise NotFound.resource(branch or f"sessions/{session_id}/branches/{branch_id}")
-        return session, found
+        target = await self._sessions.send_target(owner_id, session_id, branch_id)
+        if target is None:
+            raise NotFound.resource(f"sessions/{session_id}")
+        if target.branch is None:
+            raise NotFound.resource(
+                branch or f"sessions/{session_id}/branches/{target.session.active_branch_id}"
+            )
+        return target
 
     async def list_messages(
         self, owner_id: str, session_id: str, branch: str, page: PageRequest
     ) -> tuple[Sequence[Message], str]:
         """A page of the branch's path, oldest first. The cursor is the last message's depth."""
-        _, b = await self.session_and_branch(owner_id, session_id, branch)
+        b = _branch_of(await self.target(owner_id, session_id, branch))
         if b.head_id is None:
             return [], ""
         start = 0 if page.after is None else _depth_cursor(page.after) + 1
@@ -163,7 +126,8 @@ class ChatEngine:
         return rows, encode_token(str(rows[-1].depth), page) if more and rows else ""
 
     async def get_message(self, owner_id: str, session_id: str, message_id: str) -> Message:
-        if await self._store.get_session(owner_id, session_id) is None:
+        """The message; ``NotFound`` when it is absent or in another user's session."""
+        if await self._sessions.get(owner_id, session_id) is None:
             raise NotFound.resource(message_name(session_id, message_id))
         message = await self._messages.get(session_id, message_id)
         if message is None:
@@ -175,12 +139,19 @@ class ChatEngine:
     def validate_text(self, text: str) -> str:
         """The message text, or ``InvalidArgument`` if empty/whitespace or over the limit."""
         if not text.strip():
-            raise InvalidArgument.field("text", "must not be empty", reason="EMPTY_MESSAGE")
-        if len(text) > self._max_chars:
+            raise InvalidArgument.field("text", "must not be empty", reason=Reason.EMPTY_MESSAGE)
+        limit = self._limits.max_message_chars
+        if len(text) > limit:
             raise InvalidArgument.field(
-                "text", f"at most {self._max_chars} characters (got {len(text)})", reason="MESSAGE_TOO_LONG"
+                "text", f"at most {limit} characters (got {len(text)})", reason=Reason.MESSAGE_TOO_LONG
             )
         return text
+
+    def validate_request_id(self, request_id: str) -> str:
+        limit = self._limits.max_request_id_chars
+        if len(request_id) > limit:
+            raise InvalidArgument.field("request_id", f"at most {limit} characters")
+        return request_id
 
     async def send(
         self,
@@ -190,95 +161,89 @@ class ChatEngine:
         *,
         branch: str = "",
         request_id: str = "",
+        background: bool = False,
         deadline: float | None = None,
-        transcript_language: str = "",
-        audio_duration_s: float | None = None,
-    ) -> AsyncGenerator[ChatEvent, None]:
-        """Store ``text`` as a user message and stream the reply.
+    ) -> Subscription:
+        """Store ``text`` as a user message, start the reply's run, and subscribe to it.
 
-        For a spoken message ``text`` is the transcript, ``transcript_language`` the language heard
-        and ``audio_duration_s`` the recording's length in seconds; they are stored on the message.
-
-        ``deadline`` is a ``time.monotonic()`` instant (the RPC deadline), used to tell a
-        deadline from a plain cancel. Raises ``InvalidArgument`` for bad text or request id,
-        ``NotFound`` for a session/branch that is absent or another user's.
+        ``background``: the run goes on when every subscriber has left (otherwise the last one
+        leaving cancels it). ``deadline`` is the RPC deadline as a ``time.monotonic()`` instant.
+        Raises (before anything is stored) ``InvalidArgument`` for bad text or request id,
+        ``NotFound`` for a session/branch that is absent or another user's, ``ResourceExhausted``
+        over the per-user reply limit.
         """
         text = self.validate_text(text)
-        if len(request_id) > self._max_request_id:
-            raise InvalidArgument.field("request_id", f"at most {self._max_request_id} characters")
-        session, b = await self.session_and_branch(owner_id, session_id, branch)
-        agent = await self._store.get_agent(owner_id, session.agent_id)
-        if agent is None:  # the agent was deleted while the session was read
-            raise NotFound.resource(f"sessions/{session_id}")
-        resolved = self._models.resolve(agent.model, field="agent.model")
+        self.validate_request_id(request_id)
+        target = await self.target(owner_id, session_id, branch)
+        return await self.send_to(
+            target, text, request_id=request_id, background=background, deadline=deadline
+        )
 
-        with self._reply_slot(owner_id):
-            async with self._lock(session_id, b.id):
-                if request_id:
-                    previous = await self._messages.find_by_request_id(session_id, request_id)
-                    if previous is not None:
-                        async for event in self._replay(previous, b.id):
-                            yield event
-                        return
-                b = await self._store.get_branch(session_id, b.id) or _gone(b)
-                depth = b.message_count
-                user = Message(
-                    id=new_id(),
-                    session_id=session_id,
-                    parent_id=b.head_id,
-                    depth=depth,
-                    role=Role.USER,
-                    text=text,
-                    status=MessageStatus.COMPLETE,
-                    stop_reason=StopReason.NONE,
-                    model="",
-                    input_tokens=0,
-                    output_tokens=0,
-                    create_time=self._now(),
-                    request_id=request_id,
-                    transcript_language=transcript_language,
-                    audio_duration_s=audio_duration_s,
-                )
+    async def send_to(
+        self,
+        target: SendTarget,
+        text: str,
+        *,
+        request_id: str = "",
+        background: bool = False,
+        deadline: float | None = None,
+        spoken: Spoken | None = None,
+        body: BodyFactory | None = None,
+    ) -> Subscription:
+        """:meth:`send` to a target already read (``text`` already validated). ``spoken`` marks a
+        voice message; ``body`` wraps the text reply (speech)."""
+        session, agent, b = target.session, target.agent, _branch_of(target)
+        resolved = self._models.resolve(agent.model, field="agent.model")
+        if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
+            return replay
+        ticket = await self._admission.admit(session.owner_id, session.id, b.id)
+        try:
+            if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
+                ticket.release()
+                return replay
+            for attempt in range(2):
+                user = self._user_message(session.id, b, text, request_id, spoken)
                 # Decide the prompt before storing anything: a message that can never fit is refused whole.
                 request, input_tokens = await self._prompt(agent, resolved, user)
-                if not await self._messages.append(user, b.id, b.head_id):
-                    raise Aborted("the branch moved during the send; retry", reason="BRANCH_CONFLICT")
-                assistant_id = new_id()
-                yield Accepted(user, assistant_id, b.id)
-                generation = self._generate(
-                    resolved, request, input_tokens, user, assistant_id, b.id, deadline
-                )
-                async with contextlib.aclosing(generation):
-                    async for event in generation:
-                        yield event
+                reply = self._reply_message(user, resolved, input_tokens)
+                run = self._run_record(reply, session.owner_id, b.id, background)
+                if await self._messages.start_reply(reply, run, user=user, expected_head=b.head_id):
+                    break
+                # Another writer moved the head since it was read (an earlier send that held the
+                # lock): read the branch again and retry once.
+                b = await self._sessions.get_branch(session.id, b.id) or _gone(b)
+                if attempt:
+                    raise Aborted("the branch moved during the send; retry", reason=Reason.BRANCH_CONFLICT)
+            accepted = Accepted(user, reply.id, b.id)
+            text_reply = TextReply(accepted, reply, resolved.provider, request)
+            return self._start(run, ticket, body(text_reply) if body else text_reply, deadline)
+        except BaseException:
+            ticket.release()
+            raise
 
     async def regenerate(
-        self, owner_id: str, session_id: str, message_id: str, *, deadline: float | None = None
-    ) -> AsyncGenerator[ChatEvent, None]:
+        self,
+        owner_id: str,
+        session_id: str,
+        message_id: str,
+        *,
+        background: bool = False,
+        deadline: float | None = None,
+    ) -> Subscription:
         """Generate a new reply in place of the assistant message ``message_id``: a sibling of it,
-        on a new branch forked at its user message, which becomes the active branch. The old reply
-        stays on its branch.
+        on a new branch forked at its user message, which becomes the active branch (one
+        transaction with the new reply). The old reply stays on its branch.
 
         Raises ``NotFound`` for a message that is absent or another user's, ``InvalidArgument``
         (NOT_AN_ASSISTANT_MESSAGE) for a user message (edit it by forking at its parent and sending).
         """
-        session = await self._store.get_session(owner_id, session_id)
-        old = await self._messages.get(session_id, message_id) if session is not None else None
-        if session is None or old is None:
+        target = await self.target(owner_id, session_id)
+        old = await self._assistant_message(session_id, message_id)
+        user = await self._messages.get(session_id, old.parent_id or "")
+        if user is None:
             raise NotFound.resource(message_name(session_id, message_id))
-        if old.role is not Role.ASSISTANT or old.parent_id is None:
-            raise InvalidArgument.field(
-                "name",
-                "only an assistant message can be regenerated; to edit a user message, fork at its parent "
-                "(CreateBranch) and send the new text to that branch",
-                reason="NOT_AN_ASSISTANT_MESSAGE",
-            )
-        user = await self._messages.get(session_id, old.parent_id)
-        agent = await self._store.get_agent(owner_id, session.agent_id)
-        if user is None or agent is None:
-            raise NotFound.resource(message_name(session_id, message_id))
-        resolved = self._models.resolve(agent.model, field="agent.model")
-        request, input_tokens = await self._prompt(agent, resolved, user)
+        resolved = self._models.resolve(target.agent.model, field="agent.model")
+        request, input_tokens = await self._prompt(target.agent, resolved, user)
         now = self._now()
         branch = Branch(
             session_id=session_id,
@@ -290,24 +255,146 @@ class ChatEngine:
             create_time=now,
             update_time=now,
         )
-        with self._reply_slot(owner_id):
-            await self._store.create_branch(branch)
-            await self._store.set_active_branch(session_id, branch.id, now)
-            async with self._lock(session_id, branch.id):
-                assistant_id = new_id()
-                yield Accepted(user, assistant_id, branch.id)
-                generation = self._generate(
-                    resolved, request, input_tokens, user, assistant_id, branch.id, deadline
-                )
-                async with contextlib.aclosing(generation):
-                    async for event in generation:
-                        yield event
+        ticket = await self._admission.admit(owner_id, session_id, branch.id)
+        try:
+            reply = self._reply_message(user, resolved, input_tokens)
+            run = self._run_record(reply, owner_id, branch.id, background)
+            await self._messages.start_reply(reply, run, new_branch=branch)
+            text_reply = TextReply(Accepted(user, reply.id, branch.id), reply, resolved.provider, request)
+            return self._start(run, ticket, text_reply, deadline)
+        except BaseException:
+            ticket.release()
+            raise
+
+    # --- runs: resume and cancel ---------------------------------------------------------------
+
+    async def resume(
+        self, owner_id: str, session_id: str, message_id: str, starting_after: int, *, deadline: float | None
+    ) -> Subscription:
+        """The events of the reply ``message_id``'s run after ``starting_after``: from its event
+        log then live, or replayed from the stored reply when the log is gone (runs/replay.py).
+
+        Raises ``InvalidArgument`` for a negative ``starting_after`` or a user message,
+        ``NotFound`` for a message that is absent or another user's, ``Unavailable``
+        (RUN_ON_ANOTHER_REPLICA) for a reply another live server process is writing.
+        """
+        if starting_after < 0:
+            raise InvalidArgument.field("starting_after", "must not be negative")
+        if await self._sessions.get(owner_id, session_id) is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        reply = await self._assistant_message(session_id, message_id)
+        live = await self._runs.follow(reply.id, starting_after, deadline=deadline)
+        if live is not None:
+            return live
+        reply = await self._sweeper.recover(reply)
+        return await self._replayed(reply, starting_after)
+
+    async def cancel(self, owner_id: str, session_id: str, message_id: str) -> Message:
+        """Stop the reply's run (within about a second) and return the stored reply: INCOMPLETE
+        with stop reason CANCELLED, or unchanged when it had already finished. Errors as
+        :meth:`resume`."""
+        if await self._sessions.get(owner_id, session_id) is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        reply = await self._assistant_message(session_id, message_id)
+        if await self._runs.cancel(reply.id):
+            return await self._assistant_message(session_id, message_id)
+        return await self._sweeper.recover(reply)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _start(self, run: RunRecord, ticket: Ticket, body: RunBody, deadline: float | None) -> Subscription:
+        spec = RunSpec(run.id, run.user_id, run.session_id, run.background, ticket.release)
+        return self._runs.start(spec, body, deadline=deadline)
+
+    async def _assistant_message(self, session_id: str, message_id: str) -> Message:
+        message = await self._messages.get(session_id, message_id)
+        if message is None:
+            raise NotFound.resource(message_name(session_id, message_id))
+        if message.role is not Role.ASSISTANT or message.parent_id is None:
+            raise InvalidArgument.field(
+                "name",
+                "not an assistant message: replies are regenerated, resumed and cancelled; to edit a "
+                "user message, fork at its parent (CreateBranch) and send the new text to that branch",
+                reason=Reason.NOT_AN_ASSISTANT_MESSAGE,
+            )
+        return message
+
+    async def _replay(
+        self, session_id: str, request_id: str, branch_id: str, deadline: float | None
+    ) -> Subscription | None:
+        """The outcome of an earlier send with ``request_id``: its live run, or its replay."""
+        user = await self._messages.find_by_request_id(session_id, request_id)
+        if user is None:
+            return None
+        replies = [m for m in await self._messages.children(session_id, user.id) if m.role is Role.ASSISTANT]
+        if not replies:
+            return Subscription.of(replay_stored(user, None, branch_id, 0, 0))
+        live = await self._runs.follow(replies[0].id, 0, deadline=deadline)
+        return live or await self._replayed(replies[0], 0)
+
+    async def _replayed(self, reply: Message, after: int) -> Subscription:
+        user = await self._messages.get(reply.session_id, reply.parent_id or "")
+        run = await self._messages.get_run(reply.session_id, reply.id)
+        if user is None:
+            raise NotFound.resource(message_name(reply.session_id, reply.id))
+        branch_id = run.branch_id if run else ""
+        events = replay_stored(user, reply, branch_id, run.last_sequence_number if run else 0, after)
+        return Subscription.of(events)
+
+    def _user_message(
+        self, session_id: str, branch: Branch, text: str, request_id: str, spoken: Spoken | None
+    ) -> Message:
+        return Message(
+            id=new_id(),
+            session_id=session_id,
+            parent_id=branch.head_id,
+            depth=branch.message_count,
+            role=Role.USER,
+            text=text,
+            status=MessageStatus.COMPLETE,
+            stop_reason=StopReason.NONE,
+            model="",
+            input_tokens=0,
+            output_tokens=0,
+            create_time=self._now(),
+            request_id=request_id,
+            transcript_language=spoken.language if spoken else "",
+            audio_duration_s=spoken.duration_s if spoken else None,
+        )
+
+    def _reply_message(self, user: Message, resolved: ResolvedModel, input_tokens: int) -> Message:
+        return Message(
+            id=new_id(),
+            session_id=user.session_id,
+            parent_id=user.id,
+            depth=user.depth + 1,
+            role=Role.ASSISTANT,
+            text="",
+            status=MessageStatus.IN_PROGRESS,
+            stop_reason=StopReason.NONE,
+            model=resolved.qualified_name,
+            input_tokens=input_tokens,
+            output_tokens=0,
+            create_time=self._now(),
+        )
+
+    def _run_record(self, reply: Message, owner_id: str, branch_id: str, background: bool) -> RunRecord:
+        return RunRecord(
+            id=reply.id,
+            session_id=reply.session_id,
+            branch_id=branch_id,
+            user_id=owner_id,
+            replica_id=self._sweeper.replica_id,
+            background=background,
+            last_sequence_number=0,
+            create_time=reply.create_time,
+        )
 
     async def _prompt(
         self, agent: Agent, resolved: ResolvedModel, user: Message
     ) -> tuple[GenerationRequest, int]:
         """The generation request for a reply to ``user`` (not yet stored), and its input tokens."""
-        max_output = agent.max_output_tokens or self._default_max_output
+        max_output = agent.max_output_tokens or self._limits.default_max_output_tokens
         max_output = min(max_output, resolved.provider.context_window(resolved.model) // 2)
         history: Sequence[Message] = []
         if user.parent_id is not None:
@@ -327,177 +414,19 @@ class ChatEngine:
             )
         return GenerationRequest(resolved.model, turns, max_output, agent.temperature), input_tokens
 
-    async def _replay(self, user: Message, branch_id: str) -> AsyncGenerator[ChatEvent, None]:
-        replies = [
-            m for m in await self._messages.children(user.session_id, user.id) if m.role is Role.ASSISTANT
-        ]
-        reply = replies[0] if replies else None
-        yield Accepted(user, reply.id if reply else "", branch_id)
-        if reply is not None:
-            if reply.text:
-                yield Delta(reply.text)
-            yield UsageReport(reply.input_tokens, reply.output_tokens)
-            yield Completed(reply)
 
-    async def _generate(
-        self,
-        resolved: ResolvedModel,
-        request: GenerationRequest,
-        input_tokens: int,
-        user: Message,
-        assistant_id: str,
-        branch_id: str,
-        deadline: float | None,
-    ) -> AsyncGenerator[ChatEvent, None]:
-        parts: list[str] = []
-        usage = UsageReport(input_tokens, 0)
-        stop = StopReason.NONE
-        ttft: float | None = None
-        started = time.monotonic()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight.add(done)
-        reply = Message(
-            id=assistant_id,
-            session_id=user.session_id,
-            parent_id=user.id,
-            depth=user.depth + 1,
-            role=Role.ASSISTANT,
-            text="",
-            status=MessageStatus.COMPLETE,
-            stop_reason=StopReason.NONE,
-            model=resolved.qualified_name,
-            input_tokens=input_tokens,
-            output_tokens=0,
-            create_time=self._now(),
-        )
-        try:
-            stream = resolved.provider.stream(request)
-            async with contextlib.aclosing(stream):
-                async for event in stream:
-                    if isinstance(event, TextDeltaEvent):
-                        if ttft is None:
-                            ttft = time.monotonic() - started
-                        parts.append(event.text)
-                        yield Delta(event.text)
-                    elif isinstance(event, UsageEvent):
-                        usage = UsageReport(event.input_tokens, event.output_tokens)
-                    elif isinstance(event, StopEvent):
-                        stop = event.stop_reason
-            reply = replace(
-                reply,
-                text="".join(parts),
-                stop_reason=stop or StopReason.END_TURN,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                time_to_first_token_s=ttft,
-                create_time=self._now(),
-            )
-            await self._store_reply(reply, branch_id)
-            yield usage
-            yield Completed(reply)
-        except (asyncio.CancelledError, GeneratorExit):
-            reason = (
-                StopReason.SHUTDOWN
-                if self.shutting_down
-                else StopReason.DEADLINE_EXCEEDED
-                if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S
-                else StopReason.CANCELLED
-            )
-            await self._store_cut_short(reply, parts, ttft, reason, reason.value.replace("_", " "), branch_id)
-            raise
-        except ParleyError as exc:
-            await self._store_cut_short(reply, parts, ttft, StopReason.ERROR, exc.message, branch_id)
-            raise
-        except Exception as exc:
-            await self._store_cut_short(reply, parts, ttft, StopReason.ERROR, "internal error", branch_id)
-            raise ParleyError(f"generation failed: {type(exc).__name__}") from exc
-        finally:
-            done.set_result(None)
-            self._inflight.discard(done)
-
-    async def _store_cut_short(
-        self,
-        reply: Message,
-        parts: list[str],
-        ttft: float | None,
-        reason: StopReason,
-        detail: str,
-        branch_id: str,
-    ) -> None:
-        text = "".join(parts)
-        reply = replace(
-            reply,
-            text=text,
-            status=MessageStatus.INCOMPLETE if text else MessageStatus.FAILED,
-            stop_reason=reason,
-            time_to_first_token_s=ttft,
-            error_message=detail,
-            output_tokens=len(parts),
-            create_time=self._now(),
-        )
-        # Shielded: the task may be cancelled, but the partial reply must still be written.
-        try:
-            await asyncio.shield(self._store_reply(reply, branch_id))
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("could not store the partial reply %s", reply.id)
-
-    async def _store_reply(self, reply: Message, branch_id: str) -> None:
-        assert reply.parent_id is not None
-        if not await self._messages.append(reply, branch_id, reply.parent_id, must_move_head=False):
-            log.warning(
-                "branch %s/%s moved during generation; reply %s stored off-branch",
-                reply.session_id,
-                branch_id,
-                reply.id,
-            )
-
-    @contextlib.contextmanager
-    def _reply_slot(self, owner_id: str) -> Iterator[None]:
-        """Count a reply in flight for ``owner_id``; ``ResourceExhausted`` over the per-user limit
-        (``PARLEY_MAX_CONCURRENT_REPLIES_PER_USER``): one user cannot queue the shared model."""
-        running = self._replies.get(owner_id, 0)
-        if running >= self._max_replies:
-            raise ResourceExhausted(
-                f"at most {self._max_replies} replies may be generated at once per user; "
-                "wait for one to finish",
-                reason="TOO_MANY_CONCURRENT_REPLIES",
-                metadata={"limit": str(self._max_replies)},
-            )
-        self._replies[owner_id] = running + 1
-        try:
-            yield
-        finally:
-            if self._replies[owner_id] <= 1:
-                del self._replies[owner_id]
-            else:
-                self._replies[owner_id] -= 1
-
-    def _lock(self, session_id: str, branch_id: str) -> asyncio.Lock:
-        key = (session_id, branch_id)
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
-
-    async def wait_idle(self) -> None:
-        """Wait until every reply in flight has been stored (bound it with ``asyncio.timeout``)."""
-        pending = list(self._inflight)
-        if pending:
-            await asyncio.wait(pending)
+def _branch_of(target: SendTarget) -> Branch:
+    assert target.branch is not None  # ChatEngine.target raises NotFound otherwise
+    return target.branch
 
 
 def _depth_cursor(value: str) -> int:
     try:
         depth = int(value)
     except ValueError:
-        raise InvalidArgument.field(
-            "page_token", "malformed page token", reason="INVALID_PAGE_TOKEN"
-        ) from None
+        depth = -1
     if depth < 0:
-        raise InvalidArgument.field("page_token", "malformed page token", reason="INVALID_PAGE_TOKEN")
+        raise InvalidArgument.field("page_token", "malformed page token", reason=Reason.INVALID_PAGE_TOKEN)
     return depth
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason
 from parley.domain.models import Message, MessageStatus, Role
 from parley.providers.llm.base import ChatTurn, LLMProvider
 
@@ -68,7 +68,7 @@ def plan_context(
         raise InvalidArgument(
             f"the message and the agent's instructions need {base} tokens; the model takes {budget} "
             f"(context window {window} minus max_output_tokens {max_output_tokens})",
-            reason="CONTEXT_WINDOW_EXCEEDED",
+            reason=Reason.CONTEXT_WINDOW_EXCEEDED,
             metadata={"input_tokens": str(base), "budget": str(budget)},
         )
     fill = base + int((budget - base) * history_share)

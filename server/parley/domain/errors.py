@@ -1,14 +1,19 @@
 """Domain errors: the one vocabulary of failure, mapped to gRPC in one interceptor.
 
-Every error carries a ``reason`` (UPPER_SNAKE_CASE, the ``google.rpc.ErrorInfo.reason``),
+Every error carries a ``reason`` (a :class:`Reason`, sent as ``google.rpc.ErrorInfo.reason``),
 a human-readable message, and string metadata. The mapping to gRPC status codes (and, via
-Envoy, HTTP codes) follows the table in DESIGN.md ("Errors") and AIP-193.
+Envoy, HTTP codes) follows the table in docs/design.md ("Errors") and AIP-193.
+
+:class:`Reason` mirrors ``enum ErrorReason`` of ``protos/parley/v1/errors.proto`` name for name
+(tests/domain/test_errors.py keeps the two equal), so that clients can switch on the enum while
+the domain stays free of protobuf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 __all__ = [
     "Aborted",
@@ -19,10 +24,70 @@ __all__ = [
     "NotFound",
     "ParleyError",
     "PermissionDenied",
+    "Reason",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
 ]
+
+
+class Reason(StrEnum):
+    """Why a call failed: ``google.rpc.ErrorInfo.reason`` (domain ``parley.dev``), one of
+    ``parley.v1.ErrorReason``. The value is the name."""
+
+    ABORTED = "ABORTED"
+    ACTIVE_BRANCH = "ACTIVE_BRANCH"
+    AGENT_HAS_SESSIONS = "AGENT_HAS_SESSIONS"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    AUDIO_TOO_LARGE = "AUDIO_TOO_LARGE"
+    AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
+    BRANCH_CONFLICT = "BRANCH_CONFLICT"
+    CONTEXT_WINDOW_EXCEEDED = "CONTEXT_WINDOW_EXCEEDED"
+    CORRUPT_AUDIO = "CORRUPT_AUDIO"
+    DATABASE_BUSY = "DATABASE_BUSY"
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    DUPLICATE_REQUEST_ID = "DUPLICATE_REQUEST_ID"
+    EMPTY_AUDIO = "EMPTY_AUDIO"
+    EMPTY_MESSAGE = "EMPTY_MESSAGE"
+    EMPTY_TRANSCRIPT = "EMPTY_TRANSCRIPT"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    INTERNAL = "INTERNAL"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    INVALID_FIELD = "INVALID_FIELD"
+    INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
+    INVALID_RESOURCE_NAME = "INVALID_RESOURCE_NAME"
+    INVALID_TOKEN = "INVALID_TOKEN"
+    LAST_BRANCH = "LAST_BRANCH"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    MESSAGE_HAS_NO_TEXT = "MESSAGE_HAS_NO_TEXT"
+    MESSAGE_TOO_LONG = "MESSAGE_TOO_LONG"
+    MISSING_FIELD = "MISSING_FIELD"
+    MISSING_TOKEN = "MISSING_TOKEN"
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+    NOT_AN_ASSISTANT_MESSAGE = "NOT_AN_ASSISTANT_MESSAGE"
+    NOT_FOUND = "NOT_FOUND"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    PROVIDER_ERROR = "PROVIDER_ERROR"
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    PROVIDER_REJECTED_INPUT = "PROVIDER_REJECTED_INPUT"
+    PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    REFRESH_TOKEN_REUSED = "REFRESH_TOKEN_REUSED"
+    REGISTRATION_DISABLED = "REGISTRATION_DISABLED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
+    RUN_ON_ANOTHER_REPLICA = "RUN_ON_ANOTHER_REPLICA"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    TOO_MANY_CONCURRENT_REPLIES = "TOO_MANY_CONCURRENT_REPLIES"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNKNOWN_MODEL = "UNKNOWN_MODEL"
+    UNSUPPORTED_AUDIO = "UNSUPPORTED_AUDIO"
+    UNSUPPORTED_LANGUAGE = "UNSUPPORTED_LANGUAGE"
+    USERNAME_TAKEN = "USERNAME_TAKEN"
+    WEAK_PASSWORD = "WEAK_PASSWORD"
+    WRONG_TOKEN_TYPE = "WRONG_TOKEN_TYPE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +102,19 @@ class ParleyError(Exception):
     """Base of all expected failures. Subclasses fix the gRPC code (``code_name``)."""
 
     code_name = "INTERNAL"
-    default_reason = "INTERNAL"
+    default_reason = Reason.INTERNAL
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str | None = None,
+        reason: Reason | None = None,
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        self.reason: Reason = reason or self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
         self.violations: tuple[FieldViolation, ...] = tuple(violations)
 
@@ -58,10 +123,12 @@ class InvalidArgument(ParleyError):
     """A request field is malformed, out of range, or refers to unsupported content."""
 
     code_name = "INVALID_ARGUMENT"
-    default_reason = "INVALID_ARGUMENT"
+    default_reason = Reason.INVALID_ARGUMENT
 
     @classmethod
-    def field(cls, field_name: str, description: str, *, reason: str = "INVALID_FIELD") -> InvalidArgument:
+    def field(
+        cls, field_name: str, description: str, *, reason: Reason = Reason.INVALID_FIELD
+    ) -> InvalidArgument:
         """Build an error about one field; the message names the field."""
         return cls(
             f"{field_name}: {description}",
@@ -75,58 +142,58 @@ class Unauthenticated(ParleyError):
     """Missing, expired, revoked or otherwise invalid credentials."""
 
     code_name = "UNAUTHENTICATED"
-    default_reason = "UNAUTHENTICATED"
+    default_reason = Reason.UNAUTHENTICATED
 
 
 class PermissionDenied(ParleyError):
     """The caller is known but the action is switched off for everyone (e.g. registration)."""
 
     code_name = "PERMISSION_DENIED"
-    default_reason = "PERMISSION_DENIED"
+    default_reason = Reason.PERMISSION_DENIED
 
 
 class NotFound(ParleyError):
     """The resource does not exist *or belongs to another user* (never reveal which)."""
 
     code_name = "NOT_FOUND"
-    default_reason = "NOT_FOUND"
+    default_reason = Reason.NOT_FOUND
 
     @classmethod
     def resource(cls, name: str) -> NotFound:
         """Error for the resource ``name`` (the name the caller sent, echoed back)."""
-        return cls(f"{name} not found", reason="RESOURCE_NOT_FOUND", metadata={"resource": name})
+        return cls(f"{name} not found", reason=Reason.RESOURCE_NOT_FOUND, metadata={"resource": name})
 
 
 class AlreadyExists(ParleyError):
     """A unique key (such as a username) is taken."""
 
     code_name = "ALREADY_EXISTS"
-    default_reason = "ALREADY_EXISTS"
+    default_reason = Reason.ALREADY_EXISTS
 
 
 class FailedPrecondition(ParleyError):
     """The request is valid but the resource's state forbids it (e.g. delete the active branch)."""
 
     code_name = "FAILED_PRECONDITION"
-    default_reason = "FAILED_PRECONDITION"
+    default_reason = Reason.FAILED_PRECONDITION
 
 
 class ResourceExhausted(ParleyError):
     """Over a size, rate or quota limit."""
 
     code_name = "RESOURCE_EXHAUSTED"
-    default_reason = "RESOURCE_EXHAUSTED"
+    default_reason = Reason.RESOURCE_EXHAUSTED
 
 
 class Unavailable(ParleyError):
     """A dependency (model provider, database) cannot be reached; retrying later may work."""
 
     code_name = "UNAVAILABLE"
-    default_reason = "UNAVAILABLE"
+    default_reason = Reason.UNAVAILABLE
 
 
 class Aborted(ParleyError):
     """A concurrency conflict (another writer got there first); retrying the call may work."""
 
     code_name = "ABORTED"
-    default_reason = "ABORTED"
+    default_reason = Reason.ABORTED

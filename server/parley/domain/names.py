@@ -11,7 +11,7 @@ import re
 
 import uuid_utils
 
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason
 
 __all__ = [
     "agent_name",
@@ -63,9 +63,9 @@ def _match(pattern: re.Pattern[str], value: str, field: str, form: str) -> re.Ma
     match = pattern.fullmatch(value)
     if match is None:
         if not value:
-            raise InvalidArgument.field(field, f"required; expected {form}", reason="MISSING_FIELD")
+            raise InvalidArgument.field(field, f"required; expected {form}", reason=Reason.MISSING_FIELD)
         raise InvalidArgument.field(
-            field, f"malformed resource name; expected {form}", reason="INVALID_RESOURCE_NAME"
+            field, f"malformed resource name; expected {form}", reason=Reason.INVALID_RESOURCE_NAME
         )
     return match
 

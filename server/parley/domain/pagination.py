@@ -11,11 +11,15 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageRequest", "encode_token", "page_request"]
+T = TypeVar("T")
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageRequest", "encode_token", "page_of", "page_request"]
 
 DEFAULT_PAGE_SIZE = 50
 #: AIP-158: sizes above the maximum are coerced down, not refused.
@@ -52,11 +56,11 @@ def page_request(page_size: int, page_token: str, query: str = "") -> PageReques
         after, token_q = data["after"], data["q"]
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise InvalidArgument.field(
-            "page_token", "malformed page token", reason="INVALID_PAGE_TOKEN"
+            "page_token", "malformed page token", reason=Reason.INVALID_PAGE_TOKEN
         ) from None
     if not isinstance(after, str) or token_q != qh:
         raise InvalidArgument.field(
-            "page_token", "page token does not belong to this request", reason="INVALID_PAGE_TOKEN"
+            "page_token", "page token does not belong to this request", reason=Reason.INVALID_PAGE_TOKEN
         )
     return PageRequest(size, after, qh)
 
@@ -65,3 +69,11 @@ def encode_token(after: str, request: PageRequest) -> str:
     """The ``next_page_token`` that continues ``request`` after the item ``after``."""
     raw = json.dumps({"after": after, "q": request.query_hash}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def page_of(rows: Sequence[T], request: PageRequest, cursor: Callable[[T], str]) -> tuple[Sequence[T], str]:
+    """Split ``rows`` (fetched with a limit of ``request.size + 1``) into the page and its
+    ``next_page_token``; ``cursor`` gives the value a row continues after."""
+    page = rows[: request.size]
+    more = len(rows) > request.size and bool(page)
+    return page, encode_token(cursor(page[-1]), request) if more else ""

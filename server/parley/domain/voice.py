@@ -2,8 +2,10 @@
 
 A spoken reply is streamed sentence by sentence while the text is still being generated: each
 complete sentence is synthesized and encoded in a background task, and its audio is sent
-between the text deltas that follow (DESIGN.md, "Streams"). The first ``audio_chunk`` therefore
-goes out before the reply text is complete.
+between the text deltas that follow (docs/design.md, "Streams"). The first ``audio_chunk``
+therefore goes out before the reply text is complete. The speech is part of the reply's run
+(:class:`SpokenReply`), so its audio chunks are in the run's event log like its text: a
+resumed stream continues the same audio file.
 """
 
 from __future__ import annotations
@@ -11,32 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator
-from typing import Literal
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from parley.audio.decode import decode_to_pcm
-from parley.audio.encode import AudioEncoder
+from parley.audio.encode import AudioEncoder, OutputFormat
 from parley.audio.sentences import SentenceSplitter
 from parley.audio.sniff import sniff
-from parley.domain.chat import (
-    Accepted,
-    AudioReady,
-    ChatEngine,
-    ChatEvent,
-    Completed,
-    Delta,
-    TranscriptReady,
-    UsageReport,
-)
-from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from parley.domain.chat import ChatEngine, Spoken
+from parley.domain.errors import FailedPrecondition, InvalidArgument, Reason, ResourceExhausted
+from parley.domain.models import Message, StopReason
+from parley.domain.reply import TextReply
 from parley.providers.stt.base import SpeechToText
 from parley.providers.tts.base import TextToSpeech
-from parley.storage.sql.store import MetadataStore
+from parley.runs.events import Accepted, AudioReady, Completed, Delta, RunEvent, TranscriptReady, UsageReport
+from parley.runs.manager import Subscription
 
-__all__ = ["SPOKEN_LANGUAGES", "SpeechService"]
+__all__ = ["SPOKEN_LANGUAGES", "Speech", "SpokenReply", "reply_language"]
 
-OutputFormat = Literal["mp3", "opus", "wav"]
-#: Languages a voice message may be hinted as (API.md: English and Arabic are first-class).
+#: Languages a voice message may be hinted as (English and Arabic are first-class).
 SPOKEN_LANGUAGES = ("", "en", "ar")
 _ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff]")
 
@@ -118,94 +112,40 @@ class _Speaker:
         return AudioReady(data, self._format, self._encoder.output_sample_rate_hz, index, text, language)
 
 
-class SpeechService:
-    """``SendVoiceMessage`` and ``SynthesizeSpeech``.
+class SpokenReply:
+    """The run body of a voice reply: the text reply's events with its speech interleaved.
 
-    Args:
-        max_audio_bytes: largest upload (bytes); the default setting is 25 MiB, the OpenAI
-            transcription API's limit.
-        max_audio_seconds: longest recording (s), enforced while decoding.
+    Order: ``Accepted``, ``TranscriptReady``, deltas and audio chunks (sentence by sentence),
+    the rest of the audio, ``UsageReport``, ``Completed``.
     """
 
     def __init__(
         self,
-        chat: ChatEngine,
-        store: MetadataStore,
-        stt: SpeechToText,
+        text: TextReply,
+        transcript: TranscriptReady,
         tts: TextToSpeech,
         *,
-        max_audio_bytes: int,
-        max_audio_seconds: float,
-    ) -> None:
-        self._chat = chat
-        self._store = store
-        self._stt = stt
-        self._tts = tts
-        self._max_bytes = max_audio_bytes
-        self._max_seconds = max_audio_seconds
-
-    async def send_voice(
-        self,
-        owner_id: str,
-        session_id: str,
-        audio: bytes,
-        *,
-        language: str,
         output_format: OutputFormat,
-        branch: str = "",
-        request_id: str = "",
-        deadline: float | None = None,
-    ) -> AsyncGenerator[ChatEvent, None]:
-        """Transcribe ``audio`` and stream the reply as text and ``output_format`` audio.
+        language: str,
+        voice: str | None,
+    ) -> None:
+        self._text = text
+        self._transcript = transcript
+        self._tts = tts
+        self._format: OutputFormat = output_format
+        self._language = language
+        self._voice = voice
 
-        Raises (before anything is stored): ``ResourceExhausted`` (AUDIO_TOO_LARGE) over
-        ``max_audio_bytes``; ``InvalidArgument`` for empty, unsupported (UNSUPPORTED_AUDIO, naming
-        the detected type), corrupt (CORRUPT_AUDIO) or over-long (AUDIO_TOO_LONG) audio, an
-        unsupported language hint, or a recording with no recognizable speech (EMPTY_TRANSCRIPT);
-        ``NotFound`` for a session or branch that is absent or another user's.
-        """
-        if not audio:
-            raise InvalidArgument.field("audio", "must not be empty", reason="EMPTY_AUDIO")
-        if len(audio) > self._max_bytes:
-            raise ResourceExhausted(
-                f"audio: {len(audio)} bytes is over the limit of {self._max_bytes} bytes",
-                reason="AUDIO_TOO_LARGE",
-                metadata={"limit_bytes": str(self._max_bytes), "size_bytes": str(len(audio))},
-            )
-        if language not in SPOKEN_LANGUAGES:
-            raise InvalidArgument.field(
-                "language", "must be 'en', 'ar' or empty", reason="UNSUPPORTED_LANGUAGE"
-            )
-        session, _ = await self._chat.session_and_branch(owner_id, session_id, branch)
-        agent = await self._store.get_agent(owner_id, session.agent_id)
-        if agent is None:
-            raise NotFound.resource(f"sessions/{session_id}")
-        sniff(audio)  # cheap, and names the detected type when it is not audio
-        decoded = await asyncio.to_thread(decode_to_pcm, audio, max_duration_s=self._max_seconds)
-        heard = await self._stt.transcribe(decoded, language=language or agent.language or None)
-        if not heard.text.strip():
-            raise InvalidArgument.field(
-                "audio", "no speech was recognized in the recording", reason="EMPTY_TRANSCRIPT"
-            )
-        events = self._chat.send(
-            owner_id,
-            session_id,
-            heard.text,
-            branch=branch,
-            request_id=request_id,
-            deadline=deadline,
-            transcript_language=heard.language,
-            audio_duration_s=decoded.duration_s,
-        )
-        speaker = _Speaker(self._tts, output_format, agent.language or "", agent.voice or None)
+    async def events(self) -> AsyncIterator[RunEvent]:
+        speaker = _Speaker(self._tts, self._format, self._language, self._voice)
         splitter = SentenceSplitter()
         usage: UsageReport | None = None
         try:
-            async with contextlib.aclosing(events):
+            async with contextlib.aclosing(self._text.events()) as events:  # type: ignore[type-var]
                 async for event in events:
                     if isinstance(event, Accepted):
                         yield event
-                        yield TranscriptReady(heard.text, heard.language, decoded.duration_s)
+                        yield self._transcript
                     elif isinstance(event, Delta):
                         yield event
                         for sentence in splitter.feed(event.text):
@@ -223,8 +163,107 @@ class SpeechService:
                         if usage is not None:
                             yield usage
                         yield event
+                    else:
+                        yield event
         finally:
             await speaker.cancel()
+
+    def progress(self) -> Message:
+        return self._text.progress()
+
+    def cut_short(self, reason: StopReason, detail: str) -> Message:
+        return self._text.cut_short(reason, detail)
+
+
+class Speech:
+    """Voice sends (``SendVoiceMessage``) and spoken messages (``SynthesizeSpeech``).
+
+    Args:
+        max_audio_bytes: largest upload (bytes); the default setting is 25 MiB, the OpenAI
+            transcription API's limit.
+        max_audio_seconds: longest recording (s), enforced while decoding.
+    """
+
+    def __init__(
+        self,
+        chat: ChatEngine,
+        stt: SpeechToText,
+        tts: TextToSpeech,
+        *,
+        max_audio_bytes: int,
+        max_audio_seconds: float,
+    ) -> None:
+        self._chat = chat
+        self._stt = stt
+        self._tts = tts
+        self._max_bytes = max_audio_bytes
+        self._max_seconds = max_audio_seconds
+
+    async def send_voice(
+        self,
+        owner_id: str,
+        session_id: str,
+        audio: bytes,
+        *,
+        language: str,
+        output_format: OutputFormat,
+        branch: str = "",
+        request_id: str = "",
+        background: bool = False,
+        deadline: float | None = None,
+    ) -> Subscription:
+        """Transcribe ``audio``, start the reply's run (text and ``output_format`` audio) and
+        subscribe to it.
+
+        Raises (before anything is stored): ``ResourceExhausted`` (AUDIO_TOO_LARGE) over
+        ``max_audio_bytes``; ``InvalidArgument`` for empty, unsupported (UNSUPPORTED_AUDIO, naming
+        the detected type), corrupt (CORRUPT_AUDIO) or over-long (AUDIO_TOO_LONG) audio, an
+        unsupported language hint, or a recording with no recognizable speech (EMPTY_TRANSCRIPT);
+        ``NotFound`` for a session or branch that is absent or another user's.
+        """
+        if not audio:
+            raise InvalidArgument.field("audio", "must not be empty", reason=Reason.EMPTY_AUDIO)
+        if len(audio) > self._max_bytes:
+            raise ResourceExhausted(
+                f"audio: {len(audio)} bytes is over the limit of {self._max_bytes} bytes",
+                reason=Reason.AUDIO_TOO_LARGE,
+                metadata={"limit_bytes": str(self._max_bytes), "size_bytes": str(len(audio))},
+            )
+        if language not in SPOKEN_LANGUAGES:
+            raise InvalidArgument.field(
+                "language", "must be 'en', 'ar' or empty", reason=Reason.UNSUPPORTED_LANGUAGE
+            )
+        self._chat.validate_request_id(request_id)
+        target = await self._chat.target(owner_id, session_id, branch)
+        agent = target.agent
+        sniff(audio)  # cheap, and names the detected type when it is not audio
+        decoded = await asyncio.to_thread(decode_to_pcm, audio, max_duration_s=self._max_seconds)
+        heard = await self._stt.transcribe(decoded, language=language or agent.language or None)
+        if not heard.text.strip():
+            raise InvalidArgument.field(
+                "audio", "no speech was recognized in the recording", reason=Reason.EMPTY_TRANSCRIPT
+            )
+        transcript = TranscriptReady(heard.text, heard.language, decoded.duration_s)
+
+        def spoken(text: TextReply) -> SpokenReply:
+            return SpokenReply(
+                text,
+                transcript,
+                self._tts,
+                output_format=output_format,
+                language=agent.language or "",
+                voice=agent.voice or None,
+            )
+
+        return await self._chat.send_to(
+            target,
+            self._chat.validate_text(heard.text),
+            request_id=request_id,
+            background=background,
+            deadline=deadline,
+            spoken=Spoken(heard.language, decoded.duration_s),
+            body=spoken,
+        )
 
     async def synthesize(
         self, owner_id: str, session_id: str, message_id: str, *, output_format: OutputFormat, voice: str
@@ -234,15 +273,12 @@ class SpeechService:
         Raises ``NotFound`` for a message that is absent or another user's and
         ``FailedPrecondition`` (MESSAGE_HAS_NO_TEXT) for a message without text.
         """
+        target = await self._chat.target(owner_id, session_id)
         message = await self._chat.get_message(owner_id, session_id, message_id)
         if not message.text.strip():
-            raise FailedPrecondition("the message has no text to speak", reason="MESSAGE_HAS_NO_TEXT")
-        session = await self._store.get_session(owner_id, session_id)
-        agent = await self._store.get_agent(owner_id, session.agent_id) if session else None
-        preferred = (agent.language if agent else "") or ""
-        speaker = _Speaker(
-            self._tts, output_format, preferred, voice or (agent.voice if agent else "") or None
-        )
+            raise FailedPrecondition("the message has no text to speak", reason=Reason.MESSAGE_HAS_NO_TEXT)
+        agent = target.agent
+        speaker = _Speaker(self._tts, output_format, agent.language or "", voice or agent.voice or None)
         splitter = SentenceSplitter()
         try:
             for sentence in splitter.feed(message.text):

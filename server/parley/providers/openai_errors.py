@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import openai
 
-from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
+from parley.domain.errors import InvalidArgument, ParleyError, Reason, ResourceExhausted, Unavailable
 
 __all__ = ["map_openai_error"]
 
@@ -36,25 +36,29 @@ def map_openai_error(exc: openai.OpenAIError, *, provider: str = "openai") -> Pa
     if isinstance(exc, openai.RateLimitError):
         return ResourceExhausted(
             f"{provider} rate limit reached; retry later",
-            reason="PROVIDER_RATE_LIMITED",
+            reason=Reason.PROVIDER_RATE_LIMITED,
             metadata=metadata | {"status": "429"},
         )
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return Unavailable(f"{provider} cannot be reached", reason="PROVIDER_UNAVAILABLE", metadata=metadata)
+        return Unavailable(
+            f"{provider} cannot be reached", reason=Reason.PROVIDER_UNAVAILABLE, metadata=metadata
+        )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         metadata |= {"status": str(status)}
         if status >= 500:
             return Unavailable(
-                f"{provider} failed (HTTP {status})", reason="PROVIDER_UNAVAILABLE", metadata=metadata
+                f"{provider} failed (HTTP {status})", reason=Reason.PROVIDER_UNAVAILABLE, metadata=metadata
             )
         if status in _INPUT_REJECTED_STATUSES:
             return InvalidArgument(
                 f"{provider} rejected the input (HTTP {status})",
-                reason="PROVIDER_REJECTED_INPUT",
+                reason=Reason.PROVIDER_REJECTED_INPUT,
                 metadata=metadata,
             )
         return Unavailable(
-            f"{provider} refused the request (HTTP {status})", reason="PROVIDER_ERROR", metadata=metadata
+            f"{provider} refused the request (HTTP {status})", reason=Reason.PROVIDER_ERROR, metadata=metadata
         )
-    return Unavailable(f"{provider} failed: {type(exc).__name__}", reason="PROVIDER_ERROR", metadata=metadata)
+    return Unavailable(
+        f"{provider} failed: {type(exc).__name__}", reason=Reason.PROVIDER_ERROR, metadata=metadata
+    )

@@ -1,1 +1,2 @@
-"""Persistence: SQL metadata (``sql``) and the message store (``documents``)."""
+"""Persistence: SQL (``sql``: metadata and the message tree), message content (``content``: SQL or
+MongoDB), and the two put together (``messages``)."""

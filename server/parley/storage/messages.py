@@ -1,9 +1,14 @@
 """Messages: the tree in SQL, the content in a ``ContentStore``, put together.
 
 Every read of a page costs one SQL query plus one content-store call, whatever the depth.
-Appending writes the content first, then inserts the tree row and moves the branch head in one
+Writing stores the content first, then inserts the tree rows and moves the branch head in one
 SQL transaction: a head never points at a missing message, and a reply is never stored without
-its user message (its parent row exists, enforced by a foreign key).
+its user message (its parent row exists, enforced by a foreign key). A crash between the two
+leaves an unreachable content document at worst.
+
+A reply is written three times: when its run starts (status IN_PROGRESS, empty text, together
+with its user message and its ``runs`` row), at checkpoints while it is generated (text and
+output tokens so far), and when the run ends (final status, usage, stop reason).
 """
 
 from __future__ import annotations
@@ -11,21 +16,38 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.errors import AlreadyExists
-from parley.domain.models import Message, MessageStatus, Role, StopReason
-from parley.storage.documents.base import ContentStore, MessageContent
+from parley.domain.errors import AlreadyExists, Reason
+from parley.domain.models import Branch, Message, MessageStatus, Role, StopReason
+from parley.storage.content.base import ContentStore, MessageContent
 from parley.storage.sql.engine import Database
-from parley.storage.sql.tables import branches, messages, sessions
+from parley.storage.sql.sessions import branch_values
+from parley.storage.sql.tables import branches, messages, runs, sessions
 
-__all__ = ["MessageRepository"]
+__all__ = ["MessageStore", "RunRecord"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """The ``runs`` row of a reply: who started it, on which branch, which process runs it."""
+
+    id: str  # the assistant message id
+    session_id: str
+    branch_id: str
+    user_id: str
+    replica_id: str | None
+    background: bool
+    last_sequence_number: int
+    create_time: datetime
 
 
 def _tree_values(m: Message) -> dict[str, Any]:
@@ -44,6 +66,16 @@ def _tree_values(m: Message) -> dict[str, Any]:
         "request_id": m.request_id or None,
         "time_to_first_token_s": m.time_to_first_token_s,
         "create_time": m.create_time,
+    }
+
+
+def _outcome_values(m: Message) -> dict[str, Any]:
+    return {
+        "status": m.status.value,
+        "stop_reason": m.stop_reason.value,
+        "input_tokens": m.input_tokens,
+        "output_tokens": m.output_tokens,
+        "time_to_first_token_s": m.time_to_first_token_s,
     }
 
 
@@ -70,62 +102,146 @@ def _message(row: RowMapping, content: MessageContent | None) -> Message:
     )
 
 
-class MessageRepository:
-    """Reads and writes whole messages (tree row + content)."""
+def _content(m: Message) -> MessageContent:
+    return MessageContent(m.text, m.transcript_language, m.audio_duration_s, m.error_message)
+
+
+def _run(row: RowMapping) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        branch_id=row["branch_id"],
+        user_id=row["user_id"],
+        replica_id=row["replica_id"],
+        background=row["background"],
+        last_sequence_number=row["last_sequence_number"],
+        create_time=row["create_time"],
+    )
+
+
+class MessageStore:
+    """Reads and writes whole messages (tree row + content) and the runs that write replies."""
 
     def __init__(self, db: Database, content: ContentStore) -> None:
         self._db = db
         self._content = content
 
-    async def append(
-        self, message: Message, branch_id: str, expected_head: str | None, *, must_move_head: bool = True
-    ) -> bool:
-        """Store ``message`` and make it the head of ``branch_id`` if the head is still ``expected_head``.
+    # --- writes --------------------------------------------------------------------------------
 
-        Returns whether the head moved. With ``must_move_head`` a moved head stores nothing and
-        returns False (the caller retries or aborts); without it the message is stored off-branch.
-        Raises ``AlreadyExists`` (DUPLICATE_REQUEST_ID) for a request id already used in the session.
+    async def append(self, message: Message, branch_id: str, expected_head: str | None) -> bool:
+        """Store a whole ``message`` and make it the head of ``branch_id`` if the head is still
+        ``expected_head``; False (nothing stored) if it moved. Raises ``AlreadyExists``
+        (DUPLICATE_REQUEST_ID) for a request id already used in the session."""
+        return await self._insert([message], branch_id, expected_head)
+
+    async def start_reply(
+        self,
+        reply: Message,
+        run: RunRecord,
+        *,
+        user: Message | None = None,
+        expected_head: str | None = None,
+        new_branch: Branch | None = None,
+    ) -> bool:
+        """Store an IN_PROGRESS ``reply`` and its run, and make it the head of ``run.branch_id``.
+
+        A send passes its ``user`` message (stored first, as the reply's parent) and the head it
+        read (``expected_head``): if the head moved since, nothing is stored and the result is
+        False. A regenerate passes ``new_branch`` instead, created (and made active) in the same
+        transaction. Raises ``AlreadyExists`` (DUPLICATE_REQUEST_ID) for a request id already
+        used in the session.
         """
-        await self._content.put(message.session_id, message.id, _content(message))
+        written = [m for m in (user, reply) if m is not None]
+        if new_branch is not None:
+            expected_head = new_branch.head_id
+        return await self._insert(written, run.branch_id, expected_head, run=run, new_branch=new_branch)
+
+    async def _insert(
+        self,
+        written: list[Message],
+        branch_id: str,
+        expected_head: str | None,
+        *,
+        run: RunRecord | None = None,
+        new_branch: Branch | None = None,
+    ) -> bool:
+        """Content first, then one transaction: tree rows, the head move (compare-and-set),
+        the run row, the session's update time."""
+        head = written[-1]
+        session_id = head.session_id
+        await self._content.put_many(session_id, {m.id: _content(m) for m in written})
         try:
             async with self._db.transaction() as s:
-                await s.execute(insert(messages).values(**_tree_values(message)))
-                cond = (
-                    branches.c.head_message_id.is_(None)
+                if new_branch is not None:
+                    await s.execute(insert(branches).values(**branch_values(new_branch)))
+                    await s.execute(
+                        update(sessions)
+                        .where(sessions.c.id == session_id)
+                        .values(active_branch_id=new_branch.id, update_time=head.create_time)
+                    )
+                for m in written:
+                    await s.execute(insert(messages).values(**_tree_values(m)))
+                head_is = (
+                    branches.c.head_id.is_(None)
                     if expected_head is None
-                    else branches.c.head_message_id == expected_head
+                    else branches.c.head_id == expected_head
                 )
                 moved = await s.execute(
                     update(branches)
-                    .where(branches.c.session_id == message.session_id, branches.c.id == branch_id, cond)
-                    .values(
-                        head_message_id=message.id, head_depth=message.depth, update_time=message.create_time
-                    )
+                    .where(branches.c.session_id == session_id, branches.c.id == branch_id, head_is)
+                    .values(head_id=head.id, message_count=head.depth + 1, update_time=head.create_time)
                 )
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
-                    if must_move_head:
-                        raise _HeadMoved
-                    return False
+                    raise _HeadMoved
+                if run is not None:
+                    await s.execute(insert(runs).values(**_run_values(run)))
                 await s.execute(
-                    update(sessions)
-                    .where(sessions.c.id == message.session_id)
-                    .values(update_time=message.create_time)
+                    update(sessions).where(sessions.c.id == session_id).values(update_time=head.create_time)
                 )
                 return True
         except _HeadMoved:
-            await self._forget_content(message)
+            await self._forget_content(session_id, [m.id for m in written])
             return False
         except IntegrityError:
-            await self._forget_content(message)
+            await self._forget_content(session_id, [m.id for m in written])
+            request_id = next((m.request_id for m in written if m.request_id), "")
             raise AlreadyExists(
                 "a message with this request_id exists",
-                reason="DUPLICATE_REQUEST_ID",
-                metadata={"request_id": message.request_id},
+                reason=Reason.DUPLICATE_REQUEST_ID,
+                metadata={"request_id": request_id},
             ) from None
 
-    async def _forget_content(self, message: Message) -> None:
+    async def checkpoint(self, reply: Message) -> None:
+        """Store the text and output tokens of a reply that is still being generated."""
+        await self._content.put(reply.session_id, reply.id, _content(reply))
+        await self._db.execute(
+            update(messages)
+            .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
+            .values(output_tokens=reply.output_tokens, time_to_first_token_s=reply.time_to_first_token_s)
+        )
+
+    async def finish_reply(self, reply: Message, last_sequence_number: int, finish_time: datetime) -> bool:
+        """Store the final state of ``reply`` and mark its run finished. False if the reply was
+        already finished (by a sweep) or is gone (its session or branch was deleted)."""
+        await self._content.put(reply.session_id, reply.id, _content(reply))
+        async with self._db.transaction() as s:
+            done = await s.execute(
+                update(messages)
+                .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
+                .values(**_outcome_values(reply))
+            )
+            await s.execute(
+                update(runs)
+                .where(runs.c.id == reply.id)
+                .values(replica_id=None, last_sequence_number=last_sequence_number, finish_time=finish_time)
+            )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def _forget_content(self, session_id: str, message_ids: list[str]) -> None:
         with contextlib.suppress(Exception):
-            await self._content.delete(message.session_id, [message.id])
+            await self._content.delete(session_id, message_ids)
+
+    # --- reads ---------------------------------------------------------------------------------
 
     async def _with_content(self, rows: Sequence[RowMapping]) -> list[Message]:
         if not rows:
@@ -142,6 +258,13 @@ class MessageRepository:
         )
         found = await self._with_content([row] if row else [])
         return found[0] if found else None
+
+    async def get_run(self, session_id: str, message_id: str) -> RunRecord | None:
+        """The run that wrote (or writes) the assistant message ``message_id``."""
+        row = await self._db.first(
+            select(runs).where(runs.c.id == message_id, runs.c.session_id == session_id)
+        )
+        return None if row is None else _run(row)
 
     async def find_by_request_id(self, session_id: str, request_id: str) -> Message | None:
         row = await self._db.first(
@@ -193,5 +316,14 @@ class _HeadMoved(Exception):
     pass
 
 
-def _content(m: Message) -> MessageContent:
-    return MessageContent(m.text, m.transcript_language, m.audio_duration_s, m.error_message)
+def _run_values(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "session_id": run.session_id,
+        "branch_id": run.branch_id,
+        "user_id": run.user_id,
+        "replica_id": run.replica_id,
+        "background": run.background,
+        "last_sequence_number": run.last_sequence_number,
+        "create_time": run.create_time,
+    }

@@ -7,6 +7,7 @@ that message exists (rows cascade away with the message or the session).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,15 +42,12 @@ class SummaryStore:
         """The summary whose cut is the newest of the message ids ``path`` (oldest first), if any."""
         if not path:
             return None
-        async with self._db.transaction() as s:
-            rows = (
-                await s.execute(
-                    select(summaries).where(
-                        summaries.c.session_id == session_id, summaries.c.message_id.in_(list(path))
-                    )
-                )
-            ).mappings()
-            found = {r["message_id"]: r for r in rows}
+        rows = await self._db.all(
+            select(summaries).where(
+                summaries.c.session_id == session_id, summaries.c.message_id.in_(list(path))
+            )
+        )
+        found = {r["message_id"]: r for r in rows}
         for message_id in reversed(path):
             row = found.get(message_id)
             if row is not None:
@@ -60,16 +58,13 @@ class SummaryStore:
 
     async def put(self, summary: Summary) -> None:
         """Store ``summary``; a concurrent writer's summary for the same cut wins silently."""
-        try:
-            async with self._db.transaction() as s:
-                await s.execute(
-                    insert(summaries).values(
-                        session_id=summary.session_id,
-                        message_id=summary.message_id,
-                        text=summary.text,
-                        model=summary.model,
-                        create_time=summary.create_time,
-                    )
+        with contextlib.suppress(IntegrityError):
+            await self._db.execute(
+                insert(summaries).values(
+                    session_id=summary.session_id,
+                    message_id=summary.message_id,
+                    text=summary.text,
+                    model=summary.model,
+                    create_time=summary.create_time,
                 )
-        except IntegrityError:
-            pass
+            )

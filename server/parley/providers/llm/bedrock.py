@@ -39,7 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
+from parley.domain.errors import InvalidArgument, ParleyError, Reason, ResourceExhausted, Unavailable
 from parley.domain.models import StopReason
 from parley.providers.llm.base import (
     ChatTurn,
@@ -106,29 +106,33 @@ def map_bedrock_error(exc: Exception, *, provider: str = "bedrock") -> ParleyErr
         if lowered in _RATE_LIMITED or status == 429:
             return ResourceExhausted(
                 f"{provider} rate limit reached; retry later",
-                reason="PROVIDER_RATE_LIMITED",
+                reason=Reason.PROVIDER_RATE_LIMITED,
                 metadata=metadata,
             )
         if lowered in _UNAVAILABLE or status >= 500:
             return Unavailable(
-                f"{provider} failed ({code})", reason="PROVIDER_UNAVAILABLE", metadata=metadata
+                f"{provider} failed ({code})", reason=Reason.PROVIDER_UNAVAILABLE, metadata=metadata
             )
         if lowered in _REJECTED_INPUT:
             return InvalidArgument(
                 f"{provider} rejected the input ({code})",
-                reason="PROVIDER_REJECTED_INPUT",
+                reason=Reason.PROVIDER_REJECTED_INPUT,
                 metadata=metadata,
             )
         return Unavailable(
-            f"{provider} refused the request ({code})", reason="PROVIDER_ERROR", metadata=metadata
+            f"{provider} refused the request ({code})", reason=Reason.PROVIDER_ERROR, metadata=metadata
         )
     if isinstance(exc, BotoConnectionError | HTTPClientError):  # endpoint unreachable, timeouts, reset
-        return Unavailable(f"{provider} cannot be reached", reason="PROVIDER_UNAVAILABLE", metadata=metadata)
+        return Unavailable(
+            f"{provider} cannot be reached", reason=Reason.PROVIDER_UNAVAILABLE, metadata=metadata
+        )
     if isinstance(exc, NoCredentialsError):
         return Unavailable(
-            f"{provider}: no AWS credentials found", reason="PROVIDER_ERROR", metadata=metadata
+            f"{provider}: no AWS credentials found", reason=Reason.PROVIDER_ERROR, metadata=metadata
         )
-    return Unavailable(f"{provider} failed: {type(exc).__name__}", reason="PROVIDER_ERROR", metadata=metadata)
+    return Unavailable(
+        f"{provider} failed: {type(exc).__name__}", reason=Reason.PROVIDER_ERROR, metadata=metadata
+    )
 
 
 def converse_arguments(request: GenerationRequest) -> dict[str, Any]:
@@ -269,7 +273,7 @@ class BedrockProvider:
         if stop is None:
             raise Unavailable(
                 f"{self.name} ended the stream before the reply was finished",
-                reason="PROVIDER_UNAVAILABLE",
+                reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": self.name},
             )
         yield UsageEvent(*(usage or (estimate_tokens(request.turns), chunks)))

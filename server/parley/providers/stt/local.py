@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from parley.audio.decode import WHISPER_SAMPLE_RATE_HZ, DecodedAudio
-from parley.domain.errors import InvalidArgument, Unavailable
+from parley.domain.errors import InvalidArgument, Reason, Unavailable
 from parley.providers.stt.base import Transcription
 
 __all__ = ["WHISPER_MODEL_DIR_NAME", "WHISPER_MODEL_PACKAGES", "WhisperSpeechToText", "ensure_whisper_model"]
@@ -157,7 +157,7 @@ def _is_complete(target: Path, expected: dict[str, int]) -> bool:
 
 
 def _unavailable(message: str) -> Unavailable:
-    return Unavailable(message, reason="PROVIDER_UNAVAILABLE", metadata={"provider": _PROVIDER})
+    return Unavailable(message, reason=Reason.PROVIDER_UNAVAILABLE, metadata={"provider": _PROVIDER})
 
 
 class WhisperSpeechToText:
@@ -260,7 +260,7 @@ class WhisperSpeechToText:
             if hint is not None and hint not in self._supported:
                 raise InvalidArgument(
                     f"speech recognition does not support the language {language!r}",
-                    reason="UNSUPPORTED_LANGUAGE",
+                    reason=Reason.UNSUPPORTED_LANGUAGE,
                     metadata={"language": language or "", "provider": _PROVIDER},
                 )
             try:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from parley.domain.errors import InvalidArgument, Unavailable
+from parley.domain.errors import InvalidArgument, Reason, Unavailable
 from parley.providers.tts.base import SynthesizedAudio
 
 __all__ = ["ESPEAK_VOICES", "EspeakTextToSpeech"]
@@ -101,7 +101,7 @@ class EspeakTextToSpeech:
                 raise self._unsupported_language(language)
             raise Unavailable(
                 f"espeak-ng failed (exit {returncode}): {message[:200]}",
-                reason="PROVIDER_UNAVAILABLE",
+                reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": _PROVIDER},
             )
         return _parse_wav(stdout)
@@ -120,7 +120,7 @@ class EspeakTextToSpeech:
         except (FileNotFoundError, PermissionError) as exc:
             raise Unavailable(
                 f"text-to-speech is unavailable: cannot run {self._executable!r} (install espeak-ng)",
-                reason="PROVIDER_UNAVAILABLE",
+                reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": _PROVIDER},
             ) from exc
         try:
@@ -129,7 +129,7 @@ class EspeakTextToSpeech:
             await _kill(process)
             raise Unavailable(
                 f"espeak-ng took longer than {self._timeout_s:g} s",
-                reason="PROVIDER_UNAVAILABLE",
+                reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": _PROVIDER},
             ) from exc
         except BaseException:  # cancelled: do not leave the child running
@@ -141,7 +141,7 @@ class EspeakTextToSpeech:
     def _unsupported_language(language: str) -> InvalidArgument:
         return InvalidArgument(
             f"text-to-speech has no voice for the language {language!r}",
-            reason="UNSUPPORTED_LANGUAGE",
+            reason=Reason.UNSUPPORTED_LANGUAGE,
             metadata={"language": language, "provider": _PROVIDER},
         )
 
@@ -164,7 +164,7 @@ def _parse_wav(data: bytes) -> SynthesizedAudio:
     except (wave.Error, EOFError) as exc:
         raise Unavailable(
             f"espeak-ng produced unreadable audio: {exc}",
-            reason="PROVIDER_UNAVAILABLE",
+            reason=Reason.PROVIDER_UNAVAILABLE,
             metadata={"provider": _PROVIDER},
         ) from exc
     pcm = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0

@@ -11,14 +11,13 @@ from sqlalchemy import Executable, event
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 
-from parley.domain.errors import Unavailable
+from parley.domain.errors import Reason, Unavailable
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_S", "Database"]
 
@@ -33,7 +32,7 @@ class Database:
 
     ``url`` is an async SQLAlchemy URL: ``sqlite+aiosqlite:///path`` (the parent directory is
     created) or ``postgresql+asyncpg://user:pass@host/db``. SQLite connections get
-    ``foreign_keys=ON`` (cascading deletes), WAL journaling and a 5 s busy timeout.
+    ``foreign_keys=ON`` (cascading deletes), WAL journaling and a ``SQLITE_BUSY_TIMEOUT_S`` busy timeout.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -63,12 +62,12 @@ class Database:
             async with self.sessionmaker() as session, session.begin():
                 yield session
         except OSError as exc:
-            raise Unavailable("database unavailable", reason="DATABASE_UNAVAILABLE") from exc
+            raise Unavailable("database unavailable", reason=Reason.DATABASE_UNAVAILABLE) from exc
         except (OperationalError, DBAPIError) as exc:
             if exc.connection_invalidated or (isinstance(exc, OperationalError) and _is_connect_error(exc)):
-                raise Unavailable("database unavailable", reason="DATABASE_UNAVAILABLE") from exc
+                raise Unavailable("database unavailable", reason=Reason.DATABASE_UNAVAILABLE) from exc
             if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
-                raise Unavailable("database busy; retry", reason="DATABASE_BUSY") from exc
+                raise Unavailable("database busy; retry", reason=Reason.DATABASE_BUSY) from exc
             raise
 
     async def first(self, statement: Executable) -> RowMapping | None:
@@ -81,11 +80,11 @@ class Database:
         async with self.transaction() as s:
             return (await s.execute(statement)).mappings().all()
 
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A raw connection (migrations, health checks)."""
-        async with self.engine.connect() as conn:
-            yield conn
+    async def execute(self, statement: Executable) -> int:
+        """Run a write ``statement`` in its own transaction; the number of rows it matched."""
+        async with self.transaction() as s:
+            result = await s.execute(statement)
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

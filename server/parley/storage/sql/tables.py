@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -28,6 +29,8 @@ __all__ = [
     "messages",
     "metadata",
     "refresh_tokens",
+    "replicas",
+    "runs",
     "sessions",
     "summaries",
     "users",
@@ -127,11 +130,12 @@ branches = Table(
     Column("session_id", ID, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
     Column("id", String(36), primary_key=True),
     Column("display_name", String(100), nullable=False),
-    # Message ids live in the message store (SQL or MongoDB), so no foreign key here; the
-    # store writes a message before any head may point at it.
-    Column("head_message_id", ID, nullable=True),
-    Column("head_depth", Integer, nullable=False, default=-1),
-    Column("fork_message_id", ID, nullable=True),
+    # The head message (NULL for an empty branch) and the number of messages on its path (the
+    # head's depth + 1). No foreign key: a head moves in the same transaction as the message row
+    # it points at is inserted (storage/messages.py), and SQLite cannot defer the check.
+    Column("head_id", ID, nullable=True),
+    Column("message_count", Integer, nullable=False, default=0),
+    Column("fork_point_id", ID, nullable=True),
     Column("create_time", UTCDateTime(), nullable=False),
     Column("update_time", UTCDateTime(), nullable=False),
 )
@@ -183,4 +187,34 @@ summaries = Table(
     Column("text", Text, nullable=False),
     Column("model", String(200), nullable=False),
     Column("create_time", UTCDateTime(), nullable=False),
+)
+
+# Live server processes (replicas): each one heartbeats its row; a run whose replica stopped
+# heartbeating for longer than the lease (PARLEY_RUN_LEASE_SECONDS) is swept (runs/sweep.py).
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("start_time", UTCDateTime(), nullable=False),
+    Column("heartbeat_time", UTCDateTime(), nullable=False),
+)
+
+# One row per run (a reply being, or having been, generated), keyed by its assistant message.
+# ``replica_id`` is the process running it, NULL once it finished; ``last_sequence_number`` is
+# the number of events its stream had, so a replay from the stored message ends on the same
+# number (runs/replay.py).
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", ID, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("session_id", ID, ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("branch_id", String(36), nullable=False),
+    Column("user_id", ID, nullable=False),
+    Column("replica_id", ID, nullable=True, index=True),
+    Column("background", Boolean, nullable=False),
+    Column("last_sequence_number", Integer, nullable=False, default=0),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("finish_time", UTCDateTime(), nullable=True),
 )

@@ -8,7 +8,7 @@ One collection, ``message_contents``, one document per message::
 ``_id`` is the message id (UUIDv7, unique), so a put is one ``replace_one(upsert=True)`` and a
 page of history is one ``find`` on ``_id $in [...]``; the ``session_id`` index serves deleting a
 session. Every method is a single command: no multi-document transactions are needed (the tree,
-which must change atomically, lives in SQL; see ``documents/base.py``), so MongoDB-wire servers
+which must change atomically, lives in SQL; see ``content/base.py``), so MongoDB-wire servers
 without them (FerretDB v1.24, which the tests run) work.
 
 The client is ``pymongo.AsyncMongoClient`` (Motor is end-of-life), created once per process and
@@ -22,11 +22,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from parley.domain.errors import ParleyError, Unavailable
-from parley.storage.documents.base import MessageContent
+from parley.domain.errors import ParleyError, Reason, Unavailable
+from parley.storage.content.base import MessageContent
 
 __all__ = ["COLLECTION", "MongoContentStore"]
 
@@ -42,7 +42,7 @@ async def _errors() -> AsyncIterator[None]:
     try:
         yield
     except ConnectionFailure as exc:  # ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout ...
-        raise Unavailable("message store unavailable", reason="DATABASE_UNAVAILABLE") from exc
+        raise Unavailable("message store unavailable", reason=Reason.DATABASE_UNAVAILABLE) from exc
     except PyMongoError as exc:
         raise ParleyError(f"message store failed: {type(exc).__name__}") from exc
 
@@ -80,15 +80,20 @@ class MongoContentStore:
     async def put(self, session_id: str, message_id: str, content: MessageContent) -> None:
         async with _errors():
             await self._collection.replace_one(
-                {"_id": message_id},
-                {
-                    "session_id": session_id,
-                    "text": content.text,
-                    "transcript_language": content.transcript_language,
-                    "audio_duration_s": content.audio_duration_s,
-                    "error_message": content.error_message,
-                },
-                upsert=True,
+                {"_id": message_id}, _document(session_id, content), upsert=True
+            )
+
+    async def put_many(self, session_id: str, contents: Mapping[str, MessageContent]) -> None:
+        if not contents:
+            return
+        async with _errors():
+            # One ``update`` command with one upserting statement per message (unordered).
+            await self._collection.bulk_write(
+                [
+                    ReplaceOne({"_id": message_id}, _document(session_id, content), upsert=True)
+                    for message_id, content in contents.items()
+                ],
+                ordered=False,
             )
 
     async def get_many(self, session_id: str, message_ids: Sequence[str]) -> Mapping[str, MessageContent]:
@@ -118,3 +123,13 @@ class MongoContentStore:
     async def delete_session(self, session_id: str) -> None:
         async with _errors():
             await self._collection.delete_many({"session_id": session_id})
+
+
+def _document(session_id: str, content: MessageContent) -> Document:
+    return {
+        "session_id": session_id,
+        "text": content.text,
+        "transcript_language": content.transcript_language,
+        "audio_duration_s": content.audio_duration_s,
+        "error_message": content.error_message,
+    }

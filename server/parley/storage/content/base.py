@@ -39,6 +39,9 @@ class ContentStore(Protocol):
     async def put(self, session_id: str, message_id: str, content: MessageContent) -> None:
         """Store (or overwrite) the content of one message."""
 
+    async def put_many(self, session_id: str, contents: Mapping[str, MessageContent]) -> None:
+        """Store (or overwrite) the content of several messages of ``session_id`` in one round trip."""
+
     async def get_many(self, session_id: str, message_ids: Sequence[str]) -> Mapping[str, MessageContent]:
         """Content of the given messages of ``session_id`` (one round trip); absent ids are left out."""
 

@@ -1,0 +1,340 @@
+"""Runs: a reply is produced by a server-side task; the RPC that started it only subscribes.
+
+The :class:`RunManager` owns every run of this process: it drives the run's body (the provider
+call, and for voice the speech synthesis), appends each event to the run's event log, writes
+checkpoints of the reply while it grows, stores the final reply, and answers subscribers,
+cancels and shutdown (docs/design.md, "Runs"):
+
+- A subscriber reads the log from any sequence number, then live events, until the terminal
+  event. When the last subscriber of a run started without ``background`` goes away before the
+  end, the run is cancelled (stop reason CANCELLED, or DEADLINE_EXCEEDED when the subscriber's
+  RPC deadline passed).
+- :meth:`RunManager.cancel` stops a run within about one token of the provider (the provider
+  stream is closed); the partial reply is stored INCOMPLETE and the log ends with ``usage`` and
+  ``message_completed``.
+- While a run is generating, its reply is checkpointed every ``checkpoint_interval_s`` seconds
+  (``PARLEY_RUN_CHECKPOINT_SECONDS``, 1 s) when its text changed, so a crash loses at most that
+  much text (runs/sweep.py marks such replies INCOMPLETE).
+- On shutdown, runs get the grace period to finish, then are stopped with stop reason SHUTDOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from parley.domain.clock import Clock, utc_now
+from parley.domain.errors import ParleyError
+from parley.domain.models import Message, StopReason
+from parley.runs.events import Completed, Failed, RunEvent, Sequenced, UsageReport
+from parley.runs.log import RunEventLog
+from parley.storage.messages import MessageStore
+
+__all__ = ["DEADLINE_SLACK_S", "RunBody", "RunManager", "RunSpec", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+#: A subscriber that leaves this close to its RPC deadline left because of the deadline (the
+#: client's and the server's clocks for it differ by the network latency).
+DEADLINE_SLACK_S = 0.25
+
+
+class RunBody(Protocol):
+    """What a run executes: the domain's reply (text, or text and speech)."""
+
+    def events(self) -> AsyncIterator[RunEvent]:
+        """The run's events: ``Accepted`` first, ``Completed`` (the final reply) last. Closing the
+        iterator early must stop the provider promptly."""
+        ...
+
+    def progress(self) -> Message:
+        """The reply as generated so far (status IN_PROGRESS), for checkpoints."""
+        ...
+
+    def cut_short(self, reason: StopReason, detail: str) -> Message:
+        """The reply stopped now for ``reason``: INCOMPLETE with its text, or FAILED without."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """Who a run belongs to. ``release`` is called once when the run ends (admission ticket)."""
+
+    run_id: str
+    owner_id: str
+    session_id: str
+    background: bool
+    release: Callable[[], None]
+
+
+class _Run:
+    __slots__ = (
+        "body",
+        "done",
+        "last_sequence_number",
+        "spec",
+        "started",
+        "stop_reason",
+        "subscribers",
+        "task",
+    )
+
+    def __init__(self, spec: RunSpec, body: RunBody) -> None:
+        self.spec = spec
+        self.body = body
+        self.subscribers = 0
+        self.stop_reason: StopReason | None = None
+        self.started = False
+        self.last_sequence_number = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        if self.stop_reason is not None or self.done.done():
+            return
+        self.stop_reason = reason
+        if self.started and self.task is not None:
+            self.task.cancel()
+
+
+class Subscription:
+    """An async iterator of a run's ``Sequenced`` events; close it (``aclose``) when done."""
+
+    def __init__(
+        self,
+        source: Callable[[], Awaitable[AsyncIterator[Sequenced] | None]],
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._events: AsyncIterator[Sequenced] | None = None
+        self._on_close = on_close
+        self._closed = False
+
+    @classmethod
+    def of(cls, events: AsyncIterator[Sequenced]) -> Subscription:
+        """A subscription to events already at hand (a finished run's log, a replay)."""
+
+        async def source() -> AsyncIterator[Sequenced]:
+            return events
+
+        return cls(source)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Sequenced:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._events is None:
+            self._events = await self._source()
+            if self._events is None:
+                raise StopAsyncIteration
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+
+class RunManager:
+    """Starts, follows, cancels and stops this process's runs (see the module docstring).
+
+    Args:
+        messages: where checkpoints and final replies are written.
+        events: the run event log.
+        checkpoint_interval_s: seconds between checkpoints of a growing reply.
+    """
+
+    def __init__(
+        self,
+        messages: MessageStore,
+        events: RunEventLog,
+        *,
+        checkpoint_interval_s: float = 1.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._messages = messages
+        self._log = events
+        self._interval = checkpoint_interval_s
+        self._now = clock
+        self._live: dict[str, _Run] = {}
+        self.shutting_down = False
+
+    # --- starting and following ----------------------------------------------------------------
+
+    def start(self, spec: RunSpec, body: RunBody, *, deadline: float | None = None) -> Subscription:
+        """Start a run; returns the starting RPC's subscription (from the first event)."""
+        run = _Run(spec, body)
+        self._live[spec.run_id] = run
+        self._log.open(spec.run_id)
+        subscription = self._attach(run, 0, deadline)
+        run.task = asyncio.create_task(self._drive(run), name=f"run {spec.run_id}")
+        return subscription
+
+    async def follow(self, run_id: str, after: int, *, deadline: float | None = None) -> Subscription | None:
+        """The events of run ``run_id`` after sequence number ``after``, then live ones; ``None``
+        when the run is neither live here nor in the log (evicted, or never here)."""
+        run = self._live.get(run_id)
+        if run is not None:
+            return self._attach(run, after, deadline)
+        events = await self._log.read(run_id, after)
+        return None if events is None else Subscription.of(events)
+
+    def is_live(self, run_id: str) -> bool:
+        return run_id in self._live
+
+    def live_runs(self) -> int:
+        return len(self._live)
+
+    def _attach(self, run: _Run, after: int, deadline: float | None) -> Subscription:
+        run.subscribers += 1
+
+        async def source() -> AsyncIterator[Sequenced] | None:
+            return await self._log.read(run.spec.run_id, after)
+
+        return Subscription(source, lambda: self._detach(run, deadline))
+
+    def _detach(self, run: _Run, deadline: float | None) -> None:
+        run.subscribers -= 1
+        if run.subscribers > 0 or run.spec.background or run.done.done() or self.shutting_down:
+            return
+        past_deadline = deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S
+        run.stop(StopReason.DEADLINE_EXCEEDED if past_deadline else StopReason.CANCELLED)
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str, reason: StopReason = StopReason.CANCELLED) -> bool:
+        """Stop run ``run_id`` and wait until its reply is stored; False if it is not live here."""
+        run = self._live.get(run_id)
+        if run is None:
+            return False
+        run.stop(reason)
+        await asyncio.shield(run.done)
+        return True
+
+    async def cancel_session(self, session_id: str) -> None:
+        """Stop every live run of a session (it is being deleted)."""
+        runs = [r for r in self._live.values() if r.spec.session_id == session_id]
+        for run in runs:
+            run.stop(StopReason.CANCELLED)
+        if runs:
+            await asyncio.wait([asyncio.shield(r.done) for r in runs])
+
+    async def shutdown(self, grace_s: float, *, store_timeout_s: float = 5.0) -> None:
+        """Let runs finish for ``grace_s`` seconds, then stop the rest (SHUTDOWN) and wait up to
+        ``store_timeout_s`` for their replies to be stored."""
+        self.shutting_down = True
+        pending = [r.done for r in self._live.values()]
+        if pending and grace_s > 0:
+            await asyncio.wait(pending, timeout=grace_s)
+        for run in list(self._live.values()):
+            run.stop(StopReason.SHUTDOWN)
+        pending = [r.done for r in self._live.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=store_timeout_s)
+
+    # --- the run itself ------------------------------------------------------------------------
+
+    async def _drive(self, run: _Run) -> None:
+        checkpoints = _Checkpoints(self._messages, run.body, self._interval)
+        try:
+            try:
+                run.started = True
+                if run.stop_reason is not None:  # stopped before it started
+                    raise asyncio.CancelledError
+                async with contextlib.aclosing(run.body.events()) as events:  # type: ignore[type-var]
+                    async for event in events:
+                        if isinstance(event, Completed):
+                            await checkpoints.stop()
+                            await self._store(event.message, run.last_sequence_number + 1)
+                        await self._append(run, event)
+            except asyncio.CancelledError:
+                reason = run.stop_reason or (
+                    StopReason.SHUTDOWN if self.shutting_down else StopReason.CANCELLED
+                )
+                await asyncio.shield(self._end_cut_short(run, checkpoints, reason))
+            except ParleyError as exc:
+                await asyncio.shield(self._end_failed(run, checkpoints, exc))
+            except Exception as exc:
+                log.exception("run %s failed", run.spec.run_id)
+                error = ParleyError(f"generation failed: {type(exc).__name__}")
+                await asyncio.shield(self._end_failed(run, checkpoints, error))
+        finally:
+            checkpoints.close()
+            self._live.pop(run.spec.run_id, None)
+            run.spec.release()
+            if not run.done.done():
+                run.done.set_result(None)
+
+    async def _end_cut_short(self, run: _Run, checkpoints: _Checkpoints, reason: StopReason) -> None:
+        await checkpoints.stop()
+        message = run.body.cut_short(reason, reason.value.replace("_", " "))
+        await self._store(message, run.last_sequence_number + 2)
+        await self._append(run, UsageReport(message.input_tokens, message.output_tokens))
+        await self._append(run, Completed(message))
+
+    async def _end_failed(self, run: _Run, checkpoints: _Checkpoints, error: ParleyError) -> None:
+        await checkpoints.stop()
+        message = run.body.cut_short(StopReason.ERROR, error.message)
+        await self._store(message, run.last_sequence_number + 1)
+        await self._append(run, Failed(error))
+
+    async def _append(self, run: _Run, event: RunEvent) -> None:
+        run.last_sequence_number = await self._log.append(run.spec.run_id, event)
+
+    async def _store(self, message: Message, last_sequence_number: int) -> None:
+        try:
+            if not await self._messages.finish_reply(message, last_sequence_number, self._now()):
+                log.warning("reply %s was already finished or deleted; final state not stored", message.id)
+        except Exception:
+            log.exception("could not store the reply %s", message.id)
+
+
+class _Checkpoints:
+    """Writes ``body.progress()`` every ``interval`` seconds while it changes; :meth:`stop` waits
+    for a write in flight, so a checkpoint never lands after the final reply."""
+
+    def __init__(self, messages: MessageStore, body: RunBody, interval: float) -> None:
+        self._messages = messages
+        self._body = body
+        self._interval = interval
+        self._stopped = asyncio.Event()
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        written = (0, 0)
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._interval)
+            if self._stopped.is_set():
+                return
+            snapshot = self._body.progress()
+            key = (len(snapshot.text), snapshot.output_tokens)
+            if key == written:
+                continue
+            try:
+                await self._messages.checkpoint(snapshot)
+                written = key
+            except Exception as exc:
+                log.warning("checkpoint of reply %s failed: %s", snapshot.id, exc)
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(self._task)
+
+    def close(self) -> None:
+        self._stopped.set()

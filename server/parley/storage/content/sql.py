@@ -1,0 +1,76 @@
+"""SQL content store: the embedded default, in the same database as the metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import delete, insert, select
+
+from parley.storage.content.base import MessageContent
+from parley.storage.sql.engine import Database
+from parley.storage.sql.tables import message_contents
+
+__all__ = ["SqlContentStore"]
+
+
+class SqlContentStore:
+    """``ContentStore`` on the ``message_contents`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self) -> None:
+        """Nothing to prepare: the table comes from the migrations."""
+
+    async def close(self) -> None:
+        """The engine is owned (and disposed) by the server."""
+
+    async def put(self, session_id: str, message_id: str, content: MessageContent) -> None:
+        await self.put_many(session_id, {message_id: content})
+
+    async def put_many(self, session_id: str, contents: Mapping[str, MessageContent]) -> None:
+        if not contents:
+            return
+        async with self._db.transaction() as s:
+            await s.execute(delete(message_contents).where(message_contents.c.message_id.in_(list(contents))))
+            await s.execute(
+                insert(message_contents),
+                [
+                    {
+                        "message_id": message_id,
+                        "session_id": session_id,
+                        "text": content.text,
+                        "transcript_language": content.transcript_language,
+                        "audio_duration_s": content.audio_duration_s,
+                        "error_message": content.error_message,
+                    }
+                    for message_id, content in contents.items()
+                ],
+            )
+
+    async def get_many(self, session_id: str, message_ids: Sequence[str]) -> Mapping[str, MessageContent]:
+        if not message_ids:
+            return {}
+        rows = await self._db.all(
+            select(message_contents).where(
+                message_contents.c.session_id == session_id,
+                message_contents.c.message_id.in_(list(message_ids)),
+            )
+        )
+        return {
+            r["message_id"]: MessageContent(
+                r["text"], r["transcript_language"], r["audio_duration_s"], r["error_message"]
+            )
+            for r in rows
+        }
+
+    async def delete(self, session_id: str, message_ids: Sequence[str]) -> None:
+        await self._db.execute(
+            delete(message_contents).where(
+                message_contents.c.session_id == session_id,
+                message_contents.c.message_id.in_(list(message_ids)),
+            )
+        )
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._db.execute(delete(message_contents).where(message_contents.c.session_id == session_id))

@@ -1,0 +1,98 @@
+"""Agents (table ``agents``). Methods taking ``owner_id`` only ever see that user's rows, so
+"someone else's" and "absent" are the same ``None``/``False`` to callers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from parley.domain.models import Agent
+from parley.storage.sql.engine import Database
+from parley.storage.sql.tables import agents, sessions
+
+__all__ = ["AgentStore", "agent_from_row"]
+
+
+def agent_from_row(row: RowMapping) -> Agent:
+    """An ``Agent`` from a row of ``agents`` (or a mapping with the same keys)."""
+    return Agent(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        display_name=row["display_name"],
+        instructions=row["instructions"],
+        model=row["model"],
+        temperature=row["temperature"],
+        max_output_tokens=row["max_output_tokens"],
+        voice=row["voice"],
+        language=row["language"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+def _values(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "owner_id": agent.owner_id,
+        "display_name": agent.display_name,
+        "instructions": agent.instructions,
+        "model": agent.model,
+        "temperature": agent.temperature,
+        "max_output_tokens": agent.max_output_tokens,
+        "voice": agent.voice,
+        "language": agent.language,
+        "create_time": agent.create_time,
+        "update_time": agent.update_time,
+    }
+
+
+class AgentStore:
+    """SQL access to agents; each method is one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, agent: Agent) -> Agent:
+        await self._db.execute(insert(agents).values(**_values(agent)))
+        return agent
+
+    async def get(self, owner_id: str, agent_id: str) -> Agent | None:
+        row = await self._db.first(
+            select(agents).where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
+        )
+        return None if row is None else agent_from_row(row)
+
+    async def list(self, owner_id: str, after: str | None, limit: int) -> Sequence[Agent]:
+        """Up to ``limit`` agents, oldest first (ids are UUIDv7), after the id ``after``."""
+        q = select(agents).where(agents.c.owner_id == owner_id)
+        if after is not None:
+            q = q.where(agents.c.id > after)
+        rows = await self._db.all(q.order_by(agents.c.id).limit(limit))
+        return [agent_from_row(r) for r in rows]
+
+    async def update(
+        self, owner_id: str, agent_id: str, changes: Mapping[str, Any], now: datetime
+    ) -> Agent | None:
+        row = await self._db.first(
+            update(agents)
+            .where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
+            .values(**changes, update_time=now)
+            .returning(*agents.c)
+        )
+        return None if row is None else agent_from_row(row)
+
+    async def delete(self, owner_id: str, agent_id: str) -> bool:
+        """Delete the agent; its sessions, branches and message tree rows cascade."""
+        result = await self._db.execute(
+            delete(agents).where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
+        )
+        return result > 0
+
+    async def session_ids(self, agent_id: str) -> Sequence[str]:
+        """Ids of the agent's sessions."""
+        rows = await self._db.all(select(sessions.c.id).where(sessions.c.agent_id == agent_id))
+        return [r["id"] for r in rows]

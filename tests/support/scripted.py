@@ -1,0 +1,197 @@
+"""A scripted model provider and the domain built in process, for fast tests of the chat engine
+and runs (no server, no model: exact deltas, errors and hangs on demand).
+
+``ScriptedProvider`` is a test double of ``parley.providers.llm.base.LLMProvider``: each call to
+``stream`` plays the next queued :class:`Script` (or the default one) and records the request.
+Tokens are counted as words plus four per turn, so context budgets are easy to reason about.
+:class:`Domain` wires the real domain, runs and storage layers on a SQLite file, as
+``parley.app.build_application`` does, minus gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from parley.domain.chat import ChatEngine, ChatLimits
+from parley.domain.errors import Reason, Unavailable
+from parley.domain.models import Agent, Branch, Session, StopReason, User
+from parley.domain.names import new_id
+from parley.domain.sessions import MAIN_BRANCH_ID
+from parley.providers.llm.base import (
+    ChatTurn,
+    GenerationRequest,
+    ProviderEvent,
+    StopEvent,
+    TextDeltaEvent,
+    UsageEvent,
+)
+from parley.providers.llm.registry import ModelRegistry
+from parley.runs.admission import Admission
+from parley.runs.events import Sequenced
+from parley.runs.log import InProcessRunEventLog
+from parley.runs.manager import RunManager, Subscription
+from parley.runs.sweep import RunSweeper
+from parley.storage.content.sql import SqlContentStore
+from parley.storage.messages import MessageStore
+from parley.storage.sql.agents import AgentStore
+from parley.storage.sql.engine import Database
+from parley.storage.sql.replicas import ReplicaStore
+from parley.storage.sql.sessions import SessionStore
+from parley.storage.sql.users import UserStore
+
+__all__ = ["Domain", "Script", "ScriptedProvider", "collect"]
+
+MODEL = "scripted/test"
+
+
+@dataclass
+class Script:
+    """What one ``stream`` call does: yield ``deltas`` (``delay_s`` apart); raise ``Unavailable``
+    (PROVIDER_ERROR) before delta number ``fail_at``; or block forever before delta ``hang_at``."""
+
+    deltas: Sequence[str] = ("Hello", " there", ".")
+    delay_s: float = 0.0
+    fail_at: int | None = None
+    hang_at: int | None = None
+    stop_reason: StopReason = StopReason.END_TURN
+
+
+@dataclass
+class ScriptedProvider:
+    """``LLMProvider`` that plays scripts (see the module docstring)."""
+
+    window: int = 2048
+    name: str = "scripted"
+    scripts: deque[Script] = field(default_factory=deque)
+    requests: list[GenerationRequest] = field(default_factory=list)
+    #: (monotonic time, deltas sent) of every stream closed before it finished.
+    closed_early: list[tuple[float, int]] = field(default_factory=list)
+
+    def play(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def context_window(self, model: str) -> int:
+        return self.window
+
+    def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
+        return sum(len(t.content.split()) + 4 for t in turns)
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
+        script = self.scripts.popleft() if self.scripts else Script()
+        self.requests.append(request)
+        sent, finished = 0, False
+        try:
+            for index, delta in enumerate(script.deltas):
+                if script.fail_at == index:
+                    raise Unavailable(
+                        "scripted failure", reason=Reason.PROVIDER_ERROR, metadata={"provider": self.name}
+                    )
+                if script.hang_at == index:
+                    await asyncio.Event().wait()
+                if script.delay_s:
+                    await asyncio.sleep(script.delay_s)
+                yield TextDeltaEvent(delta)
+                sent += 1
+            yield UsageEvent(self.count_tokens(request.model, request.turns), len(script.deltas))
+            yield StopEvent(script.stop_reason)
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early.append((time.monotonic(), sent))
+
+    async def close(self) -> None:
+        return None
+
+
+async def collect(subscription: Subscription) -> list[Sequenced]:
+    """Every event of a subscription, until its run's terminal event."""
+    out: list[Sequenced] = []
+    try:
+        async for item in subscription:
+            out.append(item)
+    finally:
+        await subscription.aclose()
+    return out
+
+
+class Domain:
+    """The domain, runs and storage of one server, in process, on the SQLite file ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_replies_per_user: int = 4,
+        checkpoint_s: float = 0.05,
+        retention_s: float = 600.0,
+        lease_s: float = 15.0,
+        limits: ChatLimits | None = None,
+    ) -> None:
+        self.db = Database(url)
+        self.provider = ScriptedProvider()
+        self.content = SqlContentStore(self.db)
+        self.users = UserStore(self.db)
+        self.agents = AgentStore(self.db)
+        self.sessions = SessionStore(self.db)
+        self.messages = MessageStore(self.db, self.content)
+        self.replicas = ReplicaStore(self.db)
+        self.sweeper = RunSweeper(self.replicas, self.messages, lease_s=lease_s)
+        self.log = InProcessRunEventLog(retention_s=retention_s, max_bytes=64 * 1024 * 1024)
+        self.runs = RunManager(self.messages, self.log, checkpoint_interval_s=checkpoint_s)
+        self.admission = Admission(max_replies_per_user=max_replies_per_user)
+        self.models = ModelRegistry({"scripted": self.provider}, {}, MODEL)
+        self.chat = ChatEngine(
+            self.sessions,
+            self.messages,
+            self.models,
+            self.runs,
+            self.admission,
+            self.sweeper,
+            limits=limits or ChatLimits(),
+        )
+
+    async def start(self) -> Domain:
+        await self.sweeper.start()
+        return self
+
+    async def close(self) -> None:
+        await self.runs.shutdown(0)
+        await self.sweeper.stop()
+        await self.db.dispose()
+
+    async def new_session(self, instructions: str = "Be brief.", *, max_output_tokens: int = 0) -> Session:
+        """A new user with an agent on the scripted model and a session with it."""
+        now = datetime.now(UTC)
+        user = User(new_id(), f"u-{new_id()[-12:]}", "Tester", now, now)
+        await self.users.create_user(user, "not-a-hash")
+        agent = Agent(
+            new_id(), user.id, "Agent", instructions, MODEL, None, max_output_tokens, "", "", now, now
+        )
+        await self.agents.create(agent)
+        session = Session(new_id(), user.id, agent.id, "", MAIN_BRANCH_ID, now, now)
+        main = Branch(session.id, MAIN_BRANCH_ID, "main", None, None, 0, now, now)
+        return await self.sessions.create(session, main)
+
+    async def send(self, session: Session, text: str, **options: Any) -> Subscription:
+        """``ChatEngine.send`` as the session's owner."""
+        return await self.chat.send(session.owner_id, session.id, text, **options)
+
+    async def resume(self, session: Session, reply_id: str, after: int = 0) -> Subscription:
+        """``ChatEngine.resume`` as the session's owner, without a deadline."""
+        return await self.chat.resume(session.owner_id, session.id, reply_id, after, deadline=None)
+
+
+async def first(subscription: Subscription, n: int) -> tuple[list[Sequenced], AsyncIterator[Sequenced]]:
+    """The first ``n`` events of a subscription, leaving it open."""
+    out = []
+    async for item in subscription:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out, subscription
