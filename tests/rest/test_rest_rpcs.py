@@ -34,6 +34,8 @@ COVERED = {
     "ChatService_SendVoiceMessage": "test_voice_rpcs",
     "ChatService_RegenerateMessage": "test_regenerate_message",
     "ChatService_SynthesizeSpeech": "test_voice_rpcs",
+    "ChatService_ResumeStream": "test_rest_runs.py",
+    "ChatService_CancelMessage": "test_rest_runs.py",
     "BranchService_CreateBranch": "test_branch_rpcs",
     "BranchService_ListBranches": "test_branch_rpcs",
     "BranchService_GetBranch": "test_branch_rpcs",

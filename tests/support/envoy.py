@@ -66,6 +66,7 @@ class EnvoyProcess:
     def __init__(self, upstream: str, work_dir: Path, **settings: Any) -> None:
         render = render_module()
         host, _, port = upstream.rpartition(":")
+        self.upstream = upstream
         self.port = free_port()
         self.admin_port = free_port()
         self.settings = replace(
