@@ -267,3 +267,31 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     assert store.get("x:1") is not None and store.default_server() == "x:1"
     store.update_tokens("x:1", None)
     assert store.get("x:1") is None and store.default_server() is None
+
+
+def test_messages_resume_and_cancel(cli_env: dict[str, str], registered: str, server: ServerProcess) -> None:
+    async def start() -> tuple[str, str]:
+        """A background reply under way (started with the SDK as the CLI's user)."""
+        saved = CredentialStore(credentials(cli_env)).get(cli_env["PARLEY_SERVER"])
+        assert saved is not None
+        async with ParleyClient(server.target, tokens=saved.tokens) as client:
+            agent = await client.create_agent(
+                "Teller", instructions="Write long stories.", max_output_tokens=300
+            )
+            session = await client.create_session(agent.name)
+            events = client.send_message(session.name, "A long story.", background=True)
+            accepted = (await anext(events)).message_accepted
+            assert (await anext(events)).WhichOneof("event") == "text_delta"
+            await events.aclose()  # type: ignore[attr-defined]
+            return session.name, accepted.assistant_message
+
+    session, name = asyncio.run(start())
+    cancelled = parley(cli_env, "messages", "cancel", name)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith(f"{name} incomplete: ")
+    text = cancelled.stdout.split(": ", 1)[1].rstrip("\n")
+    resumed = parley(cli_env, "messages", "resume", name)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.rstrip("\n") == text
+    bad = parley(cli_env, "messages", "resume", session)
+    assert bad.returncode == 2 and "not a message name" in bad.stderr

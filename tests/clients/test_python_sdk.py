@@ -12,11 +12,13 @@ from google.rpc import error_details_pb2, status_pb2
 from parley_client import (
     ERROR_DOMAIN,
     ChatEvent,
+    ErrorReason,
     InvalidArgumentError,
     Message,
     NotFoundError,
     ParleyClient,
     ParleyError,
+    StopReason,
     Tokens,
     UnauthenticatedError,
     UnimplementedError,
@@ -233,3 +235,30 @@ def test_error_from_rpc_without_details() -> None:
     error = error_from_rpc(rpc_error)
     assert error.code == grpc.StatusCode.UNAVAILABLE
     assert (error.reason, error.request_id, error.field_violations) == ("", "", ())
+
+
+async def test_background_replies_are_resumed_and_cancelled(logged_in: LoggedIn) -> None:
+    client = logged_in.client
+    agent = await client.create_agent(
+        "Teller", instructions="Write long, detailed stories.", max_output_tokens=300
+    )
+    session = await client.create_session(agent.name)
+    seen: list[ChatEvent] = []
+    async for event in client.send_message(session.name, "A long story.", background=True):
+        seen.append(event)
+        if len(seen) == 3:
+            break  # leaving the iterator closes the call; the background reply goes on
+    name = seen[0].message_accepted.assistant_message
+    resumed = client.resume_stream(name, starting_after=2)
+    first = await anext(resumed)
+    assert first.sequence_number == 3 and first == seen[2]
+    cancelled = await client.cancel_message(name)
+    assert (
+        cancelled.status == Message.STATUS_INCOMPLETE
+        and cancelled.stop_reason == StopReason.STOP_REASON_CANCELLED
+    )
+    rest = [event async for event in resumed]
+    assert rest[-1].message_completed.message == cancelled
+    with pytest.raises(InvalidArgumentError) as bad:
+        await client.cancel_message(seen[0].message_accepted.user_message.name)
+    assert bad.value.reason == ErrorReason.Name(ErrorReason.NOT_AN_ASSISTANT_MESSAGE)

@@ -2,7 +2,8 @@
 
 :class:`ParleyClient` wraps every ``parley.v1`` service with typed methods; streamed replies are
 async iterators of ``ChatEvent``; failures raise :class:`ParleyError` subclasses carrying the gRPC
-code and the ``google.rpc.ErrorInfo`` reason and metadata. The ``parley`` command (``parley
+code and the ``google.rpc.ErrorInfo`` reason (one of :data:`ErrorReason`'s names, e.g.
+``err.reason == ErrorReason.Name(ErrorReason.TOKEN_EXPIRED)``) and metadata. The ``parley`` command (``parley
 --help``) is built on it.
 """
 
@@ -11,6 +12,7 @@ from parley_proto.v1.auth_service_pb2 import User
 from parley_proto.v1.branch_service_pb2 import Branch
 from parley_proto.v1.chat_service_pb2 import ChatEvent, Message, StopReason
 from parley_proto.v1.common_pb2 import AudioChunk, AudioFormat, Usage
+from parley_proto.v1.errors_pb2 import ErrorReason
 from parley_proto.v1.session_service_pb2 import Session
 
 from parley_client.client import DEFAULT_SERVER, ParleyClient, Tokens, channel_for
@@ -44,6 +46,7 @@ __all__ = [
     "CallCancelledError",
     "ChatEvent",
     "DeadlineExceededError",
+    "ErrorReason",
     "FailedPreconditionError",
     "FieldViolation",
     "InternalError",

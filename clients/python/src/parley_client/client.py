@@ -391,22 +391,27 @@ class ParleyClient:
     # --- chat ------------------------------------------------------------------------------------
 
     def send_message(
-        self, session: str, text: str, *, branch: str = "", request_id: str = ""
+        self, session: str, text: str, *, branch: str = "", request_id: str = "", background: bool = False
     ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
         """Send a text message and stream the reply (``SendMessage``).
 
         Yields ``ChatEvent``s in order: ``message_accepted``, ``text_delta``…, ``usage``,
-        ``message_completed``. Stop iterating (or cancel the task) to cancel the reply: the server
-        stores what was generated as INCOMPLETE.
+        ``message_completed`` (each with its ``sequence_number``). Stop iterating (or cancel the
+        task) to leave: without ``background`` that cancels the reply (the server stores what was
+        generated as INCOMPLETE); with it the reply goes on, and :meth:`resume_stream` follows it
+        again from any sequence number. A failure after the first event arrives as an ``error``
+        event, then raises.
 
         Args:
             session: ``sessions/{session}``.
             text: 1 to 32,768 characters.
             branch: ``sessions/{session}/branches/{branch}``; empty: the active branch.
-            request_id: idempotency key (up to 128 characters): a repeat stores nothing new.
+            request_id: idempotency key (up to 128 characters): a repeat stores nothing new and
+                streams the first send's reply.
+            background: keep generating after this client goes away.
         """
         request = chat_service_pb2.SendMessageRequest(
-            session=session, text=text, branch=branch, request_id=request_id
+            session=session, text=text, branch=branch, request_id=request_id, background=background
         )
         return self._stream(lambda: self._s.chat.SendMessage, request)
 
@@ -419,6 +424,7 @@ class ParleyClient:
         output_format: common_pb2.AudioFormat.ValueType = common_pb2.AUDIO_FORMAT_UNSPECIFIED,
         branch: str = "",
         request_id: str = "",
+        background: bool = False,
     ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
         """Send a recording (WAV, MP3, Ogg, WebM, M4A or FLAC; up to 25 MB and 10 minutes) and
         stream the reply (``SendVoiceMessage``): ``message_accepted``, ``transcript``, then text
@@ -434,18 +440,33 @@ class ParleyClient:
             output_format=output_format,
             branch=branch,
             request_id=request_id,
+            background=background,
         )
         return self._stream(lambda: self._s.chat.SendVoiceMessage, request)
 
-    def regenerate_message(self, name: str) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+    def regenerate_message(
+        self, name: str, *, background: bool = False
+    ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
         """Generate a new reply in place of assistant message ``name``, on a new branch that
-        becomes active (``RegenerateMessage``); events as for :meth:`send_message`.
-
-        Raises:
-            UnimplementedError: the server does not offer regeneration yet.
-        """
-        request = chat_service_pb2.RegenerateMessageRequest(name=name)
+        becomes active (``RegenerateMessage``); events as for :meth:`send_message`."""
+        request = chat_service_pb2.RegenerateMessageRequest(name=name, background=background)
         return self._stream(lambda: self._s.chat.RegenerateMessage, request)
+
+    def resume_stream(
+        self, name: str, *, starting_after: int = 0
+    ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+        """Follow the reply ``name`` (``sessions/{s}/messages/{m}``, an assistant message) from
+        the event after ``starting_after`` (``ResumeStream``): the events so far, then live ones
+        until it ends. The same event has the same ``sequence_number`` in every stream, text and
+        audio alike, so a client that saw N events resumes with ``starting_after=N``."""
+        request = chat_service_pb2.ResumeStreamRequest(name=name, starting_after=starting_after)
+        return self._stream(lambda: self._s.chat.ResumeStream, request)
+
+    async def cancel_message(self, name: str) -> chat_service_pb2.Message:
+        """Stop the reply ``name`` from any connection (``CancelMessage``, within about a second);
+        returns it as stored (INCOMPLETE, stop reason CANCELLED; unchanged if it had finished)."""
+        request = chat_service_pb2.CancelMessageRequest(name=name)
+        return (await self._unary(self._s.chat.CancelMessage, request)).message
 
     async def list_messages(
         self, session: str, *, branch: str = "", page_size: int = 0

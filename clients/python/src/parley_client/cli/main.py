@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
+from parley_proto.v1 import chat_service_pb2
 
 from parley_client import __version__
 from parley_client.cli.store import CredentialStore, Login
@@ -246,6 +247,43 @@ async def cmd_sessions_delete(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _message_name(value: str) -> str:
+    if "/messages/" not in value:
+        raise CliError(f"{value!r} is not a message name: expected sessions/SESSION/messages/MESSAGE")
+    return value.strip()
+
+
+async def cmd_messages_resume(ctx: Context, args: argparse.Namespace) -> int:
+    """Follow a reply (live or finished) and print its text as it streams."""
+    name = _message_name(args.message)
+    async with ctx.client() as client:
+        last = None
+        async for event in client.resume_stream(name, starting_after=args.after):
+            kind = event.WhichOneof("event")
+            if kind == "text_delta":
+                ctx.out.write(event.text_delta.text)
+                ctx.out.flush()
+            elif kind == "message_completed":
+                last = event.message_completed.message
+        ctx.print()
+        if last is not None and ctx.json:
+            ctx.emit([last], _message_line)
+    return 0
+
+
+async def cmd_messages_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    """Stop a reply being generated; print it as stored."""
+    async with ctx.client() as client:
+        message = await client.cancel_message(_message_name(args.message))
+    ctx.emit([message], _message_line)
+    return 0
+
+
+def _message_line(message: Any) -> str:
+    status = chat_service_pb2.Message.Status.Name(message.status).removeprefix("STATUS_").lower()
+    return f"{message.name} {status}: {message.text}"
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -275,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_account_commands(commands)
     _add_agent_commands(commands)
     _add_session_commands(commands)
+    _add_message_commands(commands)
     _add_chat_command(commands)
     return parser
 
@@ -335,6 +374,20 @@ def _add_session_commands(commands: _Commands) -> None:
     p = session_commands.add_parser("delete", help="delete a session with its messages")
     p.add_argument("session", metavar="SESSION", help="sessions/ID or ID")
     p.set_defaults(run=cmd_sessions_delete)
+
+
+def _add_message_commands(commands: _Commands) -> None:
+    messages = commands.add_parser("messages", help="follow or stop a reply")
+    message_commands = messages.add_subparsers(dest="messages_command", required=True, metavar="ACTION")
+    p = message_commands.add_parser(
+        "resume", help="stream a reply from where you left it (live while it is generated)"
+    )
+    p.add_argument("message", metavar="MESSAGE", help="sessions/ID/messages/ID of the reply")
+    p.add_argument("--after", type=int, default=0, help="sequence number of the last event you saw")
+    p.set_defaults(run=cmd_messages_resume)
+    p = message_commands.add_parser("cancel", help="stop a reply being generated")
+    p.add_argument("message", metavar="MESSAGE", help="sessions/ID/messages/ID of the reply")
+    p.set_defaults(run=cmd_messages_cancel)
 
 
 def _add_chat_command(commands: _Commands) -> None:
