@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from openai import AsyncOpenAI
 from parley_proto.v1 import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -38,7 +39,7 @@ from parley.api.branches import BranchServicer
 from parley.api.chat import ChatServicer
 from parley.api.interceptors import RequestInterceptor
 from parley.api.sessions import SessionServicer
-from parley.auth.interceptor import AuthInterceptor
+from parley.auth.interceptor import Authenticator
 from parley.auth.passwords import Passwords
 from parley.auth.tokens import Tokens
 from parley.config import Settings
@@ -124,34 +125,40 @@ def _content_store(settings: Settings, db: Database) -> ContentStore:
     return SqlContentStore(db)
 
 
-async def _speech_providers(settings: Settings) -> tuple[SpeechToText, TextToSpeech]:
+async def _speech_providers(
+    settings: Settings, resources: AsyncExitStack
+) -> tuple[SpeechToText, TextToSpeech]:
     """Speech-to-text and text-to-speech per settings. The embedded Whisper model is joined into
-    ``{data_dir}/models`` once, and loaded at start-up rather than on the first voice message."""
+    ``{data_dir}/models`` once, and loaded at start-up rather than on the first voice message.
+    OpenAI speech in both directions shares one client (one connection pool)."""
     stt: SpeechToText
     tts: TextToSpeech
-    if settings.stt_provider == "openai":
-        stt = OpenAISpeechToText(**_openai_kwargs(settings, "stt_provider"), model=settings.openai_stt_model)
+    client: AsyncOpenAI | None = None
+    if "openai" in (settings.stt_provider, settings.tts_provider):
+        if settings.openai_api_key is None:
+            raise ValueError("PARLEY_STT_PROVIDER/PARLEY_TTS_PROVIDER=openai needs PARLEY_OPENAI_API_KEY")
+        client = AsyncOpenAI(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            timeout=settings.provider_timeout_seconds,
+            max_retries=settings.provider_max_retries,
+        )
+        resources.push_async_callback(client.close)
+    if client is not None and settings.stt_provider == "openai":
+        stt = OpenAISpeechToText(client, model=settings.openai_stt_model)
     else:
         model_dir = await asyncio.to_thread(ensure_whisper_model, settings.data_dir / "models")
         stt = WhisperSpeechToText(model_dir, cpu_threads=settings.whisper_threads)
         # Load before serving: loading holds the GIL for ~0.2 s (measured by bench/: a 171 ms
         # event-loop stall on the first voice message when it was loaded on demand).
         await stt.load()
-    if settings.tts_provider == "openai":
+    if client is not None and settings.tts_provider == "openai":
         tts = OpenAITextToSpeech(
-            **_openai_kwargs(settings, "tts_provider"),
-            model=settings.openai_tts_model,
-            default_voice=settings.openai_tts_voice,
+            client, model=settings.openai_tts_model, default_voice=settings.openai_tts_voice
         )
     else:
         tts = EspeakTextToSpeech()
     return stt, tts
-
-
-def _openai_kwargs(settings: Settings, field: str) -> dict[str, Any]:
-    if settings.openai_api_key is None:
-        raise ValueError(f"PARLEY_{field.upper()}=openai needs PARLEY_OPENAI_API_KEY")
-    return {"api_key": settings.openai_api_key.get_secret_value(), "base_url": settings.openai_base_url}
 
 
 async def build_application(settings: Settings) -> Application:
@@ -181,7 +188,7 @@ async def build_application(settings: Settings) -> Application:
         resources.push_async_callback(models.close)
         models.resolve(settings.default_model, field="PARLEY_DEFAULT_MODEL")
 
-        stt, tts = await _speech_providers(settings)
+        stt, tts = await _speech_providers(settings, resources)
         resources.push_async_callback(stt.aclose)
         resources.push_async_callback(tts.aclose)
 
@@ -204,7 +211,7 @@ async def build_application(settings: Settings) -> Application:
         )
 
         server = grpc.aio.server(
-            interceptors=[RequestInterceptor(), AuthInterceptor(accounts)],
+            interceptors=[RequestInterceptor(Authenticator(accounts))],
             options=[
                 ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from openai import AsyncOpenAI
 from parley.audio.decode import DecodedAudio
 from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
 from parley.providers.stt.base import SpeechToText, Transcription
@@ -86,7 +87,8 @@ AUDIO = DecodedAudio(samples=(np.sin(np.arange(16000) / 3) * 0.3).astype(np.floa
 
 
 async def transcribe(base_url: str, model: str, language: str | None) -> Transcription:
-    stt: SpeechToText = OpenAISpeechToText(api_key="test-key", base_url=base_url, model=model, max_retries=0)
+    client = AsyncOpenAI(api_key="test-key", base_url=base_url, max_retries=0)
+    stt: SpeechToText = OpenAISpeechToText(client, model=model, owns_client=True)
     try:
         return await stt.transcribe(AUDIO, language=language)
     finally:
@@ -94,7 +96,8 @@ async def transcribe(base_url: str, model: str, language: str | None) -> Transcr
 
 
 async def synthesize(base_url: str, model: str) -> SynthesizedAudio:
-    tts: TextToSpeech = OpenAITextToSpeech(api_key="test-key", base_url=base_url, model=model, max_retries=0)
+    client = AsyncOpenAI(api_key="test-key", base_url=base_url, max_retries=0)
+    tts: TextToSpeech = OpenAITextToSpeech(client, model=model, owns_client=True)
     try:
         return await tts.synthesize("Hello.", language="en", voice=None)
     finally:

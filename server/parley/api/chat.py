@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -30,10 +30,12 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-async def _stream(subscription: Subscription) -> AsyncIterator[pb.ChatEvent]:
-    """A run's events as ``ChatEvent``s. After an ``error`` event the call ends with the same
-    status (raised here, mapped by the request interceptor). Leaving early (the client went
-    away) closes the subscription, which cancels a non-background run left without readers."""
+async def _stream(opening: Awaitable[Subscription]) -> AsyncIterator[pb.ChatEvent]:
+    """The events of the run ``opening`` subscribes to, as ``ChatEvent``s. After an ``error``
+    event the call ends with the same status (raised here, mapped by the request interceptor).
+    Leaving early (the client went away) closes the subscription, which cancels a non-background
+    run left without readers."""
+    subscription = await opening
     async with contextlib.aclosing(subscription):
         async for item in subscription:
             yield chat_event_to_proto(item)
@@ -46,65 +48,61 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         self._chat = chat
         self._speech = speech
 
-    async def SendMessage(
-        self, request: pb.SendMessageRequest, context: Context
-    ) -> AsyncIterator[pb.ChatEvent]:
-        subscription = await self._chat.send(
-            current_principal().user_id,
-            parse_session(request.session, "session"),
-            request.text,
-            branch=request.branch,
-            request_id=request.request_id,
-            background=request.background,
-            deadline=_deadline(context),
+    def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> AsyncIterator[pb.ChatEvent]:
+        return _stream(
+            self._chat.send(
+                current_principal().user_id,
+                parse_session(request.session, "session"),
+                request.text,
+                branch=request.branch,
+                request_id=request.request_id,
+                background=request.background,
+                deadline=_deadline(context),
+            )
         )
-        async for event in _stream(subscription):
-            yield event
 
-    async def SendVoiceMessage(
+    def SendVoiceMessage(
         self, request: pb.SendVoiceMessageRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
-        subscription = await self._speech.send_voice(
-            current_principal().user_id,
-            parse_session(request.session, "session"),
-            request.audio,
-            language=request.language,
-            output_format=output_format(request.output_format, "output_format"),
-            branch=request.branch,
-            request_id=request.request_id,
-            background=request.background,
-            deadline=_deadline(context),
+        return _stream(
+            self._speech.send_voice(
+                current_principal().user_id,
+                parse_session(request.session, "session"),
+                request.audio,
+                language=request.language,
+                output_format=output_format(request.output_format, "output_format"),
+                branch=request.branch,
+                request_id=request.request_id,
+                background=request.background,
+                deadline=_deadline(context),
+            )
         )
-        async for event in _stream(subscription):
-            yield event
 
-    async def RegenerateMessage(
+    def RegenerateMessage(
         self, request: pb.RegenerateMessageRequest, context: Context
     ) -> AsyncIterator[pb.ChatEvent]:
         session_id, message_id = parse_message(request.name)
-        subscription = await self._chat.regenerate(
-            current_principal().user_id,
-            session_id,
-            message_id,
-            background=request.background,
-            deadline=_deadline(context),
+        return _stream(
+            self._chat.regenerate(
+                current_principal().user_id,
+                session_id,
+                message_id,
+                background=request.background,
+                deadline=_deadline(context),
+            )
         )
-        async for event in _stream(subscription):
-            yield event
 
-    async def ResumeStream(
-        self, request: pb.ResumeStreamRequest, context: Context
-    ) -> AsyncIterator[pb.ChatEvent]:
+    def ResumeStream(self, request: pb.ResumeStreamRequest, context: Context) -> AsyncIterator[pb.ChatEvent]:
         session_id, message_id = parse_message(request.name)
-        subscription = await self._chat.resume(
-            current_principal().user_id,
-            session_id,
-            message_id,
-            request.starting_after,
-            deadline=_deadline(context),
+        return _stream(
+            self._chat.resume(
+                current_principal().user_id,
+                session_id,
+                message_id,
+                request.starting_after,
+                deadline=_deadline(context),
+            )
         )
-        async for event in _stream(subscription):
-            yield event
 
     async def CancelMessage(
         self, request: pb.CancelMessageRequest, context: Context

@@ -13,6 +13,7 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
@@ -21,7 +22,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from parley.auth.interceptor import principal_var
+from parley.auth.interceptor import Authenticator, principal_var
 from parley.domain.errors import InvalidArgument, ParleyError, Reason
 from parley.domain.names import new_id
 
@@ -92,8 +93,86 @@ def _parse(deserializer: Callable[[bytes], Any] | None, raw: Any) -> Any:
         raise InvalidArgument(f"malformed request message: {exc}", reason=Reason.MALFORMED_REQUEST) from None
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What the wrappers of one call need."""
+
+    method: str
+    request_id: str
+    deserialize: Callable[[bytes], Any] | None
+    auth: Authenticator | None
+
+    async def prepare(self, raw: Any, context: Any) -> Any:
+        """The parsed request, once the caller is authenticated."""
+        request_id_var.set(self.request_id)
+        request = _parse(self.deserialize, raw)
+        if self.auth is not None:
+            await self.auth.authenticate(context.invocation_metadata())
+        return request
+
+    def log(self, started: float, code: str) -> None:
+        principal = principal_var.get()
+        log.info(
+            "%s %s %.1fms request_id=%s user=%s",
+            self.method,
+            code,
+            (time.perf_counter() - started) * 1e3,
+            self.request_id,
+            principal.user_id if principal else "-",
+        )
+
+
+def _unary(call: _Call, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def unary(raw: Any, context: Any) -> Any:
+        started, code = time.perf_counter(), "OK"
+        try:
+            await context.send_initial_metadata((("x-request-id", call.request_id),))
+            return await inner(await call.prepare(raw, context), context)
+        except grpc.aio.AbortError:
+            code = str(context.code())
+            raise
+        except Exception as exc:
+            code = getattr(exc, "code_name", "INTERNAL")
+            await _abort(context, exc, call.request_id, call.method)
+        finally:
+            call.log(started, code)
+
+    return unary
+
+
+def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
+        started, code = time.perf_counter(), "OK"
+        headers_sent = False
+        try:
+            async for response in inner(await call.prepare(raw, context), context):
+                # Headers go with the first event, not before: an error before it must still be
+                # able to become a plain HTTP error status through Envoy.
+                if not headers_sent:
+                    await context.send_initial_metadata((("x-request-id", call.request_id),))
+                    headers_sent = True
+                yield response
+        except grpc.aio.AbortError:
+            code = str(context.code())
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled by the client or the server's shutdown
+                code = "CANCELLED"
+                raise
+            code = getattr(exc, "code_name", "INTERNAL")
+            await _abort(context, exc, call.request_id, call.method)
+        finally:
+            call.log(started, code)
+
+    return stream
+
+
 class RequestInterceptor(_ServerInterceptor):
-    """Outermost interceptor: assign a request id, parse, map errors, log one line per call."""
+    """The one interceptor of ``parley.v1`` calls: assign a request id, parse the request,
+    authenticate (``auth``), map errors, log one line per call."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
 
     async def intercept_service(
         self,
@@ -107,66 +186,18 @@ class RequestInterceptor(_ServerInterceptor):
         if handler is None or not method.startswith("/parley.v1."):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        request_id = str(metadata.get("x-request-id") or new_id())[:128]
-        deserialize = handler.request_deserializer
-
-        def done(started: float, code: str) -> None:
-            principal = principal_var.get()
-            log.info(
-                "%s %s %.1fms request_id=%s user=%s",
-                method,
-                code,
-                (time.perf_counter() - started) * 1e3,
-                request_id,
-                principal.user_id if principal else "-",
-            )
-
+        call = _Call(
+            method,
+            str(metadata.get("x-request-id") or new_id())[:128],
+            handler.request_deserializer,
+            self._auth if self._auth.needed(method) else None,
+        )
         if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
-
-            async def unary(raw: Any, context: Any) -> Any:
-                started, code = time.perf_counter(), "OK"
-                request_id_var.set(request_id)
-                try:
-                    await context.send_initial_metadata((("x-request-id", request_id),))
-                    return await inner_unary(_parse(deserialize, raw), context)
-                except grpc.aio.AbortError:
-                    code = str(context.code())
-                    raise
-                except Exception as exc:
-                    code = getattr(exc, "code_name", "INTERNAL")
-                    await _abort(context, exc, request_id, method)
-                finally:
-                    done(started, code)
-
-            return grpc.unary_unary_rpc_method_handler(unary, None, handler.response_serializer)
-
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(call, handler.unary_unary), None, handler.response_serializer
+            )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
-                started, code = time.perf_counter(), "OK"
-                headers_sent = False
-                request_id_var.set(request_id)
-                try:
-                    async for response in inner_stream(_parse(deserialize, raw), context):
-                        # Headers go with the first event, not before: an error before it must
-                        # still be able to become a plain HTTP error status through Envoy.
-                        if not headers_sent:
-                            await context.send_initial_metadata((("x-request-id", request_id),))
-                            headers_sent = True
-                        yield response
-                except grpc.aio.AbortError:
-                    code = str(context.code())
-                    raise
-                except BaseException as exc:
-                    if not isinstance(exc, Exception):  # cancelled by the client or the server's shutdown
-                        code = "CANCELLED"
-                        raise
-                    code = getattr(exc, "code_name", "INTERNAL")
-                    await _abort(context, exc, request_id, method)
-                finally:
-                    done(started, code)
-
-            return grpc.unary_stream_rpc_method_handler(stream, None, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(
+                _stream(call, handler.unary_stream), None, handler.response_serializer
+            )
         return handler

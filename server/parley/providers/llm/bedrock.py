@@ -50,6 +50,7 @@ from parley.providers.llm.base import (
     UsageEvent,
 )
 from parley.providers.llm.hosted import context_window_for, estimate_tokens
+from parley.providers.llm.threads import ThreadFeed
 
 __all__ = ["STOP_REASONS", "BedrockProvider", "converse_arguments", "map_bedrock_error"]
 
@@ -233,24 +234,17 @@ class BedrockProvider:
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream a reply; raises what :func:`map_bedrock_error` gives, or ``Unavailable``
         (PROVIDER_UNAVAILABLE) for a stream that ends without ``messageStop``."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
+        feed = ThreadFeed()
         opened: list[Any] = []  # the botocore EventStream, once the call has answered
-
-        def put(kind: str, item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us (process exit)
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
-
-        loop.run_in_executor(
-            self._executor, self._read_blocking, converse_arguments(request), cancel, opened, put
+        asyncio.get_running_loop().run_in_executor(
+            self._executor, self._read_blocking, converse_arguments(request), feed.cancel, opened, feed.put
         )
         usage: tuple[int, int] | None = None
         stop: StopReason | None = None
         chunks = 0
         try:
             while True:
-                kind, item = await queue.get()
+                kind, item = await feed.get()
                 if kind == "error":
                     raise map_bedrock_error(item, provider=self.name) from item
                 if kind == "end":
@@ -266,7 +260,7 @@ class BedrockProvider:
                     counts = item["metadata"].get("usage", {})
                     usage = (int(counts.get("inputTokens", 0)), int(counts.get("outputTokens", 0)))
         finally:
-            cancel.set()
+            feed.cancel.set()
             for events in opened:  # stop reading now rather than at the next event
                 with contextlib.suppress(Exception):
                     events.close()

@@ -34,6 +34,7 @@ from parley.providers.llm.base import (
     TextDeltaEvent,
     UsageEvent,
 )
+from parley.providers.llm.threads import ThreadFeed
 
 __all__ = ["LocalLlamaProvider", "default_model_path"]
 
@@ -129,26 +130,22 @@ class LocalLlamaProvider:
         tokens, stops = self._prompt(request.turns)
         max_new = min(request.max_output_tokens, self._n_ctx - len(tokens))
         temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def put(kind: str, item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us (process exit)
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+        feed = ThreadFeed()
 
         def work() -> None:
             try:
-                generated, reason = self._generate_blocking(tokens, stops, max_new, temperature, cancel, put)
-                put("done", (generated, reason))
+                generated, reason = self._generate_blocking(
+                    tokens, stops, max_new, temperature, feed.cancel, feed.put
+                )
+                feed.put("done", (generated, reason))
             except BaseException as exc:  # delivered to the event loop, re-raised there
-                put("error", exc)
+                feed.put("error", exc)
 
         async with self._lock:
-            future = loop.run_in_executor(self._executor, work)
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work)
             try:
                 while True:
-                    kind, item = await queue.get()
+                    kind, item = await feed.get()
                     if kind == "delta":
                         yield TextDeltaEvent(item)
                     elif kind == "done":
@@ -163,7 +160,7 @@ class LocalLlamaProvider:
                             metadata={"provider": self.name},
                         ) from item
             finally:
-                cancel.set()
+                feed.cancel.set()
                 # Hold the lock until the worker has left llama.cpp: one generation at a time.
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(future)

@@ -47,32 +47,19 @@ class OpenAISpeechToText:
     """Transcribe through an OpenAI-compatible ``audio.transcriptions`` endpoint.
 
     Args:
-        api_key: the provider's key.
-        base_url: e.g. ``https://api.openai.com/v1`` (the SDK default when None) or a compatible
-            server's URL.
+        client: the ``AsyncOpenAI`` client (key, base URL, timeout and retries are its own;
+            ``parley.providers.openai_client`` builds the one the server shares).
         model: ``"gpt-4o-mini-transcribe"``, ``"gpt-4o-transcribe"`` or ``"whisper-1"``. Only
             ``whisper-1`` reports the detected language (``verbose_json``); with the others the
             language is the hint, or ``""`` without one.
-        timeout_s: per-request timeout, seconds.
-        max_retries: the SDK's retries on connection errors, 429 and 5xx (with backoff).
-        client: an existing ``AsyncOpenAI`` (then ``api_key``/``base_url`` are ignored and
-            :meth:`aclose` leaves it open).
+        owns_client: whether :meth:`aclose` closes ``client``.
     """
 
     def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        model: str = "gpt-4o-mini-transcribe",
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        client: AsyncOpenAI | None = None,
+        self, client: AsyncOpenAI, *, model: str = "gpt-4o-mini-transcribe", owns_client: bool = False
     ) -> None:
-        self._owns_client = client is None
-        self._client = client or AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
-        )
+        self._client = client
+        self._owns_client = owns_client
         self._model = model
 
     async def transcribe(self, audio: DecodedAudio, *, language: str | None) -> Transcription:

@@ -23,32 +23,23 @@ class OpenAITextToSpeech:
     """Synthesize with an OpenAI-compatible ``audio.speech`` endpoint.
 
     Args:
-        api_key: the provider's key.
-        base_url: the SDK default (OpenAI) when None, or a compatible server's URL.
+        client: the ``AsyncOpenAI`` client (key, base URL, timeout and retries are its own).
         model: e.g. ``"gpt-4o-mini-tts"`` or ``"tts-1"``.
         default_voice: used when a call passes no voice (OpenAI voices: alloy, ash, ballad, coral,
             echo, fable, nova, onyx, sage, shimmer, verse).
-        timeout_s: per-request timeout, seconds.
-        max_retries: the SDK's retries on connection errors, 429 and 5xx.
-        client: an existing ``AsyncOpenAI`` (then ``api_key``/``base_url`` are ignored and
-            :meth:`aclose` leaves it open).
+        owns_client: whether :meth:`aclose` closes ``client``.
     """
 
     def __init__(
         self,
+        client: AsyncOpenAI,
         *,
-        api_key: str,
-        base_url: str | None = None,
         model: str = "gpt-4o-mini-tts",
         default_voice: str = "alloy",
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        client: AsyncOpenAI | None = None,
+        owns_client: bool = False,
     ) -> None:
-        self._owns_client = client is None
-        self._client = client or AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
-        )
+        self._client = client
+        self._owns_client = owns_client
         self._model = model
         self._default_voice = default_voice
 
