@@ -71,6 +71,19 @@ class Tokens:
     refresh_expires_in: int = 0
     token_type: str = "Bearer"
 
+    @classmethod
+    def of(
+        cls, reply: auth_service_pb2.CreateTokenResponse | auth_service_pb2.RefreshTokenResponse
+    ) -> Tokens:
+        """The pair of a ``CreateToken`` or ``RefreshToken`` response."""
+        return cls(
+            reply.access_token,
+            reply.refresh_token,
+            reply.expires_in,
+            reply.refresh_expires_in,
+            reply.token_type or "Bearer",
+        )
+
 
 def channel_for(target: str, *, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
     """An asyncio channel for ``target``.
@@ -196,15 +209,7 @@ class ParleyClient:
         """
         request = auth_service_pb2.CreateTokenRequest(username=username, password=password)
         reply = await self._unary(self._s.auth.CreateToken, request, auth=False)
-        return self._set_tokens(
-            Tokens(
-                reply.access_token,
-                reply.refresh_token,
-                reply.expires_in,
-                reply.refresh_expires_in,
-                reply.token_type or "Bearer",
-            )
-        )
+        return self._set_tokens(Tokens.of(reply))
 
     async def refresh(self) -> Tokens:
         """Exchange the refresh token for a new pair (``RefreshToken``) and use it.
@@ -220,15 +225,7 @@ class ParleyClient:
             raise _not_logged_in()
         request = auth_service_pb2.RefreshTokenRequest(refresh_token=self._tokens.refresh_token)
         reply = await self._unary(self._s.auth.RefreshToken, request, auth=False)
-        return self._set_tokens(
-            Tokens(
-                reply.access_token,
-                reply.refresh_token,
-                reply.expires_in,
-                reply.refresh_expires_in,
-                reply.token_type or "Bearer",
-            )
-        )
+        return self._set_tokens(Tokens.of(reply))
 
     async def logout(self) -> None:
         """Revoke the login (``RevokeToken``: its refresh token and every access token issued from
@@ -294,15 +291,9 @@ class ParleyClient:
 
     async def list_agents(self, *, page_size: int = 0) -> AsyncIterator[agent_service_pb2.Agent]:
         """The user's agents, oldest first, fetching pages of ``page_size`` (0: the server's 50)."""
-        token = ""
-        while True:
-            request = agent_service_pb2.ListAgentsRequest(page_size=page_size, page_token=token)
-            page = await self._unary(self._s.agents.ListAgents, request)
-            for agent in page.agents:
-                yield agent
-            token = page.next_page_token
-            if not token:
-                return
+        request = agent_service_pb2.ListAgentsRequest(page_size=page_size)
+        async for agent in self._pages(self._s.agents.ListAgents, request, "agents"):
+            yield agent
 
     async def update_agent(
         self,
@@ -363,17 +354,9 @@ class ParleyClient:
         self, *, agent: str = "", page_size: int = 0
     ) -> AsyncIterator[session_service_pb2.Session]:
         """The user's sessions, newest first (only those with ``agent`` if given)."""
-        token = ""
-        while True:
-            request = session_service_pb2.ListSessionsRequest(
-                page_size=page_size, page_token=token, agent=agent
-            )
-            page = await self._unary(self._s.sessions.ListSessions, request)
-            for session in page.sessions:
-                yield session
-            token = page.next_page_token
-            if not token:
-                return
+        request = session_service_pb2.ListSessionsRequest(page_size=page_size, agent=agent)
+        async for session in self._pages(self._s.sessions.ListSessions, request, "sessions"):
+            yield session
 
     async def update_session(self, name: str, *, title: str) -> session_service_pb2.Session:
         """Change a session's title (``UpdateSession``)."""
@@ -472,17 +455,9 @@ class ParleyClient:
         self, session: str, *, branch: str = "", page_size: int = 0
     ) -> AsyncIterator[chat_service_pb2.Message]:
         """The conversation on the active branch (or ``branch``), oldest first."""
-        token = ""
-        while True:
-            request = chat_service_pb2.ListMessagesRequest(
-                parent=session, page_size=page_size, page_token=token, branch=branch
-            )
-            page = await self._unary(self._s.chat.ListMessages, request)
-            for message in page.messages:
-                yield message
-            token = page.next_page_token
-            if not token:
-                return
+        request = chat_service_pb2.ListMessagesRequest(parent=session, page_size=page_size, branch=branch)
+        async for message in self._pages(self._s.chat.ListMessages, request, "messages"):
+            yield message
 
     async def get_message(self, name: str) -> chat_service_pb2.Message:
         """One message, by name ``sessions/{session}/messages/{message}``."""
@@ -521,17 +496,9 @@ class ParleyClient:
         self, session: str, *, page_size: int = 0
     ) -> AsyncIterator[branch_service_pb2.Branch]:
         """The session's branches, oldest first."""
-        token = ""
-        while True:
-            request = branch_service_pb2.ListBranchesRequest(
-                parent=session, page_size=page_size, page_token=token
-            )
-            page = await self._unary(self._s.branches.ListBranches, request)
-            for branch in page.branches:
-                yield branch
-            token = page.next_page_token
-            if not token:
-                return
+        request = branch_service_pb2.ListBranchesRequest(parent=session, page_size=page_size)
+        async for branch in self._pages(self._s.branches.ListBranches, request, "branches"):
+            yield branch
 
     async def get_branch(self, name: str) -> branch_service_pb2.Branch:
         """One branch, by name ``sessions/{session}/branches/{branch}``."""
@@ -602,6 +569,17 @@ class ParleyClient:
                     continue
                 raise error from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _pages(self, method: Callable[..., Any], request: Any, field: str) -> AsyncIterator[Any]:
+        """Every item of a List method (AIP-158): ``request`` with each ``page_token`` in turn,
+        the repeated ``field`` of each page, until ``next_page_token`` is empty."""
+        while True:
+            page = await self._unary(method, request)
+            for item in getattr(page, field):
+                yield item
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
 
     async def _stream(
         self,
