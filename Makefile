@@ -1,7 +1,8 @@
 # Parley — the two commands a fresh machine needs:
 #   make run    set everything up, then serve gRPC on :50051 and REST/JSON (Envoy) on :8080
-#   make test   set everything up, then lint, check generated code, and run the whole suite in
-#               three configurations (SQLite; PostgreSQL; PostgreSQL + MongoDB-wire content)
+#   make test   set everything up, then lint, check generated code, run the fast in-process
+#               tests, and the whole suite in three configurations (SQLite; PostgreSQL;
+#               PostgreSQL + MongoDB-wire content)
 # Everything else here is a step of those two.
 
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: run run-grpc test setup setup-dev generate check-generated lint typecheck pytest \
+.PHONY: run run-grpc test test-fast setup setup-dev generate check-generated lint typecheck pytest \
 	pytest-sqlite pytest-postgres pytest-postgres-mongo bench clean
 
 run: setup
@@ -20,7 +21,13 @@ run: setup
 run-grpc: setup
 	$(PY) -m parley
 
-test: setup-dev lint check-generated typecheck pytest
+test: setup-dev lint check-generated typecheck test-fast pytest
+
+# In-process tests of the domain (chat engine, runs) with a scripted provider, and of the
+# repository's own rules (exported names, the README's settings table): seconds, no servers.
+FAST_TESTS := tests/domain tests/test_exported_members.py tests/test_settings_table.py tests/test_reasons_table.py
+test-fast: setup
+	$(PY) -m pytest -q $(FAST_TESTS)
 
 # What `make run` needs: system packages, the Python environment, the API docs assets.
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/docs
@@ -87,13 +94,14 @@ typecheck: setup
 pytest: pytest-sqlite pytest-postgres pytest-postgres-mongo
 
 pytest-sqlite: setup-dev
-	$(PY) -m pytest
+	$(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
 
+# The fast tests use their own SQLite files whatever the configuration: once (above) is enough.
 pytest-postgres: setup-dev
-	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest
+	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
 
 pytest-postgres-mongo: setup-dev
-	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest
+	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
 
 # Parley's overhead next to the bare upstream and LiteLLM (about 7 minutes; results in
 # bench/results/). Waits for the machine to be idle first.

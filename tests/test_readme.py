@@ -27,7 +27,10 @@ def test_readme_walkthroughs(server: ServerProcess, tmp_path: Path) -> None:
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     # A fresh username per run: the suite's database is shared by all tests.
-    blocks = [_block(name) for name in ("walkthrough", "walkthrough-branches", "walkthrough-voice")]
+    blocks = [
+        _block(name)
+        for name in ("walkthrough", "walkthrough-branches", "walkthrough-voice", "walkthrough-runs")
+    ]
     script = "".join(blocks).replace('"ada"', f'"ada{os.getpid()}"')
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -56,3 +59,12 @@ def test_readme_walkthroughs(server: ServerProcess, tmp_path: Path) -> None:
         with av.open(str(tmp_path / name)) as container:
             assert container.format.name == fmt
             assert sum(f.samples for f in container.decode(audio=0)) > 0
+    # The runs block: left after event N, cancelled, then resumed at exactly N + 1.
+    left = re.search(r"left sessions/\S+/messages/\S+ after event (\d+)", out)
+    assert left, out
+    seen = int(left.group(1))
+    assert seen >= 1
+    assert re.search(r"^STATUS_(INCOMPLETE STOP_REASON_CANCELLED|COMPLETE STOP_REASON_\w+)$", out, re.M)
+    resumed = [line for line in out.splitlines() if line.startswith('{"n":')]
+    assert resumed and resumed[0].startswith(f'{{"n":"{seen + 1}"')
+    assert resumed[-1].endswith('"event":"message_completed"}')

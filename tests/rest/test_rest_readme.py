@@ -20,10 +20,18 @@ BLOCK = re.compile(
 )
 
 
+RUNS_BLOCK = re.compile(
+    r"<!-- rest-walkthrough-runs:start -->\s*```bash\n(.*?)```\s*<!-- rest-walkthrough-runs:end -->", re.S
+)
+#: Printed between the two blocks, to tell their output apart.
+SEPARATOR = "=== runs ==="
+
+
 def _walkthrough() -> str:
-    match = BLOCK.search((ROOT / "README.md").read_text())
-    assert match, "no rest-walkthrough block in README.md"
-    return match.group(1)
+    text = (ROOT / "README.md").read_text()
+    match, runs = BLOCK.search(text), RUNS_BLOCK.search(text)
+    assert match and runs, "no rest-walkthrough(-runs) block in README.md"
+    return f"{match.group(1)}echo '{SEPARATOR}'\n{runs.group(1)}"
 
 
 def test_curl_walkthrough_runs(
@@ -43,11 +51,12 @@ def test_curl_walkthrough_runs(
             text=True,
             timeout=300,
             check=False,
+            cwd=data,
         )
     finally:
         proxy.stop()
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    out, runs = result.stdout.split(SEPARATOR)
     assert "healthz: 200" in out
     assert "/v1/sessions/{session}:sendMessage" in out
     events = [line for line in out.splitlines() if line.startswith("data: ")]
@@ -56,3 +65,7 @@ def test_curl_walkthrough_runs(
     assert "ROLE_USER: And for a dog?" in out
     assert out.count("ROLE_ASSISTANT: ") == 2
     assert '"code":16' in out and out.rstrip().endswith("HTTP 401")
+    # The runs block: the resumed stream's first ids are 2, 3, 4; the cancel answers a status.
+    lines = runs.strip().splitlines()
+    assert lines[:3] == ["id: 2", "id: 3", "id: 4"], runs
+    assert lines[-1] in ("STATUS_INCOMPLETE", "STATUS_COMPLETE"), runs

@@ -1,7 +1,7 @@
 """Split text that arrives in pieces (LLM deltas) into sentences, as soon as each is complete.
 
 This is what makes a voice reply start playing while the model is still writing: every complete
-sentence is synthesized and encoded on its own (DESIGN.md, "Streams": audio chunks interleaved
+sentence is synthesized and encoded on its own (docs/design.md, "Streams": audio chunks interleaved
 with deltas, sentence by sentence).
 """
 

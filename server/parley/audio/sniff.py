@@ -19,7 +19,7 @@ __all__ = ["ACCEPTED_AUDIO_TYPES", "AudioType", "sniff"]
 
 
 class AudioType(StrEnum):
-    """The audio containers Parley accepts (API.md, ``SendVoiceMessage``)."""
+    """The audio containers Parley accepts (docs/api.md, ``SendVoiceMessage``)."""
 
     WAV = "wav"
     MP3 = "mp3"
@@ -54,7 +54,7 @@ _MIME_TO_TYPE: Mapping[str, AudioType] = MappingProxyType(
     }
 )
 
-#: What the error message offers instead, in API.md's order.
+#: What the error message offers instead, in the order of docs/api.md.
 ACCEPTED_AUDIO_TYPES: tuple[AudioType, ...] = tuple(AudioType)
 
 

@@ -27,7 +27,7 @@ def build_context(
 ) -> tuple[list[ChatTurn], int]:
     """Choose the prompt for a reply to ``history[-1]`` (the new user message).
 
-    The budget is the model's context window minus ``max_output_tokens`` (DESIGN.md,
+    The budget is the model's context window minus ``max_output_tokens`` (docs/design.md,
     "Conversation model"). The instructions and the newest message always go in; older
     messages are added newest-first while the whole prompt, counted with the provider's
     tokenizer, fits. Failed replies (no text) are skipped. Returns the turns (oldest first)

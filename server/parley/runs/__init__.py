@@ -7,3 +7,6 @@
 - ``sweep``: this process's lease on its runs, and the sweep of runs left by dead processes;
 - ``replay``: a finished reply's stream rebuilt from the stored message.
 """
+
+#: Nothing is re-exported here: import from the submodules.
+__all__: list[str] = []
