@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Literal
 
 import pytest
-from parley.config import DEFAULT_JWT_SECRET, Settings
+from parley.config import Settings
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -76,7 +76,8 @@ def test_one_row_per_field_and_no_secret_shown() -> None:
     assert len(rows) == len(Settings.model_fields)
     for row, name in zip(rows, Settings.model_fields, strict=True):
         assert row.startswith(f"| `PARLEY_{name.upper()}` |")
-    assert DEFAULT_JWT_SECRET not in table
+    # No key is built in: unset, each install generates its own ({data_dir}/jwt-secret).
+    assert "| `PARLEY_JWT_SECRET` | (none) |" in table
 
 
 def test_rendering_of_each_kind_of_field() -> None:

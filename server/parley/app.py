@@ -41,6 +41,7 @@ from parley.api.interceptors import RequestInterceptor
 from parley.api.sessions import SessionServicer
 from parley.auth.interceptor import Authenticator
 from parley.auth.passwords import Passwords
+from parley.auth.secret import install_secret
 from parley.auth.tokens import Tokens
 from parley.config import Settings
 from parley.domain.accounts import Accounts
@@ -193,7 +194,15 @@ async def build_application(settings: Settings) -> Application:
         resources.push_async_callback(tts.aclose)
 
         accounts = Accounts(
-            users, Passwords(), Tokens(settings), allow_registration=settings.allow_registration
+            users,
+            Passwords(),
+            Tokens(
+                settings,
+                settings.jwt_secret.get_secret_value()
+                if settings.jwt_secret is not None
+                else await asyncio.to_thread(install_secret, settings.data_dir),
+            ),
+            allow_registration=settings.allow_registration,
         )
         chat = ChatEngine(
             session_store,

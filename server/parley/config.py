@@ -16,11 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_JWT_SECRET", "OpenAICompatibleEndpoint", "Settings"]
-
-#: Development-only signing key. ``environment=production`` refuses to start with it.
-DEFAULT_JWT_SECRET = "parley-development-secret-change-me-0123456789abcdef0123456789abcdef"
-
+__all__ = ["OpenAICompatibleEndpoint", "Settings"]
 
 #: Names of the built-in model providers; ``PARLEY_OPENAI_COMPATIBLE`` adds more.
 BUILTIN_PROVIDERS = ("local", "openai", "bedrock")
@@ -41,7 +37,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = Field(
         default="development",
-        description="`production` refuses unsafe settings (a missing or weak JWT secret).",
+        description="`production` refuses unsafe settings (a missing or weak PARLEY_JWT_SECRET).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     data_dir: Path = Field(default=Path("data"), description="Where the embedded parts keep files.")
@@ -68,8 +64,11 @@ class Settings(BaseSettings):
     )
 
     # --- auth ----------------------------------------------------------------------------------
-    jwt_secret: SecretStr = Field(
-        default=SecretStr(DEFAULT_JWT_SECRET), description="HMAC key that signs and verifies tokens."
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that signs and verifies tokens; unset: a random 64-byte key generated on "
+        "first start and kept in {data_dir}/jwt-secret (mode 0600), so tokens survive restarts. "
+        "Required in production.",
     )
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
         default="HS256", description="HMAC algorithm of the tokens; the only one accepted."
@@ -257,16 +256,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Settings:
-        secret = self.jwt_secret.get_secret_value()
         # RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output.
         min_bytes = {"HS256": 32, "HS384": 48, "HS512": 64}[self.jwt_algorithm]
-        if len(secret.encode()) < min_bytes:
+        if self.jwt_secret is None:
+            # Unset: the install secret in {data_dir}/jwt-secret (parley.auth.secret), 64 bytes.
+            # Production wants a key the operator chose and keeps (one for every replica).
+            if self.environment == "production":
+                raise ValueError(
+                    "PARLEY_JWT_SECRET must be set in production: a random value of at least "
+                    f"{min_bytes} bytes for {self.jwt_algorithm}, the same on every replica "
+                    "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(64))'`)"
+                )
+            return self
+        if len(self.jwt_secret.get_secret_value().encode()) < min_bytes:
             raise ValueError(f"PARLEY_JWT_SECRET must be at least {min_bytes} bytes for {self.jwt_algorithm}")
-        if self.environment == "production" and secret == DEFAULT_JWT_SECRET:
-            raise ValueError(
-                "PARLEY_JWT_SECRET must be set to a random value in production "
-                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
-            )
         return self
 
     @property

@@ -41,10 +41,15 @@ class TokenClaims:
 
 
 class Tokens:
-    """Issues and verifies Parley JWTs."""
+    """Issues and verifies Parley JWTs.
 
-    def __init__(self, settings: Settings) -> None:
-        self._key = settings.jwt_secret.get_secret_value()
+    ``key`` is the HMAC key: ``PARLEY_JWT_SECRET`` when set, else the install secret
+    (``parley.auth.secret.install_secret``). Algorithm, issuer, audience and lifetimes come from
+    ``settings``.
+    """
+
+    def __init__(self, settings: Settings, key: str) -> None:
+        self._key = key
         self._alg = settings.jwt_algorithm
         self._iss = settings.jwt_issuer
         self._aud = settings.jwt_audience
