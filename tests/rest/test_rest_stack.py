@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from parley.config import Settings
 
 from tests.conftest import TEST_JWT_SECRET
+from tests.support.envoy import render_module
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,17 @@ def test_envoy_config_validates() -> None:
     assert "envoy config (compose profile) is valid" in result.stdout
 
 
+def test_make_run_listens_on_loopback_only_by_default() -> None:
+    """`make run` binds gRPC and REST to 127.0.0.1 unless PARLEY_GRPC_LISTEN / PARLEY_REST_LISTEN say
+    otherwise; the container profile of Envoy listens on every interface, as containers need."""
+    assert Settings.model_fields["grpc_listen"].default == "127.0.0.1:50051"
+    assert Settings.model_fields["rest_listen"].default == "127.0.0.1:8080"
+    profiles = render_module().PROFILES
+    assert profiles["local"].listen_address == "127.0.0.1"
+    assert profiles["local"].admin_address == profiles["compose"].admin_address == "127.0.0.1"
+    assert profiles["compose"].listen_address == "0.0.0.0"
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -48,8 +61,6 @@ class _Stack:
             [
                 sys.executable,
                 str(ROOT / "scripts" / "run_stack.py"),
-                "--rest-listen",
-                f"127.0.0.1:{self.rest_port}",
                 "--admin",
                 f"127.0.0.1:{free_port()}",
             ],
@@ -57,6 +68,7 @@ class _Stack:
             env={
                 **os.environ,
                 "PARLEY_GRPC_LISTEN": f"127.0.0.1:{self.grpc_port}",
+                "PARLEY_REST_LISTEN": f"127.0.0.1:{self.rest_port}",  # as an operator sets it
                 "PARLEY_DATA_DIR": str(tmp / "data"),
                 "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'data' / 'parley.db'}",
                 "PARLEY_JWT_SECRET": TEST_JWT_SECRET,
@@ -118,7 +130,7 @@ def test_run_stack_serves_rest_and_stops_cleanly(stack: _Stack, sig: signal.Sign
     stack.process.send_signal(sig)
     assert stack.process.wait(60) == 0, stack.log()
     _assert_gone(children, stack.rest_port)
-    assert "run_stack: gRPC on" in stack.log()
+    assert f"run_stack: gRPC on 127.0.0.1:{stack.grpc_port}, REST on {stack.base_url}" in stack.log()
 
 
 def test_run_stack_exits_when_a_process_dies(stack: _Stack) -> None:
