@@ -2,7 +2,9 @@
 
 Server errors carry the server's details (ErrorInfo with an UPPER_SNAKE reason in domain
 ``parley.dev``, BadRequest, RequestInfo); errors Envoy produces itself (unknown path, body too
-large, upstream down, malformed JSON) have the same shape with an empty ``details`` list.
+large, upstream down, malformed JSON, timeouts) have the same shape: an ErrorInfo with a reason of
+``enum ErrorReason`` and a RequestInfo with Envoy's request id. A 401 carries the bearer challenge
+of RFC 6750 section 3 (``WWW-Authenticate``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ from tests.support.client import UserClient
 from tests.support.envoy import EnvoyProcess, render_module
 
 MAX_REQUEST_BYTES: int = render_module().MAX_REQUEST_BYTES
+
+
+#: RFC 6750 section 3: the challenge of every 401, and of a 401 to a request that sent a token.
+CHALLENGE = 'Bearer realm="parley"'
+INVALID_TOKEN_CHALLENGE = 'Bearer realm="parley", error="invalid_token"'
+
+
+def assert_envoy_status(response: httpx.Response, http_status: int, grpc_code: int, reason: str) -> None:
+    """An error Envoy produced itself: the server's JSON status shape, with ErrorInfo ``reason``
+    and a RequestInfo holding the response's ``x-request-id``."""
+    body = assert_status(response, http_status, grpc_code, reason)
+    infos = [d for d in body["details"] if d["@type"] == "type.googleapis.com/google.rpc.RequestInfo"]
+    assert infos and infos[0]["requestId"] == response.headers["x-request-id"], body
 
 
 def _agents(user: RestUser) -> list[dict[str, Any]]:
@@ -59,11 +74,15 @@ def test_request_id_of_an_error_is_the_envoy_request_id(rest_alice: RestUser) ->
 def test_malformed_json_and_unknown_fields_are_400(rest_alice: RestUser) -> None:
     agent = rest_alice.create_agent()
     c = rest_alice.client
-    for content in (b'{"displayName": ', b"[1, 2]", b'{"displayName": 5}', b'{"noSuchField": 1}'):
+    for content in (b'{"displayName": ', b"[1, 2]", b'{"displayName": 5}'):  # refused by Envoy
         response = c.post("/v1/agents", content=content, headers={"content-type": "application/json"})
-        assert_status(response, 400, 3)
+        assert_envoy_status(response, 400, 3, "MALFORMED_REQUEST")
+    unknown_field = c.post(
+        "/v1/agents", content=b'{"noSuchField": 1}', headers={"content-type": "application/json"}
+    )
+    assert_status(unknown_field, 400, 3)
     unknown_query = c.get("/v1/agents", params={"noSuchParam": "1"})
-    assert_status(unknown_query, 400, 3)
+    assert_envoy_status(unknown_query, 400, 3, "MALFORMED_REQUEST")
     bad_name = c.get("/v1/agents/not-a-uuid")
     assert_status(bad_name, 400, 3, "INVALID_RESOURCE_NAME")
     assert [a["name"] for a in _agents(rest_alice)] == [agent["name"]]
@@ -76,24 +95,39 @@ def test_missing_or_bad_token_is_401(http: httpx.Client, rest_alice: RestUser, a
     agent = rest_alice.create_agent()
     session = rest_alice.create_session(agent["name"])["name"]
 
-    assert_status(http.get("/v1/agents"), 401, 16, "MISSING_TOKEN")
-    assert_status(http.post("/v1/agents", json={"displayName": "x"}), 401, 16, "MISSING_TOKEN")
-    # Streaming RPCs refuse before the first event, so it is an HTTP status too.
-    no_token = http.post(f"/v1/{session}:sendMessage", json={"text": "hi"})
-    assert_status(no_token, 401, 16, "MISSING_TOKEN")
+    # No token: the challenge without an error code (RFC 6750 section 3.1).
+    no_tokens = [
+        http.get("/v1/agents"),
+        http.post("/v1/agents", json={"displayName": "x"}),
+        # Streaming RPCs refuse before the first event, so it is an HTTP status too.
+        http.post(f"/v1/{session}:sendMessage", json={"text": "hi"}),
+    ]
+    for response in no_tokens:
+        assert_status(response, 401, 16, "MISSING_TOKEN")
+        assert response.headers["www-authenticate"] == CHALLENGE
 
-    garbage = http.get("/v1/agents", headers={"Authorization": "Bearer not-a-jwt"})
-    assert_status(garbage, 401, 16)
-    wrong_scheme = http.get("/v1/agents", headers={"Authorization": f"Basic {alice.access_token}"})
-    assert_status(wrong_scheme, 401, 16, "INVALID_TOKEN")
     claims = jwt.decode(alice.access_token, options={"verify_signature": False})
     expired = jwt.encode(
         {**claims, "iat": claims["iat"] - 7200, "exp": claims["iat"] - 3600}, TEST_JWT_SECRET
     )
-    assert_status(http.get("/v1/agents", headers={"Authorization": f"Bearer {expired}"}), 401, 16)
-    forged = jwt.encode(claims, "another-secret-another-secret-another-secret-0123")
-    assert_status(http.get("/v1/agents", headers={"Authorization": f"Bearer {forged}"}), 401, 16)
-    assert_status(http.delete(f"/v1/{agent['name']}", headers={"Authorization": f"Bearer {forged}"}), 401, 16)
+    forged = {"Authorization": f"Bearer {jwt.encode(claims, 'another-secret-another-secret-another-0123')}"}
+    bad_tokens = [
+        (http.get("/v1/agents", headers={"Authorization": "Bearer not-a-jwt"}), "INVALID_TOKEN"),
+        (http.get("/v1/agents", headers={"Authorization": f"Basic {alice.access_token}"}), "INVALID_TOKEN"),
+        (http.get("/v1/agents", headers={"Authorization": f"Bearer {expired}"}), "TOKEN_EXPIRED"),
+        (http.get("/v1/agents", headers=forged), "INVALID_TOKEN"),
+        (http.delete(f"/v1/{agent['name']}", headers=forged), "INVALID_TOKEN"),
+        (http.post(f"/v1/{session}:sendMessage", json={"text": "hi"}, headers=forged), "INVALID_TOKEN"),
+    ]
+    for response, reason in bad_tokens:
+        assert_status(response, 401, 16, reason)
+        assert response.headers["www-authenticate"] == INVALID_TOKEN_CHALLENGE
+    # A wrong password is a 401 too: it gets the challenge, without an error (no token was sent).
+    refused = http.post("/v1/tokens", json={"username": alice.username, "password": "not the password"})
+    assert_status(refused, 401, 16, "INVALID_CREDENTIALS")
+    assert refused.headers["www-authenticate"] == CHALLENGE
+    # Only 401s carry it.
+    assert "www-authenticate" not in http.get("/v1/users/me", headers=bearer(alice)).headers
 
     # Intact: the owner still reads both, and nothing was added.
     assert [a["name"] for a in _agents(rest_alice)] == [agent["name"]]
@@ -159,7 +193,7 @@ def test_body_over_the_limit_is_413(rest_alice: RestUser) -> None:
     response = rest_alice.client.post(
         "/v1/agents", content=body, headers={"content-type": "application/json"}
     )
-    assert_status(response, 413, 8)
+    assert_envoy_status(response, 413, 8, "RESOURCE_EXHAUSTED")
 
     def chunks() -> Any:  # no Content-Length: the limit applies to the bytes as they arrive
         for i in range(0, len(body), 1 << 20):
@@ -168,7 +202,7 @@ def test_body_over_the_limit_is_413(rest_alice: RestUser) -> None:
     chunked = rest_alice.client.post(
         "/v1/agents", content=chunks(), headers={"content-type": "application/json"}
     )
-    assert_status(chunked, 413, 8)
+    assert_envoy_status(chunked, 413, 8, "RESOURCE_EXHAUSTED")
     assert _agents(rest_alice) == before
 
 
@@ -212,8 +246,7 @@ def test_unknown_paths_are_404(http: httpx.Client, alice: UserClient) -> None:
         ("GET", "/parley.v1.AgentService/ListAgents"),
     ]:
         response = http.request(method, path, headers=auth)
-        body = assert_status(response, 404, 5)
-        assert body["details"] == []
+        assert_envoy_status(response, 404, 5, "NOT_FOUND")
     # A gRPC client calling a service that is not transcoded gets UNIMPLEMENTED, not a hang.
     grpc = http.post(
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
@@ -226,9 +259,8 @@ def test_unknown_paths_are_404(http: httpx.Client, alice: UserClient) -> None:
 def test_dead_upstream_is_503(dead_upstream_envoy: EnvoyProcess) -> None:
     with httpx.Client(base_url=dead_upstream_envoy.base_url, timeout=30) as client:
         unary = client.post("/v1/tokens", json={"username": "nobody", "password": "correct horse battery"})
-        assert_status(unary, 503, 14)
+        assert_envoy_status(unary, 503, 14, "UNAVAILABLE")
         stream = client.post("/v1/sessions/x:sendMessage", json={"text": "hi"})
-        assert_status(stream, 503, 14)
+        assert_envoy_status(stream, 503, 14, "UNAVAILABLE")
         health = client.get("/healthz")
-        assert health.status_code == 503
-        assert health.json()["code"] == 14
+        assert_envoy_status(health, 503, 14, "UNAVAILABLE")

@@ -111,7 +111,8 @@ def test_slow_unary_call_times_out(stalling: tuple[_Stalling, EnvoyProcess]) -> 
         started = time.monotonic()
         response = client.get("/v1/agents/0190b3c4-0000-7000-8000-000000000000")
         elapsed = time.monotonic() - started
-    assert_status(response, 504, 4)
+    body = assert_status(response, 504, 4, "UNAVAILABLE")  # Envoy's own reply, in the server's shape
+    assert body["details"][1]["requestId"] == response.headers["x-request-id"]
     assert UNARY_S - 0.1 <= elapsed < UNARY_S + 5, elapsed
     assert servicer.cancelled.wait(5), "the upstream call was not cancelled"
 
