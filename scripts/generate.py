@@ -155,6 +155,7 @@ def generate_openapi(out: Path) -> None:
                 "openapi_naming_strategy=simple",
                 "expand_slashed_path_patterns=true",
                 "preserve_rpc_order=true",
+                "allow_delete_body=true",  # AuthService.DeleteUser takes the password in its body
                 f"openapi_configuration={OPENAPI_OPTIONS}",
             ]
         )

@@ -23,6 +23,136 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// What a user may do.
+type User_Role int32
+
+const (
+	// Not set.
+	User_ROLE_UNSPECIFIED User_Role = 0
+	// Owns agents and sessions.
+	User_ROLE_USER User_Role = 1
+	// Also runs the server: AdminService, other users' usage, any user's
+	// deletion. The first user of an empty database is an admin.
+	User_ROLE_ADMIN User_Role = 2
+)
+
+// Enum value maps for User_Role.
+var (
+	User_Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_USER",
+		2: "ROLE_ADMIN",
+	}
+	User_Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_USER":        1,
+		"ROLE_ADMIN":       2,
+	}
+)
+
+func (x User_Role) Enum() *User_Role {
+	p := new(User_Role)
+	*p = x
+	return p
+}
+
+func (x User_Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (User_Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_auth_service_proto_enumTypes[0].Descriptor()
+}
+
+func (User_Role) Type() protoreflect.EnumType {
+	return &file_parley_v1_auth_service_proto_enumTypes[0]
+}
+
+func (x User_Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use User_Role.Descriptor instead.
+func (User_Role) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{1, 0}
+}
+
+// What a user may spend per day (UTC) and at once. 0 means the server's
+// default (`PARLEY_QUOTA_*`, or AdminService.UpdateSettings), and a server
+// default of 0 means no limit. Negative values are INVALID_ARGUMENT.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Prompt tokens per day.
+	InputTokensPerDay int64 `protobuf:"varint,1,opt,name=input_tokens_per_day,json=inputTokensPerDay,proto3" json:"input_tokens_per_day,omitempty"`
+	// Generated tokens per day; a reply that reaches it stops with
+	// STOP_REASON_QUOTA_EXCEEDED.
+	OutputTokensPerDay int64 `protobuf:"varint,2,opt,name=output_tokens_per_day,json=outputTokensPerDay,proto3" json:"output_tokens_per_day,omitempty"`
+	// Seconds of audio per day: recordings sent plus speech generated.
+	AudioSecondsPerDay int64 `protobuf:"varint,3,opt,name=audio_seconds_per_day,json=audioSecondsPerDay,proto3" json:"audio_seconds_per_day,omitempty"`
+	// Replies generating at once.
+	MaxConcurrentReplies int32 `protobuf:"varint,4,opt,name=max_concurrent_replies,json=maxConcurrentReplies,proto3" json:"max_concurrent_replies,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_parley_v1_auth_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_auth_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Quota) GetInputTokensPerDay() int64 {
+	if x != nil {
+		return x.InputTokensPerDay
+	}
+	return 0
+}
+
+func (x *Quota) GetOutputTokensPerDay() int64 {
+	if x != nil {
+		return x.OutputTokensPerDay
+	}
+	return 0
+}
+
+func (x *Quota) GetAudioSecondsPerDay() int64 {
+	if x != nil {
+		return x.AudioSecondsPerDay
+	}
+	return 0
+}
+
+func (x *Quota) GetMaxConcurrentReplies() int32 {
+	if x != nil {
+		return x.MaxConcurrentReplies
+	}
+	return 0
+}
+
 // A person who owns agents and sessions.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -36,14 +166,20 @@ type User struct {
 	// When the user registered.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the user was last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The user's role; changed by an admin (AdminService.UpdateUser).
+	Role User_Role `protobuf:"varint,6,opt,name=role,proto3,enum=parley.v1.User_Role" json:"role,omitempty"`
+	// A disabled user cannot log in, and their tokens stop working at once.
+	Disabled bool `protobuf:"varint,7,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// The user's own limits (0: the server default); set by an admin.
+	Quota         *Quota `protobuf:"bytes,8,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[0]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +191,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[0]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +204,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{0}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *User) GetName() string {
@@ -106,6 +242,27 @@ func (x *User) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *User) GetRole() User_Role {
+	if x != nil {
+		return x.Role
+	}
+	return User_ROLE_UNSPECIFIED
+}
+
+func (x *User) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *User) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 // Request for AuthService.CreateUser.
 type CreateUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -122,7 +279,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[1]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -134,7 +291,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[1]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -147,7 +304,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{1}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateUserRequest) GetUsername() string {
@@ -182,7 +339,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[2]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +351,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[2]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +364,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{2}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateUserResponse) GetUser() *User {
@@ -230,7 +387,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[3]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +399,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[3]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +412,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTokenRequest) GetUsername() string {
@@ -291,7 +448,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[4]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +460,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[4]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +473,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTokenResponse) GetAccessToken() string {
@@ -365,7 +522,7 @@ type RefreshTokenRequest struct {
 
 func (x *RefreshTokenRequest) Reset() {
 	*x = RefreshTokenRequest{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[5]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +534,7 @@ func (x *RefreshTokenRequest) String() string {
 func (*RefreshTokenRequest) ProtoMessage() {}
 
 func (x *RefreshTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[5]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +547,7 @@ func (x *RefreshTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshTokenRequest.ProtoReflect.Descriptor instead.
 func (*RefreshTokenRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RefreshTokenRequest) GetRefreshToken() string {
@@ -419,7 +576,7 @@ type RefreshTokenResponse struct {
 
 func (x *RefreshTokenResponse) Reset() {
 	*x = RefreshTokenResponse{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[6]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +588,7 @@ func (x *RefreshTokenResponse) String() string {
 func (*RefreshTokenResponse) ProtoMessage() {}
 
 func (x *RefreshTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[6]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +601,7 @@ func (x *RefreshTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshTokenResponse.ProtoReflect.Descriptor instead.
 func (*RefreshTokenResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RefreshTokenResponse) GetAccessToken() string {
@@ -493,7 +650,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[7]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +662,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[7]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +675,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeTokenRequest) GetRefreshToken() string {
@@ -537,7 +694,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[8]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +706,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[8]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +719,99 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{9}
+}
+
+// Request for AuthService.DeleteUser.
+type DeleteUserRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `users/me`, or `users/{user}` (admins).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The caller's password, required to delete `users/me`.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserRequest) Reset() {
+	*x = DeleteUserRequest{}
+	mi := &file_parley_v1_auth_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserRequest) ProtoMessage() {}
+
+func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_auth_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteUserRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteUserRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// Response for AuthService.DeleteUser.
+type DeleteUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserResponse) Reset() {
+	*x = DeleteUserResponse{}
+	mi := &file_parley_v1_auth_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserResponse) ProtoMessage() {}
+
+func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_auth_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{11}
 }
 
 // Request for AuthService.GetCurrentToken.
@@ -574,7 +823,7 @@ type GetCurrentTokenRequest struct {
 
 func (x *GetCurrentTokenRequest) Reset() {
 	*x = GetCurrentTokenRequest{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[9]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +835,7 @@ func (x *GetCurrentTokenRequest) String() string {
 func (*GetCurrentTokenRequest) ProtoMessage() {}
 
 func (x *GetCurrentTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[9]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +848,7 @@ func (x *GetCurrentTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetCurrentTokenRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{12}
 }
 
 // Response for AuthService.GetCurrentToken.
@@ -623,7 +872,7 @@ type GetCurrentTokenResponse struct {
 
 func (x *GetCurrentTokenResponse) Reset() {
 	*x = GetCurrentTokenResponse{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[10]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +884,7 @@ func (x *GetCurrentTokenResponse) String() string {
 func (*GetCurrentTokenResponse) ProtoMessage() {}
 
 func (x *GetCurrentTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[10]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +897,7 @@ func (x *GetCurrentTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetCurrentTokenResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetCurrentTokenResponse) GetSubject() string {
@@ -702,7 +951,7 @@ type GetCurrentUserRequest struct {
 
 func (x *GetCurrentUserRequest) Reset() {
 	*x = GetCurrentUserRequest{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[11]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +963,7 @@ func (x *GetCurrentUserRequest) String() string {
 func (*GetCurrentUserRequest) ProtoMessage() {}
 
 func (x *GetCurrentUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[11]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +976,7 @@ func (x *GetCurrentUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentUserRequest.ProtoReflect.Descriptor instead.
 func (*GetCurrentUserRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{14}
 }
 
 // Response for AuthService.GetCurrentUser.
@@ -741,7 +990,7 @@ type GetCurrentUserResponse struct {
 
 func (x *GetCurrentUserResponse) Reset() {
 	*x = GetCurrentUserResponse{}
-	mi := &file_parley_v1_auth_service_proto_msgTypes[12]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1002,7 @@ func (x *GetCurrentUserResponse) String() string {
 func (*GetCurrentUserResponse) ProtoMessage() {}
 
 func (x *GetCurrentUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_auth_service_proto_msgTypes[12]
+	mi := &file_parley_v1_auth_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1015,7 @@ func (x *GetCurrentUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCurrentUserResponse.ProtoReflect.Descriptor instead.
 func (*GetCurrentUserResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_auth_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCurrentUserResponse) GetUser() *User {
@@ -780,7 +1029,12 @@ var File_parley_v1_auth_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_auth_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/auth_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x02\n" +
+	"\x1cparley/v1/auth_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n" +
+	"\x05Quota\x12/\n" +
+	"\x14input_tokens_per_day\x18\x01 \x01(\x03R\x11inputTokensPerDay\x121\n" +
+	"\x15output_tokens_per_day\x18\x02 \x01(\x03R\x12outputTokensPerDay\x121\n" +
+	"\x15audio_seconds_per_day\x18\x03 \x01(\x03R\x12audioSecondsPerDay\x124\n" +
+	"\x16max_concurrent_replies\x18\x04 \x01(\x05R\x14maxConcurrentReplies\"\xc7\x03\n" +
 	"\x04User\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12 \n" +
 	"\busername\x18\x02 \x01(\tB\x04\xe2A\x01\x05R\busername\x12!\n" +
@@ -788,7 +1042,15 @@ const file_parley_v1_auth_service_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime:/\xeaA,\n" +
+	"updateTime\x12(\n" +
+	"\x04role\x18\x06 \x01(\x0e2\x14.parley.v1.User.RoleR\x04role\x12\x1a\n" +
+	"\bdisabled\x18\a \x01(\bR\bdisabled\x12&\n" +
+	"\x05quota\x18\b \x01(\v2\x10.parley.v1.QuotaR\x05quota\";\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tROLE_USER\x10\x01\x12\x0e\n" +
+	"\n" +
+	"ROLE_ADMIN\x10\x02:/\xeaA,\n" +
 	"\x0fparley.dev/User\x12\fusers/{user}*\x05users2\x04user\"{\n" +
 	"\x11CreateUserRequest\x12 \n" +
 	"\busername\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\busername\x12!\n" +
@@ -819,7 +1081,12 @@ const file_parley_v1_auth_service_proto_rawDesc = "" +
 	"\x12refresh_expires_in\x18\x05 \x01(\x05R\x10refreshExpiresIn\"?\n" +
 	"\x12RevokeTokenRequest\x12)\n" +
 	"\rrefresh_token\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\frefreshToken\"\x15\n" +
-	"\x13RevokeTokenResponse\"\x18\n" +
+	"\x13RevokeTokenResponse\"c\n" +
+	"\x11DeleteUserRequest\x12,\n" +
+	"\x04name\x18\x01 \x01(\tB\x18\xe2A\x01\x02\xfaA\x11\n" +
+	"\x0fparley.dev/UserR\x04name\x12 \n" +
+	"\bpassword\x18\x02 \x01(\tB\x04\xe2A\x01\x04R\bpassword\"\x14\n" +
+	"\x12DeleteUserResponse\"\x18\n" +
 	"\x16GetCurrentTokenRequest\"\xfa\x01\n" +
 	"\x17GetCurrentTokenResponse\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x19\n" +
@@ -832,7 +1099,7 @@ const file_parley_v1_auth_service_proto_rawDesc = "" +
 	"\baudience\x18\x06 \x01(\tR\baudience\"\x17\n" +
 	"\x15GetCurrentUserRequest\"=\n" +
 	"\x16GetCurrentUserResponse\x12#\n" +
-	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user2\x92\x05\n" +
+	"\x04user\x18\x01 \x01(\v2\x0f.parley.v1.UserR\x04user2\xfc\x05\n" +
 	"\vAuthService\x12_\n" +
 	"\n" +
 	"CreateUser\x12\x1c.parley.v1.CreateUserRequest\x1a\x1d.parley.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/users\x12c\n" +
@@ -841,7 +1108,9 @@ const file_parley_v1_auth_service_proto_rawDesc = "" +
 	"\fRefreshToken\x12\x1e.parley.v1.RefreshTokenRequest\x1a\x1f.parley.v1.RefreshTokenResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/tokens:refresh\x12j\n" +
 	"\vRevokeToken\x12\x1d.parley.v1.RevokeTokenRequest\x1a\x1e.parley.v1.RevokeTokenResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/tokens:revoke\x12t\n" +
 	"\x0fGetCurrentToken\x12!.parley.v1.GetCurrentTokenRequest\x1a\".parley.v1.GetCurrentTokenResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/tokens/current\x12k\n" +
-	"\x0eGetCurrentUser\x12 .parley.v1.GetCurrentUserRequest\x1a!.parley.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/users/meB;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x0eGetCurrentUser\x12 .parley.v1.GetCurrentUserRequest\x1a!.parley.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/users/me\x12h\n" +
+	"\n" +
+	"DeleteUser\x12\x1c.parley.v1.DeleteUserRequest\x1a\x1d.parley.v1.DeleteUserResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\x01**\x12/v1/{name=users/*}B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_auth_service_proto_rawDescOnce sync.Once
@@ -855,47 +1124,56 @@ func file_parley_v1_auth_service_proto_rawDescGZIP() []byte {
 	return file_parley_v1_auth_service_proto_rawDescData
 }
 
-var file_parley_v1_auth_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_parley_v1_auth_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_parley_v1_auth_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_parley_v1_auth_service_proto_goTypes = []any{
-	(*User)(nil),                    // 0: parley.v1.User
-	(*CreateUserRequest)(nil),       // 1: parley.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),      // 2: parley.v1.CreateUserResponse
-	(*CreateTokenRequest)(nil),      // 3: parley.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 4: parley.v1.CreateTokenResponse
-	(*RefreshTokenRequest)(nil),     // 5: parley.v1.RefreshTokenRequest
-	(*RefreshTokenResponse)(nil),    // 6: parley.v1.RefreshTokenResponse
-	(*RevokeTokenRequest)(nil),      // 7: parley.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 8: parley.v1.RevokeTokenResponse
-	(*GetCurrentTokenRequest)(nil),  // 9: parley.v1.GetCurrentTokenRequest
-	(*GetCurrentTokenResponse)(nil), // 10: parley.v1.GetCurrentTokenResponse
-	(*GetCurrentUserRequest)(nil),   // 11: parley.v1.GetCurrentUserRequest
-	(*GetCurrentUserResponse)(nil),  // 12: parley.v1.GetCurrentUserResponse
-	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
+	(User_Role)(0),                  // 0: parley.v1.User.Role
+	(*Quota)(nil),                   // 1: parley.v1.Quota
+	(*User)(nil),                    // 2: parley.v1.User
+	(*CreateUserRequest)(nil),       // 3: parley.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),      // 4: parley.v1.CreateUserResponse
+	(*CreateTokenRequest)(nil),      // 5: parley.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 6: parley.v1.CreateTokenResponse
+	(*RefreshTokenRequest)(nil),     // 7: parley.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),    // 8: parley.v1.RefreshTokenResponse
+	(*RevokeTokenRequest)(nil),      // 9: parley.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 10: parley.v1.RevokeTokenResponse
+	(*DeleteUserRequest)(nil),       // 11: parley.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),      // 12: parley.v1.DeleteUserResponse
+	(*GetCurrentTokenRequest)(nil),  // 13: parley.v1.GetCurrentTokenRequest
+	(*GetCurrentTokenResponse)(nil), // 14: parley.v1.GetCurrentTokenResponse
+	(*GetCurrentUserRequest)(nil),   // 15: parley.v1.GetCurrentUserRequest
+	(*GetCurrentUserResponse)(nil),  // 16: parley.v1.GetCurrentUserResponse
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
 }
 var file_parley_v1_auth_service_proto_depIdxs = []int32{
-	13, // 0: parley.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	13, // 1: parley.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: parley.v1.CreateUserResponse.user:type_name -> parley.v1.User
-	13, // 3: parley.v1.GetCurrentTokenResponse.issue_time:type_name -> google.protobuf.Timestamp
-	13, // 4: parley.v1.GetCurrentTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: parley.v1.GetCurrentUserResponse.user:type_name -> parley.v1.User
-	1,  // 6: parley.v1.AuthService.CreateUser:input_type -> parley.v1.CreateUserRequest
-	3,  // 7: parley.v1.AuthService.CreateToken:input_type -> parley.v1.CreateTokenRequest
-	5,  // 8: parley.v1.AuthService.RefreshToken:input_type -> parley.v1.RefreshTokenRequest
-	7,  // 9: parley.v1.AuthService.RevokeToken:input_type -> parley.v1.RevokeTokenRequest
-	9,  // 10: parley.v1.AuthService.GetCurrentToken:input_type -> parley.v1.GetCurrentTokenRequest
-	11, // 11: parley.v1.AuthService.GetCurrentUser:input_type -> parley.v1.GetCurrentUserRequest
-	2,  // 12: parley.v1.AuthService.CreateUser:output_type -> parley.v1.CreateUserResponse
-	4,  // 13: parley.v1.AuthService.CreateToken:output_type -> parley.v1.CreateTokenResponse
-	6,  // 14: parley.v1.AuthService.RefreshToken:output_type -> parley.v1.RefreshTokenResponse
-	8,  // 15: parley.v1.AuthService.RevokeToken:output_type -> parley.v1.RevokeTokenResponse
-	10, // 16: parley.v1.AuthService.GetCurrentToken:output_type -> parley.v1.GetCurrentTokenResponse
-	12, // 17: parley.v1.AuthService.GetCurrentUser:output_type -> parley.v1.GetCurrentUserResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	17, // 0: parley.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	17, // 1: parley.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 2: parley.v1.User.role:type_name -> parley.v1.User.Role
+	1,  // 3: parley.v1.User.quota:type_name -> parley.v1.Quota
+	2,  // 4: parley.v1.CreateUserResponse.user:type_name -> parley.v1.User
+	17, // 5: parley.v1.GetCurrentTokenResponse.issue_time:type_name -> google.protobuf.Timestamp
+	17, // 6: parley.v1.GetCurrentTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 7: parley.v1.GetCurrentUserResponse.user:type_name -> parley.v1.User
+	3,  // 8: parley.v1.AuthService.CreateUser:input_type -> parley.v1.CreateUserRequest
+	5,  // 9: parley.v1.AuthService.CreateToken:input_type -> parley.v1.CreateTokenRequest
+	7,  // 10: parley.v1.AuthService.RefreshToken:input_type -> parley.v1.RefreshTokenRequest
+	9,  // 11: parley.v1.AuthService.RevokeToken:input_type -> parley.v1.RevokeTokenRequest
+	13, // 12: parley.v1.AuthService.GetCurrentToken:input_type -> parley.v1.GetCurrentTokenRequest
+	15, // 13: parley.v1.AuthService.GetCurrentUser:input_type -> parley.v1.GetCurrentUserRequest
+	11, // 14: parley.v1.AuthService.DeleteUser:input_type -> parley.v1.DeleteUserRequest
+	4,  // 15: parley.v1.AuthService.CreateUser:output_type -> parley.v1.CreateUserResponse
+	6,  // 16: parley.v1.AuthService.CreateToken:output_type -> parley.v1.CreateTokenResponse
+	8,  // 17: parley.v1.AuthService.RefreshToken:output_type -> parley.v1.RefreshTokenResponse
+	10, // 18: parley.v1.AuthService.RevokeToken:output_type -> parley.v1.RevokeTokenResponse
+	14, // 19: parley.v1.AuthService.GetCurrentToken:output_type -> parley.v1.GetCurrentTokenResponse
+	16, // 20: parley.v1.AuthService.GetCurrentUser:output_type -> parley.v1.GetCurrentUserResponse
+	12, // 21: parley.v1.AuthService.DeleteUser:output_type -> parley.v1.DeleteUserResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_auth_service_proto_init() }
@@ -908,13 +1186,14 @@ func file_parley_v1_auth_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_auth_service_proto_rawDesc), len(file_parley_v1_auth_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_parley_v1_auth_service_proto_goTypes,
 		DependencyIndexes: file_parley_v1_auth_service_proto_depIdxs,
+		EnumInfos:         file_parley_v1_auth_service_proto_enumTypes,
 		MessageInfos:      file_parley_v1_auth_service_proto_msgTypes,
 	}.Build()
 	File_parley_v1_auth_service_proto = out.File

@@ -50,21 +50,24 @@ const (
 	// The server writing the reply stopped before finishing it (it was killed
 	// or crashed); `text` holds the last checkpoint.
 	StopReason_STOP_REASON_SERVER_LOST StopReason = 9
+	// The user's daily output-token quota ran out during the reply.
+	StopReason_STOP_REASON_QUOTA_EXCEEDED StopReason = 10
 )
 
 // Enum value maps for StopReason.
 var (
 	StopReason_name = map[int32]string{
-		0: "STOP_REASON_UNSPECIFIED",
-		1: "STOP_REASON_END_TURN",
-		2: "STOP_REASON_MAX_OUTPUT_TOKENS",
-		3: "STOP_REASON_STOP_SEQUENCE",
-		4: "STOP_REASON_CANCELLED",
-		5: "STOP_REASON_DEADLINE_EXCEEDED",
-		6: "STOP_REASON_ERROR",
-		7: "STOP_REASON_SHUTDOWN",
-		8: "STOP_REASON_CONTENT_FILTER",
-		9: "STOP_REASON_SERVER_LOST",
+		0:  "STOP_REASON_UNSPECIFIED",
+		1:  "STOP_REASON_END_TURN",
+		2:  "STOP_REASON_MAX_OUTPUT_TOKENS",
+		3:  "STOP_REASON_STOP_SEQUENCE",
+		4:  "STOP_REASON_CANCELLED",
+		5:  "STOP_REASON_DEADLINE_EXCEEDED",
+		6:  "STOP_REASON_ERROR",
+		7:  "STOP_REASON_SHUTDOWN",
+		8:  "STOP_REASON_CONTENT_FILTER",
+		9:  "STOP_REASON_SERVER_LOST",
+		10: "STOP_REASON_QUOTA_EXCEEDED",
 	}
 	StopReason_value = map[string]int32{
 		"STOP_REASON_UNSPECIFIED":       0,
@@ -77,6 +80,7 @@ var (
 		"STOP_REASON_SHUTDOWN":          7,
 		"STOP_REASON_CONTENT_FILTER":    8,
 		"STOP_REASON_SERVER_LOST":       9,
+		"STOP_REASON_QUOTA_EXCEEDED":    10,
 	}
 )
 
@@ -256,9 +260,11 @@ type Message struct {
 	// Human-readable reason for INCOMPLETE or FAILED.
 	ErrorMessage string `protobuf:"bytes,13,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	// When it was stored.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Length of the speech generated for this reply (voice replies).
+	SpeechDuration *durationpb.Duration `protobuf:"bytes,15,opt,name=speech_duration,json=speechDuration,proto3" json:"speech_duration,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -385,6 +391,13 @@ func (x *Message) GetErrorMessage() string {
 func (x *Message) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Message) GetSpeechDuration() *durationpb.Duration {
+	if x != nil {
+		return x.SpeechDuration
 	}
 	return nil
 }
@@ -1477,7 +1490,7 @@ var File_parley_v1_chat_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xd5\a\n" +
+	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\x9f\b\n" +
 	"\aMessage\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.parley.v1.Message.RoleB\x04\xe2A\x01\x03R\x04role\x12\x18\n" +
@@ -1497,7 +1510,8 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x13time_to_first_token\x18\f \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x10timeToFirstToken\x12)\n" +
 	"\rerror_message\x18\r \x01(\tB\x04\xe2A\x01\x03R\ferrorMessage\x12A\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"createTime\"?\n" +
+	"createTime\x12H\n" +
+	"\x0fspeech_duration\x18\x0f \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x0espeechDuration\"?\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -1597,7 +1611,7 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/MessageR\x04name\x12.\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x16.parley.v1.AudioFormatR\x06format\x12\x14\n" +
-	"\x05voice\x18\x03 \x01(\tR\x05voice*\xb1\x02\n" +
+	"\x05voice\x18\x03 \x01(\tR\x05voice*\xd1\x02\n" +
 	"\n" +
 	"StopReason\x12\x1b\n" +
 	"\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1609,7 +1623,9 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x11STOP_REASON_ERROR\x10\x06\x12\x18\n" +
 	"\x14STOP_REASON_SHUTDOWN\x10\a\x12\x1e\n" +
 	"\x1aSTOP_REASON_CONTENT_FILTER\x10\b\x12\x1b\n" +
-	"\x17STOP_REASON_SERVER_LOST\x10\t2\x98\b\n" +
+	"\x17STOP_REASON_SERVER_LOST\x10\t\x12\x1e\n" +
+	"\x1aSTOP_REASON_QUOTA_EXCEEDED\x10\n" +
+	"2\x98\b\n" +
 	"\vChatService\x12u\n" +
 	"\vSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02):\x01*\"$/v1/{session=sessions/*}:sendMessage0\x01\x12\x84\x01\n" +
 	"\x10SendVoiceMessage\x12\".parley.v1.SendVoiceMessageRequest\x1a\x14.parley.v1.ChatEvent\"4\x82\xd3\xe4\x93\x02.:\x01*\")/v1/{session=sessions/*}:sendVoiceMessage0\x01\x12\x88\x01\n" +
@@ -1671,42 +1687,43 @@ var file_parley_v1_chat_service_proto_depIdxs = []int32{
 	21, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
 	21, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
 	22, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	23, // 7: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
-	3,  // 8: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
-	11, // 9: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
-	12, // 10: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
-	13, // 11: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
-	24, // 12: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
-	20, // 13: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
-	14, // 14: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
-	25, // 15: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
-	3,  // 16: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
-	21, // 17: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
-	3,  // 18: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
-	3,  // 19: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	3,  // 20: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
-	23, // 21: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
-	4,  // 22: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	5,  // 23: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
-	6,  // 24: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	15, // 25: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	17, // 26: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
-	7,  // 27: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
-	8,  // 28: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
-	19, // 29: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
-	10, // 30: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
-	10, // 31: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
-	10, // 32: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
-	16, // 33: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	18, // 34: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
-	10, // 35: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
-	9,  // 36: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
-	24, // 37: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	21, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
+	23, // 8: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
+	3,  // 9: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
+	11, // 10: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
+	12, // 11: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
+	13, // 12: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
+	24, // 13: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
+	20, // 14: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
+	14, // 15: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
+	25, // 16: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
+	3,  // 17: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
+	21, // 18: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
+	3,  // 19: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
+	3,  // 20: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	3,  // 21: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
+	23, // 22: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
+	4,  // 23: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	5,  // 24: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
+	6,  // 25: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	15, // 26: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	17, // 27: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
+	7,  // 28: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
+	8,  // 29: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
+	19, // 30: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
+	10, // 31: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
+	10, // 32: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
+	10, // 33: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
+	16, // 34: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	18, // 35: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
+	10, // 36: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
+	9,  // 37: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
+	24, // 38: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
+	31, // [31:39] is the sub-list for method output_type
+	23, // [23:31] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_service_proto_init() }

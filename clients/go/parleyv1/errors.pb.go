@@ -25,7 +25,8 @@ const (
 // `parley.dev`) in the status of every failed call, and of `ChatEvent.error`.
 // ErrorInfo.reason is the value's name (e.g. "EMPTY_MESSAGE"), as in
 // googleapis' google/api/error_reason.proto; each comment gives the gRPC code
-// it comes with. New reasons may be added; clients must accept unknown ones.
+// it comes with. New reasons are added at the end; clients must accept unknown
+// ones.
 type ErrorReason int32
 
 const (
@@ -148,6 +149,15 @@ const (
 	// A refresh token was sent where an access token is needed, or the reverse
 	// (UNAUTHENTICATED).
 	ErrorReason_WRONG_TOKEN_TYPE ErrorReason = 53
+	// The call needs an admin's token (PERMISSION_DENIED).
+	ErrorReason_ADMIN_REQUIRED ErrorReason = 54
+	// The change would leave the server without an admin (FAILED_PRECONDITION).
+	ErrorReason_LAST_ADMIN ErrorReason = 55
+	// The user's daily quota does not cover the call; RetryInfo says when it
+	// resets (RESOURCE_EXHAUSTED).
+	ErrorReason_QUOTA_EXCEEDED ErrorReason = 56
+	// The user was disabled by an admin (UNAUTHENTICATED).
+	ErrorReason_USER_DISABLED ErrorReason = 57
 )
 
 // Enum value maps for ErrorReason.
@@ -207,6 +217,10 @@ var (
 		51: "USERNAME_TAKEN",
 		52: "WEAK_PASSWORD",
 		53: "WRONG_TOKEN_TYPE",
+		54: "ADMIN_REQUIRED",
+		55: "LAST_ADMIN",
+		56: "QUOTA_EXCEEDED",
+		57: "USER_DISABLED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -263,6 +277,10 @@ var (
 		"USERNAME_TAKEN":              51,
 		"WEAK_PASSWORD":               52,
 		"WRONG_TOKEN_TYPE":            53,
+		"ADMIN_REQUIRED":              54,
+		"LAST_ADMIN":                  55,
+		"QUOTA_EXCEEDED":              56,
+		"USER_DISABLED":               57,
 	}
 )
 
@@ -297,7 +315,8 @@ var File_parley_v1_errors_proto protoreflect.FileDescriptor
 
 const file_parley_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/errors.proto\x12\tparley.v1*\xc2\t\n" +
+	"\x16parley/v1/errors.proto\x12\tparley.v1*\x8d\n" +
+	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aABORTED\x10\x01\x12\x11\n" +
@@ -353,7 +372,12 @@ const file_parley_v1_errors_proto_rawDesc = "" +
 	"\x14UNSUPPORTED_LANGUAGE\x102\x12\x12\n" +
 	"\x0eUSERNAME_TAKEN\x103\x12\x11\n" +
 	"\rWEAK_PASSWORD\x104\x12\x14\n" +
-	"\x10WRONG_TOKEN_TYPE\x105B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x10WRONG_TOKEN_TYPE\x105\x12\x12\n" +
+	"\x0eADMIN_REQUIRED\x106\x12\x0e\n" +
+	"\n" +
+	"LAST_ADMIN\x107\x12\x12\n" +
+	"\x0eQUOTA_EXCEEDED\x108\x12\x11\n" +
+	"\rUSER_DISABLED\x109B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_errors_proto_rawDescOnce sync.Once

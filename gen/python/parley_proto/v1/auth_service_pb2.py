@@ -28,7 +28,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cparley/v1/auth_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x01\n\x04User\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08username\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:/\xea\x41,\n\x0fparley.dev/User\x12\x0cusers/{user}*\x05users2\x04user\"Z\n\x11\x43reateUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"3\n\x12\x43reateUserResponse\x12\x1d\n\x04user\x18\x01 \x01(\x0b\x32\x0f.parley.v1.User\"E\n\x12\x43reateTokenRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\"\x86\x01\n\x13\x43reateTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x1a\n\x12refresh_expires_in\x18\x05 \x01(\x05\"2\n\x13RefreshTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x87\x01\n\x14RefreshTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x1a\n\x12refresh_expires_in\x18\x05 \x01(\x05\"1\n\x12RevokeTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13RevokeTokenResponse\"\x18\n\x16GetCurrentTokenRequest\"\xbf\x01\n\x17GetCurrentTokenResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12.\n\nissue_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issuer\x18\x05 \x01(\t\x12\x10\n\x08\x61udience\x18\x06 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"7\n\x16GetCurrentUserResponse\x12\x1d\n\x04user\x18\x01 \x01(\x0b\x32\x0f.parley.v1.User2\x92\x05\n\x0b\x41uthService\x12_\n\nCreateUser\x12\x1c.parley.v1.CreateUserRequest\x1a\x1d.parley.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12\x63\n\x0b\x43reateToken\x12\x1d.parley.v1.CreateTokenRequest\x1a\x1e.parley.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12n\n\x0cRefreshToken\x12\x1e.parley.v1.RefreshTokenRequest\x1a\x1f.parley.v1.RefreshTokenResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/tokens:refresh:\x01*\x12j\n\x0bRevokeToken\x12\x1d.parley.v1.RevokeTokenRequest\x1a\x1e.parley.v1.RevokeTokenResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/tokens:revoke:\x01*\x12t\n\x0fGetCurrentToken\x12!.parley.v1.GetCurrentTokenRequest\x1a\".parley.v1.GetCurrentTokenResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/tokens/current\x12k\n\x0eGetCurrentUser\x12 .parley.v1.GetCurrentUserRequest\x1a!.parley.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/meB;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cparley/v1/auth_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x05Quota\x12\x1c\n\x14input_tokens_per_day\x18\x01 \x01(\x03\x12\x1d\n\x15output_tokens_per_day\x18\x02 \x01(\x03\x12\x1d\n\x15\x61udio_seconds_per_day\x18\x03 \x01(\x03\x12\x1e\n\x16max_concurrent_replies\x18\x04 \x01(\x05\"\xfb\x02\n\x04User\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08username\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\"\n\x04role\x18\x06 \x01(\x0e\x32\x14.parley.v1.User.Role\x12\x10\n\x08\x64isabled\x18\x07 \x01(\x08\x12\x1f\n\x05quota\x18\x08 \x01(\x0b\x32\x10.parley.v1.Quota\";\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02:/\xea\x41,\n\x0fparley.dev/User\x12\x0cusers/{user}*\x05users2\x04user\"Z\n\x11\x43reateUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"3\n\x12\x43reateUserResponse\x12\x1d\n\x04user\x18\x01 \x01(\x0b\x32\x0f.parley.v1.User\"E\n\x12\x43reateTokenRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\"\x86\x01\n\x13\x43reateTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x1a\n\x12refresh_expires_in\x18\x05 \x01(\x05\"2\n\x13RefreshTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x87\x01\n\x14RefreshTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12\x1a\n\x12refresh_expires_in\x18\x05 \x01(\x05\"1\n\x12RevokeTokenRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13RevokeTokenResponse\"S\n\x11\x44\x65leteUserRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0fparley.dev/User\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x04\"\x14\n\x12\x44\x65leteUserResponse\"\x18\n\x16GetCurrentTokenRequest\"\xbf\x01\n\x17GetCurrentTokenResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12.\n\nissue_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issuer\x18\x05 \x01(\t\x12\x10\n\x08\x61udience\x18\x06 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"7\n\x16GetCurrentUserResponse\x12\x1d\n\x04user\x18\x01 \x01(\x0b\x32\x0f.parley.v1.User2\xfc\x05\n\x0b\x41uthService\x12_\n\nCreateUser\x12\x1c.parley.v1.CreateUserRequest\x1a\x1d.parley.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12\x63\n\x0b\x43reateToken\x12\x1d.parley.v1.CreateTokenRequest\x1a\x1e.parley.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12n\n\x0cRefreshToken\x12\x1e.parley.v1.RefreshTokenRequest\x1a\x1f.parley.v1.RefreshTokenResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/tokens:refresh:\x01*\x12j\n\x0bRevokeToken\x12\x1d.parley.v1.RevokeTokenRequest\x1a\x1e.parley.v1.RevokeTokenResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/tokens:revoke:\x01*\x12t\n\x0fGetCurrentToken\x12!.parley.v1.GetCurrentTokenRequest\x1a\".parley.v1.GetCurrentTokenResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/tokens/current\x12k\n\x0eGetCurrentUser\x12 .parley.v1.GetCurrentUserRequest\x1a!.parley.v1.GetCurrentUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/users/me\x12h\n\nDeleteUser\x12\x1c.parley.v1.DeleteUserRequest\x1a\x1d.parley.v1.DeleteUserResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x12/v1/{name=users/*}:\x01*B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,6 +58,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHTOKENREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
   _globals['_REVOKETOKENREQUEST'].fields_by_name['refresh_token']._loaded_options = None
   _globals['_REVOKETOKENREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEUSERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETEUSERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\021\n\017parley.dev/User'
+  _globals['_DELETEUSERREQUEST'].fields_by_name['password']._loaded_options = None
+  _globals['_DELETEUSERREQUEST'].fields_by_name['password']._serialized_options = b'\342A\001\004'
   _globals['_AUTHSERVICE'].methods_by_name['CreateUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/users:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['CreateToken']._loaded_options = None
@@ -70,32 +74,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentToken']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/tokens/current'
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/users/me'
-  _globals['_USER']._serialized_start=167
-  _globals['_USER']._serialized_end=398
-  _globals['_CREATEUSERREQUEST']._serialized_start=400
-  _globals['_CREATEUSERREQUEST']._serialized_end=490
-  _globals['_CREATEUSERRESPONSE']._serialized_start=492
-  _globals['_CREATEUSERRESPONSE']._serialized_end=543
-  _globals['_CREATETOKENREQUEST']._serialized_start=545
-  _globals['_CREATETOKENREQUEST']._serialized_end=614
-  _globals['_CREATETOKENRESPONSE']._serialized_start=617
-  _globals['_CREATETOKENRESPONSE']._serialized_end=751
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=753
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=803
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=806
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=941
-  _globals['_REVOKETOKENREQUEST']._serialized_start=943
-  _globals['_REVOKETOKENREQUEST']._serialized_end=992
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=994
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1015
-  _globals['_GETCURRENTTOKENREQUEST']._serialized_start=1017
-  _globals['_GETCURRENTTOKENREQUEST']._serialized_end=1041
-  _globals['_GETCURRENTTOKENRESPONSE']._serialized_start=1044
-  _globals['_GETCURRENTTOKENRESPONSE']._serialized_end=1235
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1237
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1260
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1262
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1317
-  _globals['_AUTHSERVICE']._serialized_start=1320
-  _globals['_AUTHSERVICE']._serialized_end=1978
+  _globals['_AUTHSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\202\323\344\223\002\027*\022/v1/{name=users/*}:\001*'
+  _globals['_QUOTA']._serialized_start=167
+  _globals['_QUOTA']._serialized_end=298
+  _globals['_USER']._serialized_start=301
+  _globals['_USER']._serialized_end=680
+  _globals['_USER_ROLE']._serialized_start=572
+  _globals['_USER_ROLE']._serialized_end=631
+  _globals['_CREATEUSERREQUEST']._serialized_start=682
+  _globals['_CREATEUSERREQUEST']._serialized_end=772
+  _globals['_CREATEUSERRESPONSE']._serialized_start=774
+  _globals['_CREATEUSERRESPONSE']._serialized_end=825
+  _globals['_CREATETOKENREQUEST']._serialized_start=827
+  _globals['_CREATETOKENREQUEST']._serialized_end=896
+  _globals['_CREATETOKENRESPONSE']._serialized_start=899
+  _globals['_CREATETOKENRESPONSE']._serialized_end=1033
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=1035
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=1085
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1088
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1223
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1225
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1274
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1276
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1297
+  _globals['_DELETEUSERREQUEST']._serialized_start=1299
+  _globals['_DELETEUSERREQUEST']._serialized_end=1382
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1384
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1404
+  _globals['_GETCURRENTTOKENREQUEST']._serialized_start=1406
+  _globals['_GETCURRENTTOKENREQUEST']._serialized_end=1430
+  _globals['_GETCURRENTTOKENRESPONSE']._serialized_start=1433
+  _globals['_GETCURRENTTOKENRESPONSE']._serialized_end=1624
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1626
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1649
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1651
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1706
+  _globals['_AUTHSERVICE']._serialized_start=1709
+  _globals['_AUTHSERVICE']._serialized_end=2473
 # @@protoc_insertion_point(module_scope)

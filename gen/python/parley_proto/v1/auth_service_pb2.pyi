@@ -6,6 +6,7 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,16 +19,85 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class Quota(_message.Message):
+    """What a user may spend per day (UTC) and at once. 0 means the server's
+    default (`PARLEY_QUOTA_*`, or AdminService.UpdateSettings), and a server
+    default of 0 means no limit. Negative values are INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_PER_DAY_FIELD_NUMBER: _builtins.int
+    AUDIO_SECONDS_PER_DAY_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_REPLIES_FIELD_NUMBER: _builtins.int
+    input_tokens_per_day: _builtins.int
+    """Prompt tokens per day."""
+    output_tokens_per_day: _builtins.int
+    """Generated tokens per day; a reply that reaches it stops with
+    STOP_REASON_QUOTA_EXCEEDED.
+    """
+    audio_seconds_per_day: _builtins.int
+    """Seconds of audio per day: recordings sent plus speech generated."""
+    max_concurrent_replies: _builtins.int
+    """Replies generating at once."""
+    def __init__(
+        self,
+        *,
+        input_tokens_per_day: _builtins.int = ...,
+        output_tokens_per_day: _builtins.int = ...,
+        audio_seconds_per_day: _builtins.int = ...,
+        max_concurrent_replies: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_seconds_per_day", b"audio_seconds_per_day", "input_tokens_per_day", b"input_tokens_per_day", "max_concurrent_replies", b"max_concurrent_replies", "output_tokens_per_day", b"output_tokens_per_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quota: _TypeAlias = Quota  # noqa: Y015
+
+@_typing.final
 class User(_message.Message):
     """A person who owns agents and sessions."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    class _Role:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[User._Role.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ROLE_UNSPECIFIED: User._Role.ValueType  # 0
+        """Not set."""
+        ROLE_USER: User._Role.ValueType  # 1
+        """Owns agents and sessions."""
+        ROLE_ADMIN: User._Role.ValueType  # 2
+        """Also runs the server: AdminService, other users' usage, any user's
+        deletion. The first user of an empty database is an admin.
+        """
+
+    class Role(_Role, metaclass=_RoleEnumTypeWrapper):
+        """What a user may do."""
+
+    ROLE_UNSPECIFIED: User.Role.ValueType  # 0
+    """Not set."""
+    ROLE_USER: User.Role.ValueType  # 1
+    """Owns agents and sessions."""
+    ROLE_ADMIN: User.Role.ValueType  # 2
+    """Also runs the server: AdminService, other users' usage, any user's
+    deletion. The first user of an empty database is an admin.
+    """
 
     NAME_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    QUOTA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `users/{user}`; the id is a UUIDv7."""
     username: _builtins.str
@@ -36,6 +106,10 @@ class User(_message.Message):
     """
     display_name: _builtins.str
     """Name shown to people, up to 100 characters."""
+    role: Global___User.Role.ValueType
+    """The user's role; changed by an admin (AdminService.UpdateUser)."""
+    disabled: _builtins.bool
+    """A disabled user cannot log in, and their tokens stop working at once."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the user registered."""
@@ -43,6 +117,10 @@ class User(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the user was last changed."""
+
+    @_builtins.property
+    def quota(self) -> Global___Quota:
+        """The user's own limits (0: the server default); set by an admin."""
 
     def __init__(
         self,
@@ -52,10 +130,13 @@ class User(_message.Message):
         display_name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        role: Global___User.Role.ValueType = ...,
+        disabled: _builtins.bool = ...,
+        quota: Global___Quota | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "quota", b"quota", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "name", b"name", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "display_name", b"display_name", "name", b"name", "quota", b"quota", "role", b"role", "update_time", b"update_time", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,6 +360,49 @@ class RevokeTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeTokenResponse: _TypeAlias = RevokeTokenResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    """Request for AuthService.DeleteUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`users/me`, or `users/{user}` (admins)."""
+    password: _builtins.str
+    """The caller's password, required to delete `users/me`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    """Response for AuthService.DeleteUser."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
 
 @_typing.final
 class GetCurrentTokenRequest(_message.Message):

@@ -71,6 +71,11 @@ class AuthServiceStub:
                 request_serializer=parley_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_auth__service__pb2.GetCurrentUserResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/parley.v1.AuthService/DeleteUser',
+                request_serializer=parley_dot_v1_dot_auth__service__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_auth__service__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -128,6 +133,16 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """Deletes a user with everything they own: agents, sessions, branches,
+        messages (content on either store) and tokens. `users/me` deletes the
+        caller, who must give their password again; an admin may delete any user
+        (without a password), but not the last admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +175,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetCurrentUser,
                     request_deserializer=parley_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.FromString,
                     response_serializer=parley_dot_v1_dot_auth__service__pb2.GetCurrentUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=parley_dot_v1_dot_auth__service__pb2.DeleteUserRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_auth__service__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +351,33 @@ class AuthService:
             '/parley.v1.AuthService/GetCurrentUser',
             parley_dot_v1_dot_auth__service__pb2.GetCurrentUserRequest.SerializeToString,
             parley_dot_v1_dot_auth__service__pb2.GetCurrentUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.AuthService/DeleteUser',
+            parley_dot_v1_dot_auth__service__pb2.DeleteUserRequest.SerializeToString,
+            parley_dot_v1_dot_auth__service__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,12 @@ class AuthServiceStub:
     """Describes the access token the call was made with."""
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _auth_service_pb2.GetCurrentUserResponse]
     """Returns the calling user."""
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.DeleteUserRequest, _auth_service_pb2.DeleteUserResponse]
+    """Deletes a user with everything they own: agents, sessions, branches,
+    messages (content on either store) and tokens. `users/me` deletes the
+    caller, who must give their password again; an admin may delete any user
+    (without a password), but not the last admin.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -89,6 +95,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Describes the access token the call was made with."""
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetCurrentUserRequest, _auth_service_pb2.GetCurrentUserResponse]  # type: ignore[assignment]
     """Returns the calling user."""
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.DeleteUserRequest, _auth_service_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """Deletes a user with everything they own: agents, sessions, branches,
+    messages (content on either store) and tokens. `users/me` deletes the
+    caller, who must give their password again; an admin may delete any user
+    (without a password), but not the last admin.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """Users and their tokens.
@@ -153,5 +165,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.GetCurrentUserResponse, _abc.Awaitable[_auth_service_pb2.GetCurrentUserResponse]]:
         """Returns the calling user."""
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _auth_service_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.DeleteUserResponse, _abc.Awaitable[_auth_service_pb2.DeleteUserResponse]]:
+        """Deletes a user with everything they own: agents, sessions, branches,
+        messages (content on either store) and tokens. `users/me` deletes the
+        caller, who must give their password again; an admin may delete any user
+        (without a password), but not the last admin.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

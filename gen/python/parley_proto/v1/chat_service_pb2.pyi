@@ -51,6 +51,8 @@ class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason
     """The server writing the reply stopped before finishing it (it was killed
     or crashed); `text` holds the last checkpoint.
     """
+    STOP_REASON_QUOTA_EXCEEDED: _StopReason.ValueType  # 10
+    """The user's daily output-token quota ran out during the reply."""
 
 class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
     """Why a model stopped generating."""
@@ -77,6 +79,8 @@ STOP_REASON_SERVER_LOST: StopReason.ValueType  # 9
 """The server writing the reply stopped before finishing it (it was killed
 or crashed); `text` holds the last checkpoint.
 """
+STOP_REASON_QUOTA_EXCEEDED: StopReason.ValueType  # 10
+"""The user's daily output-token quota ran out during the reply."""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
@@ -161,6 +165,7 @@ class Message(_message.Message):
     TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SPEECH_DURATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `sessions/{session}/messages/{message}`; the id is a
     UUIDv7.
@@ -203,6 +208,10 @@ class Message(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was stored."""
 
+    @_builtins.property
+    def speech_duration(self) -> _duration_pb2.Duration:
+        """Length of the speech generated for this reply (voice replies)."""
+
     def __init__(
         self,
         *,
@@ -220,10 +229,11 @@ class Message(_message.Message):
         time_to_first_token: _duration_pb2.Duration | None = ...,
         error_message: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        speech_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "time_to_first_token", b"time_to_first_token", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "speech_duration", b"speech_duration", "time_to_first_token", b"time_to_first_token", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_token", b"time_to_first_token", "transcript_language", b"transcript_language", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_token", b"time_to_first_token", "transcript_language", b"transcript_language", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -152,13 +152,24 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A refresh token was sent where an access token is needed, or the reverse
     (UNAUTHENTICATED).
     """
+    ADMIN_REQUIRED: _ErrorReason.ValueType  # 54
+    """The call needs an admin's token (PERMISSION_DENIED)."""
+    LAST_ADMIN: _ErrorReason.ValueType  # 55
+    """The change would leave the server without an admin (FAILED_PRECONDITION)."""
+    QUOTA_EXCEEDED: _ErrorReason.ValueType  # 56
+    """The user's daily quota does not cover the call; RetryInfo says when it
+    resets (RESOURCE_EXHAUSTED).
+    """
+    USER_DISABLED: _ErrorReason.ValueType  # 57
+    """The user was disabled by an admin (UNAUTHENTICATED)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the `reason` of the `google.rpc.ErrorInfo` (domain
     `parley.dev`) in the status of every failed call, and of `ChatEvent.error`.
     ErrorInfo.reason is the value's name (e.g. "EMPTY_MESSAGE"), as in
     googleapis' google/api/error_reason.proto; each comment gives the gRPC code
-    it comes with. New reasons may be added; clients must accept unknown ones.
+    it comes with. New reasons are added at the end; clients must accept unknown
+    ones.
     """
 
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
@@ -291,4 +302,14 @@ WRONG_TOKEN_TYPE: ErrorReason.ValueType  # 53
 """A refresh token was sent where an access token is needed, or the reverse
 (UNAUTHENTICATED).
 """
+ADMIN_REQUIRED: ErrorReason.ValueType  # 54
+"""The call needs an admin's token (PERMISSION_DENIED)."""
+LAST_ADMIN: ErrorReason.ValueType  # 55
+"""The change would leave the server without an admin (FAILED_PRECONDITION)."""
+QUOTA_EXCEEDED: ErrorReason.ValueType  # 56
+"""The user's daily quota does not cover the call; RetryInfo says when it
+resets (RESOURCE_EXHAUSTED).
+"""
+USER_DISABLED: ErrorReason.ValueType  # 57
+"""The user was disabled by an admin (UNAUTHENTICATED)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

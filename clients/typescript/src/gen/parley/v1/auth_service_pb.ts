@@ -2,8 +2,8 @@
 // @generated from file parley/v1/auth_service.proto (package parley.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
@@ -15,7 +15,52 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/auth_service.proto.
  */
 export const file_parley_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEi5wEKBFVzZXISEgoEbmFtZRgBIAEoCUIE4kEBCBIWCgh1c2VybmFtZRgCIAEoCUIE4kEBBRIUCgxkaXNwbGF5X25hbWUYAyABKAkSNQoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAzov6kEsCg9wYXJsZXkuZGV2L1VzZXISDHVzZXJzL3t1c2VyfSoFdXNlcnMyBHVzZXIiWgoRQ3JlYXRlVXNlclJlcXVlc3QSFgoIdXNlcm5hbWUYASABKAlCBOJBAQISFwoIcGFzc3dvcmQYAiABKAlCBeJBAgIEEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSIzChJDcmVhdGVVc2VyUmVzcG9uc2USHQoEdXNlchgBIAEoCzIPLnBhcmxleS52MS5Vc2VyIkUKEkNyZWF0ZVRva2VuUmVxdWVzdBIWCgh1c2VybmFtZRgBIAEoCUIE4kEBAhIXCghwYXNzd29yZBgCIAEoCUIF4kECAgQihgEKE0NyZWF0ZVRva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRISCgpleHBpcmVzX2luGAQgASgFEhoKEnJlZnJlc2hfZXhwaXJlc19pbhgFIAEoBSIyChNSZWZyZXNoVG9rZW5SZXF1ZXN0EhsKDXJlZnJlc2hfdG9rZW4YASABKAlCBOJBAQIihwEKFFJlZnJlc2hUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIaChJyZWZyZXNoX2V4cGlyZXNfaW4YBSABKAUiMQoSUmV2b2tlVG9rZW5SZXF1ZXN0EhsKDXJlZnJlc2hfdG9rZW4YASABKAlCBOJBAQIiFQoTUmV2b2tlVG9rZW5SZXNwb25zZSIYChZHZXRDdXJyZW50VG9rZW5SZXF1ZXN0Ir8BChdHZXRDdXJyZW50VG9rZW5SZXNwb25zZRIPCgdzdWJqZWN0GAEgASgJEhAKCHRva2VuX2lkGAIgASgJEi4KCmlzc3VlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZpc3N1ZXIYBSABKAkSEAoIYXVkaWVuY2UYBiABKAkiFwoVR2V0Q3VycmVudFVzZXJSZXF1ZXN0IjcKFkdldEN1cnJlbnRVc2VyUmVzcG9uc2USHQoEdXNlchgBIAEoCzIPLnBhcmxleS52MS5Vc2VyMpIFCgtBdXRoU2VydmljZRJfCgpDcmVhdGVVc2VyEhwucGFybGV5LnYxLkNyZWF0ZVVzZXJSZXF1ZXN0Gh0ucGFybGV5LnYxLkNyZWF0ZVVzZXJSZXNwb25zZSIUgtPkkwIOOgEqIgkvdjEvdXNlcnMSYwoLQ3JlYXRlVG9rZW4SHS5wYXJsZXkudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0Gh4ucGFybGV5LnYxLkNyZWF0ZVRva2VuUmVzcG9uc2UiFYLT5JMCDzoBKiIKL3YxL3Rva2VucxJuCgxSZWZyZXNoVG9rZW4SHi5wYXJsZXkudjEuUmVmcmVzaFRva2VuUmVxdWVzdBofLnBhcmxleS52MS5SZWZyZXNoVG9rZW5SZXNwb25zZSIdgtPkkwIXOgEqIhIvdjEvdG9rZW5zOnJlZnJlc2gSagoLUmV2b2tlVG9rZW4SHS5wYXJsZXkudjEuUmV2b2tlVG9rZW5SZXF1ZXN0Gh4ucGFybGV5LnYxLlJldm9rZVRva2VuUmVzcG9uc2UiHILT5JMCFjoBKiIRL3YxL3Rva2VuczpyZXZva2USdAoPR2V0Q3VycmVudFRva2VuEiEucGFybGV5LnYxLkdldEN1cnJlbnRUb2tlblJlcXVlc3QaIi5wYXJsZXkudjEuR2V0Q3VycmVudFRva2VuUmVzcG9uc2UiGoLT5JMCFBISL3YxL3Rva2Vucy9jdXJyZW50EmsKDkdldEN1cnJlbnRVc2VyEiAucGFybGV5LnYxLkdldEN1cnJlbnRVc2VyUmVxdWVzdBohLnBhcmxleS52MS5HZXRDdXJyZW50VXNlclJlc3BvbnNlIhSC0+STAg4SDC92MS91c2Vycy9tZUI7WjlnaXRodWIuY29tL3BhcmxleS1kZXYvcGFybGV5L2NsaWVudHMvZ28vcGFybGV5djE7cGFybGV5djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_timestamp]);
+  fileDesc("ChxwYXJsZXkvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEigwEKBVF1b3RhEhwKFGlucHV0X3Rva2Vuc19wZXJfZGF5GAEgASgDEh0KFW91dHB1dF90b2tlbnNfcGVyX2RheRgCIAEoAxIdChVhdWRpb19zZWNvbmRzX3Blcl9kYXkYAyABKAMSHgoWbWF4X2NvbmN1cnJlbnRfcmVwbGllcxgEIAEoBSL7AgoEVXNlchISCgRuYW1lGAEgASgJQgTiQQEIEhYKCHVzZXJuYW1lGAIgASgJQgTiQQEFEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRI1CgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEiIKBHJvbGUYBiABKA4yFC5wYXJsZXkudjEuVXNlci5Sb2xlEhAKCGRpc2FibGVkGAcgASgIEh8KBXF1b3RhGAggASgLMhAucGFybGV5LnYxLlF1b3RhIjsKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg0KCVJPTEVfVVNFUhABEg4KClJPTEVfQURNSU4QAjov6kEsCg9wYXJsZXkuZGV2L1VzZXISDHVzZXJzL3t1c2VyfSoFdXNlcnMyBHVzZXIiWgoRQ3JlYXRlVXNlclJlcXVlc3QSFgoIdXNlcm5hbWUYASABKAlCBOJBAQISFwoIcGFzc3dvcmQYAiABKAlCBeJBAgIEEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSIzChJDcmVhdGVVc2VyUmVzcG9uc2USHQoEdXNlchgBIAEoCzIPLnBhcmxleS52MS5Vc2VyIkUKEkNyZWF0ZVRva2VuUmVxdWVzdBIWCgh1c2VybmFtZRgBIAEoCUIE4kEBAhIXCghwYXNzd29yZBgCIAEoCUIF4kECAgQihgEKE0NyZWF0ZVRva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRISCgpleHBpcmVzX2luGAQgASgFEhoKEnJlZnJlc2hfZXhwaXJlc19pbhgFIAEoBSIyChNSZWZyZXNoVG9rZW5SZXF1ZXN0EhsKDXJlZnJlc2hfdG9rZW4YASABKAlCBOJBAQIihwEKFFJlZnJlc2hUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIaChJyZWZyZXNoX2V4cGlyZXNfaW4YBSABKAUiMQoSUmV2b2tlVG9rZW5SZXF1ZXN0EhsKDXJlZnJlc2hfdG9rZW4YASABKAlCBOJBAQIiFQoTUmV2b2tlVG9rZW5SZXNwb25zZSJTChFEZWxldGVVc2VyUmVxdWVzdBImCgRuYW1lGAEgASgJQhjiQQEC+kERCg9wYXJsZXkuZGV2L1VzZXISFgoIcGFzc3dvcmQYAiABKAlCBOJBAQQiFAoSRGVsZXRlVXNlclJlc3BvbnNlIhgKFkdldEN1cnJlbnRUb2tlblJlcXVlc3QivwEKF0dldEN1cnJlbnRUb2tlblJlc3BvbnNlEg8KB3N1YmplY3QYASABKAkSEAoIdG9rZW5faWQYAiABKAkSLgoKaXNzdWVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmlzc3VlchgFIAEoCRIQCghhdWRpZW5jZRgGIAEoCSIXChVHZXRDdXJyZW50VXNlclJlcXVlc3QiNwoWR2V0Q3VycmVudFVzZXJSZXNwb25zZRIdCgR1c2VyGAEgASgLMg8ucGFybGV5LnYxLlVzZXIy/AUKC0F1dGhTZXJ2aWNlEl8KCkNyZWF0ZVVzZXISHC5wYXJsZXkudjEuQ3JlYXRlVXNlclJlcXVlc3QaHS5wYXJsZXkudjEuQ3JlYXRlVXNlclJlc3BvbnNlIhSC0+STAg46ASoiCS92MS91c2VycxJjCgtDcmVhdGVUb2tlbhIdLnBhcmxleS52MS5DcmVhdGVUb2tlblJlcXVlc3QaHi5wYXJsZXkudjEuQ3JlYXRlVG9rZW5SZXNwb25zZSIVgtPkkwIPOgEqIgovdjEvdG9rZW5zEm4KDFJlZnJlc2hUb2tlbhIeLnBhcmxleS52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0Gh8ucGFybGV5LnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlIh2C0+STAhc6ASoiEi92MS90b2tlbnM6cmVmcmVzaBJqCgtSZXZva2VUb2tlbhIdLnBhcmxleS52MS5SZXZva2VUb2tlblJlcXVlc3QaHi5wYXJsZXkudjEuUmV2b2tlVG9rZW5SZXNwb25zZSIcgtPkkwIWOgEqIhEvdjEvdG9rZW5zOnJldm9rZRJ0Cg9HZXRDdXJyZW50VG9rZW4SIS5wYXJsZXkudjEuR2V0Q3VycmVudFRva2VuUmVxdWVzdBoiLnBhcmxleS52MS5HZXRDdXJyZW50VG9rZW5SZXNwb25zZSIagtPkkwIUEhIvdjEvdG9rZW5zL2N1cnJlbnQSawoOR2V0Q3VycmVudFVzZXISIC5wYXJsZXkudjEuR2V0Q3VycmVudFVzZXJSZXF1ZXN0GiEucGFybGV5LnYxLkdldEN1cnJlbnRVc2VyUmVzcG9uc2UiFILT5JMCDhIML3YxL3VzZXJzL21lEmgKCkRlbGV0ZVVzZXISHC5wYXJsZXkudjEuRGVsZXRlVXNlclJlcXVlc3QaHS5wYXJsZXkudjEuRGVsZXRlVXNlclJlc3BvbnNlIh2C0+STAhc6ASoqEi92MS97bmFtZT11c2Vycy8qfUI7WjlnaXRodWIuY29tL3BhcmxleS1kZXYvcGFybGV5L2NsaWVudHMvZ28vcGFybGV5djE7cGFybGV5djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_timestamp]);
+
+/**
+ * What a user may spend per day (UTC) and at once. 0 means the server's
+ * default (`PARLEY_QUOTA_*`, or AdminService.UpdateSettings), and a server
+ * default of 0 means no limit. Negative values are INVALID_ARGUMENT.
+ *
+ * @generated from message parley.v1.Quota
+ */
+export type Quota = Message<"parley.v1.Quota"> & {
+  /**
+   * Prompt tokens per day.
+   *
+   * @generated from field: int64 input_tokens_per_day = 1;
+   */
+  inputTokensPerDay: bigint;
+
+  /**
+   * Generated tokens per day; a reply that reaches it stops with
+   * STOP_REASON_QUOTA_EXCEEDED.
+   *
+   * @generated from field: int64 output_tokens_per_day = 2;
+   */
+  outputTokensPerDay: bigint;
+
+  /**
+   * Seconds of audio per day: recordings sent plus speech generated.
+   *
+   * @generated from field: int64 audio_seconds_per_day = 3;
+   */
+  audioSecondsPerDay: bigint;
+
+  /**
+   * Replies generating at once.
+   *
+   * @generated from field: int32 max_concurrent_replies = 4;
+   */
+  maxConcurrentReplies: number;
+};
+
+/**
+ * Describes the message parley.v1.Quota.
+ * Use `create(QuotaSchema)` to create a new message.
+ */
+export const QuotaSchema: GenMessage<Quota> = /*@__PURE__*/
+  messageDesc(file_parley_v1_auth_service, 0);
 
 /**
  * A person who owns agents and sessions.
@@ -58,6 +103,27 @@ export type User = Message<"parley.v1.User"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 5;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The user's role; changed by an admin (AdminService.UpdateUser).
+   *
+   * @generated from field: parley.v1.User.Role role = 6;
+   */
+  role: User_Role;
+
+  /**
+   * A disabled user cannot log in, and their tokens stop working at once.
+   *
+   * @generated from field: bool disabled = 7;
+   */
+  disabled: boolean;
+
+  /**
+   * The user's own limits (0: the server default); set by an admin.
+   *
+   * @generated from field: parley.v1.Quota quota = 8;
+   */
+  quota?: Quota | undefined;
 };
 
 /**
@@ -65,7 +131,42 @@ export type User = Message<"parley.v1.User"> & {
  * Use `create(UserSchema)` to create a new message.
  */
 export const UserSchema: GenMessage<User> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 0);
+  messageDesc(file_parley_v1_auth_service, 1);
+
+/**
+ * What a user may do.
+ *
+ * @generated from enum parley.v1.User.Role
+ */
+export enum User_Role {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Owns agents and sessions.
+   *
+   * @generated from enum value: ROLE_USER = 1;
+   */
+  USER = 1,
+
+  /**
+   * Also runs the server: AdminService, other users' usage, any user's
+   * deletion. The first user of an empty database is an admin.
+   *
+   * @generated from enum value: ROLE_ADMIN = 2;
+   */
+  ADMIN = 2,
+}
+
+/**
+ * Describes the enum parley.v1.User.Role.
+ */
+export const User_RoleSchema: GenEnum<User_Role> = /*@__PURE__*/
+  enumDesc(file_parley_v1_auth_service, 1, 0);
 
 /**
  * Request for AuthService.CreateUser.
@@ -101,7 +202,7 @@ export type CreateUserRequest = Message<"parley.v1.CreateUserRequest"> & {
  * Use `create(CreateUserRequestSchema)` to create a new message.
  */
 export const CreateUserRequestSchema: GenMessage<CreateUserRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 1);
+  messageDesc(file_parley_v1_auth_service, 2);
 
 /**
  * Response for AuthService.CreateUser.
@@ -122,7 +223,7 @@ export type CreateUserResponse = Message<"parley.v1.CreateUserResponse"> & {
  * Use `create(CreateUserResponseSchema)` to create a new message.
  */
 export const CreateUserResponseSchema: GenMessage<CreateUserResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 2);
+  messageDesc(file_parley_v1_auth_service, 3);
 
 /**
  * Request for AuthService.CreateToken.
@@ -150,7 +251,7 @@ export type CreateTokenRequest = Message<"parley.v1.CreateTokenRequest"> & {
  * Use `create(CreateTokenRequestSchema)` to create a new message.
  */
 export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 3);
+  messageDesc(file_parley_v1_auth_service, 4);
 
 /**
  * Response for AuthService.CreateToken.
@@ -199,7 +300,7 @@ export type CreateTokenResponse = Message<"parley.v1.CreateTokenResponse"> & {
  * Use `create(CreateTokenResponseSchema)` to create a new message.
  */
 export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 4);
+  messageDesc(file_parley_v1_auth_service, 5);
 
 /**
  * Request for AuthService.RefreshToken.
@@ -220,7 +321,7 @@ export type RefreshTokenRequest = Message<"parley.v1.RefreshTokenRequest"> & {
  * Use `create(RefreshTokenRequestSchema)` to create a new message.
  */
 export const RefreshTokenRequestSchema: GenMessage<RefreshTokenRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 5);
+  messageDesc(file_parley_v1_auth_service, 6);
 
 /**
  * Response for AuthService.RefreshToken.
@@ -269,7 +370,7 @@ export type RefreshTokenResponse = Message<"parley.v1.RefreshTokenResponse"> & {
  * Use `create(RefreshTokenResponseSchema)` to create a new message.
  */
 export const RefreshTokenResponseSchema: GenMessage<RefreshTokenResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 6);
+  messageDesc(file_parley_v1_auth_service, 7);
 
 /**
  * Request for AuthService.RevokeToken.
@@ -290,7 +391,7 @@ export type RevokeTokenRequest = Message<"parley.v1.RevokeTokenRequest"> & {
  * Use `create(RevokeTokenRequestSchema)` to create a new message.
  */
 export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 7);
+  messageDesc(file_parley_v1_auth_service, 8);
 
 /**
  * Response for AuthService.RevokeToken.
@@ -305,7 +406,50 @@ export type RevokeTokenResponse = Message<"parley.v1.RevokeTokenResponse"> & {
  * Use `create(RevokeTokenResponseSchema)` to create a new message.
  */
 export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 8);
+  messageDesc(file_parley_v1_auth_service, 9);
+
+/**
+ * Request for AuthService.DeleteUser.
+ *
+ * @generated from message parley.v1.DeleteUserRequest
+ */
+export type DeleteUserRequest = Message<"parley.v1.DeleteUserRequest"> & {
+  /**
+   * `users/me`, or `users/{user}` (admins).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The caller's password, required to delete `users/me`.
+   *
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message parley.v1.DeleteUserRequest.
+ * Use `create(DeleteUserRequestSchema)` to create a new message.
+ */
+export const DeleteUserRequestSchema: GenMessage<DeleteUserRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_auth_service, 10);
+
+/**
+ * Response for AuthService.DeleteUser.
+ *
+ * @generated from message parley.v1.DeleteUserResponse
+ */
+export type DeleteUserResponse = Message<"parley.v1.DeleteUserResponse"> & {
+};
+
+/**
+ * Describes the message parley.v1.DeleteUserResponse.
+ * Use `create(DeleteUserResponseSchema)` to create a new message.
+ */
+export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_auth_service, 11);
 
 /**
  * Request for AuthService.GetCurrentToken.
@@ -320,7 +464,7 @@ export type GetCurrentTokenRequest = Message<"parley.v1.GetCurrentTokenRequest">
  * Use `create(GetCurrentTokenRequestSchema)` to create a new message.
  */
 export const GetCurrentTokenRequestSchema: GenMessage<GetCurrentTokenRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 9);
+  messageDesc(file_parley_v1_auth_service, 12);
 
 /**
  * Response for AuthService.GetCurrentToken.
@@ -376,7 +520,7 @@ export type GetCurrentTokenResponse = Message<"parley.v1.GetCurrentTokenResponse
  * Use `create(GetCurrentTokenResponseSchema)` to create a new message.
  */
 export const GetCurrentTokenResponseSchema: GenMessage<GetCurrentTokenResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 10);
+  messageDesc(file_parley_v1_auth_service, 13);
 
 /**
  * Request for AuthService.GetCurrentUser.
@@ -391,7 +535,7 @@ export type GetCurrentUserRequest = Message<"parley.v1.GetCurrentUserRequest"> &
  * Use `create(GetCurrentUserRequestSchema)` to create a new message.
  */
 export const GetCurrentUserRequestSchema: GenMessage<GetCurrentUserRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 11);
+  messageDesc(file_parley_v1_auth_service, 14);
 
 /**
  * Response for AuthService.GetCurrentUser.
@@ -412,7 +556,7 @@ export type GetCurrentUserResponse = Message<"parley.v1.GetCurrentUserResponse">
  * Use `create(GetCurrentUserResponseSchema)` to create a new message.
  */
 export const GetCurrentUserResponseSchema: GenMessage<GetCurrentUserResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_auth_service, 12);
+  messageDesc(file_parley_v1_auth_service, 15);
 
 /**
  * Users and their tokens.
@@ -488,6 +632,19 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof GetCurrentUserRequestSchema;
     output: typeof GetCurrentUserResponseSchema;
+  },
+  /**
+   * Deletes a user with everything they own: agents, sessions, branches,
+   * messages (content on either store) and tokens. `users/me` deletes the
+   * caller, who must give their password again; an admin may delete any user
+   * (without a password), but not the last admin.
+   *
+   * @generated from rpc parley.v1.AuthService.DeleteUser
+   */
+  deleteUser: {
+    methodKind: "unary";
+    input: typeof DeleteUserRequestSchema;
+    output: typeof DeleteUserResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_auth_service, 0);
