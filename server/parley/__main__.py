@@ -1,9 +1,18 @@
-"""``python -m parley``: run the server with settings from the environment (``PARLEY_*``)."""
+"""``parley-server`` (``python -m parley``): run the server, or do an operator's chore.
+
+parley-server                          serve with settings from the environment (PARLEY_*)
+parley-server admin create USERNAME    make USERNAME an admin: a new user (password asked for,
+                                       or the first line of stdin with --password-stdin), or
+                                       an existing one promoted
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import getpass
 import logging
+import sys
 
 from parley.app import serve
 from parley.config import Settings
@@ -11,9 +20,45 @@ from parley.config import Settings
 __all__ = ["main"]
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley-server", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    admin = commands.add_parser("admin", help="operator chores on the configured database")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    create = admin_commands.add_parser("create", help="make USERNAME an admin (created if absent)")
+    create.add_argument("username", metavar="USERNAME")
+    create.add_argument("--display-name", default="", help="for a new user (default: the username)")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read a new user's password from the first line of stdin",
+    )
+    return parser
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password for the new admin: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("parley-server: the passwords differ")
+    return first
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "admin":
+        from parley.admin_cli import create_admin
+
+        raise SystemExit(
+            asyncio.run(
+                create_admin(
+                    settings, args.username, lambda: _password(args.password_stdin), args.display_name
+                )
+            )
+        )
     asyncio.run(serve(settings))
 
 

@@ -21,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from openai import AsyncOpenAI
 from parley_proto.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
     agent_service_pb2,
     agent_service_pb2_grpc,
     auth_service_pb2,
@@ -31,25 +33,34 @@ from parley_proto.v1 import (
     chat_service_pb2_grpc,
     session_service_pb2,
     session_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
 )
 
+from parley.api.admin import AdminServicer
 from parley.api.agents import AgentServicer
 from parley.api.auth import AuthServicer
 from parley.api.branches import BranchServicer
 from parley.api.chat import ChatServicer
 from parley.api.interceptors import RequestInterceptor
 from parley.api.sessions import SessionServicer
+from parley.api.usage import UsageServicer
 from parley.auth.interceptor import Authenticator
 from parley.auth.passwords import Passwords
 from parley.auth.secret import install_secret
 from parley.auth.tokens import Tokens
 from parley.config import Settings
 from parley.domain.accounts import Accounts
+from parley.domain.admin import Admin
 from parley.domain.agents import Agents
 from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits
+from parley.domain.leaving import LeavingUser
+from parley.domain.models import Quota
 from parley.domain.sessions import Sessions
+from parley.domain.settings import RuntimeSettings, ServerSettings
 from parley.domain.summary import ContextSummarizer
+from parley.domain.usage import Usage
 from parley.domain.voice import Speech
 from parley.providers.llm.factory import build_model_registry
 from parley.providers.llm.local import LocalLlamaProvider
@@ -62,6 +73,7 @@ from parley.providers.tts.openai import OpenAITextToSpeech
 from parley.runs.admission import Admission
 from parley.runs.log import InProcessRunEventLog
 from parley.runs.manager import RunManager
+from parley.runs.quotas import QuotaMeter
 from parley.runs.sweep import RunSweeper
 from parley.storage.content.base import ContentStore
 from parley.storage.content.sql import SqlContentStore
@@ -70,7 +82,9 @@ from parley.storage.migrate import upgrade_database
 from parley.storage.sql.agents import AgentStore
 from parley.storage.sql.engine import Database
 from parley.storage.sql.replicas import ReplicaStore
+from parley.storage.sql.server_settings import ServerSettingsStore
 from parley.storage.sql.sessions import SessionStore
+from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import UserStore
 from parley.storage.summaries import SummaryStore
 
@@ -86,6 +100,8 @@ SERVICE_NAMES = tuple(
         (session_service_pb2, "SessionService"),
         (chat_service_pb2, "ChatService"),
         (branch_service_pb2, "BranchService"),
+        (admin_service_pb2, "AdminService"),
+        (usage_service_pb2, "UsageService"),
     ]
 )
 
@@ -112,6 +128,19 @@ class Application:
         await asyncio.gather(self.server.stop(grace), self.runs.shutdown(grace))
         await self.resources.aclose()
         log.info("stopped")
+
+
+def _server_settings(settings: Settings) -> ServerSettings:
+    """The run-time settings as the environment gives them (an admin's changes win)."""
+    return ServerSettings(
+        allow_registration=settings.allow_registration,
+        default_quota=Quota(
+            settings.quota_input_tokens_per_day,
+            settings.quota_output_tokens_per_day,
+            settings.quota_audio_seconds_per_day,
+            settings.max_concurrent_replies_per_user,
+        ),
+    )
 
 
 def _content_store(settings: Settings, db: Database) -> ContentStore:
@@ -183,6 +212,11 @@ async def build_application(settings: Settings) -> Application:
         )
         resources.push_async_callback(run_log.close)
         runs = RunManager(messages, run_log, checkpoint_interval_s=settings.run_checkpoint_seconds)
+        runtime = RuntimeSettings(ServerSettingsStore(db), _server_settings(settings))
+        await runtime.fresh()
+        usage = UsageStore(db)
+        quotas = QuotaMeter(usage.day_totals, lambda: runtime.current().default_quota)
+        leaving = LeavingUser(session_store, messages, runs, quotas)
 
         local = await LocalLlamaProvider.load(settings)
         models = build_model_registry(settings, local, local_model_id=local.model_id)
@@ -202,14 +236,17 @@ async def build_application(settings: Settings) -> Application:
                 if settings.jwt_secret is not None
                 else await asyncio.to_thread(install_secret, settings.data_dir),
             ),
-            allow_registration=settings.allow_registration,
+            runtime,
+            admin_usernames=settings.admin_usernames,
+            leaving=leaving,
         )
         chat = ChatEngine(
             session_store,
             messages,
             models,
             runs,
-            Admission(max_replies_per_user=settings.max_concurrent_replies_per_user),
+            Admission(),
+            quotas,
             sweeper,
             limits=ChatLimits(
                 max_message_chars=settings.max_message_chars,
@@ -227,13 +264,6 @@ async def build_application(settings: Settings) -> Application:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(Agents(agent_store, messages, runs, models)), server
-        )
-        session_service_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionServicer(Sessions(session_store, agent_store, messages, runs)), server
-        )
         speech = Speech(
             chat,
             stt,
@@ -241,21 +271,17 @@ async def build_application(settings: Settings) -> Application:
             max_audio_bytes=settings.max_audio_bytes,
             max_audio_seconds=settings.max_audio_seconds,
         )
-        chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(chat, speech), server)
-        branch_service_pb2_grpc.add_BranchServiceServicer_to_server(
-            BranchServicer(Branches(session_store, messages)), server
-        )
-
-        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        _add_servicers(
             server,
+            AuthServicer(accounts),
+            AgentServicer(Agents(agent_store, messages, runs, models)),
+            SessionServicer(Sessions(session_store, agent_store, messages, runs)),
+            ChatServicer(chat, speech),
+            BranchServicer(Branches(session_store, messages, runs)),
+            AdminServicer(Admin(users, runtime)),
+            UsageServicer(Usage(usage, agent_store, session_store, messages)),
         )
+        health_servicer = _add_health_and_reflection(server)
         port = server.add_insecure_port(settings.grpc_listen)
         await server.start()
         for name in ("", *SERVICE_NAMES):
@@ -265,6 +291,36 @@ async def build_application(settings: Settings) -> Application:
     except BaseException:
         await resources.aclose()
         raise
+
+
+def _add_servicers(
+    server: grpc.aio.Server,
+    auth: AuthServicer,
+    agents: AgentServicer,
+    sessions: SessionServicer,
+    chat: ChatServicer,
+    branches: BranchServicer,
+    admin: AdminServicer,
+    usage: UsageServicer,
+) -> None:
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agents, server)
+    session_service_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
+    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
+    branch_service_pb2_grpc.add_BranchServiceServicer_to_server(branches, server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+
+
+def _add_health_and_reflection(server: grpc.aio.Server) -> Any:
+    """gRPC health (per service) and server reflection; returns the health servicer."""
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    return health_servicer
 
 
 async def serve(settings: Settings | None = None) -> None:

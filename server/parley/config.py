@@ -110,6 +110,25 @@ class Settings(BaseSettings):
     )
     max_request_id_chars: int = Field(default=128, ge=1, le=128, description="Longest `request_id` (chars).")
 
+    # --- operators -----------------------------------------------------------------------------
+    admin_usernames: list[str] = Field(
+        default_factory=list,
+        description='Usernames that are admins when they register, e.g. ["ada"]; the first user of an '
+        "empty database is an admin anyway, and `parley-server admin create USERNAME` makes one.",
+    )
+    quota_input_tokens_per_day: int = Field(
+        default=0, ge=0, description="Default prompt tokens per user and UTC day; 0: no limit."
+    )
+    quota_output_tokens_per_day: int = Field(
+        default=0, ge=0, description="Default generated tokens per user and UTC day; 0: no limit."
+    )
+    quota_audio_seconds_per_day: int = Field(
+        default=0,
+        ge=0,
+        description="Default seconds of audio (recordings sent plus speech generated) per user and UTC "
+        "day; 0: no limit.",
+    )
+
     # --- runs ----------------------------------------------------------------------------------
     run_checkpoint_seconds: float = Field(
         default=1.0,

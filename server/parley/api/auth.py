@@ -11,7 +11,7 @@ from parley_proto.v1 import auth_service_pb2_grpc
 from parley.api.convert import timestamp, user_to_proto
 from parley.auth.interceptor import current_principal
 from parley.domain.accounts import Accounts
-from parley.domain.names import user_name
+from parley.domain.names import parse_user, user_name
 
 __all__ = ["AuthServicer"]
 
@@ -55,7 +55,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def GetCurrentToken(
         self, request: pb.GetCurrentTokenRequest, context: Context
     ) -> pb.GetCurrentTokenResponse:
-        claims = current_principal().claims
+        claims = current_principal().token_claims()
         return pb.GetCurrentTokenResponse(
             subject=user_name(claims.user_id),
             token_id=claims.token_id,
@@ -64,6 +64,11 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             issuer=claims.issuer,
             audience=claims.audience,
         )
+
+    async def DeleteUser(self, request: pb.DeleteUserRequest, context: Context) -> pb.DeleteUserResponse:
+        user = parse_user(request.name)
+        await self._accounts.delete_user(current_principal(), user, request.password)
+        return pb.DeleteUserResponse()
 
     async def GetCurrentUser(
         self, request: pb.GetCurrentUserRequest, context: Context

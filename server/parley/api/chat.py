@@ -51,7 +51,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> AsyncIterator[pb.ChatEvent]:
         return _stream(
             self._chat.send(
-                current_principal().user_id,
+                current_principal(),
                 parse_session(request.session, "session"),
                 request.text,
                 branch=request.branch,
@@ -66,7 +66,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[pb.ChatEvent]:
         return _stream(
             self._speech.send_voice(
-                current_principal().user_id,
+                current_principal(),
                 parse_session(request.session, "session"),
                 request.audio,
                 language=request.language,
@@ -84,7 +84,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
         session_id, message_id = parse_message(request.name)
         return _stream(
             self._chat.regenerate(
-                current_principal().user_id,
+                current_principal(),
                 session_id,
                 message_id,
                 background=request.background,

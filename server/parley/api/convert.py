@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,18 @@ from parley.api.interceptors import request_id_var, status_proto
 from parley.audio.encode import OutputFormat
 from parley.domain.agents import AgentFields
 from parley.domain.errors import InvalidArgument
-from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, Session, StopReason, User
+from parley.domain.models import (
+    Agent,
+    Branch,
+    Message,
+    MessageStatus,
+    Quota,
+    Role,
+    Session,
+    StopReason,
+    User,
+    UserRole,
+)
 from parley.domain.names import agent_name, branch_name, message_name, session_name, user_name
 from parley.runs import events as run_events
 
@@ -33,11 +45,15 @@ __all__ = [
     "branch_to_proto",
     "chat_event_to_proto",
     "duration",
+    "mask_paths",
     "message_to_proto",
     "output_format",
+    "quota_changes",
+    "quota_to_proto",
     "session_title_change",
     "session_to_proto",
     "timestamp",
+    "user_role",
     "user_to_proto",
 ]
 
@@ -70,6 +86,40 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
+_USER_ROLE = {
+    UserRole.USER: auth_service_pb2.User.ROLE_USER,
+    UserRole.ADMIN: auth_service_pb2.User.ROLE_ADMIN,
+}
+
+
+def quota_to_proto(quota: Quota) -> auth_service_pb2.Quota:
+    return auth_service_pb2.Quota(
+        input_tokens_per_day=quota.input_tokens_per_day,
+        output_tokens_per_day=quota.output_tokens_per_day,
+        audio_seconds_per_day=quota.audio_seconds_per_day,
+        max_concurrent_replies=quota.max_concurrent_replies,
+    )
+
+
+def quota_changes(
+    quota: auth_service_pb2.Quota, current: Quota, paths: Sequence[str], prefix: str
+) -> Quota | None:
+    """``current`` with the fields of ``quota`` that ``paths`` name (``prefix`` replaces all four,
+    ``prefix.field`` one); ``None`` when no path names the quota."""
+    given = Quota(
+        quota.input_tokens_per_day,
+        quota.output_tokens_per_day,
+        quota.audio_seconds_per_day,
+        quota.max_concurrent_replies,
+    )
+    if prefix in paths:
+        return given
+    fields = [p.removeprefix(f"{prefix}.") for p in paths if p.startswith(f"{prefix}.")]
+    if not fields:
+        return None
+    return replace(current, **{name: getattr(given, name) for name in fields})
+
+
 def user_to_proto(user: User) -> auth_service_pb2.User:
     return auth_service_pb2.User(
         name=user_name(user.id),
@@ -77,7 +127,24 @@ def user_to_proto(user: User) -> auth_service_pb2.User:
         display_name=user.display_name,
         create_time=timestamp(user.create_time),
         update_time=timestamp(user.update_time),
+        role=_USER_ROLE[user.role],
+        disabled=user.disabled,
+        quota=quota_to_proto(user.quota),
     )
+
+
+def user_role(value: int, field: str) -> UserRole:
+    """The domain role of a ``User.Role`` value; ``InvalidArgument`` for unset or unknown."""
+    for role, number in _USER_ROLE.items():
+        if number == value:
+            return role
+    raise InvalidArgument.field(field, "must be ROLE_USER or ROLE_ADMIN")
+
+
+def mask_paths(mask: field_mask_pb2.FieldMask, allowed: Sequence[str]) -> list[str]:
+    """The paths of ``mask`` (all of ``allowed`` when empty or ``*``); ``InvalidArgument``
+    naming any path that is not in ``allowed``."""
+    return _mask_paths(mask, allowed)
 
 
 def agent_to_proto(agent: Agent) -> agent_service_pb2.Agent:
@@ -112,7 +179,7 @@ def agent_fields(agent: agent_service_pb2.Agent) -> AgentFields:
 def _mask_paths(mask: field_mask_pb2.FieldMask, allowed: Sequence[str]) -> list[str]:
     paths = list(mask.paths)
     if not paths or paths == ["*"]:
-        return list(allowed)
+        return [p for p in allowed if "." not in p]
     unknown = [p for p in paths if p not in allowed]
     if unknown:
         raise InvalidArgument.field(
@@ -184,6 +251,8 @@ def message_to_proto(message: Message) -> chat_service_pb2.Message:
         msg.audio_duration.CopyFrom(duration(message.audio_duration_s))
     if message.time_to_first_token_s is not None:
         msg.time_to_first_token.CopyFrom(duration(message.time_to_first_token_s))
+    if message.speech_duration_s is not None:
+        msg.speech_duration.CopyFrom(duration(message.speech_duration_s))
     return msg
 
 

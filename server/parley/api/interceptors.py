@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -67,6 +67,23 @@ def status_proto(error: ParleyError, request_id: str) -> status_pb2.Status:
             )
         )
         details.append(bad)
+    if error.quota_violations:
+        quota = any_pb2.Any()
+        quota.Pack(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
+                    for v in error.quota_violations
+                ]
+            )
+        )
+        details.append(quota)
+    if error.retry_after_s is not None:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(error.retry_after_s * 1e9)))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     req = any_pb2.Any()
     req.Pack(error_details_pb2.RequestInfo(request_id=request_id))
     details.append(req)

@@ -1,8 +1,8 @@
 """Branches: named pointers into a session's message tree (docs/design.md, "Conversation model").
 
 Forking copies no message content: a new branch is one row whose head is an existing message,
-so the shared prefix is stored once. Deleting a branch removes only the pointer; messages stay
-reachable from the other branches that share them.
+so the shared prefix is stored once. Deleting a branch removes the pointer and the messages no
+other branch reaches (its own suffix); the shared prefix stays.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from parley.domain.fields import check_display_name
 from parley.domain.models import Branch, Session
 from parley.domain.names import branch_name, new_id, parse_branch, parse_message
 from parley.domain.pagination import PageRequest, page_of
+from parley.runs.manager import RunManager
 from parley.storage.messages import MessageStore
 from parley.storage.sql.sessions import SessionStore
 
@@ -24,9 +25,12 @@ __all__ = ["Branches"]
 class Branches:
     """Fork, list, switch and delete the branches of the caller's sessions."""
 
-    def __init__(self, store: SessionStore, messages: MessageStore, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, store: SessionStore, messages: MessageStore, runs: RunManager, *, clock: Clock = utc_now
+    ) -> None:
         self._store = store
         self._messages = messages
+        self._runs = runs
         self._now = clock
 
     async def _session(self, owner_id: str, session_id: str) -> Session:
@@ -98,8 +102,9 @@ class Branches:
         return session
 
     async def delete(self, owner_id: str, name: str) -> None:
-        """Delete a branch pointer. Refuses (FAILED_PRECONDITION) the active branch; the last branch
-        of a session is always its active one, and the second check guards a concurrent switch."""
+        """Delete a branch and the messages only it reached (a reply still being generated on it is
+        cancelled first). Refuses (FAILED_PRECONDITION) the active branch; the last branch of a
+        session is always its active one, and the second check guards a concurrent switch."""
         branch, session = await self.get(owner_id, name)
         if branch.id == session.active_branch_id:
             raise FailedPrecondition(
@@ -107,5 +112,9 @@ class Branches:
             )
         if await self._store.count_branches(session.id) < 2:
             raise FailedPrecondition(f"{name} is the session's last branch", reason=Reason.LAST_BRANCH)
+        if branch.head_id is not None:
+            await self._runs.cancel(branch.head_id)  # a reply still being written on it
         if not await self._store.delete_branch(session.id, branch.id):
             raise NotFound.resource(branch_name(session.id, branch.id))
+        if branch.head_id is not None:
+            await self._messages.delete_unreachable(session.id, branch.head_id)

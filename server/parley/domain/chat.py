@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from parley.domain.accounts import Principal
 from parley.domain.clock import Clock, utc_now
 from parley.domain.context import build_context
 from parley.domain.errors import Aborted, InvalidArgument, NotFound, Reason
@@ -32,10 +33,12 @@ from parley.providers.llm.registry import ModelRegistry, ResolvedModel
 from parley.runs.admission import Admission, Ticket
 from parley.runs.events import Accepted
 from parley.runs.manager import RunBody, RunManager, RunSpec, Subscription
+from parley.runs.quotas import QuotaMeter, Reservation
 from parley.runs.replay import replay_stored
 from parley.runs.sweep import RunSweeper
 from parley.storage.messages import MessageStore, RunRecord
 from parley.storage.sql.sessions import SendTarget, SessionStore
+from parley.storage.sql.usage import UsageRecord
 
 __all__ = ["CONTEXT_MAX_MESSAGES", "ChatEngine", "ChatLimits", "Spoken"]
 
@@ -77,6 +80,7 @@ class ChatEngine:
         models: ModelRegistry,
         runs: RunManager,
         admission: Admission,
+        quotas: QuotaMeter,
         sweeper: RunSweeper,
         *,
         limits: ChatLimits,
@@ -88,6 +92,7 @@ class ChatEngine:
         self._models = models
         self._runs = runs
         self._admission = admission
+        self._quotas = quotas
         self._sweeper = sweeper
         self._limits = limits
         self._summarizer = summarizer
@@ -155,7 +160,7 @@ class ChatEngine:
 
     async def send(
         self,
-        owner_id: str,
+        principal: Principal,
         session_id: str,
         text: str,
         *,
@@ -170,17 +175,19 @@ class ChatEngine:
         leaving cancels it). ``deadline`` is the RPC deadline as a ``time.monotonic()`` instant.
         Raises (before anything is stored) ``InvalidArgument`` for bad text or request id,
         ``NotFound`` for a session/branch that is absent or another user's, ``ResourceExhausted``
-        over the per-user reply limit.
+        over the per-user reply limit (TOO_MANY_CONCURRENT_REPLIES) or the daily quota
+        (QUOTA_EXCEEDED).
         """
         text = self.validate_text(text)
         self.validate_request_id(request_id)
-        target = await self.target(owner_id, session_id, branch)
+        target = await self.target(principal.user_id, session_id, branch)
         return await self.send_to(
-            target, text, request_id=request_id, background=background, deadline=deadline
+            principal, target, text, request_id=request_id, background=background, deadline=deadline
         )
 
     async def send_to(
         self,
+        principal: Principal,
         target: SendTarget,
         text: str,
         *,
@@ -196,34 +203,56 @@ class ChatEngine:
         resolved = self._models.resolve(agent.model, field="agent.model")
         if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
             return replay
-        ticket = await self._admission.admit(session.owner_id, session.id, b.id)
+        ticket = await self._admit(principal, session.id, b.id)
         try:
             if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
                 ticket.release()
                 return replay
+            audio_s = spoken.duration_s if spoken else 0.0
             for attempt in range(2):
                 user = self._user_message(session.id, b, text, request_id, spoken)
                 # Decide the prompt before storing anything: a message that can never fit is refused whole.
                 request, input_tokens = await self._prompt(agent, resolved, user)
                 reply = self._reply_message(user, resolved, input_tokens)
-                run = self._run_record(reply, session.owner_id, b.id, background)
-                if await self._messages.start_reply(reply, run, user=user, expected_head=b.head_id):
+                run = self._run_record(reply, principal.user_id, b.id, background)
+                usage = UsageRecord(
+                    reply.id,
+                    principal.user_id,
+                    agent.id,
+                    session.id,
+                    reply.create_time,
+                    input_tokens,
+                    audio_s,
+                    2,
+                )
+                quota = await self._quotas.admit(
+                    principal.user_id, principal.quota, input_tokens=input_tokens, audio_seconds=audio_s
+                )
+                try:
+                    stored = await self._messages.start_reply(
+                        reply, run, user=user, expected_head=b.head_id, usage=usage
+                    )
+                except BaseException:
+                    self._quotas.refund(quota, input_tokens=input_tokens, audio_seconds=audio_s)
+                    raise
+                if stored:
                     break
+                self._quotas.refund(quota, input_tokens=input_tokens, audio_seconds=audio_s)
                 # Another writer moved the head since it was read (an earlier send that held the
                 # lock): read the branch again and retry once.
                 b = await self._sessions.get_branch(session.id, b.id) or _gone(b)
                 if attempt:
                     raise Aborted("the branch moved during the send; retry", reason=Reason.BRANCH_CONFLICT)
             accepted = Accepted(user, reply.id, b.id)
-            text_reply = TextReply(accepted, reply, resolved.provider, request)
-            return self._start(run, ticket, body(text_reply) if body else text_reply, deadline)
+            text_reply = TextReply(accepted, reply, resolved.provider, request, meter=quota.take_output)
+            return self._start(run, ticket, quota, body(text_reply) if body else text_reply, deadline)
         except BaseException:
             ticket.release()
             raise
 
     async def regenerate(
         self,
-        owner_id: str,
+        principal: Principal,
         session_id: str,
         message_id: str,
         *,
@@ -237,7 +266,7 @@ class ChatEngine:
         Raises ``NotFound`` for a message that is absent or another user's, ``InvalidArgument``
         (NOT_AN_ASSISTANT_MESSAGE) for a user message (edit it by forking at its parent and sending).
         """
-        target = await self.target(owner_id, session_id)
+        target = await self.target(principal.user_id, session_id)
         old = await self._assistant_message(session_id, message_id)
         user = await self._messages.get(session_id, old.parent_id or "")
         if user is None:
@@ -255,13 +284,29 @@ class ChatEngine:
             create_time=now,
             update_time=now,
         )
-        ticket = await self._admission.admit(owner_id, session_id, branch.id)
+        ticket = await self._admit(principal, session_id, branch.id)
         try:
             reply = self._reply_message(user, resolved, input_tokens)
-            run = self._run_record(reply, owner_id, branch.id, background)
-            await self._messages.start_reply(reply, run, new_branch=branch)
-            text_reply = TextReply(Accepted(user, reply.id, branch.id), reply, resolved.provider, request)
-            return self._start(run, ticket, text_reply, deadline)
+            run = self._run_record(reply, principal.user_id, branch.id, background)
+            usage = UsageRecord(
+                reply.id,
+                principal.user_id,
+                target.agent.id,
+                session_id,
+                reply.create_time,
+                input_tokens,
+                0.0,
+                1,
+            )
+            quota = await self._quotas.admit(principal.user_id, principal.quota, input_tokens=input_tokens)
+            try:
+                await self._messages.start_reply(reply, run, new_branch=branch, usage=usage)
+            except BaseException:
+                self._quotas.refund(quota, input_tokens=input_tokens)
+                raise
+            accepted = Accepted(user, reply.id, branch.id)
+            text_reply = TextReply(accepted, reply, resolved.provider, request, meter=quota.take_output)
+            return self._start(run, ticket, quota, text_reply, deadline)
         except BaseException:
             ticket.release()
             raise
@@ -302,8 +347,18 @@ class ChatEngine:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _start(self, run: RunRecord, ticket: Ticket, body: RunBody, deadline: float | None) -> Subscription:
-        spec = RunSpec(run.id, run.user_id, run.session_id, run.background, ticket.release)
+    async def _admit(self, principal: Principal, session_id: str, branch_id: str) -> Ticket:
+        limit = self._quotas.limits(principal.quota).max_concurrent_replies
+        return await self._admission.admit(principal.user_id, session_id, branch_id, limit=limit)
+
+    def _start(
+        self, run: RunRecord, ticket: Ticket, quota: Reservation, body: RunBody, deadline: float | None
+    ) -> Subscription:
+        def finish(reply: Message | None) -> None:
+            quota.settle(reply)
+            ticket.release()
+
+        spec = RunSpec(run.id, run.user_id, run.session_id, run.background, finish)
         return self._runs.start(spec, body, deadline=deadline)
 
     async def _assistant_message(self, session_id: str, message_id: str) -> Message:

@@ -24,6 +24,7 @@ __all__ = [
     "NotFound",
     "ParleyError",
     "PermissionDenied",
+    "QuotaViolation",
     "Reason",
     "ResourceExhausted",
     "Unauthenticated",
@@ -37,6 +38,7 @@ class Reason(StrEnum):
 
     ABORTED = "ABORTED"
     ACTIVE_BRANCH = "ACTIVE_BRANCH"
+    ADMIN_REQUIRED = "ADMIN_REQUIRED"
     AGENT_HAS_SESSIONS = "AGENT_HAS_SESSIONS"
     ALREADY_EXISTS = "ALREADY_EXISTS"
     AUDIO_TOO_LARGE = "AUDIO_TOO_LARGE"
@@ -58,6 +60,7 @@ class Reason(StrEnum):
     INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
     INVALID_RESOURCE_NAME = "INVALID_RESOURCE_NAME"
     INVALID_TOKEN = "INVALID_TOKEN"
+    LAST_ADMIN = "LAST_ADMIN"
     LAST_BRANCH = "LAST_BRANCH"
     MALFORMED_REQUEST = "MALFORMED_REQUEST"
     MESSAGE_HAS_NO_TEXT = "MESSAGE_HAS_NO_TEXT"
@@ -72,6 +75,7 @@ class Reason(StrEnum):
     PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
     PROVIDER_REJECTED_INPUT = "PROVIDER_REJECTED_INPUT"
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     REFRESH_TOKEN_REUSED = "REFRESH_TOKEN_REUSED"
     REGISTRATION_DISABLED = "REGISTRATION_DISABLED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -86,6 +90,7 @@ class Reason(StrEnum):
     UNSUPPORTED_AUDIO = "UNSUPPORTED_AUDIO"
     UNSUPPORTED_LANGUAGE = "UNSUPPORTED_LANGUAGE"
     USERNAME_TAKEN = "USERNAME_TAKEN"
+    USER_DISABLED = "USER_DISABLED"
     WEAK_PASSWORD = "WEAK_PASSWORD"
     WRONG_TOKEN_TYPE = "WRONG_TOKEN_TYPE"
 
@@ -95,6 +100,14 @@ class FieldViolation:
     """One bad request field (``google.rpc.BadRequest.FieldViolation``)."""
 
     field: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """One broken limit (``google.rpc.QuotaFailure.Violation``): whose, and which."""
+
+    subject: str
     description: str
 
 
@@ -111,12 +124,17 @@ class ParleyError(Exception):
         reason: Reason | None = None,
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[FieldViolation] = (),
+        quota_violations: Sequence[QuotaViolation] = (),
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason: Reason = reason or self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
         self.violations: tuple[FieldViolation, ...] = tuple(violations)
+        #: ``google.rpc.QuotaFailure`` violations, and the ``google.rpc.RetryInfo`` delay (s).
+        self.quota_violations: tuple[QuotaViolation, ...] = tuple(quota_violations)
+        self.retry_after_s = retry_after_s
 
 
 class InvalidArgument(ParleyError):

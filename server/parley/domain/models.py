@@ -5,7 +5,7 @@ Times are timezone-aware UTC ``datetime`` values; durations are seconds (``float
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -14,10 +14,12 @@ __all__ = [
     "Branch",
     "Message",
     "MessageStatus",
+    "Quota",
     "Role",
     "Session",
     "StopReason",
     "User",
+    "UserRole",
 ]
 
 
@@ -53,6 +55,35 @@ class StopReason(StrEnum):
     #: The process running the reply stopped without finishing it (killed, crashed, lost its
     #: lease); the text is the last checkpoint.
     SERVER_LOST = "server_lost"
+    #: The user's daily output-token quota ran out during the reply.
+    QUOTA_EXCEEDED = "quota_exceeded"
+
+
+class UserRole(StrEnum):
+    """What a user may do: own agents and sessions, or also run the server."""
+
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Per-user limits: tokens and audio seconds per UTC day, replies generating at once.
+    0 means "the server's default" for a user's own quota, and "no limit" for the default."""
+
+    input_tokens_per_day: int = 0
+    output_tokens_per_day: int = 0
+    audio_seconds_per_day: int = 0
+    max_concurrent_replies: int = 0
+
+    def over(self, default: Quota) -> Quota:
+        """These limits, with ``default``'s where a field here is 0."""
+        return Quota(
+            self.input_tokens_per_day or default.input_tokens_per_day,
+            self.output_tokens_per_day or default.output_tokens_per_day,
+            self.audio_seconds_per_day or default.audio_seconds_per_day,
+            self.max_concurrent_replies or default.max_concurrent_replies,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +93,9 @@ class User:
     display_name: str
     create_time: datetime
     update_time: datetime
+    role: UserRole = UserRole.USER
+    disabled: bool = False
+    quota: Quota = field(default_factory=Quota)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +159,5 @@ class Message:
     request_id: str = ""
     time_to_first_token_s: float | None = None
     error_message: str = ""
+    #: Seconds of speech generated for a voice reply.
+    speech_duration_s: float | None = None

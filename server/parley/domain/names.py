@@ -22,6 +22,7 @@ __all__ = [
     "parse_branch",
     "parse_message",
     "parse_session",
+    "parse_user",
     "session_name",
     "user_name",
 ]
@@ -32,6 +33,7 @@ _AGENT_RE = re.compile(rf"agents/({_UUID})")
 _SESSION_RE = re.compile(rf"sessions/({_UUID})")
 _MESSAGE_RE = re.compile(rf"sessions/({_UUID})/messages/({_UUID})")
 _BRANCH_RE = re.compile(rf"sessions/({_UUID})/branches/({_BRANCH})")
+_USER_RE = re.compile(rf"users/(me|{_UUID})")
 
 
 def new_id() -> str:
@@ -90,3 +92,8 @@ def parse_branch(value: str, field: str = "branch") -> tuple[str, str]:
     """``sessions/{session}/branches/{branch}`` → (session id, branch id)."""
     m = _match(_BRANCH_RE, value, field, "sessions/{session}/branches/{branch}")
     return m.group(1), m.group(2)
+
+
+def parse_user(value: str, field: str = "name") -> str:
+    """``users/{user}`` → user id, or ``"me"`` for ``users/me``."""
+    return _match(_USER_RE, value, field, "users/{user} or users/me").group(1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 from parley.domain.models import Message, MessageStatus, StopReason
@@ -27,12 +27,22 @@ class TextReply:
         accepted: the run's first event (the stored user message).
         reply: the reply as stored when the run started (IN_PROGRESS, no text); its
             ``input_tokens`` are the prompt's, counted when the context was built.
+        meter: counts each delta as an output token of the user's day before it is sent; when
+            it answers False (no quota left for it) the reply stops there (stop reason
+            QUOTA_EXCEEDED).
     """
 
     def __init__(
-        self, accepted: Accepted, reply: Message, provider: LLMProvider, request: GenerationRequest
+        self,
+        accepted: Accepted,
+        reply: Message,
+        provider: LLMProvider,
+        request: GenerationRequest,
+        *,
+        meter: Callable[[int], bool] | None = None,
     ) -> None:
         self._accepted = accepted
+        self._meter = meter
         self._reply = reply
         self._provider = provider
         self._request = request
@@ -48,10 +58,14 @@ class TextReply:
     async def events(self) -> AsyncIterator[RunEvent]:
         yield self._accepted
         started = time.monotonic()
+        out_of_quota = False
         stream = self._provider.stream(self._request)
         async with contextlib.aclosing(stream):
             async for event in stream:
                 if isinstance(event, TextDeltaEvent):
+                    if self._meter is not None and not self._meter(1):
+                        out_of_quota = True
+                        break  # closing the stream stops the provider
                     if self._ttft is None:
                         self._ttft = time.monotonic() - started
                     self._parts.append(event.text)
@@ -60,7 +74,10 @@ class TextReply:
                     self._usage = (event.input_tokens, event.output_tokens)
                 elif isinstance(event, StopEvent):
                     self._stop = event.stop_reason
-        final = self._message(MessageStatus.COMPLETE, self._stop or StopReason.END_TURN, "")
+        if out_of_quota:
+            final = self.cut_short(StopReason.QUOTA_EXCEEDED, "the daily output-token quota ran out")
+        else:
+            final = self._message(MessageStatus.COMPLETE, self._stop or StopReason.END_TURN, "")
         yield UsageReport(final.input_tokens, final.output_tokens)
         yield Completed(final)
 

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 
 from parley.audio.decode import decode_to_pcm
 from parley.audio.encode import AudioEncoder, OutputFormat
 from parley.audio.sentences import SentenceSplitter
 from parley.audio.sniff import sniff
+from parley.domain.accounts import Principal
 from parley.domain.chat import ChatEngine, Spoken
 from parley.domain.errors import FailedPrecondition, InvalidArgument, Reason, ResourceExhausted
 from parley.domain.models import Message, StopReason
@@ -56,6 +58,8 @@ class _Speaker:
         self._encoder: AudioEncoder | None = None
         self._segments = 0
         self._last_language = language or "en"
+        #: Seconds of speech synthesized so far.
+        self.seconds = 0.0
         self._task = asyncio.create_task(self._run())
 
     def say(self, sentence: str) -> None:
@@ -92,6 +96,7 @@ class _Speaker:
             while (sentence := await self._sentences.get()) is not None:
                 language = reply_language(sentence, self._language)
                 audio = await self._tts.synthesize(sentence, language=language, voice=self._voice)
+                self.seconds += len(audio.samples) / audio.sample_rate_hz
                 if self._encoder is None:
                     self._encoder = AudioEncoder(self._format, audio.sample_rate_hz)
                 data = await asyncio.to_thread(self._encoder.encode, audio.samples)
@@ -135,9 +140,10 @@ class SpokenReply:
         self._format: OutputFormat = output_format
         self._language = language
         self._voice = voice
+        self._speaker: _Speaker | None = None
 
     async def events(self) -> AsyncIterator[RunEvent]:
-        speaker = _Speaker(self._tts, self._format, self._language, self._voice)
+        speaker = self._speaker = _Speaker(self._tts, self._format, self._language, self._voice)
         splitter = SentenceSplitter()
         usage: UsageReport | None = None
         try:
@@ -162,17 +168,22 @@ class SpokenReply:
                             yield chunk
                         if usage is not None:
                             yield usage
-                        yield event
+                        yield Completed(self._spoken(event.message))
                     else:
                         yield event
         finally:
             await speaker.cancel()
 
     def progress(self) -> Message:
-        return self._text.progress()
+        return self._spoken(self._text.progress())
 
     def cut_short(self, reason: StopReason, detail: str) -> Message:
-        return self._text.cut_short(reason, detail)
+        return self._spoken(self._text.cut_short(reason, detail))
+
+    def _spoken(self, reply: Message) -> Message:
+        """``reply`` with the seconds of speech made for it so far."""
+        seconds = self._speaker.seconds if self._speaker is not None else 0.0
+        return replace(reply, speech_duration_s=round(seconds, 3) if seconds else None)
 
 
 class Speech:
@@ -201,7 +212,7 @@ class Speech:
 
     async def send_voice(
         self,
-        owner_id: str,
+        principal: Principal,
         session_id: str,
         audio: bytes,
         *,
@@ -234,7 +245,7 @@ class Speech:
                 "language", "must be 'en', 'ar' or empty", reason=Reason.UNSUPPORTED_LANGUAGE
             )
         self._chat.validate_request_id(request_id)
-        target = await self._chat.target(owner_id, session_id, branch)
+        target = await self._chat.target(principal.user_id, session_id, branch)
         agent = target.agent
         sniff(audio)  # cheap, and names the detected type when it is not audio
         decoded = await asyncio.to_thread(decode_to_pcm, audio, max_duration_s=self._max_seconds)
@@ -256,6 +267,7 @@ class Speech:
             )
 
         return await self._chat.send_to(
+            principal,
             target,
             self._chat.validate_text(heard.text),
             request_id=request_id,

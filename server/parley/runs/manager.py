@@ -63,19 +63,22 @@ class RunBody(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """Who a run belongs to. ``release`` is called once when the run ends (admission ticket)."""
+    """Who a run belongs to. ``finish`` is called once when the run ends, with the reply as
+    stored (``None`` if it could not be stored): it gives back the admission ticket and settles
+    the quota."""
 
     run_id: str
     owner_id: str
     session_id: str
     background: bool
-    release: Callable[[], None]
+    finish: Callable[[Message | None], None]
 
 
 class _Run:
     __slots__ = (
         "body",
         "done",
+        "final",
         "last_sequence_number",
         "spec",
         "started",
@@ -91,6 +94,7 @@ class _Run:
         self.stop_reason: StopReason | None = None
         self.started = False
         self.last_sequence_number = 0
+        self.final: Message | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
 
@@ -227,7 +231,14 @@ class RunManager:
 
     async def cancel_session(self, session_id: str) -> None:
         """Stop every live run of a session (it is being deleted)."""
-        runs = [r for r in self._live.values() if r.spec.session_id == session_id]
+        await self._cancel_where(lambda spec: spec.session_id == session_id)
+
+    async def cancel_owner(self, owner_id: str) -> None:
+        """Stop every live run of a user (the user is being deleted)."""
+        await self._cancel_where(lambda spec: spec.owner_id == owner_id)
+
+    async def _cancel_where(self, match: Callable[[RunSpec], bool]) -> None:
+        runs = [r for r in self._live.values() if match(r.spec)]
         for run in runs:
             run.stop(StopReason.CANCELLED)
         if runs:
@@ -259,7 +270,7 @@ class RunManager:
                     async for event in events:
                         if isinstance(event, Completed):
                             await checkpoints.stop()
-                            await self._store(event.message, run.last_sequence_number + 1)
+                            await self._store(run, event.message, run.last_sequence_number + 1)
                         await self._append(run, event)
             except asyncio.CancelledError:
                 reason = run.stop_reason or (
@@ -275,29 +286,31 @@ class RunManager:
         finally:
             checkpoints.close()
             self._live.pop(run.spec.run_id, None)
-            run.spec.release()
+            run.spec.finish(run.final)
             if not run.done.done():
                 run.done.set_result(None)
 
     async def _end_cut_short(self, run: _Run, checkpoints: _Checkpoints, reason: StopReason) -> None:
         await checkpoints.stop()
         message = run.body.cut_short(reason, reason.value.replace("_", " "))
-        await self._store(message, run.last_sequence_number + 2)
+        await self._store(run, message, run.last_sequence_number + 2)
         await self._append(run, UsageReport(message.input_tokens, message.output_tokens))
         await self._append(run, Completed(message))
 
     async def _end_failed(self, run: _Run, checkpoints: _Checkpoints, error: ParleyError) -> None:
         await checkpoints.stop()
         message = run.body.cut_short(StopReason.ERROR, error.message)
-        await self._store(message, run.last_sequence_number + 1)
+        await self._store(run, message, run.last_sequence_number + 1)
         await self._append(run, Failed(error))
 
     async def _append(self, run: _Run, event: RunEvent) -> None:
         run.last_sequence_number = await self._log.append(run.spec.run_id, event)
 
-    async def _store(self, message: Message, last_sequence_number: int) -> None:
+    async def _store(self, run: _Run, message: Message, last_sequence_number: int) -> None:
         try:
-            if not await self._messages.finish_reply(message, last_sequence_number, self._now()):
+            if await self._messages.finish_reply(message, last_sequence_number, self._now()):
+                run.final = message
+            else:
                 log.warning("reply %s was already finished or deleted; final state not stored", message.id)
         except Exception:
             log.exception("could not store the reply %s", message.id)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -29,7 +29,8 @@ from parley.domain.models import Branch, Message, MessageStatus, Role, StopReaso
 from parley.storage.content.base import ContentStore, MessageContent
 from parley.storage.sql.engine import Database
 from parley.storage.sql.sessions import branch_values
-from parley.storage.sql.tables import branches, messages, runs, sessions
+from parley.storage.sql.tables import branches, messages, runs, sessions, usage_records
+from parley.storage.sql.usage import UsageRecord
 
 __all__ = ["MessageStore", "RunRecord"]
 
@@ -66,6 +67,7 @@ def _tree_values(m: Message) -> dict[str, Any]:
         "request_id": m.request_id or None,
         "time_to_first_token_s": m.time_to_first_token_s,
         "create_time": m.create_time,
+        "speech_duration_s": m.speech_duration_s,
     }
 
 
@@ -76,6 +78,7 @@ def _outcome_values(m: Message) -> dict[str, Any]:
         "input_tokens": m.input_tokens,
         "output_tokens": m.output_tokens,
         "time_to_first_token_s": m.time_to_first_token_s,
+        "speech_duration_s": m.speech_duration_s,
     }
 
 
@@ -99,6 +102,7 @@ def _message(row: RowMapping, content: MessageContent | None) -> Message:
         request_id=row["request_id"] or "",
         time_to_first_token_s=row["time_to_first_token_s"],
         error_message=c.error_message,
+        speech_duration_s=row["speech_duration_s"],
     )
 
 
@@ -142,8 +146,10 @@ class MessageStore:
         user: Message | None = None,
         expected_head: str | None = None,
         new_branch: Branch | None = None,
+        usage: UsageRecord | None = None,
     ) -> bool:
-        """Store an IN_PROGRESS ``reply`` and its run, and make it the head of ``run.branch_id``.
+        """Store an IN_PROGRESS ``reply``, its run and its ``usage`` record, and make it the head of
+        ``run.branch_id``.
 
         A send passes its ``user`` message (stored first, as the reply's parent) and the head it
         read (``expected_head``): if the head moved since, nothing is stored and the result is
@@ -154,7 +160,9 @@ class MessageStore:
         written = [m for m in (user, reply) if m is not None]
         if new_branch is not None:
             expected_head = new_branch.head_id
-        return await self._insert(written, run.branch_id, expected_head, run=run, new_branch=new_branch)
+        return await self._insert(
+            written, run.branch_id, expected_head, run=run, new_branch=new_branch, usage=usage
+        )
 
     async def _insert(
         self,
@@ -164,9 +172,10 @@ class MessageStore:
         *,
         run: RunRecord | None = None,
         new_branch: Branch | None = None,
+        usage: UsageRecord | None = None,
     ) -> bool:
         """Content first, then one transaction: tree rows, the head move (compare-and-set),
-        the run row, the session's update time."""
+        the run and usage rows, the session's update time."""
         head = written[-1]
         session_id = head.session_id
         await self._content.put_many(session_id, {m.id: _content(m) for m in written})
@@ -195,6 +204,8 @@ class MessageStore:
                     raise _HeadMoved
                 if run is not None:
                     await s.execute(insert(runs).values(**_run_values(run)))
+                if usage is not None:
+                    await s.execute(insert(usage_records).values(**usage.values()))
                 await s.execute(
                     update(sessions).where(sessions.c.id == session_id).values(update_time=head.create_time)
                 )
@@ -221,8 +232,9 @@ class MessageStore:
         )
 
     async def finish_reply(self, reply: Message, last_sequence_number: int, finish_time: datetime) -> bool:
-        """Store the final state of ``reply`` and mark its run finished. False if the reply was
-        already finished (by a sweep) or is gone (its session or branch was deleted)."""
+        """Store the final state of ``reply``, of its usage record, and mark its run finished.
+        False if the reply was already finished (by a sweep) or is gone (its session or branch
+        was deleted)."""
         await self._content.put(reply.session_id, reply.id, _content(reply))
         async with self._db.transaction() as s:
             done = await s.execute(
@@ -230,6 +242,17 @@ class MessageStore:
                 .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
                 .values(**_outcome_values(reply))
             )
+            if done.rowcount:  # type: ignore[attr-defined]
+                await s.execute(
+                    update(usage_records)
+                    .where(usage_records.c.message_id == reply.id)
+                    .values(
+                        input_tokens=reply.input_tokens,
+                        output_tokens=reply.output_tokens,
+                        audio_output_s=reply.speech_duration_s or 0.0,
+                        status=reply.status.value,
+                    )
+                )
             await s.execute(
                 update(runs)
                 .where(runs.c.id == reply.id)
@@ -286,30 +309,63 @@ class MessageStore:
         """Ancestors of ``head_id`` (inclusive) with ``depth >= min_depth``, oldest first, at most
         ``limit`` (the oldest ones). One recursive query walks parent pointers from the head down to
         ``min_depth`` inside the database, then one content-store call."""
-        walk = (
-            select(messages.c.id, messages.c.parent_id, messages.c.depth)
-            .where(messages.c.id == head_id, messages.c.session_id == session_id)
-            .cte("walk", recursive=True)
-        )
-        parent = messages.alias("parent")
-        walk = walk.union_all(
-            select(parent.c.id, parent.c.parent_id, parent.c.depth)
-            .join(walk, parent.c.id == walk.c.parent_id)
-            .where(parent.c.depth >= min_depth)
-        )
-        q = (
-            select(messages)
-            .join(walk, messages.c.id == walk.c.id)
-            .where(messages.c.depth >= min_depth)
-            .order_by(messages.c.depth)
-            .limit(limit)
-        )
-        rows = await self._db.all(q)
+        rows = await self._db.all(_path_query(session_id, head_id, min_depth).limit(limit))
         return await self._with_content(rows)
+
+    async def path_rows(self, session_id: str, head_id: str) -> Sequence[RowMapping]:
+        """The tree rows (no content) of the whole path to ``head_id``, oldest first: one query."""
+        return await self._db.all(_path_query(session_id, head_id, 0))
+
+    async def delete_unreachable(self, session_id: str, head_id: str) -> list[str]:
+        """Delete the messages on the path to ``head_id`` that no branch of the session reaches
+        any more (call it after deleting a branch whose head it was), tree rows in one
+        transaction, then their content. Returns their ids."""
+        heads = select(branches.c.head_id.label("id")).where(
+            branches.c.session_id == session_id, branches.c.head_id.is_not(None)
+        )
+        reach = (
+            select(messages.c.id, messages.c.parent_id)
+            .where(messages.c.id.in_(heads))
+            .cte("reach", recursive=True)
+        )
+        up = messages.alias("up")
+        reach = reach.union(select(up.c.id, up.c.parent_id).join(reach, up.c.id == reach.c.parent_id))
+        gone = [
+            r["id"]
+            for r in await self._db.all(
+                _path_query(session_id, head_id, 0).where(messages.c.id.not_in(select(reach.c.id)))
+            )
+        ]
+        if gone:
+            # Deleting the oldest cascades to the rest (parent_id ON DELETE CASCADE).
+            await self._db.execute(delete(messages).where(messages.c.id == gone[0]))
+            await self._forget_content(session_id, gone)
+        return gone
 
     async def delete_session_content(self, session_id: str) -> None:
         """Delete the content of a session whose rows are gone (the SQL delete cascades the tree)."""
         await self._content.delete_session(session_id)
+
+
+def _path_query(session_id: str, head_id: str, min_depth: int) -> Select[Any]:
+    """Rows of the ancestors of ``head_id`` (inclusive) with ``depth >= min_depth``, oldest first."""
+    walk = (
+        select(messages.c.id, messages.c.parent_id, messages.c.depth)
+        .where(messages.c.id == head_id, messages.c.session_id == session_id)
+        .cte("walk", recursive=True)
+    )
+    parent = messages.alias("parent")
+    walk = walk.union_all(
+        select(parent.c.id, parent.c.parent_id, parent.c.depth)
+        .join(walk, parent.c.id == walk.c.parent_id)
+        .where(parent.c.depth >= min_depth)
+    )
+    return (
+        select(messages)
+        .join(walk, messages.c.id == walk.c.id)
+        .where(messages.c.depth >= min_depth)
+        .order_by(messages.c.depth)
+    )
 
 
 class _HeadMoved(Exception):

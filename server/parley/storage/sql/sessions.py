@@ -132,6 +132,11 @@ class SessionStore:
             branch=_branch(branch) if branch["id"] is not None else None,  # type: ignore[arg-type]
         )
 
+    async def ids_of_owner(self, owner_id: str) -> Sequence[str]:
+        """Ids of every session of ``owner_id``."""
+        rows = await self._db.all(select(sessions.c.id).where(sessions.c.owner_id == owner_id))
+        return [r["id"] for r in rows]
+
     async def list(
         self, owner_id: str, agent_id: str | None, after: str | None, limit: int
     ) -> Sequence[Session]:

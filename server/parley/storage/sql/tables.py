@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -31,8 +32,10 @@ __all__ = [
     "refresh_tokens",
     "replicas",
     "runs",
+    "server_settings",
     "sessions",
     "summaries",
+    "usage_records",
     "users",
 ]
 
@@ -80,6 +83,15 @@ users = Table(
     Column("display_name", String(100), nullable=False),
     Column("create_time", UTCDateTime(), nullable=False),
     Column("update_time", UTCDateTime(), nullable=False),
+    # `user` or `admin` (parley.domain.models.UserRole).
+    Column("role", String(16), nullable=False, server_default="user"),
+    # Set when an admin disabled the user: their tokens stop working at once.
+    Column("disable_time", UTCDateTime(), nullable=True),
+    # The user's own limits (parley.domain.models.Quota); 0 = the server's default.
+    Column("input_tokens_per_day", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens_per_day", BigInteger, nullable=False, server_default="0"),
+    Column("audio_seconds_per_day", BigInteger, nullable=False, server_default="0"),
+    Column("max_concurrent_replies", Integer, nullable=False, server_default="0"),
 )
 
 refresh_tokens = Table(
@@ -158,6 +170,7 @@ messages = Table(
     Column("request_id", String(128), nullable=True),
     Column("time_to_first_token_s", Float, nullable=True),
     Column("create_time", UTCDateTime(), nullable=False),
+    Column("speech_duration_s", Float, nullable=True),
     ForeignKeyConstraint(["parent_id"], ["messages.id"], ondelete="CASCADE"),
     Index("ix_messages_session_id_request_id", "session_id", "request_id", unique=True),
     Index("ix_messages_parent_id", "parent_id"),
@@ -217,4 +230,33 @@ runs = Table(
     Column("last_sequence_number", Integer, nullable=False, default=0),
     Column("create_time", UTCDateTime(), nullable=False),
     Column("finish_time", UTCDateTime(), nullable=True),
+)
+
+# What every reply spent (storage/sql/usage.py): written with the reply when its run starts,
+# completed when it is stored. Deleted with the user, but not with the session or agent, so that
+# deleting a session gives no tokens back to the day's quota.
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("message_id", ID, primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("agent_id", ID, nullable=False, index=True),
+    Column("session_id", ID, nullable=False, index=True),
+    Column("create_time", UTCDateTime(), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("audio_input_s", Float, nullable=False),
+    Column("audio_output_s", Float, nullable=False),
+    Column("message_count", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Index("ix_usage_records_user_id_create_time", "user_id", "create_time"),
+)
+
+# Run-time settings an admin changed (AdminService.UpdateSettings): name -> JSON value.
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("update_time", UTCDateTime(), nullable=False),
 )

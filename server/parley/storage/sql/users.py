@@ -5,19 +5,22 @@ Each public method is one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from parley.domain.errors import AlreadyExists, Reason
-from parley.domain.models import User
+from parley.domain.errors import AlreadyExists, FailedPrecondition, Reason
+from parley.domain.models import Quota, User, UserRole
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import refresh_tokens, users
 
-__all__ = ["RefreshOutcome", "UserStore"]
+__all__ = ["Caller", "RefreshOutcome", "UserStore"]
 
 
 class RefreshOutcome(StrEnum):
@@ -30,7 +33,38 @@ class RefreshOutcome(StrEnum):
 
 
 def _user(row: RowMapping) -> User:
-    return User(row["id"], row["username"], row["display_name"], row["create_time"], row["update_time"])
+    return User(
+        row["id"],
+        row["username"],
+        row["display_name"],
+        row["create_time"],
+        row["update_time"],
+        role=UserRole(row["role"]),
+        disabled=row["disable_time"] is not None,
+        quota=Quota(
+            row["input_tokens_per_day"],
+            row["output_tokens_per_day"],
+            row["audio_seconds_per_day"],
+            row["max_concurrent_replies"],
+        ),
+    )
+
+
+def _quota_values(quota: Quota) -> dict[str, int]:
+    return {
+        "input_tokens_per_day": quota.input_tokens_per_day,
+        "output_tokens_per_day": quota.output_tokens_per_day,
+        "audio_seconds_per_day": quota.audio_seconds_per_day,
+        "max_concurrent_replies": quota.max_concurrent_replies,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What every authenticated call needs to know of its user: one indexed read per call."""
+
+    user: User
+    family_revoked: bool
 
 
 class UserStore:
@@ -39,26 +73,37 @@ class UserStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create_user(self, user: User, password_hash: str) -> User:
-        """Insert ``user``. Raises ``AlreadyExists`` (USERNAME_TAKEN) for a taken username."""
+    async def create_user(self, user: User, password_hash: str, *, admin_if_first: bool = False) -> User:
+        """Insert ``user``; with ``admin_if_first`` it is an admin when the table was empty (checked
+        in the same transaction; PostgreSQL serializes first registrations with an advisory lock).
+        Returns the user as stored. Raises ``AlreadyExists`` (USERNAME_TAKEN) for a taken username."""
+        role = user.role
         try:
-            await self._db.execute(
-                insert(users).values(
-                    id=user.id,
-                    username=user.username,
-                    password_hash=password_hash,
-                    display_name=user.display_name,
-                    create_time=user.create_time,
-                    update_time=user.update_time,
+            async with self._db.transaction() as s:
+                if admin_if_first and role is not UserRole.ADMIN:
+                    if not self._db.is_sqlite:
+                        await s.execute(text("SELECT pg_advisory_xact_lock(7243001)"))
+                    taken = (await s.execute(select(exists().where(users.c.id.is_not(None))))).scalar()
+                    role = UserRole.USER if taken else UserRole.ADMIN
+                await s.execute(
+                    insert(users).values(
+                        id=user.id,
+                        username=user.username,
+                        password_hash=password_hash,
+                        display_name=user.display_name,
+                        create_time=user.create_time,
+                        update_time=user.update_time,
+                        role=role.value,
+                        **_quota_values(user.quota),
+                    )
                 )
-            )
         except IntegrityError:
             raise AlreadyExists(
                 f"username {user.username!r} is taken",
                 reason=Reason.USERNAME_TAKEN,
                 metadata={"username": user.username},
             ) from None
-        return user
+        return replace(user, role=role)
 
     async def get_credentials(self, username: str) -> tuple[User, str] | None:
         """The user named ``username`` (already normalized) and their password hash."""
@@ -67,6 +112,107 @@ class UserStore:
 
     async def get_user(self, user_id: str) -> User | None:
         row = await self._db.first(select(users).where(users.c.id == user_id))
+        return None if row is None else _user(row)
+
+    async def caller(self, user_id: str, family_id: str) -> Caller | None:
+        """The user of a token and whether its login family was revoked, in one query; None if the
+        user no longer exists."""
+        revoked = (
+            exists()
+            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoke_time.is_not(None))
+            .label("family_revoked")
+        )
+        row = await self._db.first(select(users, revoked).where(users.c.id == user_id))
+        return None if row is None else Caller(_user(row), bool(row["family_revoked"]))
+
+    async def list_users(self, prefix: str, after: str | None, limit: int) -> Sequence[User]:
+        """Up to ``limit`` users oldest first (ids are UUIDv7) after the id ``after``, whose username
+        starts with ``prefix``."""
+        q = select(users)
+        if prefix:
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            q = q.where(users.c.username.like(f"{escaped}%", escape="\\"))
+        if after is not None:
+            q = q.where(users.c.id > after)
+        rows = await self._db.all(q.order_by(users.c.id).limit(limit))
+        return [_user(r) for r in rows]
+
+    async def update_user(
+        self,
+        user_id: str,
+        now: datetime,
+        *,
+        role: UserRole | None = None,
+        disabled: bool | None = None,
+        quota: Quota | None = None,
+    ) -> User | None:
+        """Change a user's role, disabled state or quota in one transaction; None if absent.
+
+        Raises ``FailedPrecondition`` (LAST_ADMIN) when the change would leave no enabled admin
+        (the enabled admins are locked first, so two admins demoting each other at once cannot
+        both succeed)."""
+        values: dict[str, Any] = {"update_time": now}
+        if role is not None:
+            values["role"] = role.value
+        if disabled is not None:
+            values["disable_time"] = now if disabled else None
+        if quota is not None:
+            values.update(_quota_values(quota))
+        async with self._db.transaction() as s:
+            admins = list(
+                (
+                    await s.execute(
+                        select(users.c.id)
+                        .where(users.c.role == UserRole.ADMIN.value, users.c.disable_time.is_(None))
+                        .with_for_update()
+                    )
+                ).scalars()
+            )
+            loses_admin = role is UserRole.USER or disabled is True
+            if loses_admin and admins == [user_id]:
+                raise FailedPrecondition(
+                    "the server must keep an enabled admin: promote another user first",
+                    reason=Reason.LAST_ADMIN,
+                )
+            row = (
+                (
+                    await s.execute(
+                        update(users).where(users.c.id == user_id).values(**values).returning(*users.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _user(row)
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete a user; their agents, sessions, branches, message tree rows, tokens and usage
+        cascade. Raises ``FailedPrecondition`` (LAST_ADMIN) for the last enabled admin."""
+        async with self._db.transaction() as s:
+            admins = list(
+                (
+                    await s.execute(
+                        select(users.c.id)
+                        .where(users.c.role == UserRole.ADMIN.value, users.c.disable_time.is_(None))
+                        .with_for_update()
+                    )
+                ).scalars()
+            )
+            if admins == [user_id]:
+                raise FailedPrecondition(
+                    "the last admin cannot be deleted: promote another user first", reason=Reason.LAST_ADMIN
+                )
+            result = await s.execute(delete(users).where(users.c.id == user_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def set_role(self, username: str, role: UserRole, now: datetime) -> User | None:
+        """Give the user named ``username`` (already normalized) ``role``; None if absent."""
+        row = await self._db.first(
+            update(users)
+            .where(users.c.username == username)
+            .values(role=role.value, update_time=now)
+            .returning(*users.c)
+        )
         return None if row is None else _user(row)
 
     async def add_refresh_token(
@@ -133,11 +279,3 @@ class UserStore:
                 .values(revoke_time=now)
             )
         return True
-
-    async def is_family_revoked(self, family_id: str) -> bool:
-        row = await self._db.first(
-            select(func.count().label("n"))
-            .select_from(refresh_tokens)
-            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoke_time.is_not(None))
-        )
-        return bool(row and row["n"])
