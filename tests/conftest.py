@@ -8,6 +8,7 @@ a MongoDB-wire server (FerretDB, see ``tests/support/ferretdb.py``) instead of S
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from tests.support.client import UserClient, new_user
 from tests.support.ferretdb import running_ferretdb
-from tests.support.postgres import running_postgres
+from tests.support.postgres import create_database, running_postgres
 from tests.support.server import ServerProcess
 
 #: Replies in tests are short: the behaviour under test does not depend on their length.
@@ -32,6 +33,20 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
     else:
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'parley.db'}"
+
+
+@pytest.fixture(scope="session")
+def fresh_database(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """``fresh_database()``: the URL of a new, empty database of the configured kind (a SQLite
+    file, or a new database on the suite's PostgreSQL cluster), for tests that need to be alone
+    in it (the first user of an empty database is its admin)."""
+
+    def make() -> str:
+        if database_url.startswith("postgresql"):
+            return create_database(database_url, f"fresh_{uuid.uuid4().hex[:12]}")
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('fresh') / 'parley.db'}"
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -295,3 +295,13 @@ def test_messages_resume_and_cancel(cli_env: dict[str, str], registered: str, se
     assert resumed.stdout.rstrip("\n") == text
     bad = parley(cli_env, "messages", "resume", session)
     assert bad.returncode == 2 and "not a message name" in bad.stderr
+
+
+def test_usage(cli_env: dict[str, str], registered: str) -> None:
+    assert parley(cli_env, "chat", "--message", "Hello!").returncode == 0
+    done = parley(cli_env, "usage", "--today")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("users/") and " since " in lines[0]
+    assert lines[1].startswith("  tokens: ") and " out" in lines[1]
+    assert "replies: " in lines[3]

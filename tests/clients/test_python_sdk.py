@@ -262,3 +262,18 @@ async def test_background_replies_are_resumed_and_cancelled(logged_in: LoggedIn)
     with pytest.raises(InvalidArgumentError) as bad:
         await client.cancel_message(seen[0].message_accepted.user_message.name)
     assert bad.value.reason == ErrorReason.Name(ErrorReason.NOT_AN_ASSISTANT_MESSAGE)
+
+
+async def test_usage_and_account_deletion(logged_in: LoggedIn) -> None:
+    client = logged_in.client
+    agent = await client.create_agent("Counter")
+    session = await client.create_session(agent.name)
+    await collect(client.send_message(session.name, "Hello"))
+    usage = await client.get_usage()
+    assert usage.parent.startswith("users/") and usage.message_count >= 2 and usage.output_tokens > 0
+    assert (await client.get_usage(session.name)).message_count == 2
+    with pytest.raises(UnauthenticatedError) as wrong:
+        await client.delete_user(password="not the password")
+    assert wrong.value.reason == ErrorReason.Name(ErrorReason.INVALID_CREDENTIALS)
+    await client.delete_user(password=PASSWORD)
+    assert client.tokens is None

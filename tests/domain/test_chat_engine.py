@@ -91,7 +91,7 @@ async def test_sends_go_to_the_named_branch_and_unknown_branches_are_not_found(d
         with pytest.raises(NotFound):
             await domain.send(session, "Lost", branch=branch)
     with pytest.raises(NotFound):  # someone else's session
-        await domain.chat.send(other.owner_id, session.id, "Mine?")
+        await domain.chat.send(domain.principal(other.owner_id), session.id, "Mine?")
     assert await _texts(domain, session) == ["Root", "Hello there."]
 
 

@@ -265,16 +265,16 @@ async def test_the_per_user_reply_limit_counts_runs_not_connections(make_domain:
     # Same owner for both sessions.
     idle = await _session_of(domain, busy.owner_id)
     domain.provider.play(Script(["a", "b"], hang_at=1))
-    subscription = await domain.chat.send(busy.owner_id, busy.id, "Go", background=True)
+    subscription = await domain.chat.send(domain.principal(busy.owner_id), busy.id, "Go", background=True)
     head, _ = await first(subscription, 2)
     await subscription.aclose()  # a background run keeps its slot without a subscriber
     with pytest.raises(ResourceExhausted) as refused:
-        await domain.chat.send(idle.owner_id, idle.id, "Me too")
+        await domain.chat.send(domain.principal(idle.owner_id), idle.id, "Me too")
     assert refused.value.reason is Reason.TOO_MANY_CONCURRENT_REPLIES
     page, _ = await domain.chat.list_messages(idle.owner_id, idle.id, "", _page())
     assert page == []
     await domain.chat.cancel(busy.owner_id, busy.id, head[0].event.assistant_message_id)
-    events = await collect(await domain.chat.send(idle.owner_id, idle.id, "Now"))
+    events = await collect(await domain.chat.send(domain.principal(idle.owner_id), idle.id, "Now"))
     assert isinstance(events[-1].event, Completed)
 
 
@@ -311,7 +311,7 @@ async def test_regenerate_runs_on_a_new_active_branch(domain: Domain) -> None:
     session = await domain.new_session()
     domain.provider.play(Script(["old"]), Script(["new"]))
     old = (await collect(await domain.send(session, "Hi")))[-1].event.message
-    events = await collect(await domain.chat.regenerate(session.owner_id, session.id, old.id))
+    events = await collect(await domain.regenerate(session, old.id))
     accepted, new = events[0].event, events[-1].event.message
     assert accepted.branch_id != "main" and new.parent_id == old.parent_id and new.text == "new"
     refreshed = await domain.sessions.get(session.owner_id, session.id)

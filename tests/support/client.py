@@ -12,6 +12,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from parley_proto.v1 import (
+    admin_service_pb2_grpc,
     agent_service_pb2,
     agent_service_pb2_grpc,
     auth_service_pb2,
@@ -21,6 +22,7 @@ from parley_proto.v1 import (
     chat_service_pb2_grpc,
     session_service_pb2,
     session_service_pb2_grpc,
+    usage_service_pb2_grpc,
 )
 
 __all__ = ["Stubs", "UserClient", "error_info", "expect_error", "new_user", "wait_finished"]
@@ -51,6 +53,8 @@ class Stubs:
     sessions: session_service_pb2_grpc.SessionServiceStub
     chat: chat_service_pb2_grpc.ChatServiceStub
     branches: branch_service_pb2_grpc.BranchServiceStub
+    admin: admin_service_pb2_grpc.AdminServiceStub
+    usage: usage_service_pb2_grpc.UsageServiceStub
 
     @classmethod
     def over(cls, channel: grpc.Channel) -> Stubs:
@@ -60,6 +64,8 @@ class Stubs:
             session_service_pb2_grpc.SessionServiceStub(channel),
             chat_service_pb2_grpc.ChatServiceStub(channel),
             branch_service_pb2_grpc.BranchServiceStub(channel),
+            admin_service_pb2_grpc.AdminServiceStub(channel),
+            usage_service_pb2_grpc.UsageServiceStub(channel),
         )
 
 

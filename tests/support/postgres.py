@@ -103,3 +103,18 @@ def running_postgres() -> Iterator[str]:
             check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(url: str, name: str) -> str:
+    """A new, empty database ``name`` on the cluster of ``url`` (from :func:`running_postgres`);
+    returns its URL."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    subprocess.run(
+        [_bin("createdb"), "-h", str(parsed.host), "-p", str(parsed.port), "-U", str(parsed.username), name],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return parsed.set(database=name).render_as_string(hide_password=False)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from parley.domain.accounts import Principal
 from parley.domain.chat import ChatEngine, ChatLimits
 from parley.domain.errors import Reason, Unavailable
-from parley.domain.models import Agent, Branch, Session, StopReason, User
+from parley.domain.models import Agent, Branch, Quota, Session, StopReason, User
 from parley.domain.names import new_id
 from parley.domain.sessions import MAIN_BRANCH_ID
 from parley.providers.llm.base import (
@@ -36,6 +37,7 @@ from parley.runs.admission import Admission
 from parley.runs.events import Sequenced
 from parley.runs.log import InProcessRunEventLog
 from parley.runs.manager import RunManager, Subscription
+from parley.runs.quotas import QuotaMeter
 from parley.runs.sweep import RunSweeper
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
@@ -43,6 +45,7 @@ from parley.storage.sql.agents import AgentStore
 from parley.storage.sql.engine import Database
 from parley.storage.sql.replicas import ReplicaStore
 from parley.storage.sql.sessions import SessionStore
+from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import UserStore
 
 __all__ = ["Domain", "Script", "ScriptedProvider", "collect"]
@@ -144,7 +147,13 @@ class Domain:
         self.sweeper = RunSweeper(self.replicas, self.messages, lease_s=lease_s)
         self.log = InProcessRunEventLog(retention_s=retention_s, max_bytes=64 * 1024 * 1024)
         self.runs = RunManager(self.messages, self.log, checkpoint_interval_s=checkpoint_s)
-        self.admission = Admission(max_replies_per_user=max_replies_per_user)
+        self.admission = Admission()
+        self.usage = UsageStore(self.db)
+        #: The server's default quota (what PARLEY_QUOTA_* and the admin settings give).
+        self.default_quota = Quota(max_concurrent_replies=max_replies_per_user)
+        self.quotas = QuotaMeter(self.usage.day_totals, lambda: self.default_quota)
+        #: Each user's own quota (what an admin set), by user id.
+        self.user_quotas: dict[str, Quota] = {}
         self.models = ModelRegistry({"scripted": self.provider}, {}, MODEL)
         self.chat = ChatEngine(
             self.sessions,
@@ -152,6 +161,7 @@ class Domain:
             self.models,
             self.runs,
             self.admission,
+            self.quotas,
             self.sweeper,
             limits=limits or ChatLimits(),
         )
@@ -178,9 +188,17 @@ class Domain:
         main = Branch(session.id, MAIN_BRANCH_ID, "main", None, None, 0, now, now)
         return await self.sessions.create(session, main)
 
+    def principal(self, user_id: str) -> Principal:
+        """The caller ``user_id`` as the auth interceptor would make it (with their own quota)."""
+        return Principal(user_id, quota=self.user_quotas.get(user_id, Quota()))
+
     async def send(self, session: Session, text: str, **options: Any) -> Subscription:
         """``ChatEngine.send`` as the session's owner."""
-        return await self.chat.send(session.owner_id, session.id, text, **options)
+        return await self.chat.send(self.principal(session.owner_id), session.id, text, **options)
+
+    async def regenerate(self, session: Session, reply_id: str, **options: Any) -> Subscription:
+        """``ChatEngine.regenerate`` as the session's owner."""
+        return await self.chat.regenerate(self.principal(session.owner_id), session.id, reply_id, **options)
 
     async def resume(self, session: Session, reply_id: str, after: int = 0) -> Subscription:
         """``ChatEngine.resume`` as the session's owner, without a deadline."""
