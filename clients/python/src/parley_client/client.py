@@ -24,12 +24,14 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
 from parley_proto.v1 import (
+    admin_service_pb2_grpc,
     agent_service_pb2,
     agent_service_pb2_grpc,
     auth_service_pb2,
@@ -41,8 +43,11 @@ from parley_proto.v1 import (
     common_pb2,
     session_service_pb2,
     session_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
 )
 
+from parley_client.admin import AdminClient
 from parley_client.errors import ParleyError, UnauthenticatedError, error_from_rpc
 
 __all__ = ["DEFAULT_SERVER", "ParleyClient", "Tokens", "channel_for"]
@@ -515,6 +520,43 @@ class ParleyClient:
         request = branch_service_pb2.DeleteBranchRequest(name=name)
         await self._unary(self._s.branches.DeleteBranch, request)
 
+    # --- accounts and usage ----------------------------------------------------------------------
+
+    @property
+    def admin(self) -> AdminClient:
+        """AdminService (users' roles, access and quotas; run-time settings): admins only."""
+        return AdminClient(self)
+
+    async def delete_user(self, name: str = "users/me", *, password: str = "") -> None:
+        """Delete a user with everything they own: ``users/me`` with your password again, or any
+        ``users/{user}`` as an admin. Your tokens stop working.
+
+        Raises:
+            UnauthenticatedError: a wrong password (``INVALID_CREDENTIALS``).
+            FailedPreconditionError: the last admin (``LAST_ADMIN``).
+        """
+        request = auth_service_pb2.DeleteUserRequest(name=name, password=password)
+        await self._unary(self._s.auth.DeleteUser, request)
+        if name == "users/me":
+            self._tokens = None
+
+    async def get_usage(
+        self,
+        parent: str = "users/me",
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> usage_service_pb2.GetUsageResponse:
+        """Tokens, audio and messages spent under ``parent`` (``users/me``, ``agents/{a}``,
+        ``sessions/{s}``, ``sessions/{s}/branches/{b}``; another user's: admins) over
+        [``start_time``, ``end_time``), timezone-aware datetimes (unset: all time, now)."""
+        request = usage_service_pb2.GetUsageRequest(parent=parent)
+        if start_time is not None:
+            request.start_time.FromDatetime(start_time)
+        if end_time is not None:
+            request.end_time.FromDatetime(end_time)
+        return await self._unary(self._s.usage.GetUsage, request)
+
     # --- plumbing --------------------------------------------------------------------------------
 
     def _set_tokens(self, tokens: Tokens) -> Tokens:
@@ -620,3 +662,5 @@ class _Stubs:
         self.sessions = session_service_pb2_grpc.SessionServiceStub(channel)
         self.chat = chat_service_pb2_grpc.ChatServiceStub(channel)
         self.branches = branch_service_pb2_grpc.BranchServiceStub(channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        self.usage = usage_service_pb2_grpc.UsageServiceStub(channel)

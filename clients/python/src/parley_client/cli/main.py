@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
@@ -284,6 +285,28 @@ def _message_line(message: Any) -> str:
     return f"{message.name} {status}: {message.text}"
 
 
+async def cmd_usage(ctx: Context, args: argparse.Namespace) -> int:
+    """Tokens, audio and messages spent: yours, or an agent's, a session's or a branch's."""
+    since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
+    if since is None and args.today:
+        since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    async with ctx.client() as client:
+        usage = await client.get_usage(args.parent, start_time=since)
+    if ctx.json:
+        ctx.emit([usage], str)
+        return 0
+    audio_in = usage.audio_input_duration.ToTimedelta().total_seconds()
+    audio_out = usage.audio_output_duration.ToTimedelta().total_seconds()
+    ctx.print(f"{usage.parent}{' since ' + since.isoformat() if since else ''}")
+    ctx.print(f"  tokens: {usage.input_tokens} in, {usage.output_tokens} out")
+    ctx.print(f"  audio: {audio_in:.1f} s in, {audio_out:.1f} s out")
+    ctx.print(
+        f"  messages: {usage.message_count}; replies: {usage.completed_replies} complete, "
+        f"{usage.incomplete_replies} incomplete, {usage.failed_replies} failed"
+    )
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -314,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent_commands(commands)
     _add_session_commands(commands)
     _add_message_commands(commands)
+    _add_usage_command(commands)
     _add_chat_command(commands)
     return parser
 
@@ -388,6 +412,21 @@ def _add_message_commands(commands: _Commands) -> None:
     p = message_commands.add_parser("cancel", help="stop a reply being generated")
     p.add_argument("message", metavar="MESSAGE", help="sessions/ID/messages/ID of the reply")
     p.set_defaults(run=cmd_messages_cancel)
+
+
+def _add_usage_command(commands: _Commands) -> None:
+    p = commands.add_parser("usage", help="tokens, audio and messages spent")
+    p.add_argument(
+        "parent",
+        nargs="?",
+        default="users/me",
+        metavar="PARENT",
+        help="users/me (default), agents/ID, sessions/ID or sessions/ID/branches/ID",
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--today", action="store_true", help="since midnight UTC (what quotas count)")
+    when.add_argument("--since", metavar="DATE", help="since this date or time (ISO 8601, UTC)")
+    p.set_defaults(run=cmd_usage)
 
 
 def _add_chat_command(commands: _Commands) -> None:
