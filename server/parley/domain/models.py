@@ -57,6 +57,8 @@ class StopReason(StrEnum):
     SERVER_LOST = "server_lost"
     #: The user's daily output-token quota ran out during the reply.
     QUOTA_EXCEEDED = "quota_exceeded"
+    #: The model called tools; the step continues with their results.
+    TOOL_USE = "tool_use"
 
 
 class UserRole(StrEnum):
