@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -51,7 +52,13 @@ type Agent struct {
 	// When the agent was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the agent was last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Tools the model may call, at most 64 (names unique across these and the
+	// MCP servers' tools). Needs a model that can call tools: INVALID_ARGUMENT
+	// (MODEL_CANNOT_CALL_TOOLS) otherwise, naming the model.
+	Tools []*Tool `protobuf:"bytes,11,rep,name=tools,proto3" json:"tools,omitempty"`
+	// MCP servers whose tools the model may call, at most 16.
+	McpServers    []*McpServer `protobuf:"bytes,12,rep,name=mcp_servers,json=mcpServers,proto3" json:"mcp_servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +163,325 @@ func (x *Agent) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Agent) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *Agent) GetMcpServers() []*McpServer {
+	if x != nil {
+		return x.McpServers
+	}
+	return nil
+}
+
+// A tool an agent's model may call.
+type Tool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name the model calls it by: 1 to 64 of `a-z A-Z 0-9 _ -`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What it does and when to use it, for the model.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// Its arguments: a JSON Schema object (`{"type": "object", "properties":
+	// ...}`); unset means no arguments.
+	Parameters *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
+	// Every call waits for the client's approval (SubmitToolOutputs.approvals)
+	// before it runs; a denied call gives the model a "denied" result.
+	RequireApproval bool `protobuf:"varint,4,opt,name=require_approval,json=requireApproval,proto3" json:"require_approval,omitempty"`
+	// Who runs the tool.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Tool_Client
+	//	*Tool_Http
+	Kind          isTool_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tool) Reset() {
+	*x = Tool{}
+	mi := &file_parley_v1_agent_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tool) ProtoMessage() {}
+
+func (x *Tool) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_agent_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tool.ProtoReflect.Descriptor instead.
+func (*Tool) Descriptor() ([]byte, []int) {
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Tool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetParameters() *structpb.Struct {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *Tool) GetRequireApproval() bool {
+	if x != nil {
+		return x.RequireApproval
+	}
+	return false
+}
+
+func (x *Tool) GetKind() isTool_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Tool) GetClient() *ClientTool {
+	if x != nil {
+		if x, ok := x.Kind.(*Tool_Client); ok {
+			return x.Client
+		}
+	}
+	return nil
+}
+
+func (x *Tool) GetHttp() *HttpTool {
+	if x != nil {
+		if x, ok := x.Kind.(*Tool_Http); ok {
+			return x.Http
+		}
+	}
+	return nil
+}
+
+type isTool_Kind interface {
+	isTool_Kind()
+}
+
+type Tool_Client struct {
+	// The client: the reply pauses (STATUS_REQUIRES_ACTION) until the client
+	// sends the output with SubmitToolOutputs (return of control).
+	Client *ClientTool `protobuf:"bytes,5,opt,name=client,proto3,oneof"`
+}
+
+type Tool_Http struct {
+	// The server, by POSTing the arguments as JSON to a URL.
+	Http *HttpTool `protobuf:"bytes,6,opt,name=http,proto3,oneof"`
+}
+
+func (*Tool_Client) isTool_Kind() {}
+
+func (*Tool_Http) isTool_Kind() {}
+
+// A tool the client runs (the reply waits for SubmitToolOutputs).
+type ClientTool struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTool) Reset() {
+	*x = ClientTool{}
+	mi := &file_parley_v1_agent_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTool) ProtoMessage() {}
+
+func (x *ClientTool) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_agent_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTool.ProtoReflect.Descriptor instead.
+func (*ClientTool) Descriptor() ([]byte, []int) {
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{2}
+}
+
+// A tool the server runs by an HTTP POST of the call's arguments (JSON); the
+// response body is the result. Loopback, private, link-local and metadata
+// addresses are refused unless allowed (`PARLEY_TOOLS_ALLOWED_HOSTS`).
+type HttpTool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `http://` or `https://` URL.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Sent with every call (e.g. `Authorization`). Secrets: never returned;
+	// an update of `tools` must send them again.
+	Headers       map[string]string `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HttpTool) Reset() {
+	*x = HttpTool{}
+	mi := &file_parley_v1_agent_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HttpTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HttpTool) ProtoMessage() {}
+
+func (x *HttpTool) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_agent_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HttpTool.ProtoReflect.Descriptor instead.
+func (*HttpTool) Descriptor() ([]byte, []int) {
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HttpTool) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *HttpTool) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+// An MCP server (streamable HTTP) whose tools the model may call; its tools
+// are named `{name}__{tool}` for the model.
+type McpServer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Short name: 1 to 32 of `a-z A-Z 0-9 _ -`, unique among the agent's MCP
+	// servers.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The server's streamable-HTTP endpoint, `http(s)://...`.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Sent with every request to the server. Secrets: never returned.
+	Headers map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only these of its tools (empty: all).
+	AllowedTools []string `protobuf:"bytes,4,rep,name=allowed_tools,json=allowedTools,proto3" json:"allowed_tools,omitempty"`
+	// Every call to its tools waits for the client's approval.
+	RequireApproval bool `protobuf:"varint,5,opt,name=require_approval,json=requireApproval,proto3" json:"require_approval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *McpServer) Reset() {
+	*x = McpServer{}
+	mi := &file_parley_v1_agent_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *McpServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*McpServer) ProtoMessage() {}
+
+func (x *McpServer) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_agent_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use McpServer.ProtoReflect.Descriptor instead.
+func (*McpServer) Descriptor() ([]byte, []int) {
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *McpServer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *McpServer) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *McpServer) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *McpServer) GetAllowedTools() []string {
+	if x != nil {
+		return x.AllowedTools
+	}
+	return nil
+}
+
+func (x *McpServer) GetRequireApproval() bool {
+	if x != nil {
+		return x.RequireApproval
+	}
+	return false
+}
+
 // Request for AgentService.CreateAgent.
 type CreateAgentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -167,7 +493,7 @@ type CreateAgentRequest struct {
 
 func (x *CreateAgentRequest) Reset() {
 	*x = CreateAgentRequest{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[1]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +505,7 @@ func (x *CreateAgentRequest) String() string {
 func (*CreateAgentRequest) ProtoMessage() {}
 
 func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[1]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +518,7 @@ func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAgentRequest.ProtoReflect.Descriptor instead.
 func (*CreateAgentRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{1}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateAgentRequest) GetAgent() *Agent {
@@ -213,7 +539,7 @@ type CreateAgentResponse struct {
 
 func (x *CreateAgentResponse) Reset() {
 	*x = CreateAgentResponse{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[2]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +551,7 @@ func (x *CreateAgentResponse) String() string {
 func (*CreateAgentResponse) ProtoMessage() {}
 
 func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[2]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +564,7 @@ func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAgentResponse.ProtoReflect.Descriptor instead.
 func (*CreateAgentResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{2}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateAgentResponse) GetAgent() *Agent {
@@ -259,7 +585,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[3]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +597,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[3]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +610,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetAgentRequest) GetName() string {
@@ -305,7 +631,7 @@ type GetAgentResponse struct {
 
 func (x *GetAgentResponse) Reset() {
 	*x = GetAgentResponse{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[4]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +643,7 @@ func (x *GetAgentResponse) String() string {
 func (*GetAgentResponse) ProtoMessage() {}
 
 func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[4]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +656,7 @@ func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetAgentResponse) GetAgent() *Agent {
@@ -354,7 +680,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[5]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +692,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[5]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +705,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListAgentsRequest) GetPageSize() int32 {
@@ -409,7 +735,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[6]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +747,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[6]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +760,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -465,7 +791,7 @@ type UpdateAgentRequest struct {
 
 func (x *UpdateAgentRequest) Reset() {
 	*x = UpdateAgentRequest{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[7]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +803,7 @@ func (x *UpdateAgentRequest) String() string {
 func (*UpdateAgentRequest) ProtoMessage() {}
 
 func (x *UpdateAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[7]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +816,7 @@ func (x *UpdateAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAgentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAgentRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateAgentRequest) GetAgent() *Agent {
@@ -518,7 +844,7 @@ type UpdateAgentResponse struct {
 
 func (x *UpdateAgentResponse) Reset() {
 	*x = UpdateAgentResponse{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[8]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +856,7 @@ func (x *UpdateAgentResponse) String() string {
 func (*UpdateAgentResponse) ProtoMessage() {}
 
 func (x *UpdateAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[8]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +869,7 @@ func (x *UpdateAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAgentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateAgentResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateAgentResponse) GetAgent() *Agent {
@@ -566,7 +892,7 @@ type DeleteAgentRequest struct {
 
 func (x *DeleteAgentRequest) Reset() {
 	*x = DeleteAgentRequest{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[9]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +904,7 @@ func (x *DeleteAgentRequest) String() string {
 func (*DeleteAgentRequest) ProtoMessage() {}
 
 func (x *DeleteAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[9]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +917,7 @@ func (x *DeleteAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAgentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAgentRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteAgentRequest) GetName() string {
@@ -617,7 +943,7 @@ type DeleteAgentResponse struct {
 
 func (x *DeleteAgentResponse) Reset() {
 	*x = DeleteAgentResponse{}
-	mi := &file_parley_v1_agent_service_proto_msgTypes[10]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +955,7 @@ func (x *DeleteAgentResponse) String() string {
 func (*DeleteAgentResponse) ProtoMessage() {}
 
 func (x *DeleteAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_agent_service_proto_msgTypes[10]
+	mi := &file_parley_v1_agent_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,14 +968,14 @@ func (x *DeleteAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAgentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAgentResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_agent_service_proto_rawDescGZIP(), []int{14}
 }
 
 var File_parley_v1_agent_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_agent_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1dparley/v1/agent_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
+	"\x1dparley/v1/agent_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x04\n" +
 	"\x05Agent\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x12'\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\vdisplayName\x12\"\n" +
@@ -663,9 +989,39 @@ const file_parley_v1_agent_service_proto_rawDesc = "" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime:4\xeaA1\n" +
+	"updateTime\x12%\n" +
+	"\x05tools\x18\v \x03(\v2\x0f.parley.v1.ToolR\x05tools\x125\n" +
+	"\vmcp_servers\x18\f \x03(\v2\x14.parley.v1.McpServerR\n" +
+	"mcpServers:4\xeaA1\n" +
 	"\x10parley.dev/Agent\x12\x0eagents/{agent}*\x06agents2\x05agentB\x0e\n" +
-	"\f_temperature\"B\n" +
+	"\f_temperature\"\x8a\x02\n" +
+	"\x04Tool\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
+	"parameters\x12)\n" +
+	"\x10require_approval\x18\x04 \x01(\bR\x0frequireApproval\x12/\n" +
+	"\x06client\x18\x05 \x01(\v2\x15.parley.v1.ClientToolH\x00R\x06client\x12)\n" +
+	"\x04http\x18\x06 \x01(\v2\x13.parley.v1.HttpToolH\x00R\x04httpB\x06\n" +
+	"\x04kind\"\f\n" +
+	"\n" +
+	"ClientTool\"\xa0\x01\n" +
+	"\bHttpTool\x12\x16\n" +
+	"\x03url\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x03url\x12@\n" +
+	"\aheaders\x18\x02 \x03(\v2 .parley.v1.HttpTool.HeadersEntryB\x04\xe2A\x01\x04R\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x02\n" +
+	"\tMcpServer\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\x04name\x12\x16\n" +
+	"\x03url\x18\x02 \x01(\tB\x04\xe2A\x01\x02R\x03url\x12A\n" +
+	"\aheaders\x18\x03 \x03(\v2!.parley.v1.McpServer.HeadersEntryB\x04\xe2A\x01\x04R\aheaders\x12#\n" +
+	"\rallowed_tools\x18\x04 \x03(\tR\fallowedTools\x12)\n" +
+	"\x10require_approval\x18\x05 \x01(\bR\x0frequireApproval\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
 	"\x12CreateAgentRequest\x12,\n" +
 	"\x05agent\x18\x01 \x01(\v2\x10.parley.v1.AgentB\x04\xe2A\x01\x02R\x05agent\"=\n" +
 	"\x13CreateAgentResponse\x12&\n" +
@@ -715,47 +1071,61 @@ func file_parley_v1_agent_service_proto_rawDescGZIP() []byte {
 	return file_parley_v1_agent_service_proto_rawDescData
 }
 
-var file_parley_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_parley_v1_agent_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_parley_v1_agent_service_proto_goTypes = []any{
 	(*Agent)(nil),                 // 0: parley.v1.Agent
-	(*CreateAgentRequest)(nil),    // 1: parley.v1.CreateAgentRequest
-	(*CreateAgentResponse)(nil),   // 2: parley.v1.CreateAgentResponse
-	(*GetAgentRequest)(nil),       // 3: parley.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),      // 4: parley.v1.GetAgentResponse
-	(*ListAgentsRequest)(nil),     // 5: parley.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),    // 6: parley.v1.ListAgentsResponse
-	(*UpdateAgentRequest)(nil),    // 7: parley.v1.UpdateAgentRequest
-	(*UpdateAgentResponse)(nil),   // 8: parley.v1.UpdateAgentResponse
-	(*DeleteAgentRequest)(nil),    // 9: parley.v1.DeleteAgentRequest
-	(*DeleteAgentResponse)(nil),   // 10: parley.v1.DeleteAgentResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 12: google.protobuf.FieldMask
+	(*Tool)(nil),                  // 1: parley.v1.Tool
+	(*ClientTool)(nil),            // 2: parley.v1.ClientTool
+	(*HttpTool)(nil),              // 3: parley.v1.HttpTool
+	(*McpServer)(nil),             // 4: parley.v1.McpServer
+	(*CreateAgentRequest)(nil),    // 5: parley.v1.CreateAgentRequest
+	(*CreateAgentResponse)(nil),   // 6: parley.v1.CreateAgentResponse
+	(*GetAgentRequest)(nil),       // 7: parley.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),      // 8: parley.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),     // 9: parley.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 10: parley.v1.ListAgentsResponse
+	(*UpdateAgentRequest)(nil),    // 11: parley.v1.UpdateAgentRequest
+	(*UpdateAgentResponse)(nil),   // 12: parley.v1.UpdateAgentResponse
+	(*DeleteAgentRequest)(nil),    // 13: parley.v1.DeleteAgentRequest
+	(*DeleteAgentResponse)(nil),   // 14: parley.v1.DeleteAgentResponse
+	nil,                           // 15: parley.v1.HttpTool.HeadersEntry
+	nil,                           // 16: parley.v1.McpServer.HeadersEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
+	(*fieldmaskpb.FieldMask)(nil), // 19: google.protobuf.FieldMask
 }
 var file_parley_v1_agent_service_proto_depIdxs = []int32{
-	11, // 0: parley.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
-	11, // 1: parley.v1.Agent.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: parley.v1.CreateAgentRequest.agent:type_name -> parley.v1.Agent
-	0,  // 3: parley.v1.CreateAgentResponse.agent:type_name -> parley.v1.Agent
-	0,  // 4: parley.v1.GetAgentResponse.agent:type_name -> parley.v1.Agent
-	0,  // 5: parley.v1.ListAgentsResponse.agents:type_name -> parley.v1.Agent
-	0,  // 6: parley.v1.UpdateAgentRequest.agent:type_name -> parley.v1.Agent
-	12, // 7: parley.v1.UpdateAgentRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 8: parley.v1.UpdateAgentResponse.agent:type_name -> parley.v1.Agent
-	1,  // 9: parley.v1.AgentService.CreateAgent:input_type -> parley.v1.CreateAgentRequest
-	3,  // 10: parley.v1.AgentService.GetAgent:input_type -> parley.v1.GetAgentRequest
-	5,  // 11: parley.v1.AgentService.ListAgents:input_type -> parley.v1.ListAgentsRequest
-	7,  // 12: parley.v1.AgentService.UpdateAgent:input_type -> parley.v1.UpdateAgentRequest
-	9,  // 13: parley.v1.AgentService.DeleteAgent:input_type -> parley.v1.DeleteAgentRequest
-	2,  // 14: parley.v1.AgentService.CreateAgent:output_type -> parley.v1.CreateAgentResponse
-	4,  // 15: parley.v1.AgentService.GetAgent:output_type -> parley.v1.GetAgentResponse
-	6,  // 16: parley.v1.AgentService.ListAgents:output_type -> parley.v1.ListAgentsResponse
-	8,  // 17: parley.v1.AgentService.UpdateAgent:output_type -> parley.v1.UpdateAgentResponse
-	10, // 18: parley.v1.AgentService.DeleteAgent:output_type -> parley.v1.DeleteAgentResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 0: parley.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
+	17, // 1: parley.v1.Agent.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 2: parley.v1.Agent.tools:type_name -> parley.v1.Tool
+	4,  // 3: parley.v1.Agent.mcp_servers:type_name -> parley.v1.McpServer
+	18, // 4: parley.v1.Tool.parameters:type_name -> google.protobuf.Struct
+	2,  // 5: parley.v1.Tool.client:type_name -> parley.v1.ClientTool
+	3,  // 6: parley.v1.Tool.http:type_name -> parley.v1.HttpTool
+	15, // 7: parley.v1.HttpTool.headers:type_name -> parley.v1.HttpTool.HeadersEntry
+	16, // 8: parley.v1.McpServer.headers:type_name -> parley.v1.McpServer.HeadersEntry
+	0,  // 9: parley.v1.CreateAgentRequest.agent:type_name -> parley.v1.Agent
+	0,  // 10: parley.v1.CreateAgentResponse.agent:type_name -> parley.v1.Agent
+	0,  // 11: parley.v1.GetAgentResponse.agent:type_name -> parley.v1.Agent
+	0,  // 12: parley.v1.ListAgentsResponse.agents:type_name -> parley.v1.Agent
+	0,  // 13: parley.v1.UpdateAgentRequest.agent:type_name -> parley.v1.Agent
+	19, // 14: parley.v1.UpdateAgentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 15: parley.v1.UpdateAgentResponse.agent:type_name -> parley.v1.Agent
+	5,  // 16: parley.v1.AgentService.CreateAgent:input_type -> parley.v1.CreateAgentRequest
+	7,  // 17: parley.v1.AgentService.GetAgent:input_type -> parley.v1.GetAgentRequest
+	9,  // 18: parley.v1.AgentService.ListAgents:input_type -> parley.v1.ListAgentsRequest
+	11, // 19: parley.v1.AgentService.UpdateAgent:input_type -> parley.v1.UpdateAgentRequest
+	13, // 20: parley.v1.AgentService.DeleteAgent:input_type -> parley.v1.DeleteAgentRequest
+	6,  // 21: parley.v1.AgentService.CreateAgent:output_type -> parley.v1.CreateAgentResponse
+	8,  // 22: parley.v1.AgentService.GetAgent:output_type -> parley.v1.GetAgentResponse
+	10, // 23: parley.v1.AgentService.ListAgents:output_type -> parley.v1.ListAgentsResponse
+	12, // 24: parley.v1.AgentService.UpdateAgent:output_type -> parley.v1.UpdateAgentResponse
+	14, // 25: parley.v1.AgentService.DeleteAgent:output_type -> parley.v1.DeleteAgentResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_agent_service_proto_init() }
@@ -764,13 +1134,17 @@ func file_parley_v1_agent_service_proto_init() {
 		return
 	}
 	file_parley_v1_agent_service_proto_msgTypes[0].OneofWrappers = []any{}
+	file_parley_v1_agent_service_proto_msgTypes[1].OneofWrappers = []any{
+		(*Tool_Client)(nil),
+		(*Tool_Http)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_agent_service_proto_rawDesc), len(file_parley_v1_agent_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

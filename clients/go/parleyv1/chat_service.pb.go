@@ -52,6 +52,14 @@ const (
 	StopReason_STOP_REASON_SERVER_LOST StopReason = 9
 	// The user's daily output-token quota ran out during the reply.
 	StopReason_STOP_REASON_QUOTA_EXCEEDED StopReason = 10
+	// The model called tools (an assistant message of a tool step).
+	StopReason_STOP_REASON_TOOL_USE StopReason = 11
+	// The reply waited for tool outputs or approvals longer than the server
+	// allows (`PARLEY_TOOL_WAIT_SECONDS`).
+	StopReason_STOP_REASON_ACTION_EXPIRED StopReason = 12
+	// The reply took the most tool steps a turn may take
+	// (`PARLEY_TOOLS_MAX_STEPS`).
+	StopReason_STOP_REASON_MAX_STEPS StopReason = 13
 )
 
 // Enum value maps for StopReason.
@@ -68,6 +76,9 @@ var (
 		8:  "STOP_REASON_CONTENT_FILTER",
 		9:  "STOP_REASON_SERVER_LOST",
 		10: "STOP_REASON_QUOTA_EXCEEDED",
+		11: "STOP_REASON_TOOL_USE",
+		12: "STOP_REASON_ACTION_EXPIRED",
+		13: "STOP_REASON_MAX_STEPS",
 	}
 	StopReason_value = map[string]int32{
 		"STOP_REASON_UNSPECIFIED":       0,
@@ -81,6 +92,9 @@ var (
 		"STOP_REASON_CONTENT_FILTER":    8,
 		"STOP_REASON_SERVER_LOST":       9,
 		"STOP_REASON_QUOTA_EXCEEDED":    10,
+		"STOP_REASON_TOOL_USE":          11,
+		"STOP_REASON_ACTION_EXPIRED":    12,
+		"STOP_REASON_MAX_STEPS":         13,
 	}
 )
 
@@ -119,8 +133,10 @@ const (
 	Message_ROLE_UNSPECIFIED Message_Role = 0
 	// The person talking to the agent.
 	Message_ROLE_USER Message_Role = 1
-	// The agent (model output).
+	// The agent (model output); may carry `tool_calls`.
 	Message_ROLE_ASSISTANT Message_Role = 2
+	// The result of one tool call (`tool_call_id`); `text` is the output.
+	Message_ROLE_TOOL Message_Role = 3
 )
 
 // Enum value maps for Message_Role.
@@ -129,11 +145,13 @@ var (
 		0: "ROLE_UNSPECIFIED",
 		1: "ROLE_USER",
 		2: "ROLE_ASSISTANT",
+		3: "ROLE_TOOL",
 	}
 	Message_Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_USER":        1,
 		"ROLE_ASSISTANT":   2,
+		"ROLE_TOOL":        3,
 	}
 )
 
@@ -180,6 +198,9 @@ const (
 	// Being generated; `text` holds what was generated at the last checkpoint
 	// (at most about a second old).
 	Message_STATUS_IN_PROGRESS Message_Status = 4
+	// The reply waits for the client: outputs of its client tool calls, or
+	// approvals (SubmitToolOutputs).
+	Message_STATUS_REQUIRES_ACTION Message_Status = 5
 )
 
 // Enum value maps for Message_Status.
@@ -190,13 +211,15 @@ var (
 		2: "STATUS_INCOMPLETE",
 		3: "STATUS_FAILED",
 		4: "STATUS_IN_PROGRESS",
+		5: "STATUS_REQUIRES_ACTION",
 	}
 	Message_Status_value = map[string]int32{
-		"STATUS_UNSPECIFIED": 0,
-		"STATUS_COMPLETE":    1,
-		"STATUS_INCOMPLETE":  2,
-		"STATUS_FAILED":      3,
-		"STATUS_IN_PROGRESS": 4,
+		"STATUS_UNSPECIFIED":     0,
+		"STATUS_COMPLETE":        1,
+		"STATUS_INCOMPLETE":      2,
+		"STATUS_FAILED":          3,
+		"STATUS_IN_PROGRESS":     4,
+		"STATUS_REQUIRES_ACTION": 5,
 	}
 )
 
@@ -225,6 +248,67 @@ func (x Message_Status) Number() protoreflect.EnumNumber {
 // Deprecated: Use Message_Status.Descriptor instead.
 func (Message_Status) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{0, 1}
+}
+
+// Who runs it.
+type ToolCall_Kind int32
+
+const (
+	// Not set.
+	ToolCall_KIND_UNSPECIFIED ToolCall_Kind = 0
+	// The client (SubmitToolOutputs.tool_outputs).
+	ToolCall_KIND_CLIENT ToolCall_Kind = 1
+	// The server, over HTTP.
+	ToolCall_KIND_HTTP ToolCall_Kind = 2
+	// The server, on an MCP server.
+	ToolCall_KIND_MCP ToolCall_Kind = 3
+	// No tool of that name: the model was told so.
+	ToolCall_KIND_UNKNOWN ToolCall_Kind = 4
+)
+
+// Enum value maps for ToolCall_Kind.
+var (
+	ToolCall_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_CLIENT",
+		2: "KIND_HTTP",
+		3: "KIND_MCP",
+		4: "KIND_UNKNOWN",
+	}
+	ToolCall_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_CLIENT":      1,
+		"KIND_HTTP":        2,
+		"KIND_MCP":         3,
+		"KIND_UNKNOWN":     4,
+	}
+)
+
+func (x ToolCall_Kind) Enum() *ToolCall_Kind {
+	p := new(ToolCall_Kind)
+	*p = x
+	return p
+}
+
+func (x ToolCall_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ToolCall_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_chat_service_proto_enumTypes[3].Descriptor()
+}
+
+func (ToolCall_Kind) Type() protoreflect.EnumType {
+	return &file_parley_v1_chat_service_proto_enumTypes[3]
+}
+
+func (x ToolCall_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ToolCall_Kind.Descriptor instead.
+func (ToolCall_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1, 0}
 }
 
 // A message of a conversation.
@@ -263,8 +347,14 @@ type Message struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// Length of the speech generated for this reply (voice replies).
 	SpeechDuration *durationpb.Duration `protobuf:"bytes,15,opt,name=speech_duration,json=speechDuration,proto3" json:"speech_duration,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The tools this assistant message called (stop reason TOOL_USE).
+	ToolCalls []*ToolCall `protobuf:"bytes,16,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// Tool messages: the call this is the result of.
+	ToolCallId string `protobuf:"bytes,17,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// Tool messages: the output is an error (or a denial) the model was told.
+	IsError       bool `protobuf:"varint,18,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -402,6 +492,109 @@ func (x *Message) GetSpeechDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *Message) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *Message) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *Message) GetIsError() bool {
+	if x != nil {
+		return x.IsError
+	}
+	return false
+}
+
+// A call of a tool by the model.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the session (`call_...`); answered by `tool_call_id`.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The tool's name (MCP tools: `{server}__{tool}`).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The arguments as the model wrote them (JSON text; may be malformed).
+	Arguments string `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// Who runs it.
+	Kind ToolCall_Kind `protobuf:"varint,4,opt,name=kind,proto3,enum=parley.v1.ToolCall_Kind" json:"kind,omitempty"`
+	// The call waits for (or waited for) the client's approval.
+	RequireApproval bool `protobuf:"varint,5,opt,name=require_approval,json=requireApproval,proto3" json:"require_approval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *ToolCall) GetKind() ToolCall_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return ToolCall_KIND_UNSPECIFIED
+}
+
+func (x *ToolCall) GetRequireApproval() bool {
+	if x != nil {
+		return x.RequireApproval
+	}
+	return false
+}
+
 // Request for ChatService.SendMessage.
 type SendMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -427,7 +620,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +632,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +645,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SendMessageRequest) GetSession() string {
@@ -515,7 +708,7 @@ type SendVoiceMessageRequest struct {
 
 func (x *SendVoiceMessageRequest) Reset() {
 	*x = SendVoiceMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +720,7 @@ func (x *SendVoiceMessageRequest) String() string {
 func (*SendVoiceMessageRequest) ProtoMessage() {}
 
 func (x *SendVoiceMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +733,7 @@ func (x *SendVoiceMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendVoiceMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendVoiceMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{2}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SendVoiceMessageRequest) GetSession() string {
@@ -606,7 +799,7 @@ type RegenerateMessageRequest struct {
 
 func (x *RegenerateMessageRequest) Reset() {
 	*x = RegenerateMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +811,7 @@ func (x *RegenerateMessageRequest) String() string {
 func (*RegenerateMessageRequest) ProtoMessage() {}
 
 func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +824,7 @@ func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateMessageRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegenerateMessageRequest) GetName() string {
@@ -663,7 +856,7 @@ type ResumeStreamRequest struct {
 
 func (x *ResumeStreamRequest) Reset() {
 	*x = ResumeStreamRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +868,7 @@ func (x *ResumeStreamRequest) String() string {
 func (*ResumeStreamRequest) ProtoMessage() {}
 
 func (x *ResumeStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +881,7 @@ func (x *ResumeStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeStreamRequest.ProtoReflect.Descriptor instead.
 func (*ResumeStreamRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ResumeStreamRequest) GetName() string {
@@ -716,7 +909,7 @@ type CancelMessageRequest struct {
 
 func (x *CancelMessageRequest) Reset() {
 	*x = CancelMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +921,7 @@ func (x *CancelMessageRequest) String() string {
 func (*CancelMessageRequest) ProtoMessage() {}
 
 func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +934,7 @@ func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
 func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelMessageRequest) GetName() string {
@@ -762,7 +955,7 @@ type CancelMessageResponse struct {
 
 func (x *CancelMessageResponse) Reset() {
 	*x = CancelMessageResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +967,7 @@ func (x *CancelMessageResponse) String() string {
 func (*CancelMessageResponse) ProtoMessage() {}
 
 func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +980,7 @@ func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
 func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelMessageResponse) GetMessage() *Message {
@@ -814,6 +1007,9 @@ type ChatEvent struct {
 	//	*ChatEvent_Usage
 	//	*ChatEvent_MessageCompleted
 	//	*ChatEvent_Error
+	//	*ChatEvent_ToolCall
+	//	*ChatEvent_ToolResult
+	//	*ChatEvent_RequiresAction
 	Event         isChatEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -821,7 +1017,7 @@ type ChatEvent struct {
 
 func (x *ChatEvent) Reset() {
 	*x = ChatEvent{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +1029,7 @@ func (x *ChatEvent) String() string {
 func (*ChatEvent) ProtoMessage() {}
 
 func (x *ChatEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +1042,7 @@ func (x *ChatEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatEvent.ProtoReflect.Descriptor instead.
 func (*ChatEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChatEvent) GetSequenceNumber() int64 {
@@ -926,6 +1122,33 @@ func (x *ChatEvent) GetError() *status.Status {
 	return nil
 }
 
+func (x *ChatEvent) GetToolCall() *ToolCall {
+	if x != nil {
+		if x, ok := x.Event.(*ChatEvent_ToolCall); ok {
+			return x.ToolCall
+		}
+	}
+	return nil
+}
+
+func (x *ChatEvent) GetToolResult() *ToolResult {
+	if x != nil {
+		if x, ok := x.Event.(*ChatEvent_ToolResult); ok {
+			return x.ToolResult
+		}
+	}
+	return nil
+}
+
+func (x *ChatEvent) GetRequiresAction() *RequiresAction {
+	if x != nil {
+		if x, ok := x.Event.(*ChatEvent_RequiresAction); ok {
+			return x.RequiresAction
+		}
+	}
+	return nil
+}
+
 type isChatEvent_Event interface {
 	isChatEvent_Event()
 }
@@ -967,6 +1190,22 @@ type ChatEvent_Error struct {
 	Error *status.Status `protobuf:"bytes,8,opt,name=error,proto3,oneof"`
 }
 
+type ChatEvent_ToolCall struct {
+	// The model called a tool.
+	ToolCall *ToolCall `protobuf:"bytes,9,opt,name=tool_call,json=toolCall,proto3,oneof"`
+}
+
+type ChatEvent_ToolResult struct {
+	// A tool call's result, as the model sees it.
+	ToolResult *ToolResult `protobuf:"bytes,10,opt,name=tool_result,json=toolResult,proto3,oneof"`
+}
+
+type ChatEvent_RequiresAction struct {
+	// The reply pauses for the client: the stream ends after this event; send
+	// SubmitToolOutputs to resume.
+	RequiresAction *RequiresAction `protobuf:"bytes,11,opt,name=requires_action,json=requiresAction,proto3,oneof"`
+}
+
 func (*ChatEvent_MessageAccepted) isChatEvent_Event() {}
 
 func (*ChatEvent_Transcript) isChatEvent_Event() {}
@@ -980,6 +1219,350 @@ func (*ChatEvent_Usage) isChatEvent_Event() {}
 func (*ChatEvent_MessageCompleted) isChatEvent_Event() {}
 
 func (*ChatEvent_Error) isChatEvent_Event() {}
+
+func (*ChatEvent_ToolCall) isChatEvent_Event() {}
+
+func (*ChatEvent_ToolResult) isChatEvent_Event() {}
+
+func (*ChatEvent_RequiresAction) isChatEvent_Event() {}
+
+// The result of a tool call.
+type ToolResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call it answers.
+	ToolCallId string `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// The output (for an error, what the model is told).
+	Output string `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	// The call failed or was denied.
+	IsError bool `protobuf:"varint,3,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	// The stored tool message, `sessions/{session}/messages/{message}`.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolResult) Reset() {
+	*x = ToolResult{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolResult) ProtoMessage() {}
+
+func (x *ToolResult) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolResult.ProtoReflect.Descriptor instead.
+func (*ToolResult) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ToolResult) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ToolResult) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *ToolResult) GetIsError() bool {
+	if x != nil {
+		return x.IsError
+	}
+	return false
+}
+
+func (x *ToolResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// What a paused reply waits for.
+type RequiresAction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message to send SubmitToolOutputs for.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// Client tool calls whose outputs are needed.
+	ToolOutputs []*ToolCall `protobuf:"bytes,2,rep,name=tool_outputs,json=toolOutputs,proto3" json:"tool_outputs,omitempty"`
+	// Calls that need an approval before they run.
+	Approvals []*ToolCall `protobuf:"bytes,3,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	// When the reply stops waiting (then INCOMPLETE, STOP_REASON_ACTION_EXPIRED).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequiresAction) Reset() {
+	*x = RequiresAction{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequiresAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequiresAction) ProtoMessage() {}
+
+func (x *RequiresAction) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequiresAction.ProtoReflect.Descriptor instead.
+func (*RequiresAction) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RequiresAction) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RequiresAction) GetToolOutputs() []*ToolCall {
+	if x != nil {
+		return x.ToolOutputs
+	}
+	return nil
+}
+
+func (x *RequiresAction) GetApprovals() []*ToolCall {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *RequiresAction) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// Request for ChatService.SubmitToolOutputs.
+type SubmitToolOutputsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message in STATUS_REQUIRES_ACTION.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Outputs of the pending client tool calls.
+	ToolOutputs []*ToolOutput `protobuf:"bytes,2,rep,name=tool_outputs,json=toolOutputs,proto3" json:"tool_outputs,omitempty"`
+	// Decisions on the calls that need approval.
+	Approvals     []*ToolApproval `protobuf:"bytes,3,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitToolOutputsRequest) Reset() {
+	*x = SubmitToolOutputsRequest{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitToolOutputsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitToolOutputsRequest) ProtoMessage() {}
+
+func (x *SubmitToolOutputsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitToolOutputsRequest.ProtoReflect.Descriptor instead.
+func (*SubmitToolOutputsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SubmitToolOutputsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SubmitToolOutputsRequest) GetToolOutputs() []*ToolOutput {
+	if x != nil {
+		return x.ToolOutputs
+	}
+	return nil
+}
+
+func (x *SubmitToolOutputsRequest) GetApprovals() []*ToolApproval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+// The output of a client tool call.
+type ToolOutput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call (ToolCall.id).
+	ToolCallId string `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// What the tool returned (text, often JSON), up to 1 MiB.
+	Output string `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	// The tool failed; the model is told so.
+	IsError       bool `protobuf:"varint,3,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolOutput) Reset() {
+	*x = ToolOutput{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolOutput) ProtoMessage() {}
+
+func (x *ToolOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolOutput.ProtoReflect.Descriptor instead.
+func (*ToolOutput) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ToolOutput) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ToolOutput) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *ToolOutput) GetIsError() bool {
+	if x != nil {
+		return x.IsError
+	}
+	return false
+}
+
+// The client's decision on a call that needs approval.
+type ToolApproval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call (ToolCall.id).
+	ToolCallId string `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// Run it (true) or not (false: the model gets a "denied" result).
+	Approved bool `protobuf:"varint,2,opt,name=approved,proto3" json:"approved,omitempty"`
+	// Why, told to the model when denied.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolApproval) Reset() {
+	*x = ToolApproval{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolApproval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolApproval) ProtoMessage() {}
+
+func (x *ToolApproval) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolApproval.ProtoReflect.Descriptor instead.
+func (*ToolApproval) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ToolApproval) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ToolApproval) GetApproved() bool {
+	if x != nil {
+		return x.Approved
+	}
+	return false
+}
+
+func (x *ToolApproval) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // The user message of a send is stored.
 type MessageAccepted struct {
@@ -996,7 +1579,7 @@ type MessageAccepted struct {
 
 func (x *MessageAccepted) Reset() {
 	*x = MessageAccepted{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1591,7 @@ func (x *MessageAccepted) String() string {
 func (*MessageAccepted) ProtoMessage() {}
 
 func (x *MessageAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1604,7 @@ func (x *MessageAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageAccepted.ProtoReflect.Descriptor instead.
 func (*MessageAccepted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MessageAccepted) GetUserMessage() *Message {
@@ -1060,7 +1643,7 @@ type Transcript struct {
 
 func (x *Transcript) Reset() {
 	*x = Transcript{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1655,7 @@ func (x *Transcript) String() string {
 func (*Transcript) ProtoMessage() {}
 
 func (x *Transcript) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1668,7 @@ func (x *Transcript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transcript.ProtoReflect.Descriptor instead.
 func (*Transcript) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Transcript) GetText() string {
@@ -1120,7 +1703,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1715,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1728,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TextDelta) GetText() string {
@@ -1166,7 +1749,7 @@ type MessageCompleted struct {
 
 func (x *MessageCompleted) Reset() {
 	*x = MessageCompleted{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1761,7 @@ func (x *MessageCompleted) String() string {
 func (*MessageCompleted) ProtoMessage() {}
 
 func (x *MessageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1774,7 @@ func (x *MessageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageCompleted.ProtoReflect.Descriptor instead.
 func (*MessageCompleted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MessageCompleted) GetMessage() *Message {
@@ -1219,7 +1802,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1814,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1827,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListMessagesRequest) GetParent() string {
@@ -1288,7 +1871,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1883,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1896,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1341,7 +1924,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1936,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1949,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetMessageRequest) GetName() string {
@@ -1387,7 +1970,7 @@ type GetMessageResponse struct {
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1982,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1995,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetMessageResponse) GetMessage() *Message {
@@ -1437,7 +2020,7 @@ type SynthesizeSpeechRequest struct {
 
 func (x *SynthesizeSpeechRequest) Reset() {
 	*x = SynthesizeSpeechRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +2032,7 @@ func (x *SynthesizeSpeechRequest) String() string {
 func (*SynthesizeSpeechRequest) ProtoMessage() {}
 
 func (x *SynthesizeSpeechRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +2045,7 @@ func (x *SynthesizeSpeechRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeSpeechRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeSpeechRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SynthesizeSpeechRequest) GetName() string {
@@ -1490,7 +2073,7 @@ var File_parley_v1_chat_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\x9f\b\n" +
+	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xce\t\n" +
 	"\aMessage\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.parley.v1.Message.RoleB\x04\xe2A\x01\x03R\x04role\x12\x18\n" +
@@ -1511,18 +2094,37 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\rerror_message\x18\r \x01(\tB\x04\xe2A\x01\x03R\ferrorMessage\x12A\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12H\n" +
-	"\x0fspeech_duration\x18\x0f \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x0espeechDuration\"?\n" +
+	"\x0fspeech_duration\x18\x0f \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x0espeechDuration\x128\n" +
+	"\n" +
+	"tool_calls\x18\x10 \x03(\v2\x13.parley.v1.ToolCallB\x04\xe2A\x01\x03R\ttoolCalls\x12&\n" +
+	"\ftool_call_id\x18\x11 \x01(\tB\x04\xe2A\x01\x03R\n" +
+	"toolCallId\x12\x1f\n" +
+	"\bis_error\x18\x12 \x01(\bB\x04\xe2A\x01\x03R\aisError\"N\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
-	"\x0eROLE_ASSISTANT\x10\x02\"w\n" +
+	"\x0eROLE_ASSISTANT\x10\x02\x12\r\n" +
+	"\tROLE_TOOL\x10\x03\"\x93\x01\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATUS_COMPLETE\x10\x01\x12\x15\n" +
 	"\x11STATUS_INCOMPLETE\x10\x02\x12\x11\n" +
 	"\rSTATUS_FAILED\x10\x03\x12\x16\n" +
-	"\x12STATUS_IN_PROGRESS\x10\x04:Q\xeaAN\n" +
-	"\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\bmessages2\amessage\"\xd4\x01\n" +
+	"\x12STATUS_IN_PROGRESS\x10\x04\x12\x1a\n" +
+	"\x16STATUS_REQUIRES_ACTION\x10\x05:Q\xeaAN\n" +
+	"\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\bmessages2\amessage\"\x83\x02\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x03 \x01(\tR\targuments\x12,\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x18.parley.v1.ToolCall.KindR\x04kind\x12)\n" +
+	"\x10require_approval\x18\x05 \x01(\bR\x0frequireApproval\"\\\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vKIND_CLIENT\x10\x01\x12\r\n" +
+	"\tKIND_HTTP\x10\x02\x12\f\n" +
+	"\bKIND_MCP\x10\x03\x12\x10\n" +
+	"\fKIND_UNKNOWN\x10\x04\"\xd4\x01\n" +
 	"\x12SendMessageRequest\x125\n" +
 	"\asession\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/SessionR\asession\x12\x18\n" +
@@ -1561,7 +2163,7 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/MessageR\x04name\"E\n" +
 	"\x15CancelMessageResponse\x12,\n" +
-	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"\xd2\x03\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\"\x86\x05\n" +
 	"\tChatEvent\x12'\n" +
 	"\x0fsequence_number\x18\x01 \x01(\x03R\x0esequenceNumber\x12G\n" +
 	"\x10message_accepted\x18\x02 \x01(\v2\x1a.parley.v1.MessageAcceptedH\x00R\x0fmessageAccepted\x127\n" +
@@ -1574,8 +2176,44 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"audioChunk\x12(\n" +
 	"\x05usage\x18\x06 \x01(\v2\x10.parley.v1.UsageH\x00R\x05usage\x12J\n" +
 	"\x11message_completed\x18\a \x01(\v2\x1b.parley.v1.MessageCompletedH\x00R\x10messageCompleted\x12*\n" +
-	"\x05error\x18\b \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\a\n" +
-	"\x05event\"\xbe\x01\n" +
+	"\x05error\x18\b \x01(\v2\x12.google.rpc.StatusH\x00R\x05error\x122\n" +
+	"\ttool_call\x18\t \x01(\v2\x13.parley.v1.ToolCallH\x00R\btoolCall\x128\n" +
+	"\vtool_result\x18\n" +
+	" \x01(\v2\x15.parley.v1.ToolResultH\x00R\n" +
+	"toolResult\x12D\n" +
+	"\x0frequires_action\x18\v \x01(\v2\x19.parley.v1.RequiresActionH\x00R\x0erequiresActionB\a\n" +
+	"\x05event\"\x94\x01\n" +
+	"\n" +
+	"ToolResult\x12 \n" +
+	"\ftool_call_id\x18\x01 \x01(\tR\n" +
+	"toolCallId\x12\x16\n" +
+	"\x06output\x18\x02 \x01(\tR\x06output\x12\x19\n" +
+	"\bis_error\x18\x03 \x01(\bR\aisError\x121\n" +
+	"\amessage\x18\x04 \x01(\tB\x17\xfaA\x14\n" +
+	"\x12parley.dev/MessageR\amessage\"\xeb\x01\n" +
+	"\x0eRequiresAction\x121\n" +
+	"\amessage\x18\x01 \x01(\tB\x17\xfaA\x14\n" +
+	"\x12parley.dev/MessageR\amessage\x126\n" +
+	"\ftool_outputs\x18\x02 \x03(\v2\x13.parley.v1.ToolCallR\vtoolOutputs\x121\n" +
+	"\tapprovals\x18\x03 \x03(\v2\x13.parley.v1.ToolCallR\tapprovals\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xbc\x01\n" +
+	"\x18SubmitToolOutputsRequest\x12/\n" +
+	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12parley.dev/MessageR\x04name\x128\n" +
+	"\ftool_outputs\x18\x02 \x03(\v2\x15.parley.v1.ToolOutputR\vtoolOutputs\x125\n" +
+	"\tapprovals\x18\x03 \x03(\v2\x17.parley.v1.ToolApprovalR\tapprovals\"g\n" +
+	"\n" +
+	"ToolOutput\x12&\n" +
+	"\ftool_call_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\n" +
+	"toolCallId\x12\x16\n" +
+	"\x06output\x18\x02 \x01(\tR\x06output\x12\x19\n" +
+	"\bis_error\x18\x03 \x01(\bR\aisError\"j\n" +
+	"\fToolApproval\x12&\n" +
+	"\ftool_call_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\n" +
+	"toolCallId\x12\x1a\n" +
+	"\bapproved\x18\x02 \x01(\bR\bapproved\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xbe\x01\n" +
 	"\x0fMessageAccepted\x125\n" +
 	"\fuser_message\x18\x01 \x01(\v2\x12.parley.v1.MessageR\vuserMessage\x12D\n" +
 	"\x11assistant_message\x18\x02 \x01(\tB\x17\xfaA\x14\n" +
@@ -1611,7 +2249,7 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/MessageR\x04name\x12.\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x16.parley.v1.AudioFormatR\x06format\x12\x14\n" +
-	"\x05voice\x18\x03 \x01(\tR\x05voice*\xd1\x02\n" +
+	"\x05voice\x18\x03 \x01(\tR\x05voice*\xa6\x03\n" +
 	"\n" +
 	"StopReason\x12\x1b\n" +
 	"\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1625,7 +2263,10 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x1aSTOP_REASON_CONTENT_FILTER\x10\b\x12\x1b\n" +
 	"\x17STOP_REASON_SERVER_LOST\x10\t\x12\x1e\n" +
 	"\x1aSTOP_REASON_QUOTA_EXCEEDED\x10\n" +
-	"2\x98\b\n" +
+	"\x12\x18\n" +
+	"\x14STOP_REASON_TOOL_USE\x10\v\x12\x1e\n" +
+	"\x1aSTOP_REASON_ACTION_EXPIRED\x10\f\x12\x19\n" +
+	"\x15STOP_REASON_MAX_STEPS\x10\r2\xaa\t\n" +
 	"\vChatService\x12u\n" +
 	"\vSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02):\x01*\"$/v1/{session=sessions/*}:sendMessage0\x01\x12\x84\x01\n" +
 	"\x10SendVoiceMessage\x12\".parley.v1.SendVoiceMessageRequest\x1a\x14.parley.v1.ChatEvent\"4\x82\xd3\xe4\x93\x02.:\x01*\")/v1/{session=sessions/*}:sendVoiceMessage0\x01\x12\x88\x01\n" +
@@ -1633,7 +2274,8 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\fListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=sessions/*}/messages\x12s\n" +
 	"\n" +
 	"GetMessage\x12\x1c.parley.v1.GetMessageRequest\x1a\x1d.parley.v1.GetMessageResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=sessions/*/messages/*}\x12w\n" +
-	"\fResumeStream\x12\x1e.parley.v1.ResumeStreamRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\x12'/v1/{name=sessions/*/messages/*}:stream0\x01\x12\x86\x01\n" +
+	"\fResumeStream\x12\x1e.parley.v1.ResumeStreamRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\x12'/v1/{name=sessions/*/messages/*}:stream0\x01\x12\x8f\x01\n" +
+	"\x11SubmitToolOutputs\x12#.parley.v1.SubmitToolOutputsRequest\x1a\x14.parley.v1.ChatEvent\"=\x82\xd3\xe4\x93\x027:\x01*\"2/v1/{name=sessions/*/messages/*}:submitToolOutputs0\x01\x12\x86\x01\n" +
 	"\rCancelMessage\x12\x1f.parley.v1.CancelMessageRequest\x1a .parley.v1.CancelMessageResponse\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/{name=sessions/*/messages/*}:cancel\x12\x8d\x01\n" +
 	"\x10SynthesizeSpeech\x12\".parley.v1.SynthesizeSpeechRequest\x1a\x15.parley.v1.AudioChunk\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech0\x01B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
@@ -1649,81 +2291,100 @@ func file_parley_v1_chat_service_proto_rawDescGZIP() []byte {
 	return file_parley_v1_chat_service_proto_rawDescData
 }
 
-var file_parley_v1_chat_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_parley_v1_chat_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_parley_v1_chat_service_proto_goTypes = []any{
 	(StopReason)(0),                  // 0: parley.v1.StopReason
 	(Message_Role)(0),                // 1: parley.v1.Message.Role
 	(Message_Status)(0),              // 2: parley.v1.Message.Status
-	(*Message)(nil),                  // 3: parley.v1.Message
-	(*SendMessageRequest)(nil),       // 4: parley.v1.SendMessageRequest
-	(*SendVoiceMessageRequest)(nil),  // 5: parley.v1.SendVoiceMessageRequest
-	(*RegenerateMessageRequest)(nil), // 6: parley.v1.RegenerateMessageRequest
-	(*ResumeStreamRequest)(nil),      // 7: parley.v1.ResumeStreamRequest
-	(*CancelMessageRequest)(nil),     // 8: parley.v1.CancelMessageRequest
-	(*CancelMessageResponse)(nil),    // 9: parley.v1.CancelMessageResponse
-	(*ChatEvent)(nil),                // 10: parley.v1.ChatEvent
-	(*MessageAccepted)(nil),          // 11: parley.v1.MessageAccepted
-	(*Transcript)(nil),               // 12: parley.v1.Transcript
-	(*TextDelta)(nil),                // 13: parley.v1.TextDelta
-	(*MessageCompleted)(nil),         // 14: parley.v1.MessageCompleted
-	(*ListMessagesRequest)(nil),      // 15: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),     // 16: parley.v1.ListMessagesResponse
-	(*GetMessageRequest)(nil),        // 17: parley.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),       // 18: parley.v1.GetMessageResponse
-	(*SynthesizeSpeechRequest)(nil),  // 19: parley.v1.SynthesizeSpeechRequest
-	(*Usage)(nil),                    // 20: parley.v1.Usage
-	(*durationpb.Duration)(nil),      // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
-	(AudioFormat)(0),                 // 23: parley.v1.AudioFormat
-	(*AudioChunk)(nil),               // 24: parley.v1.AudioChunk
-	(*status.Status)(nil),            // 25: google.rpc.Status
+	(ToolCall_Kind)(0),               // 3: parley.v1.ToolCall.Kind
+	(*Message)(nil),                  // 4: parley.v1.Message
+	(*ToolCall)(nil),                 // 5: parley.v1.ToolCall
+	(*SendMessageRequest)(nil),       // 6: parley.v1.SendMessageRequest
+	(*SendVoiceMessageRequest)(nil),  // 7: parley.v1.SendVoiceMessageRequest
+	(*RegenerateMessageRequest)(nil), // 8: parley.v1.RegenerateMessageRequest
+	(*ResumeStreamRequest)(nil),      // 9: parley.v1.ResumeStreamRequest
+	(*CancelMessageRequest)(nil),     // 10: parley.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),    // 11: parley.v1.CancelMessageResponse
+	(*ChatEvent)(nil),                // 12: parley.v1.ChatEvent
+	(*ToolResult)(nil),               // 13: parley.v1.ToolResult
+	(*RequiresAction)(nil),           // 14: parley.v1.RequiresAction
+	(*SubmitToolOutputsRequest)(nil), // 15: parley.v1.SubmitToolOutputsRequest
+	(*ToolOutput)(nil),               // 16: parley.v1.ToolOutput
+	(*ToolApproval)(nil),             // 17: parley.v1.ToolApproval
+	(*MessageAccepted)(nil),          // 18: parley.v1.MessageAccepted
+	(*Transcript)(nil),               // 19: parley.v1.Transcript
+	(*TextDelta)(nil),                // 20: parley.v1.TextDelta
+	(*MessageCompleted)(nil),         // 21: parley.v1.MessageCompleted
+	(*ListMessagesRequest)(nil),      // 22: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),     // 23: parley.v1.ListMessagesResponse
+	(*GetMessageRequest)(nil),        // 24: parley.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),       // 25: parley.v1.GetMessageResponse
+	(*SynthesizeSpeechRequest)(nil),  // 26: parley.v1.SynthesizeSpeechRequest
+	(*Usage)(nil),                    // 27: parley.v1.Usage
+	(*durationpb.Duration)(nil),      // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(AudioFormat)(0),                 // 30: parley.v1.AudioFormat
+	(*AudioChunk)(nil),               // 31: parley.v1.AudioChunk
+	(*status.Status)(nil),            // 32: google.rpc.Status
 }
 var file_parley_v1_chat_service_proto_depIdxs = []int32{
 	1,  // 0: parley.v1.Message.role:type_name -> parley.v1.Message.Role
 	2,  // 1: parley.v1.Message.status:type_name -> parley.v1.Message.Status
 	0,  // 2: parley.v1.Message.stop_reason:type_name -> parley.v1.StopReason
-	20, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	21, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
-	21, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
-	22, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	21, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
-	23, // 8: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
-	3,  // 9: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
-	11, // 10: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
-	12, // 11: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
-	13, // 12: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
-	24, // 13: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
-	20, // 14: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
-	14, // 15: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
-	25, // 16: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
-	3,  // 17: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
-	21, // 18: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
-	3,  // 19: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
-	3,  // 20: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	3,  // 21: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
-	23, // 22: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
-	4,  // 23: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	5,  // 24: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
-	6,  // 25: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	15, // 26: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	17, // 27: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
-	7,  // 28: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
-	8,  // 29: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
-	19, // 30: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
-	10, // 31: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
-	10, // 32: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
-	10, // 33: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
-	16, // 34: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	18, // 35: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
-	10, // 36: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
-	9,  // 37: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
-	24, // 38: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
-	31, // [31:39] is the sub-list for method output_type
-	23, // [23:31] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	27, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
+	28, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
+	28, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
+	29, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	28, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
+	5,  // 8: parley.v1.Message.tool_calls:type_name -> parley.v1.ToolCall
+	3,  // 9: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
+	30, // 10: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
+	4,  // 11: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
+	18, // 12: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
+	19, // 13: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
+	20, // 14: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
+	31, // 15: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
+	27, // 16: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
+	21, // 17: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
+	32, // 18: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
+	5,  // 19: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
+	13, // 20: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
+	14, // 21: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
+	5,  // 22: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
+	5,  // 23: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
+	29, // 24: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 25: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
+	17, // 26: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
+	4,  // 27: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
+	28, // 28: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
+	4,  // 29: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
+	4,  // 30: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	4,  // 31: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
+	30, // 32: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
+	6,  // 33: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	7,  // 34: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
+	8,  // 35: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	22, // 36: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	24, // 37: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
+	9,  // 38: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
+	15, // 39: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
+	10, // 40: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
+	26, // 41: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
+	12, // 42: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
+	12, // 43: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
+	12, // 44: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
+	23, // 45: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	25, // 46: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
+	12, // 47: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
+	12, // 48: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
+	11, // 49: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
+	31, // 50: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
+	42, // [42:51] is the sub-list for method output_type
+	33, // [33:42] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_service_proto_init() }
@@ -1732,7 +2393,7 @@ func file_parley_v1_chat_service_proto_init() {
 		return
 	}
 	file_parley_v1_common_proto_init()
-	file_parley_v1_chat_service_proto_msgTypes[7].OneofWrappers = []any{
+	file_parley_v1_chat_service_proto_msgTypes[8].OneofWrappers = []any{
 		(*ChatEvent_MessageAccepted)(nil),
 		(*ChatEvent_Transcript)(nil),
 		(*ChatEvent_TextDelta)(nil),
@@ -1740,14 +2401,17 @@ func file_parley_v1_chat_service_proto_init() {
 		(*ChatEvent_Usage)(nil),
 		(*ChatEvent_MessageCompleted)(nil),
 		(*ChatEvent_Error)(nil),
+		(*ChatEvent_ToolCall)(nil),
+		(*ChatEvent_ToolResult)(nil),
+		(*ChatEvent_RequiresAction)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_service_proto_rawDesc), len(file_parley_v1_chat_service_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   17,
+			NumEnums:      4,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	ChatService_ListMessages_FullMethodName      = "/parley.v1.ChatService/ListMessages"
 	ChatService_GetMessage_FullMethodName        = "/parley.v1.ChatService/GetMessage"
 	ChatService_ResumeStream_FullMethodName      = "/parley.v1.ChatService/ResumeStream"
+	ChatService_SubmitToolOutputs_FullMethodName = "/parley.v1.ChatService/SubmitToolOutputs"
 	ChatService_CancelMessage_FullMethodName     = "/parley.v1.ChatService/CancelMessage"
 	ChatService_SynthesizeSpeech_FullMethodName  = "/parley.v1.ChatService/SynthesizeSpeech"
 )
@@ -63,6 +64,11 @@ type ChatServiceClient interface {
 	// stored so far, then live ones until the run ends. Works from any
 	// connection, while the reply is generated and after.
 	ResumeStream(ctx context.Context, in *ResumeStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatEvent], error)
+	// Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+	// of client tool calls and approvals of calls that need them; every pending
+	// call must be answered. The reply resumes and the rest of its events are
+	// streamed.
+	SubmitToolOutputs(ctx context.Context, in *SubmitToolOutputsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatEvent], error)
 	// Stops a reply being generated (within about a second) and returns it as
 	// stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
 	// ends with `message_completed`. A reply that already finished is returned
@@ -176,6 +182,25 @@ func (c *chatServiceClient) ResumeStream(ctx context.Context, in *ResumeStreamRe
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_ResumeStreamClient = grpc.ServerStreamingClient[ChatEvent]
 
+func (c *chatServiceClient) SubmitToolOutputs(ctx context.Context, in *SubmitToolOutputsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[4], ChatService_SubmitToolOutputs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitToolOutputsRequest, ChatEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChatService_SubmitToolOutputsClient = grpc.ServerStreamingClient[ChatEvent]
+
 func (c *chatServiceClient) CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CancelMessageResponse)
@@ -188,7 +213,7 @@ func (c *chatServiceClient) CancelMessage(ctx context.Context, in *CancelMessage
 
 func (c *chatServiceClient) SynthesizeSpeech(ctx context.Context, in *SynthesizeSpeechRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AudioChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[4], ChatService_SynthesizeSpeech_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[5], ChatService_SynthesizeSpeech_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +264,11 @@ type ChatServiceServer interface {
 	// stored so far, then live ones until the run ends. Works from any
 	// connection, while the reply is generated and after.
 	ResumeStream(*ResumeStreamRequest, grpc.ServerStreamingServer[ChatEvent]) error
+	// Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+	// of client tool calls and approvals of calls that need them; every pending
+	// call must be answered. The reply resumes and the rest of its events are
+	// streamed.
+	SubmitToolOutputs(*SubmitToolOutputsRequest, grpc.ServerStreamingServer[ChatEvent]) error
 	// Stops a reply being generated (within about a second) and returns it as
 	// stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
 	// ends with `message_completed`. A reply that already finished is returned
@@ -273,6 +303,9 @@ func (UnimplementedChatServiceServer) GetMessage(context.Context, *GetMessageReq
 }
 func (UnimplementedChatServiceServer) ResumeStream(*ResumeStreamRequest, grpc.ServerStreamingServer[ChatEvent]) error {
 	return status.Error(codes.Unimplemented, "method ResumeStream not implemented")
+}
+func (UnimplementedChatServiceServer) SubmitToolOutputs(*SubmitToolOutputsRequest, grpc.ServerStreamingServer[ChatEvent]) error {
+	return status.Error(codes.Unimplemented, "method SubmitToolOutputs not implemented")
 }
 func (UnimplementedChatServiceServer) CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelMessage not implemented")
@@ -381,6 +414,17 @@ func _ChatService_ResumeStream_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_ResumeStreamServer = grpc.ServerStreamingServer[ChatEvent]
 
+func _ChatService_SubmitToolOutputs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubmitToolOutputsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ChatServiceServer).SubmitToolOutputs(m, &grpc.GenericServerStream[SubmitToolOutputsRequest, ChatEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChatService_SubmitToolOutputsServer = grpc.ServerStreamingServer[ChatEvent]
+
 func _ChatService_CancelMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CancelMessageRequest)
 	if err := dec(in); err != nil {
@@ -449,6 +493,11 @@ var ChatService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ResumeStream",
 			Handler:       _ChatService_ResumeStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubmitToolOutputs",
+			Handler:       _ChatService_SubmitToolOutputs_Handler,
 			ServerStreams: true,
 		},
 		{

@@ -158,6 +158,18 @@ const (
 	ErrorReason_QUOTA_EXCEEDED ErrorReason = 56
 	// The user was disabled by an admin (UNAUTHENTICATED).
 	ErrorReason_USER_DISABLED ErrorReason = 57
+	// The agent has tools but its model cannot call tools; the message names the
+	// model (INVALID_ARGUMENT).
+	ErrorReason_MODEL_CANNOT_CALL_TOOLS ErrorReason = 58
+	// The reply is not waiting for tool outputs or approvals
+	// (FAILED_PRECONDITION).
+	ErrorReason_REPLY_NOT_WAITING ErrorReason = 59
+	// The branch's reply waits for tool outputs or approvals: submit them or
+	// cancel it first (FAILED_PRECONDITION).
+	ErrorReason_REPLY_REQUIRES_ACTION ErrorReason = 60
+	// A tool call id the reply is not waiting for, or a pending one left out;
+	// metadata names them (INVALID_ARGUMENT).
+	ErrorReason_UNKNOWN_TOOL_CALL ErrorReason = 61
 )
 
 // Enum value maps for ErrorReason.
@@ -221,6 +233,10 @@ var (
 		55: "LAST_ADMIN",
 		56: "QUOTA_EXCEEDED",
 		57: "USER_DISABLED",
+		58: "MODEL_CANNOT_CALL_TOOLS",
+		59: "REPLY_NOT_WAITING",
+		60: "REPLY_REQUIRES_ACTION",
+		61: "UNKNOWN_TOOL_CALL",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -281,6 +297,10 @@ var (
 		"LAST_ADMIN":                  55,
 		"QUOTA_EXCEEDED":              56,
 		"USER_DISABLED":               57,
+		"MODEL_CANNOT_CALL_TOOLS":     58,
+		"REPLY_NOT_WAITING":           59,
+		"REPLY_REQUIRES_ACTION":       60,
+		"UNKNOWN_TOOL_CALL":           61,
 	}
 )
 
@@ -315,7 +335,7 @@ var File_parley_v1_errors_proto protoreflect.FileDescriptor
 
 const file_parley_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/errors.proto\x12\tparley.v1*\x8d\n" +
+	"\x16parley/v1/errors.proto\x12\tparley.v1*\xf3\n" +
 	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\v\n" +
@@ -377,7 +397,11 @@ const file_parley_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"LAST_ADMIN\x107\x12\x12\n" +
 	"\x0eQUOTA_EXCEEDED\x108\x12\x11\n" +
-	"\rUSER_DISABLED\x109B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\rUSER_DISABLED\x109\x12\x1b\n" +
+	"\x17MODEL_CANNOT_CALL_TOOLS\x10:\x12\x15\n" +
+	"\x11REPLY_NOT_WAITING\x10;\x12\x19\n" +
+	"\x15REPLY_REQUIRES_ACTION\x10<\x12\x15\n" +
+	"\x11UNKNOWN_TOOL_CALL\x10=B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_errors_proto_rawDescOnce sync.Once

@@ -26,10 +26,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparley/v1/agent_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n\x05\x41gent\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x05\x12\r\n\x05voice\x18\x07 \x01(\t\x12\x10\n\x08language\x18\x08 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:4\xea\x41\x31\n\x10parley.dev/Agent\x12\x0e\x61gents/{agent}*\x06\x61gents2\x05\x61gentB\x0e\n\x0c_temperature\";\n\x12\x43reateAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.AgentB\x04\xe2\x41\x01\x02\"6\n\x13\x43reateAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.Agent\":\n\x0fGetAgentRequest\x12\'\n\x04name\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xfa\x41\x12\n\x10parley.dev/Agent\"3\n\x10GetAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.Agent\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x12ListAgentsResponse\x12 \n\x06\x61gents\x18\x01 \x03(\x0b\x32\x10.parley.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x12UpdateAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.AgentB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x13UpdateAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.Agent\"L\n\x12\x44\x65leteAgentRequest\x12\'\n\x04name\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xfa\x41\x12\n\x10parley.dev/Agent\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x15\n\x13\x44\x65leteAgentResponse2\x9b\x04\n\x0c\x41gentService\x12g\n\x0b\x43reateAgent\x12\x1d.parley.v1.CreateAgentRequest\x1a\x1e.parley.v1.CreateAgentResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/agents:\x05\x61gent\x12`\n\x08GetAgent\x12\x1a.parley.v1.GetAgentRequest\x1a\x1b.parley.v1.GetAgentResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/{name=agents/*}\x12]\n\nListAgents\x12\x1c.parley.v1.ListAgentsRequest\x1a\x1d.parley.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12v\n\x0bUpdateAgent\x12\x1d.parley.v1.UpdateAgentRequest\x1a\x1e.parley.v1.UpdateAgentResponse\"(\x82\xd3\xe4\x93\x02\"2\x19/v1/{agent.name=agents/*}:\x05\x61gent\x12i\n\x0b\x44\x65leteAgent\x12\x1d.parley.v1.DeleteAgentRequest\x1a\x1e.parley.v1.DeleteAgentResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/{name=agents/*}B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dparley/v1/agent_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x03\n\x05\x41gent\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x11max_output_tokens\x18\x06 \x01(\x05\x12\r\n\x05voice\x18\x07 \x01(\t\x12\x10\n\x08language\x18\x08 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1e\n\x05tools\x18\x0b \x03(\x0b\x32\x0f.parley.v1.Tool\x12)\n\x0bmcp_servers\x18\x0c \x03(\x0b\x32\x14.parley.v1.McpServer:4\xea\x41\x31\n\x10parley.dev/Agent\x12\x0e\x61gents/{agent}*\x06\x61gents2\x05\x61gentB\x0e\n\x0c_temperature\"\xcc\x01\n\x04Tool\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10require_approval\x18\x04 \x01(\x08\x12\'\n\x06\x63lient\x18\x05 \x01(\x0b\x32\x15.parley.v1.ClientToolH\x00\x12#\n\x04http\x18\x06 \x01(\x0b\x32\x13.parley.v1.HttpToolH\x00\x42\x06\n\x04kind\"\x0c\n\nClientTool\"\x86\x01\n\x08HttpTool\x12\x11\n\x03url\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x37\n\x07headers\x18\x02 \x03(\x0b\x32 .parley.v1.HttpTool.HeadersEntryB\x04\xe2\x41\x01\x04\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcd\x01\n\tMcpServer\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\x07headers\x18\x03 \x03(\x0b\x32!.parley.v1.McpServer.HeadersEntryB\x04\xe2\x41\x01\x04\x12\x15\n\rallowed_tools\x18\x04 \x03(\t\x12\x18\n\x10require_approval\x18\x05 \x01(\x08\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x12\x43reateAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.AgentB\x04\xe2\x41\x01\x02\"6\n\x13\x43reateAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.Agent\":\n\x0fGetAgentRequest\x12\'\n\x04name\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xfa\x41\x12\n\x10parley.dev/Agent\"3\n\x10GetAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.Agent\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x12ListAgentsResponse\x12 \n\x06\x61gents\x18\x01 \x03(\x0b\x32\x10.parley.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x12UpdateAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.AgentB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x13UpdateAgentResponse\x12\x1f\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.parley.v1.Agent\"L\n\x12\x44\x65leteAgentRequest\x12\'\n\x04name\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xfa\x41\x12\n\x10parley.dev/Agent\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x15\n\x13\x44\x65leteAgentResponse2\x9b\x04\n\x0c\x41gentService\x12g\n\x0b\x43reateAgent\x12\x1d.parley.v1.CreateAgentRequest\x1a\x1e.parley.v1.CreateAgentResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\n/v1/agents:\x05\x61gent\x12`\n\x08GetAgent\x12\x1a.parley.v1.GetAgentRequest\x1a\x1b.parley.v1.GetAgentResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/{name=agents/*}\x12]\n\nListAgents\x12\x1c.parley.v1.ListAgentsRequest\x1a\x1d.parley.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12v\n\x0bUpdateAgent\x12\x1d.parley.v1.UpdateAgentRequest\x1a\x1e.parley.v1.UpdateAgentResponse\"(\x82\xd3\xe4\x93\x02\"2\x19/v1/{agent.name=agents/*}:\x05\x61gent\x12i\n\x0b\x44\x65leteAgent\x12\x1d.parley.v1.DeleteAgentRequest\x1a\x1e.parley.v1.DeleteAgentResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/{name=agents/*}B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +48,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_AGENT']._loaded_options = None
   _globals['_AGENT']._serialized_options = b'\352A1\n\020parley.dev/Agent\022\016agents/{agent}*\006agents2\005agent'
+  _globals['_TOOL'].fields_by_name['name']._loaded_options = None
+  _globals['_TOOL'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_HTTPTOOL_HEADERSENTRY']._loaded_options = None
+  _globals['_HTTPTOOL_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_HTTPTOOL'].fields_by_name['url']._loaded_options = None
+  _globals['_HTTPTOOL'].fields_by_name['url']._serialized_options = b'\342A\001\002'
+  _globals['_HTTPTOOL'].fields_by_name['headers']._loaded_options = None
+  _globals['_HTTPTOOL'].fields_by_name['headers']._serialized_options = b'\342A\001\004'
+  _globals['_MCPSERVER_HEADERSENTRY']._loaded_options = None
+  _globals['_MCPSERVER_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_MCPSERVER'].fields_by_name['name']._loaded_options = None
+  _globals['_MCPSERVER'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_MCPSERVER'].fields_by_name['url']._loaded_options = None
+  _globals['_MCPSERVER'].fields_by_name['url']._serialized_options = b'\342A\001\002'
+  _globals['_MCPSERVER'].fields_by_name['headers']._loaded_options = None
+  _globals['_MCPSERVER'].fields_by_name['headers']._serialized_options = b'\342A\001\004'
   _globals['_CREATEAGENTREQUEST'].fields_by_name['agent']._loaded_options = None
   _globals['_CREATEAGENTREQUEST'].fields_by_name['agent']._serialized_options = b'\342A\001\002'
   _globals['_GETAGENTREQUEST'].fields_by_name['name']._loaded_options = None
@@ -65,28 +82,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSERVICE'].methods_by_name['UpdateAgent']._serialized_options = b'\202\323\344\223\002\"2\031/v1/{agent.name=agents/*}:\005agent'
   _globals['_AGENTSERVICE'].methods_by_name['DeleteAgent']._loaded_options = None
   _globals['_AGENTSERVICE'].methods_by_name['DeleteAgent']._serialized_options = b'\202\323\344\223\002\025*\023/v1/{name=agents/*}'
-  _globals['_AGENT']._serialized_start=202
-  _globals['_AGENT']._serialized_end=560
-  _globals['_CREATEAGENTREQUEST']._serialized_start=562
-  _globals['_CREATEAGENTREQUEST']._serialized_end=621
-  _globals['_CREATEAGENTRESPONSE']._serialized_start=623
-  _globals['_CREATEAGENTRESPONSE']._serialized_end=677
-  _globals['_GETAGENTREQUEST']._serialized_start=679
-  _globals['_GETAGENTREQUEST']._serialized_end=737
-  _globals['_GETAGENTRESPONSE']._serialized_start=739
-  _globals['_GETAGENTRESPONSE']._serialized_end=790
-  _globals['_LISTAGENTSREQUEST']._serialized_start=792
-  _globals['_LISTAGENTSREQUEST']._serialized_end=850
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=852
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=931
-  _globals['_UPDATEAGENTREQUEST']._serialized_start=933
-  _globals['_UPDATEAGENTREQUEST']._serialized_end=1041
-  _globals['_UPDATEAGENTRESPONSE']._serialized_start=1043
-  _globals['_UPDATEAGENTRESPONSE']._serialized_end=1097
-  _globals['_DELETEAGENTREQUEST']._serialized_start=1099
-  _globals['_DELETEAGENTREQUEST']._serialized_end=1175
-  _globals['_DELETEAGENTRESPONSE']._serialized_start=1177
-  _globals['_DELETEAGENTRESPONSE']._serialized_end=1198
-  _globals['_AGENTSERVICE']._serialized_start=1201
-  _globals['_AGENTSERVICE']._serialized_end=1740
+  _globals['_AGENT']._serialized_start=232
+  _globals['_AGENT']._serialized_end=665
+  _globals['_TOOL']._serialized_start=668
+  _globals['_TOOL']._serialized_end=872
+  _globals['_CLIENTTOOL']._serialized_start=874
+  _globals['_CLIENTTOOL']._serialized_end=886
+  _globals['_HTTPTOOL']._serialized_start=889
+  _globals['_HTTPTOOL']._serialized_end=1023
+  _globals['_HTTPTOOL_HEADERSENTRY']._serialized_start=977
+  _globals['_HTTPTOOL_HEADERSENTRY']._serialized_end=1023
+  _globals['_MCPSERVER']._serialized_start=1026
+  _globals['_MCPSERVER']._serialized_end=1231
+  _globals['_MCPSERVER_HEADERSENTRY']._serialized_start=977
+  _globals['_MCPSERVER_HEADERSENTRY']._serialized_end=1023
+  _globals['_CREATEAGENTREQUEST']._serialized_start=1233
+  _globals['_CREATEAGENTREQUEST']._serialized_end=1292
+  _globals['_CREATEAGENTRESPONSE']._serialized_start=1294
+  _globals['_CREATEAGENTRESPONSE']._serialized_end=1348
+  _globals['_GETAGENTREQUEST']._serialized_start=1350
+  _globals['_GETAGENTREQUEST']._serialized_end=1408
+  _globals['_GETAGENTRESPONSE']._serialized_start=1410
+  _globals['_GETAGENTRESPONSE']._serialized_end=1461
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1463
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1521
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1523
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1602
+  _globals['_UPDATEAGENTREQUEST']._serialized_start=1604
+  _globals['_UPDATEAGENTREQUEST']._serialized_end=1712
+  _globals['_UPDATEAGENTRESPONSE']._serialized_start=1714
+  _globals['_UPDATEAGENTRESPONSE']._serialized_end=1768
+  _globals['_DELETEAGENTREQUEST']._serialized_start=1770
+  _globals['_DELETEAGENTREQUEST']._serialized_end=1846
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=1848
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=1869
+  _globals['_AGENTSERVICE']._serialized_start=1872
+  _globals['_AGENTSERVICE']._serialized_end=2411
 # @@protoc_insertion_point(module_scope)

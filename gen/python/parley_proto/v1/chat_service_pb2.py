@@ -31,7 +31,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from parley_proto.v1 import common_pb2 as parley_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xf9\x06\n\x07Message\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x17.parley.v1.Message.RoleB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x06parent\x18\x04 \x01(\tB\x1b\xe2\x41\x01\x03\xfa\x41\x14\n\x12parley.dev/Message\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x19.parley.v1.Message.StatusB\x04\xe2\x41\x01\x03\x12\x30\n\x0bstop_reason\x18\x06 \x01(\x0e\x32\x15.parley.v1.StopReasonB\x04\xe2\x41\x01\x03\x12\x13\n\x05model\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12%\n\x05usage\x18\x08 \x01(\x0b\x32\x10.parley.v1.UsageB\x04\xe2\x41\x01\x03\x12!\n\x13transcript_language\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x0e\x61udio_duration\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12<\n\x13time_to_first_token\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x1b\n\rerror_message\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0fspeech_duration\x18\x0f \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\"?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\"w\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATUS_COMPLETE\x10\x01\x12\x15\n\x11STATUS_INCOMPLETE\x10\x02\x12\x11\n\rSTATUS_FAILED\x10\x03\x12\x16\n\x12STATUS_IN_PROGRESS\x10\x04:Q\xea\x41N\n\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\x08messages2\x07message\"\xa6\x01\n\x12SendMessageRequest\x12,\n\x07session\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\x12\x12\n\x04text\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x06\x62ranch\x18\x03 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x12\n\nbackground\x18\x05 \x01(\x08\"\xed\x01\n\x17SendVoiceMessageRequest\x12,\n\x07session\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\x12\x13\n\x05\x61udio\x18\x02 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12\x10\n\x08language\x18\x03 \x01(\t\x12-\n\routput_format\x18\x04 \x01(\x0e\x32\x16.parley.v1.AudioFormat\x12&\n\x06\x62ranch\x18\x05 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nbackground\x18\x07 \x01(\x08\"Y\n\x18RegenerateMessageRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12\x12\n\nbackground\x18\x02 \x01(\x08\"X\n\x13ResumeStreamRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12\x16\n\x0estarting_after\x18\x02 \x01(\x03\"A\n\x14\x43\x61ncelMessageRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\"<\n\x15\x43\x61ncelMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\"\xee\x02\n\tChatEvent\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x03\x12\x36\n\x10message_accepted\x18\x02 \x01(\x0b\x32\x1a.parley.v1.MessageAcceptedH\x00\x12+\n\ntranscript\x18\x03 \x01(\x0b\x32\x15.parley.v1.TranscriptH\x00\x12*\n\ntext_delta\x18\x04 \x01(\x0b\x32\x14.parley.v1.TextDeltaH\x00\x12,\n\x0b\x61udio_chunk\x18\x05 \x01(\x0b\x32\x15.parley.v1.AudioChunkH\x00\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x10.parley.v1.UsageH\x00\x12\x38\n\x11message_completed\x18\x07 \x01(\x0b\x32\x1b.parley.v1.MessageCompletedH\x00\x12#\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"\x97\x01\n\x0fMessageAccepted\x12(\n\x0cuser_message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\x12\x32\n\x11\x61ssistant_message\x18\x02 \x01(\tB\x17\xfa\x41\x14\n\x12parley.dev/Message\x12&\n\x06\x62ranch\x18\x03 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\"_\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"7\n\x10MessageCompleted\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\"\x91\x01\n\x13ListMessagesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12&\n\x06\x62ranch\x18\x04 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\"U\n\x14ListMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x11GetMessageRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\"9\n\x12GetMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\"{\n\x17SynthesizeSpeechRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.parley.v1.AudioFormat\x12\r\n\x05voice\x18\x03 \x01(\t*\xd1\x02\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_END_TURN\x10\x01\x12!\n\x1dSTOP_REASON_MAX_OUTPUT_TOKENS\x10\x02\x12\x1d\n\x19STOP_REASON_STOP_SEQUENCE\x10\x03\x12\x19\n\x15STOP_REASON_CANCELLED\x10\x04\x12!\n\x1dSTOP_REASON_DEADLINE_EXCEEDED\x10\x05\x12\x15\n\x11STOP_REASON_ERROR\x10\x06\x12\x18\n\x14STOP_REASON_SHUTDOWN\x10\x07\x12\x1e\n\x1aSTOP_REASON_CONTENT_FILTER\x10\x08\x12\x1b\n\x17STOP_REASON_SERVER_LOST\x10\t\x12\x1e\n\x1aSTOP_REASON_QUOTA_EXCEEDED\x10\n2\x98\x08\n\x0b\x43hatService\x12u\n\x0bSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\"$/v1/{session=sessions/*}:sendMessage:\x01*0\x01\x12\x84\x01\n\x10SendVoiceMessage\x12\".parley.v1.SendVoiceMessageRequest\x1a\x14.parley.v1.ChatEvent\"4\x82\xd3\xe4\x93\x02.\")/v1/{session=sessions/*}:sendVoiceMessage:\x01*0\x01\x12\x88\x01\n\x11RegenerateMessage\x12#.parley.v1.RegenerateMessageRequest\x1a\x14.parley.v1.ChatEvent\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=sessions/*/messages/*}:regenerate:\x01*0\x01\x12y\n\x0cListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=sessions/*}/messages\x12s\n\nGetMessage\x12\x1c.parley.v1.GetMessageRequest\x1a\x1d.parley.v1.GetMessageResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=sessions/*/messages/*}\x12w\n\x0cResumeStream\x12\x1e.parley.v1.ResumeStreamRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\x12\'/v1/{name=sessions/*/messages/*}:stream0\x01\x12\x86\x01\n\rCancelMessage\x12\x1f.parley.v1.CancelMessageRequest\x1a .parley.v1.CancelMessageResponse\"2\x82\xd3\xe4\x93\x02,\"\'/v1/{name=sessions/*/messages/*}:cancel:\x01*\x12\x8d\x01\n\x10SynthesizeSpeech\x12\".parley.v1.SynthesizeSpeechRequest\x1a\x15.parley.v1.AudioChunk\"<\x82\xd3\xe4\x93\x02\x36\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech:\x01*0\x01\x42;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\x88\x08\n\x07Message\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x17.parley.v1.Message.RoleB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x06parent\x18\x04 \x01(\tB\x1b\xe2\x41\x01\x03\xfa\x41\x14\n\x12parley.dev/Message\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x19.parley.v1.Message.StatusB\x04\xe2\x41\x01\x03\x12\x30\n\x0bstop_reason\x18\x06 \x01(\x0e\x32\x15.parley.v1.StopReasonB\x04\xe2\x41\x01\x03\x12\x13\n\x05model\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12%\n\x05usage\x18\x08 \x01(\x0b\x32\x10.parley.v1.UsageB\x04\xe2\x41\x01\x03\x12!\n\x13transcript_language\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x0e\x61udio_duration\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12<\n\x13time_to_first_token\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x1b\n\rerror_message\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0fspeech_duration\x18\x0f \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12-\n\ntool_calls\x18\x10 \x03(\x0b\x32\x13.parley.v1.ToolCallB\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctool_call_id\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08is_error\x18\x12 \x01(\x08\x42\x04\xe2\x41\x01\x03\"N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\"\x93\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATUS_COMPLETE\x10\x01\x12\x15\n\x11STATUS_INCOMPLETE\x10\x02\x12\x11\n\rSTATUS_FAILED\x10\x03\x12\x16\n\x12STATUS_IN_PROGRESS\x10\x04\x12\x1a\n\x16STATUS_REQUIRES_ACTION\x10\x05:Q\xea\x41N\n\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\x08messages2\x07message\"\xd7\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\x12&\n\x04kind\x18\x04 \x01(\x0e\x32\x18.parley.v1.ToolCall.Kind\x12\x18\n\x10require_approval\x18\x05 \x01(\x08\"\\\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_CLIENT\x10\x01\x12\r\n\tKIND_HTTP\x10\x02\x12\x0c\n\x08KIND_MCP\x10\x03\x12\x10\n\x0cKIND_UNKNOWN\x10\x04\"\xa6\x01\n\x12SendMessageRequest\x12,\n\x07session\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\x12\x12\n\x04text\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x06\x62ranch\x18\x03 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x12\n\nbackground\x18\x05 \x01(\x08\"\xed\x01\n\x17SendVoiceMessageRequest\x12,\n\x07session\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\x12\x13\n\x05\x61udio\x18\x02 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12\x10\n\x08language\x18\x03 \x01(\t\x12-\n\routput_format\x18\x04 \x01(\x0e\x32\x16.parley.v1.AudioFormat\x12&\n\x06\x62ranch\x18\x05 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nbackground\x18\x07 \x01(\x08\"Y\n\x18RegenerateMessageRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12\x12\n\nbackground\x18\x02 \x01(\x08\"X\n\x13ResumeStreamRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12\x16\n\x0estarting_after\x18\x02 \x01(\x03\"A\n\x14\x43\x61ncelMessageRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\"<\n\x15\x43\x61ncelMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\"\xfc\x03\n\tChatEvent\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x03\x12\x36\n\x10message_accepted\x18\x02 \x01(\x0b\x32\x1a.parley.v1.MessageAcceptedH\x00\x12+\n\ntranscript\x18\x03 \x01(\x0b\x32\x15.parley.v1.TranscriptH\x00\x12*\n\ntext_delta\x18\x04 \x01(\x0b\x32\x14.parley.v1.TextDeltaH\x00\x12,\n\x0b\x61udio_chunk\x18\x05 \x01(\x0b\x32\x15.parley.v1.AudioChunkH\x00\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x10.parley.v1.UsageH\x00\x12\x38\n\x11message_completed\x18\x07 \x01(\x0b\x32\x1b.parley.v1.MessageCompletedH\x00\x12#\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12(\n\ttool_call\x18\t \x01(\x0b\x32\x13.parley.v1.ToolCallH\x00\x12,\n\x0btool_result\x18\n \x01(\x0b\x32\x15.parley.v1.ToolResultH\x00\x12\x34\n\x0frequires_action\x18\x0b \x01(\x0b\x32\x19.parley.v1.RequiresActionH\x00\x42\x07\n\x05\x65vent\"n\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\x12(\n\x07message\x18\x04 \x01(\tB\x17\xfa\x41\x14\n\x12parley.dev/Message\"\xbe\x01\n\x0eRequiresAction\x12(\n\x07message\x18\x01 \x01(\tB\x17\xfa\x41\x14\n\x12parley.dev/Message\x12)\n\x0ctool_outputs\x18\x02 \x03(\x0b\x32\x13.parley.v1.ToolCall\x12&\n\tapprovals\x18\x03 \x03(\x0b\x32\x13.parley.v1.ToolCall\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x01\n\x18SubmitToolOutputsRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12+\n\x0ctool_outputs\x18\x02 \x03(\x0b\x32\x15.parley.v1.ToolOutput\x12*\n\tapprovals\x18\x03 \x03(\x0b\x32\x17.parley.v1.ToolApproval\"J\n\nToolOutput\x12\x1a\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"L\n\x0cToolApproval\x12\x1a\n\x0ctool_call_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x97\x01\n\x0fMessageAccepted\x12(\n\x0cuser_message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\x12\x32\n\x11\x61ssistant_message\x18\x02 \x01(\tB\x17\xfa\x41\x14\n\x12parley.dev/Message\x12&\n\x06\x62ranch\x18\x03 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\"_\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"7\n\x10MessageCompleted\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\"\x91\x01\n\x13ListMessagesRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12&\n\x06\x62ranch\x18\x04 \x01(\tB\x16\xfa\x41\x13\n\x11parley.dev/Branch\"U\n\x14ListMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x11GetMessageRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\"9\n\x12GetMessageResponse\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.parley.v1.Message\"{\n\x17SynthesizeSpeechRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Message\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.parley.v1.AudioFormat\x12\r\n\x05voice\x18\x03 \x01(\t*\xa6\x03\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14STOP_REASON_END_TURN\x10\x01\x12!\n\x1dSTOP_REASON_MAX_OUTPUT_TOKENS\x10\x02\x12\x1d\n\x19STOP_REASON_STOP_SEQUENCE\x10\x03\x12\x19\n\x15STOP_REASON_CANCELLED\x10\x04\x12!\n\x1dSTOP_REASON_DEADLINE_EXCEEDED\x10\x05\x12\x15\n\x11STOP_REASON_ERROR\x10\x06\x12\x18\n\x14STOP_REASON_SHUTDOWN\x10\x07\x12\x1e\n\x1aSTOP_REASON_CONTENT_FILTER\x10\x08\x12\x1b\n\x17STOP_REASON_SERVER_LOST\x10\t\x12\x1e\n\x1aSTOP_REASON_QUOTA_EXCEEDED\x10\n\x12\x18\n\x14STOP_REASON_TOOL_USE\x10\x0b\x12\x1e\n\x1aSTOP_REASON_ACTION_EXPIRED\x10\x0c\x12\x19\n\x15STOP_REASON_MAX_STEPS\x10\r2\xaa\t\n\x0b\x43hatService\x12u\n\x0bSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\"$/v1/{session=sessions/*}:sendMessage:\x01*0\x01\x12\x84\x01\n\x10SendVoiceMessage\x12\".parley.v1.SendVoiceMessageRequest\x1a\x14.parley.v1.ChatEvent\"4\x82\xd3\xe4\x93\x02.\")/v1/{session=sessions/*}:sendVoiceMessage:\x01*0\x01\x12\x88\x01\n\x11RegenerateMessage\x12#.parley.v1.RegenerateMessageRequest\x1a\x14.parley.v1.ChatEvent\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=sessions/*/messages/*}:regenerate:\x01*0\x01\x12y\n\x0cListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=sessions/*}/messages\x12s\n\nGetMessage\x12\x1c.parley.v1.GetMessageRequest\x1a\x1d.parley.v1.GetMessageResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=sessions/*/messages/*}\x12w\n\x0cResumeStream\x12\x1e.parley.v1.ResumeStreamRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\x12\'/v1/{name=sessions/*/messages/*}:stream0\x01\x12\x8f\x01\n\x11SubmitToolOutputs\x12#.parley.v1.SubmitToolOutputsRequest\x1a\x14.parley.v1.ChatEvent\"=\x82\xd3\xe4\x93\x02\x37\"2/v1/{name=sessions/*/messages/*}:submitToolOutputs:\x01*0\x01\x12\x86\x01\n\rCancelMessage\x12\x1f.parley.v1.CancelMessageRequest\x1a .parley.v1.CancelMessageResponse\"2\x82\xd3\xe4\x93\x02,\"\'/v1/{name=sessions/*/messages/*}:cancel:\x01*\x12\x8d\x01\n\x10SynthesizeSpeech\x12\".parley.v1.SynthesizeSpeechRequest\x1a\x15.parley.v1.AudioChunk\"<\x82\xd3\xe4\x93\x02\x36\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech:\x01*0\x01\x42;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -69,6 +69,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['speech_duration']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['speech_duration']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['tool_calls']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['tool_calls']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['tool_call_id']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['tool_call_id']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['is_error']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['is_error']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE']._loaded_options = None
   _globals['_MESSAGE']._serialized_options = b'\352AN\n\022parley.dev/Message\022%sessions/{session}/messages/{message}*\010messages2\007message'
   _globals['_SENDMESSAGEREQUEST'].fields_by_name['session']._loaded_options = None
@@ -89,6 +95,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMESTREAMREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022parley.dev/Message'
   _globals['_CANCELMESSAGEREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CANCELMESSAGEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022parley.dev/Message'
+  _globals['_TOOLRESULT'].fields_by_name['message']._loaded_options = None
+  _globals['_TOOLRESULT'].fields_by_name['message']._serialized_options = b'\372A\024\n\022parley.dev/Message'
+  _globals['_REQUIRESACTION'].fields_by_name['message']._loaded_options = None
+  _globals['_REQUIRESACTION'].fields_by_name['message']._serialized_options = b'\372A\024\n\022parley.dev/Message'
+  _globals['_SUBMITTOOLOUTPUTSREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_SUBMITTOOLOUTPUTSREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022parley.dev/Message'
+  _globals['_TOOLOUTPUT'].fields_by_name['tool_call_id']._loaded_options = None
+  _globals['_TOOLOUTPUT'].fields_by_name['tool_call_id']._serialized_options = b'\342A\001\002'
+  _globals['_TOOLAPPROVAL'].fields_by_name['tool_call_id']._loaded_options = None
+  _globals['_TOOLAPPROVAL'].fields_by_name['tool_call_id']._serialized_options = b'\342A\001\002'
   _globals['_MESSAGEACCEPTED'].fields_by_name['assistant_message']._loaded_options = None
   _globals['_MESSAGEACCEPTED'].fields_by_name['assistant_message']._serialized_options = b'\372A\024\n\022parley.dev/Message'
   _globals['_MESSAGEACCEPTED'].fields_by_name['branch']._loaded_options = None
@@ -113,50 +129,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATSERVICE'].methods_by_name['GetMessage']._serialized_options = b'\202\323\344\223\002\"\022 /v1/{name=sessions/*/messages/*}'
   _globals['_CHATSERVICE'].methods_by_name['ResumeStream']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['ResumeStream']._serialized_options = b'\202\323\344\223\002)\022\'/v1/{name=sessions/*/messages/*}:stream'
+  _globals['_CHATSERVICE'].methods_by_name['SubmitToolOutputs']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['SubmitToolOutputs']._serialized_options = b'\202\323\344\223\0027\"2/v1/{name=sessions/*/messages/*}:submitToolOutputs:\001*'
   _globals['_CHATSERVICE'].methods_by_name['CancelMessage']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['CancelMessage']._serialized_options = b'\202\323\344\223\002,\"\'/v1/{name=sessions/*/messages/*}:cancel:\001*'
   _globals['_CHATSERVICE'].methods_by_name['SynthesizeSpeech']._loaded_options = None
   _globals['_CHATSERVICE'].methods_by_name['SynthesizeSpeech']._serialized_options = b'\202\323\344\223\0026\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech:\001*'
-  _globals['_STOPREASON']._serialized_start=3046
-  _globals['_STOPREASON']._serialized_end=3383
+  _globals['_STOPREASON']._serialized_start=4169
+  _globals['_STOPREASON']._serialized_end=4591
   _globals['_MESSAGE']._serialized_start=248
-  _globals['_MESSAGE']._serialized_end=1137
-  _globals['_MESSAGE_ROLE']._serialized_start=870
-  _globals['_MESSAGE_ROLE']._serialized_end=933
-  _globals['_MESSAGE_STATUS']._serialized_start=935
-  _globals['_MESSAGE_STATUS']._serialized_end=1054
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=1140
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=1306
-  _globals['_SENDVOICEMESSAGEREQUEST']._serialized_start=1309
-  _globals['_SENDVOICEMESSAGEREQUEST']._serialized_end=1546
-  _globals['_REGENERATEMESSAGEREQUEST']._serialized_start=1548
-  _globals['_REGENERATEMESSAGEREQUEST']._serialized_end=1637
-  _globals['_RESUMESTREAMREQUEST']._serialized_start=1639
-  _globals['_RESUMESTREAMREQUEST']._serialized_end=1727
-  _globals['_CANCELMESSAGEREQUEST']._serialized_start=1729
-  _globals['_CANCELMESSAGEREQUEST']._serialized_end=1794
-  _globals['_CANCELMESSAGERESPONSE']._serialized_start=1796
-  _globals['_CANCELMESSAGERESPONSE']._serialized_end=1856
-  _globals['_CHATEVENT']._serialized_start=1859
-  _globals['_CHATEVENT']._serialized_end=2225
-  _globals['_MESSAGEACCEPTED']._serialized_start=2228
-  _globals['_MESSAGEACCEPTED']._serialized_end=2379
-  _globals['_TRANSCRIPT']._serialized_start=2381
-  _globals['_TRANSCRIPT']._serialized_end=2476
-  _globals['_TEXTDELTA']._serialized_start=2478
-  _globals['_TEXTDELTA']._serialized_end=2503
-  _globals['_MESSAGECOMPLETED']._serialized_start=2505
-  _globals['_MESSAGECOMPLETED']._serialized_end=2560
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=2563
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=2708
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2710
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2795
-  _globals['_GETMESSAGEREQUEST']._serialized_start=2797
-  _globals['_GETMESSAGEREQUEST']._serialized_end=2859
-  _globals['_GETMESSAGERESPONSE']._serialized_start=2861
-  _globals['_GETMESSAGERESPONSE']._serialized_end=2918
-  _globals['_SYNTHESIZESPEECHREQUEST']._serialized_start=2920
-  _globals['_SYNTHESIZESPEECHREQUEST']._serialized_end=3043
-  _globals['_CHATSERVICE']._serialized_start=3386
-  _globals['_CHATSERVICE']._serialized_end=4434
+  _globals['_MESSAGE']._serialized_end=1280
+  _globals['_MESSAGE_ROLE']._serialized_start=969
+  _globals['_MESSAGE_ROLE']._serialized_end=1047
+  _globals['_MESSAGE_STATUS']._serialized_start=1050
+  _globals['_MESSAGE_STATUS']._serialized_end=1197
+  _globals['_TOOLCALL']._serialized_start=1283
+  _globals['_TOOLCALL']._serialized_end=1498
+  _globals['_TOOLCALL_KIND']._serialized_start=1406
+  _globals['_TOOLCALL_KIND']._serialized_end=1498
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=1501
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1667
+  _globals['_SENDVOICEMESSAGEREQUEST']._serialized_start=1670
+  _globals['_SENDVOICEMESSAGEREQUEST']._serialized_end=1907
+  _globals['_REGENERATEMESSAGEREQUEST']._serialized_start=1909
+  _globals['_REGENERATEMESSAGEREQUEST']._serialized_end=1998
+  _globals['_RESUMESTREAMREQUEST']._serialized_start=2000
+  _globals['_RESUMESTREAMREQUEST']._serialized_end=2088
+  _globals['_CANCELMESSAGEREQUEST']._serialized_start=2090
+  _globals['_CANCELMESSAGEREQUEST']._serialized_end=2155
+  _globals['_CANCELMESSAGERESPONSE']._serialized_start=2157
+  _globals['_CANCELMESSAGERESPONSE']._serialized_end=2217
+  _globals['_CHATEVENT']._serialized_start=2220
+  _globals['_CHATEVENT']._serialized_end=2728
+  _globals['_TOOLRESULT']._serialized_start=2730
+  _globals['_TOOLRESULT']._serialized_end=2840
+  _globals['_REQUIRESACTION']._serialized_start=2843
+  _globals['_REQUIRESACTION']._serialized_end=3033
+  _globals['_SUBMITTOOLOUTPUTSREQUEST']._serialized_start=3036
+  _globals['_SUBMITTOOLOUTPUTSREQUEST']._serialized_end=3194
+  _globals['_TOOLOUTPUT']._serialized_start=3196
+  _globals['_TOOLOUTPUT']._serialized_end=3270
+  _globals['_TOOLAPPROVAL']._serialized_start=3272
+  _globals['_TOOLAPPROVAL']._serialized_end=3348
+  _globals['_MESSAGEACCEPTED']._serialized_start=3351
+  _globals['_MESSAGEACCEPTED']._serialized_end=3502
+  _globals['_TRANSCRIPT']._serialized_start=3504
+  _globals['_TRANSCRIPT']._serialized_end=3599
+  _globals['_TEXTDELTA']._serialized_start=3601
+  _globals['_TEXTDELTA']._serialized_end=3626
+  _globals['_MESSAGECOMPLETED']._serialized_start=3628
+  _globals['_MESSAGECOMPLETED']._serialized_end=3683
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=3686
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=3831
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=3833
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=3918
+  _globals['_GETMESSAGEREQUEST']._serialized_start=3920
+  _globals['_GETMESSAGEREQUEST']._serialized_end=3982
+  _globals['_GETMESSAGERESPONSE']._serialized_start=3984
+  _globals['_GETMESSAGERESPONSE']._serialized_end=4041
+  _globals['_SYNTHESIZESPEECHREQUEST']._serialized_start=4043
+  _globals['_SYNTHESIZESPEECHREQUEST']._serialized_end=4166
+  _globals['_CHATSERVICE']._serialized_start=4594
+  _globals['_CHATSERVICE']._serialized_end=5788
 # @@protoc_insertion_point(module_scope)

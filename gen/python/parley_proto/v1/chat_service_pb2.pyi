@@ -53,6 +53,16 @@ class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason
     """
     STOP_REASON_QUOTA_EXCEEDED: _StopReason.ValueType  # 10
     """The user's daily output-token quota ran out during the reply."""
+    STOP_REASON_TOOL_USE: _StopReason.ValueType  # 11
+    """The model called tools (an assistant message of a tool step)."""
+    STOP_REASON_ACTION_EXPIRED: _StopReason.ValueType  # 12
+    """The reply waited for tool outputs or approvals longer than the server
+    allows (`PARLEY_TOOL_WAIT_SECONDS`).
+    """
+    STOP_REASON_MAX_STEPS: _StopReason.ValueType  # 13
+    """The reply took the most tool steps a turn may take
+    (`PARLEY_TOOLS_MAX_STEPS`).
+    """
 
 class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
     """Why a model stopped generating."""
@@ -81,6 +91,16 @@ or crashed); `text` holds the last checkpoint.
 """
 STOP_REASON_QUOTA_EXCEEDED: StopReason.ValueType  # 10
 """The user's daily output-token quota ran out during the reply."""
+STOP_REASON_TOOL_USE: StopReason.ValueType  # 11
+"""The model called tools (an assistant message of a tool step)."""
+STOP_REASON_ACTION_EXPIRED: StopReason.ValueType  # 12
+"""The reply waited for tool outputs or approvals longer than the server
+allows (`PARLEY_TOOL_WAIT_SECONDS`).
+"""
+STOP_REASON_MAX_STEPS: StopReason.ValueType  # 13
+"""The reply took the most tool steps a turn may take
+(`PARLEY_TOOLS_MAX_STEPS`).
+"""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
@@ -100,7 +120,9 @@ class Message(_message.Message):
         ROLE_USER: Message._Role.ValueType  # 1
         """The person talking to the agent."""
         ROLE_ASSISTANT: Message._Role.ValueType  # 2
-        """The agent (model output)."""
+        """The agent (model output); may carry `tool_calls`."""
+        ROLE_TOOL: Message._Role.ValueType  # 3
+        """The result of one tool call (`tool_call_id`); `text` is the output."""
 
     class Role(_Role, metaclass=_RoleEnumTypeWrapper):
         """Who wrote a message."""
@@ -110,7 +132,9 @@ class Message(_message.Message):
     ROLE_USER: Message.Role.ValueType  # 1
     """The person talking to the agent."""
     ROLE_ASSISTANT: Message.Role.ValueType  # 2
-    """The agent (model output)."""
+    """The agent (model output); may carry `tool_calls`."""
+    ROLE_TOOL: Message.Role.ValueType  # 3
+    """The result of one tool call (`tool_call_id`); `text` is the output."""
 
     class _Status:
         ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -132,6 +156,10 @@ class Message(_message.Message):
         """Being generated; `text` holds what was generated at the last checkpoint
         (at most about a second old).
         """
+        STATUS_REQUIRES_ACTION: Message._Status.ValueType  # 5
+        """The reply waits for the client: outputs of its client tool calls, or
+        approvals (SubmitToolOutputs).
+        """
 
     class Status(_Status, metaclass=_StatusEnumTypeWrapper):
         """Whether a message is whole."""
@@ -150,6 +178,10 @@ class Message(_message.Message):
     """Being generated; `text` holds what was generated at the last checkpoint
     (at most about a second old).
     """
+    STATUS_REQUIRES_ACTION: Message.Status.ValueType  # 5
+    """The reply waits for the client: outputs of its client tool calls, or
+    approvals (SubmitToolOutputs).
+    """
 
     NAME_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
@@ -166,6 +198,9 @@ class Message(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SPEECH_DURATION_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `sessions/{session}/messages/{message}`; the id is a
     UUIDv7.
@@ -190,6 +225,10 @@ class Message(_message.Message):
     """The client's idempotency key of the send that stored it (user messages)."""
     error_message: _builtins.str
     """Human-readable reason for INCOMPLETE or FAILED."""
+    tool_call_id: _builtins.str
+    """Tool messages: the call this is the result of."""
+    is_error: _builtins.bool
+    """Tool messages: the output is an error (or a denial) the model was told."""
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Token counts of the call that wrote it (assistant messages)."""
@@ -212,6 +251,10 @@ class Message(_message.Message):
     def speech_duration(self) -> _duration_pb2.Duration:
         """Length of the speech generated for this reply (voice replies)."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tools this assistant message called (stop reason TOOL_USE)."""
+
     def __init__(
         self,
         *,
@@ -230,14 +273,86 @@ class Message(_message.Message):
         error_message: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         speech_duration: _duration_pb2.Duration | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        tool_call_id: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "speech_duration", b"speech_duration", "time_to_first_token", b"time_to_first_token", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_token", b"time_to_first_token", "transcript_language", b"transcript_language", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """A call of a tool by the model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ToolCall._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: ToolCall._Kind.ValueType  # 0
+        """Not set."""
+        KIND_CLIENT: ToolCall._Kind.ValueType  # 1
+        """The client (SubmitToolOutputs.tool_outputs)."""
+        KIND_HTTP: ToolCall._Kind.ValueType  # 2
+        """The server, over HTTP."""
+        KIND_MCP: ToolCall._Kind.ValueType  # 3
+        """The server, on an MCP server."""
+        KIND_UNKNOWN: ToolCall._Kind.ValueType  # 4
+        """No tool of that name: the model was told so."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """Who runs it."""
+
+    KIND_UNSPECIFIED: ToolCall.Kind.ValueType  # 0
+    """Not set."""
+    KIND_CLIENT: ToolCall.Kind.ValueType  # 1
+    """The client (SubmitToolOutputs.tool_outputs)."""
+    KIND_HTTP: ToolCall.Kind.ValueType  # 2
+    """The server, over HTTP."""
+    KIND_MCP: ToolCall.Kind.ValueType  # 3
+    """The server, on an MCP server."""
+    KIND_UNKNOWN: ToolCall.Kind.ValueType  # 4
+    """No tool of that name: the model was told so."""
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REQUIRE_APPROVAL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique within the session (`call_...`); answered by `tool_call_id`."""
+    name: _builtins.str
+    """The tool's name (MCP tools: `{server}__{tool}`)."""
+    arguments: _builtins.str
+    """The arguments as the model wrote them (JSON text; may be malformed)."""
+    kind: Global___ToolCall.Kind.ValueType
+    """Who runs it."""
+    require_approval: _builtins.bool
+    """The call waits for (or waited for) the client's approval."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+        kind: Global___ToolCall.Kind.ValueType = ...,
+        require_approval: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "kind", b"kind", "name", b"name", "require_approval", b"require_approval"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
 
 @_typing.final
 class SendMessageRequest(_message.Message):
@@ -454,6 +569,9 @@ class ChatEvent(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     MESSAGE_COMPLETED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    REQUIRES_ACTION_FIELD_NUMBER: _builtins.int
     sequence_number: _builtins.int
     """Position of this event in its reply's stream: 1, 2, 3, ... The same
     event has the same number in every stream of the reply (ResumeStream).
@@ -489,6 +607,20 @@ class ChatEvent(_message.Message):
         ErrorReason name, domain `parley.dev`).
         """
 
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall:
+        """The model called a tool."""
+
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """A tool call's result, as the model sees it."""
+
+    @_builtins.property
+    def requires_action(self) -> Global___RequiresAction:
+        """The reply pauses for the client: the stream ends after this event; send
+        SubmitToolOutputs to resume.
+        """
+
     def __init__(
         self,
         *,
@@ -500,16 +632,187 @@ class ChatEvent(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         message_completed: Global___MessageCompleted | None = ...,
         error: _status_pb2.Status | None = ...,
+        tool_call: Global___ToolCall | None = ...,
+        tool_result: Global___ToolResult | None = ...,
+        requires_action: Global___RequiresAction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "error", b"error", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "text_delta", b"text_delta", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "error", b"error", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "requires_action", b"requires_action", "text_delta", b"text_delta", "tool_call", b"tool_call", "tool_result", b"tool_result", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "error", b"error", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "sequence_number", b"sequence_number", "text_delta", b"text_delta", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_chunk", b"audio_chunk", "error", b"error", "event", b"event", "message_accepted", b"message_accepted", "message_completed", b"message_completed", "requires_action", b"requires_action", "sequence_number", b"sequence_number", "text_delta", b"text_delta", "tool_call", b"tool_call", "tool_result", b"tool_result", "transcript", b"transcript", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message_accepted", "transcript", "text_delta", "audio_chunk", "usage", "message_completed", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message_accepted", "transcript", "text_delta", "audio_chunk", "usage", "message_completed", "error", "tool_call", "tool_result", "requires_action"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___ChatEvent: _TypeAlias = ChatEvent  # noqa: Y015
+
+@_typing.final
+class ToolResult(_message.Message):
+    """The result of a tool call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The call it answers."""
+    output: _builtins.str
+    """The output (for an error, what the model is told)."""
+    is_error: _builtins.bool
+    """The call failed or was denied."""
+    message: _builtins.str
+    """The stored tool message, `sessions/{session}/messages/{message}`."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        output: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_error", b"is_error", "message", b"message", "output", b"output", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
+class RequiresAction(_message.Message):
+    """What a paused reply waits for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TOOL_OUTPUTS_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """The assistant message to send SubmitToolOutputs for."""
+    @_builtins.property
+    def tool_outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Client tool calls whose outputs are needed."""
+
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """Calls that need an approval before they run."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the reply stops waiting (then INCOMPLETE, STOP_REASON_ACTION_EXPIRED)."""
+
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        tool_outputs: _abc.Iterable[Global___ToolCall] | None = ...,
+        approvals: _abc.Iterable[Global___ToolCall] | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "expire_time", b"expire_time", "message", b"message", "tool_outputs", b"tool_outputs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequiresAction: _TypeAlias = RequiresAction  # noqa: Y015
+
+@_typing.final
+class SubmitToolOutputsRequest(_message.Message):
+    """Request for ChatService.SubmitToolOutputs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOOL_OUTPUTS_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The assistant message in STATUS_REQUIRES_ACTION."""
+    @_builtins.property
+    def tool_outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolOutput]:
+        """Outputs of the pending client tool calls."""
+
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolApproval]:
+        """Decisions on the calls that need approval."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tool_outputs: _abc.Iterable[Global___ToolOutput] | None = ...,
+        approvals: _abc.Iterable[Global___ToolApproval] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "name", b"name", "tool_outputs", b"tool_outputs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitToolOutputsRequest: _TypeAlias = SubmitToolOutputsRequest  # noqa: Y015
+
+@_typing.final
+class ToolOutput(_message.Message):
+    """The output of a client tool call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The call (ToolCall.id)."""
+    output: _builtins.str
+    """What the tool returned (text, often JSON), up to 1 MiB."""
+    is_error: _builtins.bool
+    """The tool failed; the model is told so."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        output: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_error", b"is_error", "output", b"output", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolOutput: _TypeAlias = ToolOutput  # noqa: Y015
+
+@_typing.final
+class ToolApproval(_message.Message):
+    """The client's decision on a call that needs approval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The call (ToolCall.id)."""
+    approved: _builtins.bool
+    """Run it (true) or not (false: the model gets a "denied" result)."""
+    reason: _builtins.str
+    """Why, told to the model when denied."""
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        approved: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "reason", b"reason", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolApproval: _TypeAlias = ToolApproval  # noqa: Y015
 
 @_typing.final
 class MessageAccepted(_message.Message):

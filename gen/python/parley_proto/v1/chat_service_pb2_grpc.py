@@ -76,6 +76,11 @@ class ChatServiceStub:
                 request_serializer=parley_dot_v1_dot_chat__service__pb2.ResumeStreamRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_chat__service__pb2.ChatEvent.FromString,
                 _registered_method=True)
+        self.SubmitToolOutputs = channel.unary_stream(
+                '/parley.v1.ChatService/SubmitToolOutputs',
+                request_serializer=parley_dot_v1_dot_chat__service__pb2.SubmitToolOutputsRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_chat__service__pb2.ChatEvent.FromString,
+                _registered_method=True)
         self.CancelMessage = channel.unary_unary(
                 '/parley.v1.ChatService/CancelMessage',
                 request_serializer=parley_dot_v1_dot_chat__service__pb2.CancelMessageRequest.SerializeToString,
@@ -150,6 +155,16 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitToolOutputs(self, request, context):
+        """Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+        of client tool calls and approvals of calls that need them; every pending
+        call must be answered. The reply resumes and the rest of its events are
+        streamed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelMessage(self, request, context):
         """Stops a reply being generated (within about a second) and returns it as
         stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
@@ -198,6 +213,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
             'ResumeStream': grpc.unary_stream_rpc_method_handler(
                     servicer.ResumeStream,
                     request_deserializer=parley_dot_v1_dot_chat__service__pb2.ResumeStreamRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_chat__service__pb2.ChatEvent.SerializeToString,
+            ),
+            'SubmitToolOutputs': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubmitToolOutputs,
+                    request_deserializer=parley_dot_v1_dot_chat__service__pb2.SubmitToolOutputsRequest.FromString,
                     response_serializer=parley_dot_v1_dot_chat__service__pb2.ChatEvent.SerializeToString,
             ),
             'CancelMessage': grpc.unary_unary_rpc_method_handler(
@@ -383,6 +403,33 @@ class ChatService:
             target,
             '/parley.v1.ChatService/ResumeStream',
             parley_dot_v1_dot_chat__service__pb2.ResumeStreamRequest.SerializeToString,
+            parley_dot_v1_dot_chat__service__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitToolOutputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parley.v1.ChatService/SubmitToolOutputs',
+            parley_dot_v1_dot_chat__service__pb2.SubmitToolOutputsRequest.SerializeToString,
             parley_dot_v1_dot_chat__service__pb2.ChatEvent.FromString,
             options,
             channel_credentials,

@@ -68,6 +68,12 @@ class ChatServiceStub:
     stored so far, then live ones until the run ends. Works from any
     connection, while the reply is generated and after.
     """
+    SubmitToolOutputs: _grpc.UnaryStreamMultiCallable[_chat_service_pb2.SubmitToolOutputsRequest, _chat_service_pb2.ChatEvent]
+    """Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+    of client tool calls and approvals of calls that need them; every pending
+    call must be answered. The reply resumes and the rest of its events are
+    streamed.
+    """
     CancelMessage: _grpc.UnaryUnaryMultiCallable[_chat_service_pb2.CancelMessageRequest, _chat_service_pb2.CancelMessageResponse]
     """Stops a reply being generated (within about a second) and returns it as
     stored: INCOMPLETE with stop reason CANCELLED. Every subscriber's stream
@@ -115,6 +121,12 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """Streams the events of a reply's run after `starting_after`: the events
     stored so far, then live ones until the run ends. Works from any
     connection, while the reply is generated and after.
+    """
+    SubmitToolOutputs: _aio.UnaryStreamMultiCallable[_chat_service_pb2.SubmitToolOutputsRequest, _chat_service_pb2.ChatEvent]  # type: ignore[assignment]
+    """Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+    of client tool calls and approvals of calls that need them; every pending
+    call must be answered. The reply resumes and the rest of its events are
+    streamed.
     """
     CancelMessage: _aio.UnaryUnaryMultiCallable[_chat_service_pb2.CancelMessageRequest, _chat_service_pb2.CancelMessageResponse]  # type: ignore[assignment]
     """Stops a reply being generated (within about a second) and returns it as
@@ -196,6 +208,18 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the events of a reply's run after `starting_after`: the events
         stored so far, then live ones until the run ends. Works from any
         connection, while the reply is generated and after.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitToolOutputs(
+        self,
+        request: _chat_service_pb2.SubmitToolOutputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_service_pb2.ChatEvent], _abc.AsyncIterator[_chat_service_pb2.ChatEvent]]:
+        """Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+        of client tool calls and approvals of calls that need them; every pending
+        call must be answered. The reply resumes and the rest of its events are
+        streamed.
         """
 
     @_abc_1.abstractmethod

@@ -162,6 +162,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     USER_DISABLED: _ErrorReason.ValueType  # 57
     """The user was disabled by an admin (UNAUTHENTICATED)."""
+    MODEL_CANNOT_CALL_TOOLS: _ErrorReason.ValueType  # 58
+    """The agent has tools but its model cannot call tools; the message names the
+    model (INVALID_ARGUMENT).
+    """
+    REPLY_NOT_WAITING: _ErrorReason.ValueType  # 59
+    """The reply is not waiting for tool outputs or approvals
+    (FAILED_PRECONDITION).
+    """
+    REPLY_REQUIRES_ACTION: _ErrorReason.ValueType  # 60
+    """The branch's reply waits for tool outputs or approvals: submit them or
+    cancel it first (FAILED_PRECONDITION).
+    """
+    UNKNOWN_TOOL_CALL: _ErrorReason.ValueType  # 61
+    """A tool call id the reply is not waiting for, or a pending one left out;
+    metadata names them (INVALID_ARGUMENT).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the `reason` of the `google.rpc.ErrorInfo` (domain
@@ -312,4 +328,20 @@ resets (RESOURCE_EXHAUSTED).
 """
 USER_DISABLED: ErrorReason.ValueType  # 57
 """The user was disabled by an admin (UNAUTHENTICATED)."""
+MODEL_CANNOT_CALL_TOOLS: ErrorReason.ValueType  # 58
+"""The agent has tools but its model cannot call tools; the message names the
+model (INVALID_ARGUMENT).
+"""
+REPLY_NOT_WAITING: ErrorReason.ValueType  # 59
+"""The reply is not waiting for tool outputs or approvals
+(FAILED_PRECONDITION).
+"""
+REPLY_REQUIRES_ACTION: ErrorReason.ValueType  # 60
+"""The branch's reply waits for tool outputs or approvals: submit them or
+cancel it first (FAILED_PRECONDITION).
+"""
+UNKNOWN_TOOL_CALL: ErrorReason.ValueType  # 61
+"""A tool call id the reply is not waiting for, or a pending one left out;
+metadata names them (INVALID_ARGUMENT).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

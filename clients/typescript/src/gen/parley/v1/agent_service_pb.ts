@@ -8,14 +8,14 @@ import { file_google_api_annotations } from "../../google/api/annotations_pb.js"
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/agent_service.proto.
  */
 export const file_parley_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYXJsZXkvdjEvYWdlbnRfc2VydmljZS5wcm90bxIJcGFybGV5LnYxIuYCCgVBZ2VudBISCgRuYW1lGAEgASgJQgTiQQEIEhoKDGRpc3BsYXlfbmFtZRgCIAEoCUIE4kEBAhIUCgxpbnN0cnVjdGlvbnMYAyABKAkSDQoFbW9kZWwYBCABKAkSGAoLdGVtcGVyYXR1cmUYBSABKAFIAIgBARIZChFtYXhfb3V0cHV0X3Rva2VucxgGIAEoBRINCgV2b2ljZRgHIAEoCRIQCghsYW5ndWFnZRgIIAEoCRI1CgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDOjTqQTEKEHBhcmxleS5kZXYvQWdlbnQSDmFnZW50cy97YWdlbnR9KgZhZ2VudHMyBWFnZW50Qg4KDF90ZW1wZXJhdHVyZSI7ChJDcmVhdGVBZ2VudFJlcXVlc3QSJQoFYWdlbnQYASABKAsyEC5wYXJsZXkudjEuQWdlbnRCBOJBAQIiNgoTQ3JlYXRlQWdlbnRSZXNwb25zZRIfCgVhZ2VudBgBIAEoCzIQLnBhcmxleS52MS5BZ2VudCI6Cg9HZXRBZ2VudFJlcXVlc3QSJwoEbmFtZRgBIAEoCUIZ4kEBAvpBEgoQcGFybGV5LmRldi9BZ2VudCIzChBHZXRBZ2VudFJlc3BvbnNlEh8KBWFnZW50GAEgASgLMhAucGFybGV5LnYxLkFnZW50IjoKEUxpc3RBZ2VudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIk8KEkxpc3RBZ2VudHNSZXNwb25zZRIgCgZhZ2VudHMYASADKAsyEC5wYXJsZXkudjEuQWdlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImwKElVwZGF0ZUFnZW50UmVxdWVzdBIlCgVhZ2VudBgBIAEoCzIQLnBhcmxleS52MS5BZ2VudEIE4kEBAhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siNgoTVXBkYXRlQWdlbnRSZXNwb25zZRIfCgVhZ2VudBgBIAEoCzIQLnBhcmxleS52MS5BZ2VudCJMChJEZWxldGVBZ2VudFJlcXVlc3QSJwoEbmFtZRgBIAEoCUIZ4kEBAvpBEgoQcGFybGV5LmRldi9BZ2VudBINCgVmb3JjZRgCIAEoCCIVChNEZWxldGVBZ2VudFJlc3BvbnNlMpsECgxBZ2VudFNlcnZpY2USZwoLQ3JlYXRlQWdlbnQSHS5wYXJsZXkudjEuQ3JlYXRlQWdlbnRSZXF1ZXN0Gh4ucGFybGV5LnYxLkNyZWF0ZUFnZW50UmVzcG9uc2UiGYLT5JMCEzoFYWdlbnQiCi92MS9hZ2VudHMSYAoIR2V0QWdlbnQSGi5wYXJsZXkudjEuR2V0QWdlbnRSZXF1ZXN0GhsucGFybGV5LnYxLkdldEFnZW50UmVzcG9uc2UiG4LT5JMCFRITL3YxL3tuYW1lPWFnZW50cy8qfRJdCgpMaXN0QWdlbnRzEhwucGFybGV5LnYxLkxpc3RBZ2VudHNSZXF1ZXN0Gh0ucGFybGV5LnYxLkxpc3RBZ2VudHNSZXNwb25zZSISgtPkkwIMEgovdjEvYWdlbnRzEnYKC1VwZGF0ZUFnZW50Eh0ucGFybGV5LnYxLlVwZGF0ZUFnZW50UmVxdWVzdBoeLnBhcmxleS52MS5VcGRhdGVBZ2VudFJlc3BvbnNlIiiC0+STAiI6BWFnZW50MhkvdjEve2FnZW50Lm5hbWU9YWdlbnRzLyp9EmkKC0RlbGV0ZUFnZW50Eh0ucGFybGV5LnYxLkRlbGV0ZUFnZW50UmVxdWVzdBoeLnBhcmxleS52MS5EZWxldGVBZ2VudFJlc3BvbnNlIhuC0+STAhUqEy92MS97bmFtZT1hZ2VudHMvKn1CO1o5Z2l0aHViLmNvbS9wYXJsZXktZGV2L3BhcmxleS9jbGllbnRzL2dvL3BhcmxleXYxO3BhcmxleXYxYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch1wYXJsZXkvdjEvYWdlbnRfc2VydmljZS5wcm90bxIJcGFybGV5LnYxIrEDCgVBZ2VudBISCgRuYW1lGAEgASgJQgTiQQEIEhoKDGRpc3BsYXlfbmFtZRgCIAEoCUIE4kEBAhIUCgxpbnN0cnVjdGlvbnMYAyABKAkSDQoFbW9kZWwYBCABKAkSGAoLdGVtcGVyYXR1cmUYBSABKAFIAIgBARIZChFtYXhfb3V0cHV0X3Rva2VucxgGIAEoBRINCgV2b2ljZRgHIAEoCRIQCghsYW5ndWFnZRgIIAEoCRI1CgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEh4KBXRvb2xzGAsgAygLMg8ucGFybGV5LnYxLlRvb2wSKQoLbWNwX3NlcnZlcnMYDCADKAsyFC5wYXJsZXkudjEuTWNwU2VydmVyOjTqQTEKEHBhcmxleS5kZXYvQWdlbnQSDmFnZW50cy97YWdlbnR9KgZhZ2VudHMyBWFnZW50Qg4KDF90ZW1wZXJhdHVyZSLMAQoEVG9vbBISCgRuYW1lGAEgASgJQgTiQQECEhMKC2Rlc2NyaXB0aW9uGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhgKEHJlcXVpcmVfYXBwcm92YWwYBCABKAgSJwoGY2xpZW50GAUgASgLMhUucGFybGV5LnYxLkNsaWVudFRvb2xIABIjCgRodHRwGAYgASgLMhMucGFybGV5LnYxLkh0dHBUb29sSABCBgoEa2luZCIMCgpDbGllbnRUb29sIoYBCghIdHRwVG9vbBIRCgN1cmwYASABKAlCBOJBAQISNwoHaGVhZGVycxgCIAMoCzIgLnBhcmxleS52MS5IdHRwVG9vbC5IZWFkZXJzRW50cnlCBOJBAQQaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEizQEKCU1jcFNlcnZlchISCgRuYW1lGAEgASgJQgTiQQECEhEKA3VybBgCIAEoCUIE4kEBAhI4CgdoZWFkZXJzGAMgAygLMiEucGFybGV5LnYxLk1jcFNlcnZlci5IZWFkZXJzRW50cnlCBOJBAQQSFQoNYWxsb3dlZF90b29scxgEIAMoCRIYChByZXF1aXJlX2FwcHJvdmFsGAUgASgIGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjsKEkNyZWF0ZUFnZW50UmVxdWVzdBIlCgVhZ2VudBgBIAEoCzIQLnBhcmxleS52MS5BZ2VudEIE4kEBAiI2ChNDcmVhdGVBZ2VudFJlc3BvbnNlEh8KBWFnZW50GAEgASgLMhAucGFybGV5LnYxLkFnZW50IjoKD0dldEFnZW50UmVxdWVzdBInCgRuYW1lGAEgASgJQhniQQEC+kESChBwYXJsZXkuZGV2L0FnZW50IjMKEEdldEFnZW50UmVzcG9uc2USHwoFYWdlbnQYASABKAsyEC5wYXJsZXkudjEuQWdlbnQiOgoRTGlzdEFnZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiTwoSTGlzdEFnZW50c1Jlc3BvbnNlEiAKBmFnZW50cxgBIAMoCzIQLnBhcmxleS52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibAoSVXBkYXRlQWdlbnRSZXF1ZXN0EiUKBWFnZW50GAEgASgLMhAucGFybGV5LnYxLkFnZW50QgTiQQECEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI2ChNVcGRhdGVBZ2VudFJlc3BvbnNlEh8KBWFnZW50GAEgASgLMhAucGFybGV5LnYxLkFnZW50IkwKEkRlbGV0ZUFnZW50UmVxdWVzdBInCgRuYW1lGAEgASgJQhniQQEC+kESChBwYXJsZXkuZGV2L0FnZW50Eg0KBWZvcmNlGAIgASgIIhUKE0RlbGV0ZUFnZW50UmVzcG9uc2UymwQKDEFnZW50U2VydmljZRJnCgtDcmVhdGVBZ2VudBIdLnBhcmxleS52MS5DcmVhdGVBZ2VudFJlcXVlc3QaHi5wYXJsZXkudjEuQ3JlYXRlQWdlbnRSZXNwb25zZSIZgtPkkwITOgVhZ2VudCIKL3YxL2FnZW50cxJgCghHZXRBZ2VudBIaLnBhcmxleS52MS5HZXRBZ2VudFJlcXVlc3QaGy5wYXJsZXkudjEuR2V0QWdlbnRSZXNwb25zZSIbgtPkkwIVEhMvdjEve25hbWU9YWdlbnRzLyp9El0KCkxpc3RBZ2VudHMSHC5wYXJsZXkudjEuTGlzdEFnZW50c1JlcXVlc3QaHS5wYXJsZXkudjEuTGlzdEFnZW50c1Jlc3BvbnNlIhKC0+STAgwSCi92MS9hZ2VudHMSdgoLVXBkYXRlQWdlbnQSHS5wYXJsZXkudjEuVXBkYXRlQWdlbnRSZXF1ZXN0Gh4ucGFybGV5LnYxLlVwZGF0ZUFnZW50UmVzcG9uc2UiKILT5JMCIjoFYWdlbnQyGS92MS97YWdlbnQubmFtZT1hZ2VudHMvKn0SaQoLRGVsZXRlQWdlbnQSHS5wYXJsZXkudjEuRGVsZXRlQWdlbnRSZXF1ZXN0Gh4ucGFybGV5LnYxLkRlbGV0ZUFnZW50UmVzcG9uc2UiG4LT5JMCFSoTL3YxL3tuYW1lPWFnZW50cy8qfUI7WjlnaXRodWIuY29tL3BhcmxleS1kZXYvcGFybGV5L2NsaWVudHMvZ28vcGFybGV5djE7cGFybGV5djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An AI agent people talk to.
@@ -97,6 +97,22 @@ export type Agent = Message<"parley.v1.Agent"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 10;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Tools the model may call, at most 64 (names unique across these and the
+   * MCP servers' tools). Needs a model that can call tools: INVALID_ARGUMENT
+   * (MODEL_CANNOT_CALL_TOOLS) otherwise, naming the model.
+   *
+   * @generated from field: repeated parley.v1.Tool tools = 11;
+   */
+  tools: Tool[];
+
+  /**
+   * MCP servers whose tools the model may call, at most 16.
+   *
+   * @generated from field: repeated parley.v1.McpServer mcp_servers = 12;
+   */
+  mcpServers: McpServer[];
 };
 
 /**
@@ -105,6 +121,171 @@ export type Agent = Message<"parley.v1.Agent"> & {
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
   messageDesc(file_parley_v1_agent_service, 0);
+
+/**
+ * A tool an agent's model may call.
+ *
+ * @generated from message parley.v1.Tool
+ */
+export type Tool = Message<"parley.v1.Tool"> & {
+  /**
+   * The name the model calls it by: 1 to 64 of `a-z A-Z 0-9 _ -`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What it does and when to use it, for the model.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * Its arguments: a JSON Schema object (`{"type": "object", "properties":
+   * ...}`); unset means no arguments.
+   *
+   * @generated from field: google.protobuf.Struct parameters = 3;
+   */
+  parameters?: JsonObject | undefined;
+
+  /**
+   * Every call waits for the client's approval (SubmitToolOutputs.approvals)
+   * before it runs; a denied call gives the model a "denied" result.
+   *
+   * @generated from field: bool require_approval = 4;
+   */
+  requireApproval: boolean;
+
+  /**
+   * Who runs the tool.
+   *
+   * @generated from oneof parley.v1.Tool.kind
+   */
+  kind: {
+    /**
+     * The client: the reply pauses (STATUS_REQUIRES_ACTION) until the client
+     * sends the output with SubmitToolOutputs (return of control).
+     *
+     * @generated from field: parley.v1.ClientTool client = 5;
+     */
+    value: ClientTool;
+    case: "client";
+  } | {
+    /**
+     * The server, by POSTing the arguments as JSON to a URL.
+     *
+     * @generated from field: parley.v1.HttpTool http = 6;
+     */
+    value: HttpTool;
+    case: "http";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message parley.v1.Tool.
+ * Use `create(ToolSchema)` to create a new message.
+ */
+export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
+  messageDesc(file_parley_v1_agent_service, 1);
+
+/**
+ * A tool the client runs (the reply waits for SubmitToolOutputs).
+ *
+ * @generated from message parley.v1.ClientTool
+ */
+export type ClientTool = Message<"parley.v1.ClientTool"> & {
+};
+
+/**
+ * Describes the message parley.v1.ClientTool.
+ * Use `create(ClientToolSchema)` to create a new message.
+ */
+export const ClientToolSchema: GenMessage<ClientTool> = /*@__PURE__*/
+  messageDesc(file_parley_v1_agent_service, 2);
+
+/**
+ * A tool the server runs by an HTTP POST of the call's arguments (JSON); the
+ * response body is the result. Loopback, private, link-local and metadata
+ * addresses are refused unless allowed (`PARLEY_TOOLS_ALLOWED_HOSTS`).
+ *
+ * @generated from message parley.v1.HttpTool
+ */
+export type HttpTool = Message<"parley.v1.HttpTool"> & {
+  /**
+   * `http://` or `https://` URL.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * Sent with every call (e.g. `Authorization`). Secrets: never returned;
+   * an update of `tools` must send them again.
+   *
+   * @generated from field: map<string, string> headers = 2;
+   */
+  headers: { [key: string]: string };
+};
+
+/**
+ * Describes the message parley.v1.HttpTool.
+ * Use `create(HttpToolSchema)` to create a new message.
+ */
+export const HttpToolSchema: GenMessage<HttpTool> = /*@__PURE__*/
+  messageDesc(file_parley_v1_agent_service, 3);
+
+/**
+ * An MCP server (streamable HTTP) whose tools the model may call; its tools
+ * are named `{name}__{tool}` for the model.
+ *
+ * @generated from message parley.v1.McpServer
+ */
+export type McpServer = Message<"parley.v1.McpServer"> & {
+  /**
+   * Short name: 1 to 32 of `a-z A-Z 0-9 _ -`, unique among the agent's MCP
+   * servers.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The server's streamable-HTTP endpoint, `http(s)://...`.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * Sent with every request to the server. Secrets: never returned.
+   *
+   * @generated from field: map<string, string> headers = 3;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * Only these of its tools (empty: all).
+   *
+   * @generated from field: repeated string allowed_tools = 4;
+   */
+  allowedTools: string[];
+
+  /**
+   * Every call to its tools waits for the client's approval.
+   *
+   * @generated from field: bool require_approval = 5;
+   */
+  requireApproval: boolean;
+};
+
+/**
+ * Describes the message parley.v1.McpServer.
+ * Use `create(McpServerSchema)` to create a new message.
+ */
+export const McpServerSchema: GenMessage<McpServer> = /*@__PURE__*/
+  messageDesc(file_parley_v1_agent_service, 4);
 
 /**
  * Request for AgentService.CreateAgent.
@@ -125,7 +306,7 @@ export type CreateAgentRequest = Message<"parley.v1.CreateAgentRequest"> & {
  * Use `create(CreateAgentRequestSchema)` to create a new message.
  */
 export const CreateAgentRequestSchema: GenMessage<CreateAgentRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 1);
+  messageDesc(file_parley_v1_agent_service, 5);
 
 /**
  * Response for AgentService.CreateAgent.
@@ -146,7 +327,7 @@ export type CreateAgentResponse = Message<"parley.v1.CreateAgentResponse"> & {
  * Use `create(CreateAgentResponseSchema)` to create a new message.
  */
 export const CreateAgentResponseSchema: GenMessage<CreateAgentResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 2);
+  messageDesc(file_parley_v1_agent_service, 6);
 
 /**
  * Request for AgentService.GetAgent.
@@ -167,7 +348,7 @@ export type GetAgentRequest = Message<"parley.v1.GetAgentRequest"> & {
  * Use `create(GetAgentRequestSchema)` to create a new message.
  */
 export const GetAgentRequestSchema: GenMessage<GetAgentRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 3);
+  messageDesc(file_parley_v1_agent_service, 7);
 
 /**
  * Response for AgentService.GetAgent.
@@ -188,7 +369,7 @@ export type GetAgentResponse = Message<"parley.v1.GetAgentResponse"> & {
  * Use `create(GetAgentResponseSchema)` to create a new message.
  */
 export const GetAgentResponseSchema: GenMessage<GetAgentResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 4);
+  messageDesc(file_parley_v1_agent_service, 8);
 
 /**
  * Request for AgentService.ListAgents.
@@ -217,7 +398,7 @@ export type ListAgentsRequest = Message<"parley.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 5);
+  messageDesc(file_parley_v1_agent_service, 9);
 
 /**
  * Response for AgentService.ListAgents.
@@ -245,7 +426,7 @@ export type ListAgentsResponse = Message<"parley.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 6);
+  messageDesc(file_parley_v1_agent_service, 10);
 
 /**
  * Request for AgentService.UpdateAgent.
@@ -274,7 +455,7 @@ export type UpdateAgentRequest = Message<"parley.v1.UpdateAgentRequest"> & {
  * Use `create(UpdateAgentRequestSchema)` to create a new message.
  */
 export const UpdateAgentRequestSchema: GenMessage<UpdateAgentRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 7);
+  messageDesc(file_parley_v1_agent_service, 11);
 
 /**
  * Response for AgentService.UpdateAgent.
@@ -295,7 +476,7 @@ export type UpdateAgentResponse = Message<"parley.v1.UpdateAgentResponse"> & {
  * Use `create(UpdateAgentResponseSchema)` to create a new message.
  */
 export const UpdateAgentResponseSchema: GenMessage<UpdateAgentResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 8);
+  messageDesc(file_parley_v1_agent_service, 12);
 
 /**
  * Request for AgentService.DeleteAgent.
@@ -323,7 +504,7 @@ export type DeleteAgentRequest = Message<"parley.v1.DeleteAgentRequest"> & {
  * Use `create(DeleteAgentRequestSchema)` to create a new message.
  */
 export const DeleteAgentRequestSchema: GenMessage<DeleteAgentRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 9);
+  messageDesc(file_parley_v1_agent_service, 13);
 
 /**
  * Response for AgentService.DeleteAgent.
@@ -338,7 +519,7 @@ export type DeleteAgentResponse = Message<"parley.v1.DeleteAgentResponse"> & {
  * Use `create(DeleteAgentResponseSchema)` to create a new message.
  */
 export const DeleteAgentResponseSchema: GenMessage<DeleteAgentResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_agent_service, 10);
+  messageDesc(file_parley_v1_agent_service, 14);
 
 /**
  * Agents: an instructions prompt bound to a model and a voice. Every agent

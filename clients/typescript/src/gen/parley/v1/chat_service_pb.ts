@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat_service.proto.
  */
 export const file_parley_v1_chat_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEi+QYKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKD3NwZWVjaF9kdXJhdGlvbhgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAyI/CgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX0FTU0lTVEFOVBACIncKBlN0YXR1cxIWChJTVEFUVVNfVU5TUEVDSUZJRUQQABITCg9TVEFUVVNfQ09NUExFVEUQARIVChFTVEFUVVNfSU5DT01QTEVURRACEhEKDVNUQVRVU19GQUlMRUQQAxIWChJTVEFUVVNfSU5fUFJPR1JFU1MQBDpR6kFOChJwYXJsZXkuZGV2L01lc3NhZ2USJXNlc3Npb25zL3tzZXNzaW9ufS9tZXNzYWdlcy97bWVzc2FnZX0qCG1lc3NhZ2VzMgdtZXNzYWdlIqYBChJTZW5kTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhIKBHRleHQYAiABKAlCBOJBAQISJgoGYnJhbmNoGAMgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBCABKAkSEgoKYmFja2dyb3VuZBgFIAEoCCLtAQoXU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhMKBWF1ZGlvGAIgASgMQgTiQQECEhAKCGxhbmd1YWdlGAMgASgJEi0KDW91dHB1dF9mb3JtYXQYBCABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSJgoGYnJhbmNoGAUgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBiABKAkSEgoKYmFja2dyb3VuZBgHIAEoCCJZChhSZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEhIKCmJhY2tncm91bmQYAiABKAgiWAoTUmVzdW1lU3RyZWFtUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USFgoOc3RhcnRpbmdfYWZ0ZXIYAiABKAMiQQoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlIjwKFUNhbmNlbE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2Ui7gIKCUNoYXRFdmVudBIXCg9zZXF1ZW5jZV9udW1iZXIYASABKAMSNgoQbWVzc2FnZV9hY2NlcHRlZBgCIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlQWNjZXB0ZWRIABIrCgp0cmFuc2NyaXB0GAMgASgLMhUucGFybGV5LnYxLlRyYW5zY3JpcHRIABIqCgp0ZXh0X2RlbHRhGAQgASgLMhQucGFybGV5LnYxLlRleHREZWx0YUgAEiwKC2F1ZGlvX2NodW5rGAUgASgLMhUucGFybGV5LnYxLkF1ZGlvQ2h1bmtIABIhCgV1c2FnZRgGIAEoCzIQLnBhcmxleS52MS5Vc2FnZUgAEjgKEW1lc3NhZ2VfY29tcGxldGVkGAcgASgLMhsucGFybGV5LnYxLk1lc3NhZ2VDb21wbGV0ZWRIABIjCgVlcnJvchgIIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSABCBwoFZXZlbnQilwEKD01lc3NhZ2VBY2NlcHRlZBIoCgx1c2VyX21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIyChFhc3Npc3RhbnRfbWVzc2FnZRgCIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USJgoGYnJhbmNoGAMgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoIl8KClRyYW5zY3JpcHQSDAoEdGV4dBgBIAEoCRIQCghsYW5ndWFnZRgCIAEoCRIxCg5hdWRpb19kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIZCglUZXh0RGVsdGESDAoEdGV4dBgBIAEoCSI3ChBNZXNzYWdlQ29tcGxldGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSKRAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIrCgZwYXJlbnQYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRImCgZicmFuY2gYBCABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2giVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoRR2V0TWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlIjkKEkdldE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiewoXU3ludGhlc2l6ZVNwZWVjaFJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEiYKBmZvcm1hdBgCIAEoDjIWLnBhcmxleS52MS5BdWRpb0Zvcm1hdBINCgV2b2ljZRgDIAEoCSrRAgoKU3RvcFJlYXNvbhIbChdTVE9QX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFNUT1BfUkVBU09OX0VORF9UVVJOEAESIQodU1RPUF9SRUFTT05fTUFYX09VVFBVVF9UT0tFTlMQAhIdChlTVE9QX1JFQVNPTl9TVE9QX1NFUVVFTkNFEAMSGQoVU1RPUF9SRUFTT05fQ0FOQ0VMTEVEEAQSIQodU1RPUF9SRUFTT05fREVBRExJTkVfRVhDRUVERUQQBRIVChFTVE9QX1JFQVNPTl9FUlJPUhAGEhgKFFNUT1BfUkVBU09OX1NIVVRET1dOEAcSHgoaU1RPUF9SRUFTT05fQ09OVEVOVF9GSUxURVIQCBIbChdTVE9QX1JFQVNPTl9TRVJWRVJfTE9TVBAJEh4KGlNUT1BfUkVBU09OX1FVT1RBX0VYQ0VFREVEEAoymAgKC0NoYXRTZXJ2aWNlEnUKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiL4LT5JMCKToBKiIkL3YxL3tzZXNzaW9uPXNlc3Npb25zLyp9OnNlbmRNZXNzYWdlMAEShAEKEFNlbmRWb2ljZU1lc3NhZ2USIi5wYXJsZXkudjEuU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50IjSC0+STAi46ASoiKS92MS97c2Vzc2lvbj1zZXNzaW9ucy8qfTpzZW5kVm9pY2VNZXNzYWdlMAESiAEKEVJlZ2VuZXJhdGVNZXNzYWdlEiMucGFybGV5LnYxLlJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiNoLT5JMCMDoBKiIrL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06cmVnZW5lcmF0ZTABEnkKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIiiC0+STAiISIC92MS97cGFyZW50PXNlc3Npb25zLyp9L21lc3NhZ2VzEnMKCkdldE1lc3NhZ2USHC5wYXJsZXkudjEuR2V0TWVzc2FnZVJlcXVlc3QaHS5wYXJsZXkudjEuR2V0TWVzc2FnZVJlc3BvbnNlIiiC0+STAiISIC92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9EncKDFJlc3VtZVN0cmVhbRIeLnBhcmxleS52MS5SZXN1bWVTdHJlYW1SZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCIvgtPkkwIpEicvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpzdHJlYW0wARKGAQoNQ2FuY2VsTWVzc2FnZRIfLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBogLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06Y2FuY2VsEo0BChBTeW50aGVzaXplU3BlZWNoEiIucGFybGV5LnYxLlN5bnRoZXNpemVTcGVlY2hSZXF1ZXN0GhUucGFybGV5LnYxLkF1ZGlvQ2h1bmsiPILT5JMCNjoBKiIxL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3ludGhlc2l6ZVNwZWVjaDABQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
+  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiiAgKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKD3NwZWVjaF9kdXJhdGlvbhgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxItCgp0b29sX2NhbGxzGBAgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsQgTiQQEDEhoKDHRvb2xfY2FsbF9pZBgRIAEoCUIE4kEBAxIWCghpc19lcnJvchgSIAEoCEIE4kEBAyJOCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX0FTU0lTVEFOVBACEg0KCVJPTEVfVE9PTBADIpMBCgZTdGF0dXMSFgoSU1RBVFVTX1VOU1BFQ0lGSUVEEAASEwoPU1RBVFVTX0NPTVBMRVRFEAESFQoRU1RBVFVTX0lOQ09NUExFVEUQAhIRCg1TVEFUVVNfRkFJTEVEEAMSFgoSU1RBVFVTX0lOX1BST0dSRVNTEAQSGgoWU1RBVFVTX1JFUVVJUkVTX0FDVElPThAFOlHqQU4KEnBhcmxleS5kZXYvTWVzc2FnZRIlc2Vzc2lvbnMve3Nlc3Npb259L21lc3NhZ2VzL3ttZXNzYWdlfSoIbWVzc2FnZXMyB21lc3NhZ2Ui1wEKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJEiYKBGtpbmQYBCABKA4yGC5wYXJsZXkudjEuVG9vbENhbGwuS2luZBIYChByZXF1aXJlX2FwcHJvdmFsGAUgASgIIlwKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg8KC0tJTkRfQ0xJRU5UEAESDQoJS0lORF9IVFRQEAISDAoIS0lORF9NQ1AQAxIQCgxLSU5EX1VOS05PV04QBCKmAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EiwKB3Nlc3Npb24YASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhISCgR0ZXh0GAIgASgJQgTiQQECEiYKBmJyYW5jaBgDIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaBISCgpyZXF1ZXN0X2lkGAQgASgJEhIKCmJhY2tncm91bmQYBSABKAgi7QEKF1NlbmRWb2ljZU1lc3NhZ2VSZXF1ZXN0EiwKB3Nlc3Npb24YASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhITCgVhdWRpbxgCIAEoDEIE4kEBAhIQCghsYW5ndWFnZRgDIAEoCRItCg1vdXRwdXRfZm9ybWF0GAQgASgOMhYucGFybGV5LnYxLkF1ZGlvRm9ybWF0EiYKBmJyYW5jaBgFIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaBISCgpyZXF1ZXN0X2lkGAYgASgJEhIKCmJhY2tncm91bmQYByABKAgiWQoYUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRISCgpiYWNrZ3JvdW5kGAIgASgIIlgKE1Jlc3VtZVN0cmVhbVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEhYKDnN0YXJ0aW5nX2FmdGVyGAIgASgDIkEKFENhbmNlbE1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSI8ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIvwDCglDaGF0RXZlbnQSFwoPc2VxdWVuY2VfbnVtYmVyGAEgASgDEjYKEG1lc3NhZ2VfYWNjZXB0ZWQYAiABKAsyGi5wYXJsZXkudjEuTWVzc2FnZUFjY2VwdGVkSAASKwoKdHJhbnNjcmlwdBgDIAEoCzIVLnBhcmxleS52MS5UcmFuc2NyaXB0SAASKgoKdGV4dF9kZWx0YRgEIAEoCzIULnBhcmxleS52MS5UZXh0RGVsdGFIABIsCgthdWRpb19jaHVuaxgFIAEoCzIVLnBhcmxleS52MS5BdWRpb0NodW5rSAASIQoFdXNhZ2UYBiABKAsyEC5wYXJsZXkudjEuVXNhZ2VIABI4ChFtZXNzYWdlX2NvbXBsZXRlZBgHIAEoCzIbLnBhcmxleS52MS5NZXNzYWdlQ29tcGxldGVkSAASIwoFZXJyb3IYCCABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAEigKCXRvb2xfY2FsbBgJIAEoCzITLnBhcmxleS52MS5Ub29sQ2FsbEgAEiwKC3Rvb2xfcmVzdWx0GAogASgLMhUucGFybGV5LnYxLlRvb2xSZXN1bHRIABI0Cg9yZXF1aXJlc19hY3Rpb24YCyABKAsyGS5wYXJsZXkudjEuUmVxdWlyZXNBY3Rpb25IAEIHCgVldmVudCJuCgpUb29sUmVzdWx0EhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIOCgZvdXRwdXQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgSKAoHbWVzc2FnZRgEIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2UivgEKDlJlcXVpcmVzQWN0aW9uEigKB21lc3NhZ2UYASABKAlCF/pBFAoScGFybGV5LmRldi9NZXNzYWdlEikKDHRvb2xfb3V0cHV0cxgCIAMoCzITLnBhcmxleS52MS5Ub29sQ2FsbBImCglhcHByb3ZhbHMYAyADKAsyEy5wYXJsZXkudjEuVG9vbENhbGwSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp4BChhTdWJtaXRUb29sT3V0cHV0c1JlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEisKDHRvb2xfb3V0cHV0cxgCIAMoCzIVLnBhcmxleS52MS5Ub29sT3V0cHV0EioKCWFwcHJvdmFscxgDIAMoCzIXLnBhcmxleS52MS5Ub29sQXBwcm92YWwiSgoKVG9vbE91dHB1dBIaCgx0b29sX2NhbGxfaWQYASABKAlCBOJBAQISDgoGb3V0cHV0GAIgASgJEhAKCGlzX2Vycm9yGAMgASgIIkwKDFRvb2xBcHByb3ZhbBIaCgx0b29sX2NhbGxfaWQYASABKAlCBOJBAQISEAoIYXBwcm92ZWQYAiABKAgSDgoGcmVhc29uGAMgASgJIpcBCg9NZXNzYWdlQWNjZXB0ZWQSKAoMdXNlcl9tZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2USMgoRYXNzaXN0YW50X21lc3NhZ2UYAiABKAlCF/pBFAoScGFybGV5LmRldi9NZXNzYWdlEiYKBmJyYW5jaBgDIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaCJfCgpUcmFuc2NyaXB0EgwKBHRleHQYASABKAkSEAoIbGFuZ3VhZ2UYAiABKAkSMQoOYXVkaW9fZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkiNwoQTWVzc2FnZUNvbXBsZXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UikQEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSKwoGcGFyZW50GAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSJgoGYnJhbmNoGAQgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoIlUKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj4KEUdldE1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSI5ChJHZXRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlInsKF1N5bnRoZXNpemVTcGVlY2hSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRImCgZmb3JtYXQYAiABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSDQoFdm9pY2UYAyABKAkqpgMKClN0b3BSZWFzb24SGwoXU1RPUF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRTVE9QX1JFQVNPTl9FTkRfVFVSThABEiEKHVNUT1BfUkVBU09OX01BWF9PVVRQVVRfVE9LRU5TEAISHQoZU1RPUF9SRUFTT05fU1RPUF9TRVFVRU5DRRADEhkKFVNUT1BfUkVBU09OX0NBTkNFTExFRBAEEiEKHVNUT1BfUkVBU09OX0RFQURMSU5FX0VYQ0VFREVEEAUSFQoRU1RPUF9SRUFTT05fRVJST1IQBhIYChRTVE9QX1JFQVNPTl9TSFVURE9XThAHEh4KGlNUT1BfUkVBU09OX0NPTlRFTlRfRklMVEVSEAgSGwoXU1RPUF9SRUFTT05fU0VSVkVSX0xPU1QQCRIeChpTVE9QX1JFQVNPTl9RVU9UQV9FWENFRURFRBAKEhgKFFNUT1BfUkVBU09OX1RPT0xfVVNFEAsSHgoaU1RPUF9SRUFTT05fQUNUSU9OX0VYUElSRUQQDBIZChVTVE9QX1JFQVNPTl9NQVhfU1RFUFMQDTKqCQoLQ2hhdFNlcnZpY2USdQoLU2VuZE1lc3NhZ2USHS5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCIvgtPkkwIpOgEqIiQvdjEve3Nlc3Npb249c2Vzc2lvbnMvKn06c2VuZE1lc3NhZ2UwARKEAQoQU2VuZFZvaWNlTWVzc2FnZRIiLnBhcmxleS52MS5TZW5kVm9pY2VNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiNILT5JMCLjoBKiIpL3YxL3tzZXNzaW9uPXNlc3Npb25zLyp9OnNlbmRWb2ljZU1lc3NhZ2UwARKIAQoRUmVnZW5lcmF0ZU1lc3NhZ2USIy5wYXJsZXkudjEuUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCI2gtPkkwIwOgEqIisvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpyZWdlbmVyYXRlMAESeQoMTGlzdE1lc3NhZ2VzEh4ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiKILT5JMCIhIgL3YxL3twYXJlbnQ9c2Vzc2lvbnMvKn0vbWVzc2FnZXMScwoKR2V0TWVzc2FnZRIcLnBhcmxleS52MS5HZXRNZXNzYWdlUmVxdWVzdBodLnBhcmxleS52MS5HZXRNZXNzYWdlUmVzcG9uc2UiKILT5JMCIhIgL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn0SdwoMUmVzdW1lU3RyZWFtEh4ucGFybGV5LnYxLlJlc3VtZVN0cmVhbVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50Ii+C0+STAikSJy92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnN0cmVhbTABEo8BChFTdWJtaXRUb29sT3V0cHV0cxIjLnBhcmxleS52MS5TdWJtaXRUb29sT3V0cHV0c1JlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50Ij2C0+STAjc6ASoiMi92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnN1Ym1pdFRvb2xPdXRwdXRzMAEShgEKDUNhbmNlbE1lc3NhZ2USHy5wYXJsZXkudjEuQ2FuY2VsTWVzc2FnZVJlcXVlc3QaIC5wYXJsZXkudjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlIjKC0+STAiw6ASoiJy92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OmNhbmNlbBKNAQoQU3ludGhlc2l6ZVNwZWVjaBIiLnBhcmxleS52MS5TeW50aGVzaXplU3BlZWNoUmVxdWVzdBoVLnBhcmxleS52MS5BdWRpb0NodW5rIjyC0+STAjY6ASoiMS92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnN5bnRoZXNpemVTcGVlY2gwAUI7WjlnaXRodWIuY29tL3BhcmxleS1kZXYvcGFybGV5L2NsaWVudHMvZ28vcGFybGV5djE7cGFybGV5djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
 
 /**
  * A message of a conversation.
@@ -134,6 +134,27 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: google.protobuf.Duration speech_duration = 15;
    */
   speechDuration?: Duration | undefined;
+
+  /**
+   * The tools this assistant message called (stop reason TOOL_USE).
+   *
+   * @generated from field: repeated parley.v1.ToolCall tool_calls = 16;
+   */
+  toolCalls: ToolCall[];
+
+  /**
+   * Tool messages: the call this is the result of.
+   *
+   * @generated from field: string tool_call_id = 17;
+   */
+  toolCallId: string;
+
+  /**
+   * Tool messages: the output is an error (or a denial) the model was told.
+   *
+   * @generated from field: bool is_error = 18;
+   */
+  isError: boolean;
 };
 
 /**
@@ -164,11 +185,18 @@ export enum Message_Role {
   USER = 1,
 
   /**
-   * The agent (model output).
+   * The agent (model output); may carry `tool_calls`.
    *
    * @generated from enum value: ROLE_ASSISTANT = 2;
    */
   ASSISTANT = 2,
+
+  /**
+   * The result of one tool call (`tool_call_id`); `text` is the output.
+   *
+   * @generated from enum value: ROLE_TOOL = 3;
+   */
+  TOOL = 3,
 }
 
 /**
@@ -219,6 +247,14 @@ export enum Message_Status {
    * @generated from enum value: STATUS_IN_PROGRESS = 4;
    */
   IN_PROGRESS = 4,
+
+  /**
+   * The reply waits for the client: outputs of its client tool calls, or
+   * approvals (SubmitToolOutputs).
+   *
+   * @generated from enum value: STATUS_REQUIRES_ACTION = 5;
+   */
+  REQUIRES_ACTION = 5,
 }
 
 /**
@@ -226,6 +262,103 @@ export enum Message_Status {
  */
 export const Message_StatusSchema: GenEnum<Message_Status> = /*@__PURE__*/
   enumDesc(file_parley_v1_chat_service, 0, 1);
+
+/**
+ * A call of a tool by the model.
+ *
+ * @generated from message parley.v1.ToolCall
+ */
+export type ToolCall = Message$1<"parley.v1.ToolCall"> & {
+  /**
+   * Unique within the session (`call_...`); answered by `tool_call_id`.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The tool's name (MCP tools: `{server}__{tool}`).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The arguments as the model wrote them (JSON text; may be malformed).
+   *
+   * @generated from field: string arguments = 3;
+   */
+  arguments: string;
+
+  /**
+   * Who runs it.
+   *
+   * @generated from field: parley.v1.ToolCall.Kind kind = 4;
+   */
+  kind: ToolCall_Kind;
+
+  /**
+   * The call waits for (or waited for) the client's approval.
+   *
+   * @generated from field: bool require_approval = 5;
+   */
+  requireApproval: boolean;
+};
+
+/**
+ * Describes the message parley.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 1);
+
+/**
+ * Who runs it.
+ *
+ * @generated from enum parley.v1.ToolCall.Kind
+ */
+export enum ToolCall_Kind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The client (SubmitToolOutputs.tool_outputs).
+   *
+   * @generated from enum value: KIND_CLIENT = 1;
+   */
+  CLIENT = 1,
+
+  /**
+   * The server, over HTTP.
+   *
+   * @generated from enum value: KIND_HTTP = 2;
+   */
+  HTTP = 2,
+
+  /**
+   * The server, on an MCP server.
+   *
+   * @generated from enum value: KIND_MCP = 3;
+   */
+  MCP = 3,
+
+  /**
+   * No tool of that name: the model was told so.
+   *
+   * @generated from enum value: KIND_UNKNOWN = 4;
+   */
+  UNKNOWN = 4,
+}
+
+/**
+ * Describes the enum parley.v1.ToolCall.Kind.
+ */
+export const ToolCall_KindSchema: GenEnum<ToolCall_Kind> = /*@__PURE__*/
+  enumDesc(file_parley_v1_chat_service, 1, 0);
 
 /**
  * Request for ChatService.SendMessage.
@@ -280,7 +413,7 @@ export type SendMessageRequest = Message$1<"parley.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 1);
+  messageDesc(file_parley_v1_chat_service, 2);
 
 /**
  * Request for ChatService.SendVoiceMessage.
@@ -345,7 +478,7 @@ export type SendVoiceMessageRequest = Message$1<"parley.v1.SendVoiceMessageReque
  * Use `create(SendVoiceMessageRequestSchema)` to create a new message.
  */
 export const SendVoiceMessageRequestSchema: GenMessage<SendVoiceMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 2);
+  messageDesc(file_parley_v1_chat_service, 3);
 
 /**
  * Request for ChatService.RegenerateMessage.
@@ -374,7 +507,7 @@ export type RegenerateMessageRequest = Message$1<"parley.v1.RegenerateMessageReq
  * Use `create(RegenerateMessageRequestSchema)` to create a new message.
  */
 export const RegenerateMessageRequestSchema: GenMessage<RegenerateMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 3);
+  messageDesc(file_parley_v1_chat_service, 4);
 
 /**
  * Request for ChatService.ResumeStream.
@@ -404,7 +537,7 @@ export type ResumeStreamRequest = Message$1<"parley.v1.ResumeStreamRequest"> & {
  * Use `create(ResumeStreamRequestSchema)` to create a new message.
  */
 export const ResumeStreamRequestSchema: GenMessage<ResumeStreamRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 4);
+  messageDesc(file_parley_v1_chat_service, 5);
 
 /**
  * Request for ChatService.CancelMessage.
@@ -425,7 +558,7 @@ export type CancelMessageRequest = Message$1<"parley.v1.CancelMessageRequest"> &
  * Use `create(CancelMessageRequestSchema)` to create a new message.
  */
 export const CancelMessageRequestSchema: GenMessage<CancelMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 5);
+  messageDesc(file_parley_v1_chat_service, 6);
 
 /**
  * Response for ChatService.CancelMessage.
@@ -446,7 +579,7 @@ export type CancelMessageResponse = Message$1<"parley.v1.CancelMessageResponse">
  * Use `create(CancelMessageResponseSchema)` to create a new message.
  */
 export const CancelMessageResponseSchema: GenMessage<CancelMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 6);
+  messageDesc(file_parley_v1_chat_service, 7);
 
 /**
  * One event of a streamed reply.
@@ -525,6 +658,31 @@ export type ChatEvent = Message$1<"parley.v1.ChatEvent"> & {
      */
     value: Status;
     case: "error";
+  } | {
+    /**
+     * The model called a tool.
+     *
+     * @generated from field: parley.v1.ToolCall tool_call = 9;
+     */
+    value: ToolCall;
+    case: "toolCall";
+  } | {
+    /**
+     * A tool call's result, as the model sees it.
+     *
+     * @generated from field: parley.v1.ToolResult tool_result = 10;
+     */
+    value: ToolResult;
+    case: "toolResult";
+  } | {
+    /**
+     * The reply pauses for the client: the stream ends after this event; send
+     * SubmitToolOutputs to resume.
+     *
+     * @generated from field: parley.v1.RequiresAction requires_action = 11;
+     */
+    value: RequiresAction;
+    case: "requiresAction";
   } | { case: undefined; value?: undefined };
 };
 
@@ -533,7 +691,196 @@ export type ChatEvent = Message$1<"parley.v1.ChatEvent"> & {
  * Use `create(ChatEventSchema)` to create a new message.
  */
 export const ChatEventSchema: GenMessage<ChatEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 7);
+  messageDesc(file_parley_v1_chat_service, 8);
+
+/**
+ * The result of a tool call.
+ *
+ * @generated from message parley.v1.ToolResult
+ */
+export type ToolResult = Message$1<"parley.v1.ToolResult"> & {
+  /**
+   * The call it answers.
+   *
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * The output (for an error, what the model is told).
+   *
+   * @generated from field: string output = 2;
+   */
+  output: string;
+
+  /**
+   * The call failed or was denied.
+   *
+   * @generated from field: bool is_error = 3;
+   */
+  isError: boolean;
+
+  /**
+   * The stored tool message, `sessions/{session}/messages/{message}`.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message parley.v1.ToolResult.
+ * Use `create(ToolResultSchema)` to create a new message.
+ */
+export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 9);
+
+/**
+ * What a paused reply waits for.
+ *
+ * @generated from message parley.v1.RequiresAction
+ */
+export type RequiresAction = Message$1<"parley.v1.RequiresAction"> & {
+  /**
+   * The assistant message to send SubmitToolOutputs for.
+   *
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * Client tool calls whose outputs are needed.
+   *
+   * @generated from field: repeated parley.v1.ToolCall tool_outputs = 2;
+   */
+  toolOutputs: ToolCall[];
+
+  /**
+   * Calls that need an approval before they run.
+   *
+   * @generated from field: repeated parley.v1.ToolCall approvals = 3;
+   */
+  approvals: ToolCall[];
+
+  /**
+   * When the reply stops waiting (then INCOMPLETE, STOP_REASON_ACTION_EXPIRED).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.RequiresAction.
+ * Use `create(RequiresActionSchema)` to create a new message.
+ */
+export const RequiresActionSchema: GenMessage<RequiresAction> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 10);
+
+/**
+ * Request for ChatService.SubmitToolOutputs.
+ *
+ * @generated from message parley.v1.SubmitToolOutputsRequest
+ */
+export type SubmitToolOutputsRequest = Message$1<"parley.v1.SubmitToolOutputsRequest"> & {
+  /**
+   * The assistant message in STATUS_REQUIRES_ACTION.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Outputs of the pending client tool calls.
+   *
+   * @generated from field: repeated parley.v1.ToolOutput tool_outputs = 2;
+   */
+  toolOutputs: ToolOutput[];
+
+  /**
+   * Decisions on the calls that need approval.
+   *
+   * @generated from field: repeated parley.v1.ToolApproval approvals = 3;
+   */
+  approvals: ToolApproval[];
+};
+
+/**
+ * Describes the message parley.v1.SubmitToolOutputsRequest.
+ * Use `create(SubmitToolOutputsRequestSchema)` to create a new message.
+ */
+export const SubmitToolOutputsRequestSchema: GenMessage<SubmitToolOutputsRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 11);
+
+/**
+ * The output of a client tool call.
+ *
+ * @generated from message parley.v1.ToolOutput
+ */
+export type ToolOutput = Message$1<"parley.v1.ToolOutput"> & {
+  /**
+   * The call (ToolCall.id).
+   *
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * What the tool returned (text, often JSON), up to 1 MiB.
+   *
+   * @generated from field: string output = 2;
+   */
+  output: string;
+
+  /**
+   * The tool failed; the model is told so.
+   *
+   * @generated from field: bool is_error = 3;
+   */
+  isError: boolean;
+};
+
+/**
+ * Describes the message parley.v1.ToolOutput.
+ * Use `create(ToolOutputSchema)` to create a new message.
+ */
+export const ToolOutputSchema: GenMessage<ToolOutput> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 12);
+
+/**
+ * The client's decision on a call that needs approval.
+ *
+ * @generated from message parley.v1.ToolApproval
+ */
+export type ToolApproval = Message$1<"parley.v1.ToolApproval"> & {
+  /**
+   * The call (ToolCall.id).
+   *
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * Run it (true) or not (false: the model gets a "denied" result).
+   *
+   * @generated from field: bool approved = 2;
+   */
+  approved: boolean;
+
+  /**
+   * Why, told to the model when denied.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message parley.v1.ToolApproval.
+ * Use `create(ToolApprovalSchema)` to create a new message.
+ */
+export const ToolApprovalSchema: GenMessage<ToolApproval> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 13);
 
 /**
  * The user message of a send is stored.
@@ -568,7 +915,7 @@ export type MessageAccepted = Message$1<"parley.v1.MessageAccepted"> & {
  * Use `create(MessageAcceptedSchema)` to create a new message.
  */
 export const MessageAcceptedSchema: GenMessage<MessageAccepted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 8);
+  messageDesc(file_parley_v1_chat_service, 14);
 
 /**
  * What speech-to-text heard.
@@ -603,7 +950,7 @@ export type Transcript = Message$1<"parley.v1.Transcript"> & {
  * Use `create(TranscriptSchema)` to create a new message.
  */
 export const TranscriptSchema: GenMessage<Transcript> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 9);
+  messageDesc(file_parley_v1_chat_service, 15);
 
 /**
  * A piece of reply text.
@@ -624,7 +971,7 @@ export type TextDelta = Message$1<"parley.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 10);
+  messageDesc(file_parley_v1_chat_service, 16);
 
 /**
  * The reply is stored.
@@ -645,7 +992,7 @@ export type MessageCompleted = Message$1<"parley.v1.MessageCompleted"> & {
  * Use `create(MessageCompletedSchema)` to create a new message.
  */
 export const MessageCompletedSchema: GenMessage<MessageCompleted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 11);
+  messageDesc(file_parley_v1_chat_service, 17);
 
 /**
  * Request for ChatService.ListMessages.
@@ -688,7 +1035,7 @@ export type ListMessagesRequest = Message$1<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 12);
+  messageDesc(file_parley_v1_chat_service, 18);
 
 /**
  * Response for ChatService.ListMessages.
@@ -716,7 +1063,7 @@ export type ListMessagesResponse = Message$1<"parley.v1.ListMessagesResponse"> &
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 13);
+  messageDesc(file_parley_v1_chat_service, 19);
 
 /**
  * Request for ChatService.GetMessage.
@@ -737,7 +1084,7 @@ export type GetMessageRequest = Message$1<"parley.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 14);
+  messageDesc(file_parley_v1_chat_service, 20);
 
 /**
  * Response for ChatService.GetMessage.
@@ -758,7 +1105,7 @@ export type GetMessageResponse = Message$1<"parley.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 15);
+  messageDesc(file_parley_v1_chat_service, 21);
 
 /**
  * Request for ChatService.SynthesizeSpeech.
@@ -793,7 +1140,7 @@ export type SynthesizeSpeechRequest = Message$1<"parley.v1.SynthesizeSpeechReque
  * Use `create(SynthesizeSpeechRequestSchema)` to create a new message.
  */
 export const SynthesizeSpeechRequestSchema: GenMessage<SynthesizeSpeechRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 16);
+  messageDesc(file_parley_v1_chat_service, 22);
 
 /**
  * Why a model stopped generating.
@@ -878,6 +1225,29 @@ export enum StopReason {
    * @generated from enum value: STOP_REASON_QUOTA_EXCEEDED = 10;
    */
   QUOTA_EXCEEDED = 10,
+
+  /**
+   * The model called tools (an assistant message of a tool step).
+   *
+   * @generated from enum value: STOP_REASON_TOOL_USE = 11;
+   */
+  TOOL_USE = 11,
+
+  /**
+   * The reply waited for tool outputs or approvals longer than the server
+   * allows (`PARLEY_TOOL_WAIT_SECONDS`).
+   *
+   * @generated from enum value: STOP_REASON_ACTION_EXPIRED = 12;
+   */
+  ACTION_EXPIRED = 12,
+
+  /**
+   * The reply took the most tool steps a turn may take
+   * (`PARLEY_TOOLS_MAX_STEPS`).
+   *
+   * @generated from enum value: STOP_REASON_MAX_STEPS = 13;
+   */
+  MAX_STEPS = 13,
 }
 
 /**
@@ -966,6 +1336,19 @@ export const ChatService: GenService<{
   resumeStream: {
     methodKind: "server_streaming";
     input: typeof ResumeStreamRequestSchema;
+    output: typeof ChatEventSchema;
+  },
+  /**
+   * Sends what a paused reply (STATUS_REQUIRES_ACTION) waits for: the outputs
+   * of client tool calls and approvals of calls that need them; every pending
+   * call must be answered. The reply resumes and the rest of its events are
+   * streamed.
+   *
+   * @generated from rpc parley.v1.ChatService.SubmitToolOutputs
+   */
+  submitToolOutputs: {
+    methodKind: "server_streaming";
+    input: typeof SubmitToolOutputsRequestSchema;
     output: typeof ChatEventSchema;
   },
   /**
