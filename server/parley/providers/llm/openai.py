@@ -5,14 +5,26 @@ each configured endpoint is one provider instance with its own name (``openai``,
 ``base_url`` and key. Replies stream with ``stream_options={"include_usage": True}``, so the
 final chunk carries the provider's own token counts. Servers that ignore that option (llama.cpp's
 server does) get the stated estimate instead: the prompt estimate of
-:mod:`parley.providers.llm.hosted` for input, one token per streamed text chunk for output.
+:mod:`parley.providers.llm.hosted` for input, one token per streamed chunk (text or tool-call
+fragment) for output.
+
+Tools (the wire shapes are in :mod:`parley.providers.llm.openai_wire`): ``request.tools`` are
+sent as function tools (nothing is sent when there are none), and the streamed
+``delta.tool_calls`` fragments are assembled into complete calls, yielded as one
+``ToolCallEvent`` each, in ``index`` order, when the choice's ``finish_reason`` arrives, so every
+``TextDeltaEvent`` of a step comes before its first ``ToolCallEvent``. Then the stop reason is
+``TOOL_USE``: for ``finish_reason`` ``tool_calls``, and also ``stop`` (some compatible servers
+say that after calls). A step cut by ``length`` or ``content_filter`` yields no calls (the last
+one's arguments are cut off; the stop reason says why); a ``tool_calls`` finish with no call
+streamed is ``END_TURN`` (there is nothing to run).
 
 Retries: the SDK retries a request that fails with a connection error, HTTP 408/409/429 or 5xx
-before any response, i.e. before the first token, ``max_retries`` times
+before any response, i.e. before the first token or tool call, ``max_retries`` times
 (``PARLEY_PROVIDER_MAX_RETRIES``, default 2, so 3 attempts), sleeping
 ``min(0.5 s * 2**n, 8 s)`` minus up to 25 % random jitter between attempts, or the server's
-``Retry-After`` when it sends one. Once text has streamed, nothing is retried: an error ends the
-reply, which the conversation engine stores INCOMPLETE with the reason.
+``Retry-After`` when it sends one. Once the response has started streaming (text or tool-call
+fragments), nothing is retried: an error ends the reply, which the conversation engine stores
+INCOMPLETE with the reason.
 
 Closing the event stream (client cancel) closes the HTTP response, which stops the generation on
 the server side as soon as it notices the closed connection.
@@ -35,9 +47,11 @@ from parley.providers.llm.base import (
     ProviderEvent,
     StopEvent,
     TextDeltaEvent,
+    ToolCallEvent,
     UsageEvent,
 )
 from parley.providers.llm.hosted import context_window_for, estimate_tokens
+from parley.providers.llm.openai_wire import ToolCallAssembler, chat_messages, chat_tools
 from parley.providers.openai_errors import map_openai_error
 
 __all__ = ["FINISH_REASONS", "OpenAIChatProvider"]
@@ -49,9 +63,12 @@ FINISH_REASONS: Mapping[str, StopReason] = {
     "stop": StopReason.END_TURN,
     "length": StopReason.MAX_OUTPUT_TOKENS,
     "content_filter": StopReason.CONTENT_FILTER,
-    "tool_calls": StopReason.END_TURN,
-    "function_call": StopReason.END_TURN,
+    "tool_calls": StopReason.TOOL_USE,
+    "function_call": StopReason.TOOL_USE,
 }
+
+#: Finish reasons after which the streamed tool calls are complete (see the module docstring).
+_CALLS_COMPLETE = frozenset({"tool_calls", "function_call", "stop"})
 
 #: OpenAI's reasoning models refuse ``max_tokens`` and take ``max_completion_tokens``; most
 #: compatible servers (llama.cpp, Ollama, older vLLM) know only ``max_tokens``.
@@ -97,6 +114,12 @@ class OpenAIChatProvider:
         """From ``PARLEY_MODEL_CONTEXT_WINDOWS``, else the table in ``hosted.py``, else 8192."""
         return context_window_for(self.name, model, self._context_windows)
 
+    def supports_tools(self, model: str) -> bool:
+        """True for every model: tools are part of the chat completions API. A server or model
+        that cannot take them answers with an error (llama.cpp's server without ``--jinja``:
+        HTTP 400, ``PROVIDER_REJECTED_INPUT``) or ignores them and answers in text."""
+        return True
+
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
         """An estimate (no tokenizer is known for hosted models; see ``hosted.py``)."""
         return estimate_tokens(turns)
@@ -104,10 +127,12 @@ class OpenAIChatProvider:
     def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": t.role, "content": t.content} for t in request.turns],
+            "messages": chat_messages(request.turns),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            arguments["tools"] = chat_tools(request.tools)
         if self.name == "openai" and request.model.startswith(_COMPLETION_TOKENS_MODELS):
             arguments["max_completion_tokens"] = request.max_output_tokens
         else:
@@ -117,7 +142,10 @@ class OpenAIChatProvider:
         return arguments
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
-        """Stream a reply. Raises ``ResourceExhausted``/``Unavailable``/``InvalidArgument`` (see
+        """Stream a reply: text deltas, then the step's tool calls (if any), usage and the stop
+        reason (see the module docstring).
+
+        Raises ``ResourceExhausted``/``Unavailable``/``InvalidArgument`` (see
         :func:`parley.providers.openai_errors.map_openai_error`), with ``metadata["provider"]``;
         a stream that ends without a finish reason raises ``Unavailable`` (PROVIDER_UNAVAILABLE).
         """
@@ -127,17 +155,28 @@ class OpenAIChatProvider:
             raise map_openai_error(exc, provider=self.name) from exc
         finish: str | None = None
         usage: tuple[int, int] | None = None
-        chunks = 0
+        chunks = calls = 0
+        assembler = ToolCallAssembler()
         try:
             async for chunk in response:
                 if chunk.usage is not None:
                     usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content:
+                for choice in chunk.choices:  # one choice: ``n`` is never set
+                    delta = choice.delta
+                    if delta is not None and delta.content:
                         chunks += 1
-                        yield TextDeltaEvent(choice.delta.content)
-                    if choice.finish_reason:
+                        yield TextDeltaEvent(delta.content)
+                    if delta is not None and delta.tool_calls:
+                        chunks += 1
+                        assembler.add(delta.tool_calls)
+                    if choice.finish_reason and finish is None:
                         finish = choice.finish_reason
+                        if assembler and finish not in _CALLS_COMPLETE:
+                            log.info("%s: tool calls dropped, the step ended with %s", self.name, finish)
+                        elif assembler:
+                            for call in assembler.take():
+                                calls += 1
+                                yield ToolCallEvent(call)
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, provider=self.name) from exc
         except ValueError as exc:  # a chunk that is not JSON
@@ -156,8 +195,13 @@ class OpenAIChatProvider:
             )
         if usage is None:
             usage = (estimate_tokens(request.turns), chunks)
+        stop = FINISH_REASONS.get(finish, StopReason.END_TURN)
+        if calls:
+            stop = StopReason.TOOL_USE
+        elif stop is StopReason.TOOL_USE:
+            stop = StopReason.END_TURN  # no call came: nothing to run
         yield UsageEvent(*usage)
-        yield StopEvent(FINISH_REASONS.get(finish, StopReason.END_TURN))
+        yield StopEvent(stop)
 
     async def close(self) -> None:
         """Close the HTTP client if this provider created it."""
