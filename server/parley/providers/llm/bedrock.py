@@ -2,23 +2,22 @@
 
 boto3 is blocking, so each generation runs ``converse_stream`` and iterates its event stream in
 a worker thread that hands events to the event loop through an ``asyncio.Queue`` (as the local
-provider does). Event mapping (the ConverseStream event shapes)::
-
-    messageStart                      (ignored)
-    contentBlockDelta.delta.text      → TextDeltaEvent
-    messageStop.stopReason            → the StopEvent's reason (sent last)
-    metadata.usage.inputTokens/outputTokens → UsageEvent
-
-``messageStop`` arrives before ``metadata``; both are held and sent at the end as UsageEvent then
-StopEvent, the order every provider keeps.
+provider does). The request and event shapes, tools included, are in
+:mod:`parley.providers.llm.bedrock_wire`: text deltas and tool calls (one ``ToolCallEvent`` per
+tool-use block, at its ``contentBlockStop``) are yielded as they come; ``messageStop`` arrives
+before ``metadata``, and both are held and sent at the end as UsageEvent then StopEvent, the
+order every provider keeps. A step that ends in tool calls (``stopReason`` ``tool_use``) stops
+with ``TOOL_USE``; a tool-use block still open at ``messageStop`` (cut by ``max_tokens``) is
+not yielded.
 
 Credentials come from the standard AWS chain (environment, shared config/credentials files, SSO,
 container or instance roles); only the region is a Parley setting (``PARLEY_BEDROCK_REGION``).
 
 Retries: botocore's ``standard`` retry mode retries the call on throttling, HTTP 5xx and
-connection errors before the stream opens, i.e. before the first token, ``max_retries`` times
-(so ``max_retries + 1`` attempts), sleeping a random time up to ``2**attempt`` seconds (full
-jitter, capped at 20 s). Errors inside an open stream are not retried: they end the reply.
+connection errors before the stream opens, i.e. before the first token or tool call,
+``max_retries`` times (so ``max_retries + 1`` attempts), sleeping a random time up to
+``2**attempt`` seconds (full jitter, capped at 20 s). Errors inside an open stream are not
+retried: they end the reply.
 
 Closing the event stream (client cancel) sets a flag the worker checks between events and closes
 the HTTP response, so no more events are read.
@@ -41,14 +40,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from parley.domain.errors import InvalidArgument, ParleyError, Reason, ResourceExhausted, Unavailable
 from parley.domain.models import StopReason
-from parley.providers.llm.base import (
-    ChatTurn,
-    GenerationRequest,
-    ProviderEvent,
-    StopEvent,
-    TextDeltaEvent,
-    UsageEvent,
-)
+from parley.providers.llm.base import ChatTurn, GenerationRequest, ProviderEvent, StopEvent, UsageEvent
+from parley.providers.llm.bedrock_wire import ConverseStreamReader, converse_arguments
 from parley.providers.llm.hosted import context_window_for, estimate_tokens
 from parley.providers.llm.threads import ThreadFeed
 
@@ -59,7 +52,7 @@ log = logging.getLogger(__name__)
 #: ConverseStream ``messageStop.stopReason`` → Parley's stop reason.
 STOP_REASONS: Mapping[str, StopReason] = {
     "end_turn": StopReason.END_TURN,
-    "tool_use": StopReason.END_TURN,
+    "tool_use": StopReason.TOOL_USE,
     "max_tokens": StopReason.MAX_OUTPUT_TOKENS,
     "model_context_window_exceeded": StopReason.MAX_OUTPUT_TOKENS,
     "stop_sequence": StopReason.STOP_SEQUENCE,
@@ -136,31 +129,6 @@ def map_bedrock_error(exc: Exception, *, provider: str = "bedrock") -> ParleyErr
     )
 
 
-def converse_arguments(request: GenerationRequest) -> dict[str, Any]:
-    """The ``converse_stream`` arguments for ``request``.
-
-    System turns go to ``system``; the conversation must start with a user turn and alternate
-    roles, so leading assistant turns are dropped and consecutive turns of one role are joined
-    with a blank line (after a failed reply two user messages follow each other).
-    """
-    system = [{"text": t.content} for t in request.turns if t.role == "system" and t.content]
-    messages: list[dict[str, Any]] = []
-    for turn in request.turns:
-        if turn.role == "system" or (not messages and turn.role == "assistant"):
-            continue
-        if messages and messages[-1]["role"] == turn.role:
-            messages[-1]["content"][0]["text"] += "\n\n" + turn.content
-        else:
-            messages.append({"role": turn.role, "content": [{"text": turn.content}]})
-    inference: dict[str, Any] = {"maxTokens": request.max_output_tokens}
-    if request.temperature is not None:
-        inference["temperature"] = request.temperature
-    arguments: dict[str, Any] = {"modelId": request.model, "messages": messages, "inferenceConfig": inference}
-    if system:
-        arguments["system"] = system
-    return arguments
-
-
 class BedrockProvider:
     """``LLMProvider`` for Amazon Bedrock (any model that supports ConverseStream).
 
@@ -203,6 +171,11 @@ class BedrockProvider:
         """From ``PARLEY_MODEL_CONTEXT_WINDOWS``, else the table in ``hosted.py``, else 8192."""
         return context_window_for(self.name, model, self._context_windows)
 
+    def supports_tools(self, model: str) -> bool:
+        """True for every model: tools are part of the Converse API. A model that cannot use them
+        is refused by Bedrock (``ValidationException``: HTTP 400, ``PROVIDER_REJECTED_INPUT``)."""
+        return True
+
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
         """An estimate (no tokenizer is known for hosted models; see ``hosted.py``)."""
         return estimate_tokens(turns)
@@ -239,9 +212,7 @@ class BedrockProvider:
         asyncio.get_running_loop().run_in_executor(
             self._executor, self._read_blocking, converse_arguments(request), feed.cancel, opened, feed.put
         )
-        usage: tuple[int, int] | None = None
-        stop: StopReason | None = None
-        chunks = 0
+        reader = ConverseStreamReader(STOP_REASONS)
         try:
             while True:
                 kind, item = await feed.get()
@@ -249,28 +220,21 @@ class BedrockProvider:
                     raise map_bedrock_error(item, provider=self.name) from item
                 if kind == "end":
                     break
-                if "contentBlockDelta" in item:
-                    text = item["contentBlockDelta"].get("delta", {}).get("text")
-                    if text:
-                        chunks += 1
-                        yield TextDeltaEvent(text)
-                elif "messageStop" in item:
-                    stop = STOP_REASONS.get(item["messageStop"].get("stopReason", ""), StopReason.END_TURN)
-                elif "metadata" in item:
-                    counts = item["metadata"].get("usage", {})
-                    usage = (int(counts.get("inputTokens", 0)), int(counts.get("outputTokens", 0)))
+                for event in reader.read(item):
+                    yield event
         finally:
             feed.cancel.set()
             for events in opened:  # stop reading now rather than at the next event
                 with contextlib.suppress(Exception):
                     events.close()
+        stop = reader.stop_reason()
         if stop is None:
             raise Unavailable(
                 f"{self.name} ended the stream before the reply was finished",
                 reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": self.name},
             )
-        yield UsageEvent(*(usage or (estimate_tokens(request.turns), chunks)))
+        yield UsageEvent(*(reader.usage or (estimate_tokens(request.turns), reader.chunks)))
         yield StopEvent(stop)
 
     async def close(self) -> None:
