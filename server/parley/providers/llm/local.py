@@ -111,6 +111,13 @@ class LocalLlamaProvider:
     def context_window(self, model: str) -> int:
         return self._n_ctx
 
+    def supports_tools(self, model: str) -> bool:
+        """False: the embedded model is SmolLM2-135M, and a 135M-parameter model does not produce
+        usable tool calls. This provider has no tool calling for other GGUF models either
+        (``PARLEY_LOCAL_MODEL_PATH``): it neither sends tools to the chat template nor parses
+        calls out of the output."""
+        return False
+
     def _prompt(self, turns: Sequence[ChatTurn]) -> tuple[list[int], list[str]]:
         messages: list[Any] = [{"role": t.role, "content": t.content} for t in turns]
         formatted = self._formatter(messages=messages)
