@@ -24,6 +24,9 @@ class Embedded:
     def context_window(self, model: str) -> int:
         return 2048
 
+    def supports_tools(self, model: str) -> bool:
+        return False
+
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
         return 0
 

@@ -4,13 +4,16 @@ Successful generations run against a real OpenAI-compatible server: ``python -m 
 serving SmolLM2 (``tests/support/llama_server.py``). Failure modes that server cannot produce on
 demand (HTTP 429, a stream cut mid-reply, an error event, a content filter) come from a small
 local HTTP stand-in speaking the same SSE wire format (``tests/support/openai_standin.py``); an
-unreachable provider is a port with nothing listening.
+unreachable provider is a port with nothing listening. Tool calls come from the stand-in too
+(SmolLM2 does not call tools on demand): its scripted steps stream them fragment by fragment, as
+OpenAI does, and it records the request bodies the provider sends back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +22,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall, ChoiceDeltaToolCallFunction
 from parley.domain.errors import InvalidArgument, ParleyError, ResourceExhausted, Unavailable
 from parley.domain.models import StopReason
 from parley.providers.llm.base import (
@@ -28,18 +32,22 @@ from parley.providers.llm.base import (
     ProviderEvent,
     StopEvent,
     TextDeltaEvent,
+    ToolCallEvent,
+    ToolCallRequest,
+    ToolDefinition,
     UsageEvent,
 )
 from parley.providers.llm.hosted import DEFAULT_CONTEXT_WINDOW, context_window_for, estimate_tokens
 from parley.providers.llm.local import default_model_path
 from parley.providers.llm.openai import OpenAIChatProvider
+from parley.providers.llm.openai_wire import ToolCallAssembler
 from parley_proto.v1 import agent_service_pb2 as apb
 from parley_proto.v1 import chat_service_pb2 as pb
 
 from tests.support.client import UserClient, error_info, expect_error, new_user
 from tests.support.llama_server import MODEL_ALIAS, running_llama_server
 from tests.support.net import free_port
-from tests.support.openai_standin import StandIn, running_standin
+from tests.support.openai_standin import ScriptedCall, StandIn, Step, running_standin
 from tests.support.server import ServerProcess
 
 TURNS = [ChatTurn("system", "You are a concise assistant."), ChatTurn("user", "Name one colour.")]
@@ -190,6 +198,206 @@ def test_context_windows_and_the_token_estimate() -> None:
     assert estimate_tokens([ChatTurn("user", "abcd" * 10)]) == 17
     # Arabic letters are two UTF-8 bytes: the estimate counts them as half a token each.
     assert estimate_tokens([ChatTurn("user", "م" * 40)]) == 20 + 7
+
+
+# --- tool calls (the stand-in's scripted steps) ------------------------------------------------
+
+WEATHER = ToolDefinition(
+    "get_weather",
+    "The weather now in a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+CLOCK = ToolDefinition("get_time", "", {"type": "object", "properties": {"tz": {"type": "string"}}})
+#: Text, then two calls whose argument pieces the stand-in interleaves by index.
+TWO_CALLS = Step(
+    text=("Let me ", "check."),
+    calls=(
+        ScriptedCall("call_w1", "get_weather", ('{"ci', 'ty": "Pa', 'ris"}')),
+        ScriptedCall("call_t2", "get_time", ('{"tz": ', '"Europe/Paris"}')),
+    ),
+    usage=(42, 17),
+)
+W1 = ToolCallRequest("call_w1", "get_weather", '{"city": "Paris"}')
+T2 = ToolCallRequest("call_t2", "get_time", '{"tz": "Europe/Paris"}')
+
+
+async def _run(provider: LLMProvider, request: GenerationRequest) -> list[ProviderEvent]:
+    try:
+        return [event async for event in provider.stream(request)]
+    finally:
+        await provider.close()
+
+
+def _script(*steps: Step) -> None:
+    StandIn.steps.clear()
+    StandIn.steps.extend(steps)
+    StandIn.requests.clear()
+
+
+async def test_streamed_tool_call_fragments_are_assembled_into_whole_calls(standin_url: str) -> None:
+    _script(TWO_CALLS)
+    request = GenerationRequest("tools-weather", TURNS, 64, tools=[WEATHER, CLOCK])
+    events = await _run(_provider(standin_url), request)
+    assert events == [
+        TextDeltaEvent("Let me "),
+        TextDeltaEvent("check."),
+        ToolCallEvent(W1),
+        ToolCallEvent(T2),
+        UsageEvent(42, 17),
+        StopEvent(StopReason.TOOL_USE),
+    ]
+    sent = StandIn.requests[-1]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": WEATHER.description,
+                "parameters": WEATHER.parameters,
+            },
+        },
+        {
+            "type": "function",
+            "function": {"name": "get_time", "description": "", "parameters": CLOCK.parameters},
+        },
+    ]
+    assert "tool_choice" not in sent and sent["messages"] == [
+        {"role": t.role, "content": t.content} for t in TURNS
+    ]
+
+
+async def test_tool_results_go_back_in_the_wire_shape(standin_url: str) -> None:
+    """A whole loop: the calls of step one come back as an assistant turn and two tool turns."""
+    _script(TWO_CALLS, Step(text=("Clear skies ", "at noon.")))
+    request = GenerationRequest("tools-weather", TURNS, 64, tools=[WEATHER, CLOCK])
+    first = await _run(_provider(standin_url), request)
+    calls = [e.call for e in first if isinstance(e, ToolCallEvent)]
+    turns = [
+        *TURNS,
+        ChatTurn("assistant", "Let me check.", tool_calls=calls),
+        ChatTurn("tool", '{"sky": "clear"}', tool_call_id=calls[0].id),
+        ChatTurn("tool", "12:00", tool_call_id=calls[1].id),
+    ]
+    second = await _run(
+        _provider(standin_url), GenerationRequest("tools-weather", turns, 64, tools=[WEATHER])
+    )
+    assert second == [
+        TextDeltaEvent("Clear skies "),
+        TextDeltaEvent("at noon."),
+        UsageEvent(30, 9),
+        StopEvent(StopReason.END_TURN),
+    ]
+    sent = StandIn.requests[-1]
+    assert sent["messages"][len(TURNS) :] == [
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [
+                {
+                    "id": "call_w1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": W1.arguments},
+                },
+                {
+                    "id": "call_t2",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": T2.arguments},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky": "clear"}'},
+        {"role": "tool", "tool_call_id": "call_t2", "content": "12:00"},
+    ]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+
+
+async def test_no_tools_sent_when_none_and_results_of_trimmed_calls_dropped(standin_url: str) -> None:
+    """An assistant turn of calls only has ``content: null``; a result whose call was trimmed
+    from the history is not sent (the API refuses it)."""
+    StandIn.requests.clear()
+    turns = [
+        ChatTurn("system", "Be brief."),
+        ChatTurn("tool", "stale", tool_call_id="call_trimmed"),
+        ChatTurn("user", "What time is it?"),
+        ChatTurn("assistant", "", tool_calls=[ToolCallRequest("call_t2", "get_time", "{}")]),
+        ChatTurn("tool", "12:00", tool_call_id="call_t2"),
+    ]
+    events = await _run(_provider(standin_url), GenerationRequest("any-model", turns, 16))
+    assert events[-1] == StopEvent(StopReason.END_TURN)
+    sent = StandIn.requests[-1]
+    assert "tools" not in sent
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What time is it?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_t2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_t2", "content": "12:00"},
+    ]
+
+
+async def test_a_call_without_id_or_arguments_gets_an_id_and_empty_arguments(standin_url: str) -> None:
+    _script(Step(calls=(ScriptedCall("", "get_time"),)))
+    events = await _run(_provider(standin_url), GenerationRequest("tools-x", TURNS, 16, tools=[CLOCK]))
+    call, usage, stop = events
+    assert isinstance(call, ToolCallEvent) and re.fullmatch(r"call_[0-9a-f]{32}", call.call.id)
+    assert (call.call.name, call.call.arguments) == ("get_time", "{}")
+    assert (usage, stop) == (UsageEvent(30, 9), StopEvent(StopReason.TOOL_USE))
+
+
+@pytest.mark.parametrize(
+    ("finish", "calls", "stop"),
+    [
+        ("stop", [W1], StopReason.TOOL_USE),  # some compatible servers finish calls with "stop"
+        ("length", [], StopReason.MAX_OUTPUT_TOKENS),  # cut off: the arguments are incomplete
+        ("content_filter", [], StopReason.CONTENT_FILTER),
+    ],
+)
+async def test_how_the_finish_reason_decides_the_calls(
+    standin_url: str, finish: str, calls: list[ToolCallRequest], stop: StopReason
+) -> None:
+    _script(
+        Step(
+            text=("On it.",),
+            calls=(ScriptedCall("call_w1", "get_weather", ('{"city": ', '"Paris"}')),),
+            finish=finish,
+        )
+    )
+    events = await _run(_provider(standin_url), GenerationRequest("tools-x", TURNS, 16, tools=[WEATHER]))
+    assert events == [
+        TextDeltaEvent("On it."),
+        *(ToolCallEvent(c) for c in calls),
+        UsageEvent(30, 9),
+        StopEvent(stop),
+    ]
+
+
+async def test_a_tool_calls_finish_without_calls_is_end_turn(standin_url: str) -> None:
+    _script(Step(text=("Nothing to call.",), finish="tool_calls"))
+    events = await _run(_provider(standin_url), GenerationRequest("tools-x", TURNS, 16, tools=[WEATHER]))
+    assert events[-1] == StopEvent(StopReason.END_TURN)
+
+
+def test_the_assembler_takes_repeated_names_and_unindexed_whole_calls() -> None:
+    """What some compatible servers send: id and name on every fragment, or whole calls without
+    ``index`` (the SDK does not validate chunks, so ``index`` can be missing)."""
+    assembler = ToolCallAssembler()
+    for piece in ('{"city":', ' "Paris"}'):
+        function = ChoiceDeltaToolCallFunction(name="get_weather", arguments=piece)
+        assembler.add([ChoiceDeltaToolCall(index=0, id="call_w1", type="function", function=function)])
+    assert assembler.take() == [W1] and not assembler
+    for call in (W1, T2):
+        function = ChoiceDeltaToolCallFunction(name=call.name, arguments=call.arguments)
+        assembler.add([ChoiceDeltaToolCall.model_construct(id=call.id, type="function", function=function)])
+    assert assembler.take() == [W1, T2]
+
+
+def test_every_openai_compatible_model_is_offered_tools() -> None:
+    assert _provider("http://x/v1").supports_tools("gpt-4o-mini") is True
 
 
 # --- through a Parley server ------------------------------------------------------------------

@@ -8,10 +8,22 @@ The requested ``model`` picks the behaviour:
 * ``error-after-N`` — stream N text chunks, then an SSE ``error`` object (as OpenAI does);
 * ``content-filter`` — one chunk, ``finish_reason: content_filter``, then a usage chunk;
 * ``endless`` — a chunk every 20 ms until the client goes away (recorded in ``disconnected``);
+* ``tools-*`` — plays the next :class:`Step` of the class-level queue ``StandIn.steps`` (tests
+  fill it), one step per request: its text chunks, then its tool calls streamed the way OpenAI
+  streams them (each call's first chunk has ``index``, ``id``, ``type`` and ``function.name``,
+  the next ones only ``index`` and a ``function.arguments`` piece), then ``finish_reason``
+  (``tool_calls`` when the step has calls, else ``stop``, unless the step says otherwise) and
+  a usage chunk. The argument pieces of a step's calls are interleaved round-robin by index,
+  which OpenAI itself does not do (it sends one call after the other) but a client must
+  survive. With the queue empty it answers like any other model;
 * anything else — ``Hello there.`` in three chunks, ``finish_reason: stop``, and usage.
 
+Every request body is recorded in ``requests`` (oldest first), so tests can check the tools
+and tool turns sent.
+
 Real successful generations are tested against a real OpenAI-compatible server
-(``python -m llama_cpp.server``); this stand-in only covers what that server cannot be asked to do.
+(``python -m llama_cpp.server``); this stand-in only covers what that server cannot be asked to do
+(SmolLM2 does not make tool calls on demand).
 """
 
 from __future__ import annotations
@@ -20,23 +32,49 @@ import json
 import re
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import zip_longest
 from typing import Any, ClassVar
 
-__all__ = ["StandIn", "running_standin"]
+__all__ = ["ScriptedCall", "StandIn", "Step", "running_standin"]
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    """A tool call to stream: ``id`` ``""`` sends none (the client must make one up);
+    ``arguments`` are the pieces of the arguments' JSON text, one chunk each."""
+
+    id: str
+    name: str
+    arguments: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a ``tools-*`` model answers to one request (see the module docstring)."""
+
+    text: Sequence[str] = ()
+    calls: Sequence[ScriptedCall] = ()
+    #: ``finish_reason``; ``None``: ``tool_calls`` when there are calls, else ``stop``.
+    finish: str | None = None
+    #: ``(prompt_tokens, completion_tokens)`` of the usage chunk.
+    usage: tuple[int, int] = (30, 9)
 
 
 def _chunk(
-    content: str | None = None, finish: str | None = None, usage: dict[str, int] | None = None
+    content: str | None = None,
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> bytes:
-    choices = (
-        []
-        if usage
-        else [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}]
-    )
+    delta: dict[str, Any] = {"content": content} if content else {}
+    if tool_calls:
+        delta = {"tool_calls": tool_calls}
+    choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
     body: dict[str, Any] = {
         "id": "chatcmpl-standin",
         "object": "chat.completion.chunk",
@@ -53,6 +91,8 @@ class StandIn(BaseHTTPRequestHandler):
     hits: ClassVar[Counter[str]] = Counter()
     requests: ClassVar[list[dict[str, Any]]] = []
     disconnected: ClassVar[threading.Event] = threading.Event()
+    #: What ``tools-*`` models answer, one step per request.
+    steps: ClassVar[deque[Step]] = deque()
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -96,6 +136,8 @@ class StandIn(BaseHTTPRequestHandler):
                 self.wfile.write(_chunk("more "))
                 self.wfile.flush()
                 time.sleep(0.02)
+        elif model.startswith("tools-") and self.steps:
+            self._play(self.steps.popleft())
         else:
             for piece in ("Hello", " there", "."):
                 self.wfile.write(_chunk(piece))
@@ -103,6 +145,28 @@ class StandIn(BaseHTTPRequestHandler):
             self.wfile.write(_chunk(usage={"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23}))
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _play(self, step: Step) -> None:
+        for piece in step.text:
+            self.wfile.write(_chunk(piece))
+        for index, call in enumerate(step.calls):
+            first: dict[str, Any] = {"index": index, "type": "function"}
+            first["function"] = {"name": call.name, "arguments": ""}
+            if call.id:
+                first["id"] = call.id
+            self.wfile.write(_chunk(tool_calls=[first]))
+        for pieces in zip_longest(*(call.arguments for call in step.calls)):
+            for index, piece in enumerate(pieces):
+                if piece is not None:
+                    self.wfile.write(_chunk(tool_calls=[{"index": index, "function": {"arguments": piece}}]))
+        self.wfile.write(_chunk(finish=step.finish or ("tool_calls" if step.calls else "stop")))
+        prompt, completion = step.usage
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        self.wfile.write(_chunk(usage=usage))
 
     def log_message(self, format: str, *args: object) -> None:
         pass
