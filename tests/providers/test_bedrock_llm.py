@@ -4,12 +4,16 @@ No Bedrock endpoint can run here, so this is the one place with a mock: botocore
 answers ``converse_stream`` calls, with the event stream replaced by the recorded ConverseStream
 event shapes below (what ``EventStream`` yields when iterated: one single-key dict per event).
 Stubber validates the call's parameters against the real service model, so the request shape
-(``system``, ``messages``, ``inferenceConfig``) is checked for real. A Bedrock endpoint that cannot
-be reached and missing credentials are real failures, no mock.
+(``system``, ``messages``, ``inferenceConfig``, and for tools ``toolConfig`` and the ``toolUse`` /
+``toolResult`` blocks) is checked for real. Tool calls use the documented ConverseStream shapes:
+``contentBlockStart.start.toolUse``, ``contentBlockDelta.delta.toolUse.input`` fragments,
+``contentBlockStop``, then ``messageStop`` with ``stopReason: tool_use``. A Bedrock endpoint that
+cannot be reached and missing credentials are real failures, no mock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,6 +31,9 @@ from parley.providers.llm.base import (
     ProviderEvent,
     StopEvent,
     TextDeltaEvent,
+    ToolCallEvent,
+    ToolCallRequest,
+    ToolDefinition,
     UsageEvent,
 )
 from parley.providers.llm.bedrock import BedrockProvider, converse_arguments
@@ -110,25 +117,29 @@ def _client() -> Any:
     )
 
 
-def stubbed(stream: RecordedStream | None = None, **error: Any) -> tuple[BedrockProvider, Stubber]:
-    """A provider whose client answers one ``converse_stream`` call (with ``stream`` or ``error``)."""
+def stubbed(
+    stream: RecordedStream | None = None, *, expected: dict[str, Any] | None = None, **error: Any
+) -> tuple[BedrockProvider, Stubber]:
+    """A provider whose client answers one ``converse_stream`` call (with ``stream`` or ``error``)
+    made with ``expected`` (default :data:`EXPECTED_PARAMS`)."""
+    expected = EXPECTED_PARAMS if expected is None else expected
     client = _client()
     stubber = Stubber(client)
     if error:
-        stubber.add_client_error("converse_stream", expected_params=EXPECTED_PARAMS, **error)
+        stubber.add_client_error("converse_stream", expected_params=expected, **error)
     else:
         # Stubber validates the response as a structure; the stream is put in after validation.
         response: dict[str, Any] = {"stream": {}}
-        stubber.add_response("converse_stream", response, EXPECTED_PARAMS)
+        stubber.add_response("converse_stream", response, expected)
         response["stream"] = stream
     stubber.activate()
     return BedrockProvider("us-east-1", client=client), stubber
 
 
-async def _run(provider: BedrockProvider) -> list[ProviderEvent]:
+async def _run(provider: BedrockProvider, request: GenerationRequest = REQUEST) -> list[ProviderEvent]:
     events: list[ProviderEvent] = []
     try:
-        async for event in provider.stream(REQUEST):
+        async for event in provider.stream(request):
             events.append(event)
     finally:
         await provider.close()
@@ -165,7 +176,7 @@ async def test_events_are_mapped_in_order() -> None:
         ("stop_sequence", StopReason.STOP_SEQUENCE),
         ("content_filtered", StopReason.CONTENT_FILTER),
         ("guardrail_intervened", StopReason.CONTENT_FILTER),
-        ("tool_use", StopReason.END_TURN),
+        ("tool_use", StopReason.END_TURN),  # no toolUse block came: there is nothing to run
     ],
 )
 async def test_stop_reasons(bedrock_reason: str, stop: StopReason) -> None:
@@ -269,4 +280,179 @@ async def test_context_window_from_the_table_or_settings() -> None:
     assert provider.context_window("us.anthropic.claude-3-5-sonnet-20241022-v2:0") == 200_000
     assert provider.context_window("my-model") == 4096
     assert provider.context_window("unknown.model") == 8192
+    await provider.close()
+
+
+# --- tool calls ---------------------------------------------------------------------------------
+
+WEATHER = ToolDefinition(
+    "get_weather",
+    "The weather now in a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+CLOCK = ToolDefinition("get_time", "", {"type": "object", "properties": {"tz": {"type": "string"}}})
+W1 = ToolCallRequest("tooluse_w1", "get_weather", '{"city": "Paris"}')
+T2 = ToolCallRequest("tooluse_t2", "get_time", '{"tz": "Europe/Par')  # malformed: cut off
+TOOL_REQUEST = GenerationRequest(
+    MODEL,
+    [
+        ChatTurn("system", "You are terse."),
+        ChatTurn("tool", "stale", tool_call_id="tooluse_trimmed"),  # its call was trimmed away
+        ChatTurn("user", "Weather and time in Paris?"),
+        ChatTurn("assistant", "Checking.", tool_calls=[W1, T2]),
+        ChatTurn("tool", '{"sky": "clear"}', tool_call_id="tooluse_w1"),
+        ChatTurn("tool", "error: the arguments are not valid JSON", tool_call_id="tooluse_t2"),
+        ChatTurn("user", "And tomorrow?"),
+    ],
+    max_output_tokens=64,
+    tools=[WEATHER, CLOCK],
+)
+TOOL_EXPECTED_PARAMS = {
+    "modelId": MODEL,
+    "system": [{"text": "You are terse."}],
+    "messages": [
+        {"role": "user", "content": [{"text": "Weather and time in Paris?"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "text": "Checking.\n\n[the arguments of tool call tooluse_t2 were not a JSON object: "
+                    '{"tz": "Europe/Par]'
+                },
+                {"toolUse": {"toolUseId": "tooluse_w1", "name": "get_weather", "input": {"city": "Paris"}}},
+                {"toolUse": {"toolUseId": "tooluse_t2", "name": "get_time", "input": {}}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"toolResult": {"toolUseId": "tooluse_w1", "content": [{"text": '{"sky": "clear"}'}]}},
+                {
+                    "toolResult": {
+                        "toolUseId": "tooluse_t2",
+                        "content": [{"text": "error: the arguments are not valid JSON"}],
+                    }
+                },
+                {"text": "And tomorrow?"},
+            ],
+        },
+    ],
+    "inferenceConfig": {"maxTokens": 64},
+    "toolConfig": {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "get_weather",
+                    "description": "The weather now in a city.",
+                    "inputSchema": {"json": dict(WEATHER.parameters)},
+                }
+            },
+            {"toolSpec": {"name": "get_time", "inputSchema": {"json": dict(CLOCK.parameters)}}},
+        ]
+    },
+}
+
+
+def recorded_tool_events(stop_reason: str = "tool_use") -> list[dict[str, Any]]:
+    """A ConverseStream reply with text, then two toolUse blocks (the second without input)."""
+    return [
+        {"messageStart": {"role": "assistant"}},
+        {"contentBlockDelta": {"delta": {"text": "Checking."}, "contentBlockIndex": 0}},
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {
+            "contentBlockStart": {
+                "start": {"toolUse": {"toolUseId": "tooluse_w1", "name": "get_weather"}},
+                "contentBlockIndex": 1,
+            }
+        },
+        {"contentBlockDelta": {"delta": {"toolUse": {"input": '{"ci'}}, "contentBlockIndex": 1}},
+        {"contentBlockDelta": {"delta": {"toolUse": {"input": 'ty": "Pa'}}, "contentBlockIndex": 1}},
+        {"contentBlockDelta": {"delta": {"toolUse": {"input": 'ris"}'}}, "contentBlockIndex": 1}},
+        {"contentBlockStop": {"contentBlockIndex": 1}},
+        {
+            "contentBlockStart": {
+                "start": {"toolUse": {"toolUseId": "tooluse_t2", "name": "get_time"}},
+                "contentBlockIndex": 2,
+            }
+        },
+        {"contentBlockStop": {"contentBlockIndex": 2}},
+        {"messageStop": {"stopReason": stop_reason}},
+        {"metadata": {"usage": {"inputTokens": 80, "outputTokens": 41, "totalTokens": 121}}},
+    ]
+
+
+def test_tool_request_arguments() -> None:
+    assert converse_arguments(TOOL_REQUEST) == TOOL_EXPECTED_PARAMS
+
+
+async def test_tool_use_blocks_become_tool_calls() -> None:
+    provider, stubber = stubbed(RecordedStream(recorded_tool_events()), expected=TOOL_EXPECTED_PARAMS)
+    events = await _run(provider, TOOL_REQUEST)
+    assert events == [
+        TextDeltaEvent("Checking."),
+        ToolCallEvent(W1),
+        ToolCallEvent(ToolCallRequest("tooluse_t2", "get_time", "{}")),
+        UsageEvent(80, 41),
+        StopEvent(StopReason.TOOL_USE),
+    ]
+    stubber.assert_no_pending_responses()
+
+
+async def test_without_tools_the_tool_steps_are_sent_as_text() -> None:
+    """Converse refuses toolUse/toolResult blocks without toolConfig (and has no "none" choice)."""
+    request = dataclasses.replace(TOOL_REQUEST, tools=())
+    expected = {
+        "modelId": MODEL,
+        "system": [{"text": "You are terse."}],
+        "messages": [
+            {"role": "user", "content": [{"text": "Weather and time in Paris?"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "text": 'Checking.\n\n[called tool get_weather with {"city": "Paris"}]\n\n'
+                        '[called tool get_time with {"tz": "Europe/Par]'
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "text": '[result of tool get_weather (call tooluse_w1): {"sky": "clear"}]\n\n'
+                        "[result of tool get_time (call tooluse_t2): error: the arguments are not valid JSON]"
+                        "\n\nAnd tomorrow?"
+                    }
+                ],
+            },
+        ],
+        "inferenceConfig": {"maxTokens": 64},
+    }
+    assert converse_arguments(request) == expected
+    provider, stubber = stubbed(RecordedStream(recorded_events()), expected=expected)
+    assert (await _run(provider, request))[-1] == StopEvent(StopReason.END_TURN)
+    stubber.assert_no_pending_responses()
+
+
+async def test_a_tool_use_block_cut_by_max_tokens_is_not_a_call() -> None:
+    events = recorded_tool_events("max_tokens")
+    del events[7:10]  # the first block never stops; the second never starts
+    provider, _ = stubbed(RecordedStream(events), expected=TOOL_EXPECTED_PARAMS)
+    assert await _run(provider, TOOL_REQUEST) == [
+        TextDeltaEvent("Checking."),
+        UsageEvent(80, 41),
+        StopEvent(StopReason.MAX_OUTPUT_TOKENS),
+    ]
+
+
+async def test_usage_estimate_counts_tool_input_fragments() -> None:
+    provider, _ = stubbed(RecordedStream(recorded_tool_events()[:-1]), expected=TOOL_EXPECTED_PARAMS)
+    *_, usage, stop = await _run(provider, TOOL_REQUEST)
+    assert usage == UsageEvent(provider.count_tokens(MODEL, TOOL_REQUEST.turns), 4)
+    assert stop == StopEvent(StopReason.TOOL_USE)
+
+
+async def test_every_bedrock_model_is_offered_tools() -> None:
+    provider = BedrockProvider("us-east-1", client=_client())
+    assert provider.supports_tools(MODEL) is True
     await provider.close()
