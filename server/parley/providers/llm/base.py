@@ -1,7 +1,9 @@
 """The provider interface: a chat request in, a normalized event stream out.
 
-Every provider yields ``TextDeltaEvent``\\* then exactly one ``UsageEvent`` and one
-``StopEvent`` (in that order) when generation ends normally. Closing the iterator early (client
+Every provider yields ``TextDeltaEvent``\\* and, when the request offers ``tools`` and the model
+calls some, one ``ToolCallEvent`` per call (arguments complete), then exactly one ``UsageEvent``
+and one ``StopEvent`` (in that order) when generation ends normally; a step that ends in tool
+calls has stop reason ``TOOL_USE``. Closing the iterator early (client
 cancel) must stop the underlying call promptly (within 1 s). Failures raise
 ``parley.domain.errors`` exceptions (``Unavailable``, ``ResourceExhausted``) with
 ``metadata["provider"]`` set.
@@ -9,9 +11,9 @@ cancel) must stop the underlying call promptly (within 1 s). Failures raise
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from parley.domain.models import StopReason
 
@@ -22,16 +24,43 @@ __all__ = [
     "ProviderEvent",
     "StopEvent",
     "TextDeltaEvent",
+    "ToolCallEvent",
+    "ToolCallRequest",
+    "ToolDefinition",
     "UsageEvent",
 ]
 
 
 @dataclass(frozen=True, slots=True)
-class ChatTurn:
-    """One message of the prompt, in the OpenAI chat roles."""
+class ToolDefinition:
+    """A tool the model may call: ``parameters`` is a JSON Schema object (as OpenAI's function
+    ``parameters`` and Bedrock's ``inputSchema.json``)."""
 
-    role: Literal["system", "user", "assistant"]
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """A call the model asked for: ``id`` as the provider gave it (or one made up when it gave
+    none), ``arguments`` the JSON text the model wrote (not validated: it may be malformed)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One message of the prompt, in the OpenAI chat roles. An ``assistant`` turn may carry the
+    ``tool_calls`` it made (then ``content`` may be empty); a ``tool`` turn is the result of the
+    call ``tool_call_id``."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: Sequence[ToolCallRequest] = ()
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +71,20 @@ class GenerationRequest:
     turns: Sequence[ChatTurn]
     max_output_tokens: int
     temperature: float | None = None
+    #: Tools the model may call in this step (empty: none).
+    tools: Sequence[ToolDefinition] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TextDeltaEvent:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEvent:
+    """The model called a tool (the call's arguments are complete)."""
+
+    call: ToolCallRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +98,7 @@ class StopEvent:
     stop_reason: StopReason
 
 
-ProviderEvent = TextDeltaEvent | UsageEvent | StopEvent
+ProviderEvent = TextDeltaEvent | ToolCallEvent | UsageEvent | StopEvent
 
 
 class LLMProvider(Protocol):
@@ -71,6 +109,11 @@ class LLMProvider(Protocol):
 
     def context_window(self, model: str) -> int:
         """Total tokens (prompt + output) the model accepts."""
+        ...
+
+    def supports_tools(self, model: str) -> bool:
+        """Whether ``model`` can be offered tools (an agent with tools on a model that cannot
+        call them is refused when it is created)."""
         ...
 
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
