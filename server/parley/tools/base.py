@@ -19,3 +19,8 @@ class ToolOutcome:
 
     output: str
     is_error: bool = False
+
+    @classmethod
+    def failure(cls, message: str) -> ToolOutcome:
+        """``ToolOutcome(message, is_error=True)``."""
+        return cls(message, is_error=True)

@@ -40,10 +40,6 @@ def _origin(url: httpx2.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
 
 
-def _error(message: str) -> ToolOutcome:
-    return ToolOutcome(message, is_error=True)
-
-
 class _TooLarge(Exception):
     pass
 
@@ -75,20 +71,20 @@ class HttpToolRunner:
         try:
             json.loads(arguments)
         except ValueError as exc:
-            return _error(f"the arguments are not valid JSON ({exc}); the tool was not called")
+            return ToolOutcome.failure(f"the arguments are not valid JSON ({exc}); the tool was not called")
         try:
             self._guard.check_url(url)
             with anyio.fail_after(self._timeout_s):
                 return await self._post(url, headers, arguments.encode())
         except ToolRefused as exc:
-            return _error(f"the tool URL was refused: {exc}")
+            return ToolOutcome.failure(f"the tool URL was refused: {exc}")
         except (TimeoutError, httpx2.TimeoutException):
-            return _error(f"the tool did not answer within {self._timeout_s:g} s")
+            return ToolOutcome.failure(f"the tool did not answer within {self._timeout_s:g} s")
         except _TooLarge:
-            return _error(f"the tool's response is larger than {self._max_response_bytes} bytes")
+            return ToolOutcome.failure(f"the tool's response is larger than {self._max_response_bytes} bytes")
         except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError, ValueError) as exc:
             log.info("HTTP tool %s failed: %r", url, exc)
-            return _error(f"the tool could not be reached: {str(exc) or type(exc).__name__}")
+            return ToolOutcome.failure(f"the tool could not be reached: {str(exc) or type(exc).__name__}")
 
     async def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> ToolOutcome:
         # identity: a compressed body could inflate far past the cap within one chunk.
@@ -105,14 +101,14 @@ class HttpToolRunner:
                 same_origin = _origin(next_request.url) == _origin(request.url)
                 if response.status_code not in (307, 308) or not same_origin:
                     location = next_request.url.copy_with(query=None, fragment=None, userinfo=b"")
-                    return _error(
+                    return ToolOutcome.failure(
                         f"the tool redirected ({response.status_code}) to {location}, which is not "
                         "followed: only 307/308 redirects to the same origin are"
                     )
             finally:
                 await response.aclose()
             request = self._client.build_request("POST", next_request.url, content=body, headers=sent)
-        return _error(f"the tool redirected more than {MAX_REDIRECTS} times")
+        return ToolOutcome.failure(f"the tool redirected more than {MAX_REDIRECTS} times")
 
     async def _outcome(self, response: httpx2.Response) -> ToolOutcome:
         declared = response.headers.get("content-length", "")
@@ -128,7 +124,7 @@ class HttpToolRunner:
             return ToolOutcome(text)
         excerpt = " ".join(text.split())[:ERROR_EXCERPT_CHARS]
         reason = f" {response.reason_phrase}" if response.reason_phrase else ""
-        return _error(f"the tool answered HTTP {response.status_code}{reason}: {excerpt}")
+        return ToolOutcome.failure(f"the tool answered HTTP {response.status_code}{reason}: {excerpt}")
 
     async def aclose(self) -> None:
         """Close the connection pool; the runner is unusable afterwards."""
