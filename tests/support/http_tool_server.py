@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,13 +113,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def running_http_tool_server(host: str = "127.0.0.1") -> Iterator[HttpToolServer]:
-    """Serve on a free port of ``host`` until the block ends (in-flight slow answers are released)."""
+def running_http_tool_server(
+    host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> Iterator[HttpToolServer]:
+    """Serve on a free port of ``host`` until the block ends (in-flight slow answers are released).
+
+    With ``tls`` (a server-side context) it speaks HTTPS, and ``url`` starts with ``https://``.
+    """
     server = _Server(host)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = int(server.server_address[1])
-    info = HttpToolServer(url=f"http://{host}:{port}", port=port, requests=server.record)
+    scheme = "http" if tls is None else "https"
+    info = HttpToolServer(url=f"{scheme}://{host}:{port}", port=port, requests=server.record)
     try:
         yield info
     finally:

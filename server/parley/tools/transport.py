@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 
 import anyio
@@ -129,13 +130,15 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
     """An httpx2 transport whose every connection goes through :class:`GuardedBackend`.
 
     Non-``http(s)`` URLs raise :class:`ToolRefused` before anything is sent. Connection limits are
-    httpx2's defaults (100 connections, 20 kept alive for 5 s).
+    httpx2's defaults (100 connections, 20 kept alive for 5 s). ``ssl_context`` replaces the
+    default verification (the system trust store, hostname checked), e.g. to trust a private CA;
+    whatever it is, the pool hands it the URL's host as ``server_hostname``.
     """
 
-    def __init__(self, guard: AddressGuard) -> None:
+    def __init__(self, guard: AddressGuard, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._guard = guard
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx2.create_ssl_context(trust_env=False),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
@@ -172,7 +175,11 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
 
 
 def guarded_client(
-    guard: AddressGuard, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    guard: AddressGuard,
+    *,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx2.AsyncClient:
     """An ``httpx2.AsyncClient`` on a :class:`GuardedTransport` of its own.
 
@@ -182,7 +189,7 @@ def guarded_client(
     settings (proxies, ``SSL_CERT_FILE``) are ignored.
     """
     return httpx2.AsyncClient(
-        transport=GuardedTransport(guard),
+        transport=GuardedTransport(guard, ssl_context=ssl_context),
         timeout=httpx2.Timeout(timeout_s),
         headers=dict(headers or {}),
         follow_redirects=False,
