@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
@@ -82,7 +83,7 @@ def _describe(server: McpServerSpec, exc: Exception, timeout_s: float) -> str:
     refused = next((leaf for leaf in leaves if isinstance(leaf, ToolRefused)), None)
     if refused is not None:
         return f"the MCP server {server.name} was refused: {refused}"
-    if any(isinstance(leaf, TimeoutError) for leaf in leaves):
+    if any(isinstance(leaf, TimeoutError | httpx2.TimeoutException) for leaf in leaves):
         return f"the MCP server {server.name} did not answer within {timeout_s:g} s"
     leaf = leaves[0]
     if isinstance(leaf, MCPError):
