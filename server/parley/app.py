@@ -54,12 +54,14 @@ from parley.domain.accounts import Accounts
 from parley.domain.admin import Admin
 from parley.domain.agents import Agents
 from parley.domain.branches import Branches
-from parley.domain.chat import ChatEngine, ChatLimits
+from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
 from parley.domain.leaving import LeavingUser
 from parley.domain.models import Quota
+from parley.domain.replies import Replies
 from parley.domain.sessions import Sessions
 from parley.domain.settings import RuntimeSettings, ServerSettings
 from parley.domain.summary import ContextSummarizer
+from parley.domain.toolbox import Toolboxes
 from parley.domain.usage import Usage
 from parley.domain.voice import Speech
 from parley.providers.llm.factory import build_model_registry
@@ -87,6 +89,9 @@ from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import UserStore
 from parley.storage.summaries import SummaryStore
+from parley.tools.http import HttpToolRunner
+from parley.tools.mcp import McpTools
+from parley.tools.ssrf import AddressGuard
 
 __all__ = ["Application", "build_application", "serve"]
 
@@ -128,6 +133,19 @@ class Application:
         await asyncio.gather(self.server.stop(grace), self.runs.shutdown(grace))
         await self.resources.aclose()
         log.info("stopped")
+
+
+def _toolboxes(settings: Settings) -> Toolboxes:
+    """The HTTP and MCP clients of agents' tools, behind one SSRF guard."""
+    guard = AddressGuard(settings.tools_allowed_hosts)
+    return Toolboxes(
+        HttpToolRunner(
+            guard,
+            timeout_s=settings.tool_timeout_seconds,
+            max_response_bytes=settings.tool_max_response_bytes,
+        ),
+        McpTools(guard, ttl_s=settings.mcp_tools_ttl_seconds, timeout_s=settings.tool_timeout_seconds),
+    )
 
 
 def _server_settings(settings: Settings) -> ServerSettings:
@@ -240,6 +258,8 @@ async def build_application(settings: Settings) -> Application:
             admin_usernames=settings.admin_usernames,
             leaving=leaving,
         )
+        toolboxes = _toolboxes(settings)
+        resources.push_async_callback(toolboxes.aclose)
         chat = ChatEngine(
             session_store,
             messages,
@@ -248,6 +268,7 @@ async def build_application(settings: Settings) -> Application:
             Admission(),
             quotas,
             sweeper,
+            tools=ToolSettings(toolboxes, settings.tools_max_steps, settings.tool_wait_seconds),
             limits=ChatLimits(
                 max_message_chars=settings.max_message_chars,
                 max_request_id_chars=settings.max_request_id_chars,
@@ -276,7 +297,7 @@ async def build_application(settings: Settings) -> Application:
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
             SessionServicer(Sessions(session_store, agent_store, messages, runs)),
-            ChatServicer(chat, speech),
+            ChatServicer(chat, Replies(session_store, messages, runs, sweeper), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
             UsageServicer(Usage(usage, agent_store, session_store, messages)),

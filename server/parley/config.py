@@ -155,6 +155,34 @@ class Settings(BaseSettings):
         "oldest first past it.",
     )
 
+    # --- tools --------------------------------------------------------------------------------
+    tools_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts and CIDR ranges HTTP tools and MCP servers may reach although they are "
+        'loopback, private or link-local (refused otherwise), e.g. ["127.0.0.1", "10.0.0.0/8"].',
+    )
+    tool_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long an HTTP tool or MCP call may take (s)."
+    )
+    tool_max_response_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest response of an HTTP tool (bytes)."
+    )
+    tools_max_steps: int = Field(
+        default=8,
+        ge=2,
+        le=64,
+        description="Model calls one turn may take with tools; the last is offered no tools.",
+    )
+    tool_wait_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a reply waits for client tool outputs or approvals (s); then it ends "
+        "INCOMPLETE (STOP_REASON_ACTION_EXPIRED).",
+    )
+    mcp_tools_ttl_seconds: float = Field(
+        default=300.0, ge=0, description="How long an MCP server's list of tools is reused (s)."
+    )
+
     # --- embedded model ------------------------------------------------------------------------
     default_model: str = Field(default="local", description="Model used when an agent names none.")
     local_model_path: Path | None = Field(

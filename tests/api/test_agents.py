@@ -198,3 +198,84 @@ def test_delete_without_sessions(alice: UserClient) -> None:
     alice.stubs.agents.DeleteAgent(pb.DeleteAgentRequest(name=agent.name))
     with expect_error(grpc.StatusCode.NOT_FOUND, "RESOURCE_NOT_FOUND"):
         alice.stubs.agents.DeleteAgent(pb.DeleteAgentRequest(name=agent.name))
+
+
+CLIENT_TOOL = {"name": "get_time", "description": "The time.", "client": {}}
+
+
+@pytest.mark.parametrize(
+    ("tools", "mcp_servers", "reason", "field"),
+    [
+        ([{**CLIENT_TOOL, "name": "bad name!"}], [], "INVALID_FIELD", "agent.tools[0].name"),
+        ([{**CLIENT_TOOL, "name": "x" * 65}], [], "INVALID_FIELD", "agent.tools[0].name"),
+        ([CLIENT_TOOL, CLIENT_TOOL], [], "INVALID_FIELD", "agent.tools[1].name"),
+        (
+            [{"name": "t", "client": {}, "parameters": {"type": "string"}}],
+            [],
+            "INVALID_FIELD",
+            "agent.tools[0].parameters",
+        ),
+        (
+            [{"name": "t", "client": {}, "parameters": {"type": "object", "properties": 3}}],
+            [],
+            "INVALID_FIELD",
+            "agent.tools[0].parameters",
+        ),
+        (
+            [{"name": "t", "http": {"url": "ftp://example.com/x"}}],
+            [],
+            "INVALID_FIELD",
+            "agent.tools[0].http.url",
+        ),
+        ([{"name": "t"}], [], "INVALID_FIELD", "agent.tools[0]"),
+        ([], [{"name": "m", "url": "file:///etc/passwd"}], "INVALID_FIELD", "agent.mcp_servers[0].url"),
+        (
+            [],
+            [{"name": "a__b", "url": "http://127.0.0.1:1/mcp"}],
+            "INVALID_FIELD",
+            "agent.mcp_servers[0].name",
+        ),
+        (
+            [],
+            [{"name": "m", "url": "http://h/mcp"}, {"name": "m", "url": "http://h/mcp"}],
+            "INVALID_FIELD",
+            "agent.mcp_servers[1].name",
+        ),
+    ],
+)
+def test_bad_tools_are_refused_and_nothing_is_stored(
+    alice: UserClient,
+    tools: list[dict[str, object]],
+    mcp_servers: list[dict[str, object]],
+    reason: str,
+    field: str,
+) -> None:
+    from google.protobuf import json_format
+
+    before = list(alice.stubs.agents.ListAgents(pb.ListAgentsRequest(page_size=1000)).agents)
+    agent = json_format.ParseDict(
+        {"displayName": "Tools", "tools": tools, "mcpServers": mcp_servers},  # checked before the model
+        pb.Agent(),
+    )
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, reason) as err:
+        alice.stubs.agents.CreateAgent(pb.CreateAgentRequest(agent=agent))
+    assert err.error is not None and field in err.error.details()
+    assert list(alice.stubs.agents.ListAgents(pb.ListAgentsRequest(page_size=1000)).agents) == before
+
+
+def test_a_model_that_cannot_call_tools_is_named(alice: UserClient) -> None:
+    from google.protobuf import json_format
+
+    agent = json_format.ParseDict({"displayName": "Local", "tools": [CLIENT_TOOL]}, pb.Agent())
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "MODEL_CANNOT_CALL_TOOLS") as err:
+        alice.stubs.agents.CreateAgent(pb.CreateAgentRequest(agent=agent))
+    assert err.error is not None and "local/" in err.error.details()
+    plain = alice.create_agent()
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "MODEL_CANNOT_CALL_TOOLS"):
+        alice.stubs.agents.UpdateAgent(
+            pb.UpdateAgentRequest(
+                agent=json_format.ParseDict({"name": plain.name, "tools": [CLIENT_TOOL]}, pb.Agent()),
+                update_mask=field_mask_pb2.FieldMask(paths=["tools"]),
+            )
+        )
+    assert alice.stubs.agents.GetAgent(pb.GetAgentRequest(name=plain.name)).agent == plain

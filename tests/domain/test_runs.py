@@ -112,7 +112,7 @@ async def test_cancel_stops_a_hung_provider_and_every_subscriber_gets_completed(
     reply_id = head[0].event.assistant_message_id
     second_sub = await domain.resume(session, reply_id, 0)
     started = time.monotonic()
-    cancelled = await domain.chat.cancel(session.owner_id, session.id, reply_id)
+    cancelled = await domain.replies.cancel(session.owner_id, session.id, reply_id)
     assert time.monotonic() - started < 1.0
     assert (cancelled.status, cancelled.stop_reason, cancelled.text) == (
         MessageStatus.INCOMPLETE,
@@ -127,7 +127,7 @@ async def test_cancel_stops_a_hung_provider_and_every_subscriber_gets_completed(
     assert [e.sequence_number for e in everything] == [1, 2, 3, 4, 5]
     assert tail_one == everything[3:]
     # Idempotent: cancelling a finished reply returns it unchanged.
-    assert await domain.chat.cancel(session.owner_id, session.id, reply_id) == cancelled
+    assert await domain.replies.cancel(session.owner_id, session.id, reply_id) == cancelled
 
 
 async def test_the_last_subscriber_leaving_cancels_a_foreground_run(domain: Domain) -> None:
@@ -187,7 +187,7 @@ async def test_two_live_subscribers_see_the_same_events(domain: Domain) -> None:
     domain.provider.play(Script([f"x{i}" for i in range(20)], delay_s=0.01))
     one = await domain.send(session, "Go")
     head, _ = await first(one, 1)
-    two = await domain.chat.resume(
+    two = await domain.replies.resume(
         session.owner_id, session.id, head[0].event.assistant_message_id, 0, deadline=None
     )
     a, b = await asyncio.gather(collect(one), collect(two))
@@ -222,20 +222,20 @@ async def test_resume_and_cancel_refuse_bad_input(domain: Domain) -> None:
     events = await collect(await domain.send(session, "Hi"))
     accepted = events[0].event
     with pytest.raises(InvalidArgument) as negative:
-        await domain.chat.resume(
+        await domain.replies.resume(
             session.owner_id, session.id, accepted.assistant_message_id, -1, deadline=None
         )
     assert negative.value.metadata["field"] == "starting_after"
     for call in (
         domain.resume(session, accepted.user_message.id, 0),
-        domain.chat.cancel(session.owner_id, session.id, accepted.user_message.id),
+        domain.replies.cancel(session.owner_id, session.id, accepted.user_message.id),
     ):
         with pytest.raises(InvalidArgument) as user_message:
             await call
         assert user_message.value.reason is Reason.NOT_AN_ASSISTANT_MESSAGE
     for call in (
-        domain.chat.resume(other.owner_id, session.id, accepted.assistant_message_id, 0, deadline=None),
-        domain.chat.cancel(other.owner_id, session.id, accepted.assistant_message_id),
+        domain.replies.resume(other.owner_id, session.id, accepted.assistant_message_id, 0, deadline=None),
+        domain.replies.cancel(other.owner_id, session.id, accepted.assistant_message_id),
     ):
         with pytest.raises(NotFound):
             await call
@@ -273,7 +273,7 @@ async def test_the_per_user_reply_limit_counts_runs_not_connections(make_domain:
     assert refused.value.reason is Reason.TOO_MANY_CONCURRENT_REPLIES
     page, _ = await domain.chat.list_messages(idle.owner_id, idle.id, "", _page())
     assert page == []
-    await domain.chat.cancel(busy.owner_id, busy.id, head[0].event.assistant_message_id)
+    await domain.replies.cancel(busy.owner_id, busy.id, head[0].event.assistant_message_id)
     events = await collect(await domain.chat.send(domain.principal(idle.owner_id), idle.id, "Now"))
     assert isinstance(events[-1].event, Completed)
 

@@ -49,7 +49,7 @@ async def test_a_dead_replicas_reply_is_marked_lost_with_its_checkpointed_text(
     assert in_progress is not None and in_progress.status is MessageStatus.IN_PROGRESS
     assert await survivor.sweeper.sweep() == 0  # the lease has not expired yet
     with pytest.raises(Unavailable) as elsewhere:
-        await survivor.chat.cancel(session.owner_id, session.id, reply_id)
+        await survivor.replies.cancel(session.owner_id, session.id, reply_id)
     assert elsewhere.value.reason is Reason.RUN_ON_ANOTHER_REPLICA
     await _expire(survivor, dead.sweeper.replica_id)
     assert await survivor.sweeper.sweep() == 1
@@ -77,7 +77,7 @@ async def test_resuming_a_lost_reply_replays_what_was_kept(make_domain: MakeDoma
     await _kill(dead)
     await _expire(survivor, dead.sweeper.replica_id)
     events = []
-    resumed = await survivor.chat.resume(
+    resumed = await survivor.replies.resume(
         session.owner_id, session.id, head[0].event.assistant_message_id, 0, deadline=None
     )
     async for item in resumed:

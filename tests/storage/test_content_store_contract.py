@@ -36,11 +36,29 @@ async def store(request: pytest.FixtureRequest, db: Database, make_store: MakeSt
     return await make_store(request.param, db)
 
 
+CALLS = (
+    {
+        "id": "call_1",
+        "name": "weather",
+        "arguments": '{"city": "أبوظبي"}',
+        "kind": "http",
+        "require_approval": True,
+    },
+    {
+        "id": "call_2",
+        "name": "get_time",
+        "arguments": "not json",
+        "kind": "client",
+        "require_approval": False,
+    },
+)
+
 CONTENTS = [
     MessageContent("Hello there."),
     MessageContent(ARABIC, transcript_language="ar", audio_duration_s=2.5),
     MessageContent("", error_message="provider failed"),
     MessageContent("x" * 100_000),
+    MessageContent("Let me check.", tool_calls=CALLS),
 ]
 
 

@@ -19,17 +19,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from parley.domain.accounts import Principal
-from parley.domain.chat import ChatEngine, ChatLimits
+from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
 from parley.domain.errors import Reason, Unavailable
-from parley.domain.models import Agent, Branch, Quota, Session, StopReason, User
+from parley.domain.models import Agent, Branch, Quota, Session, StopReason, ToolSpec, User
 from parley.domain.names import new_id
+from parley.domain.replies import Replies
 from parley.domain.sessions import MAIN_BRANCH_ID
+from parley.domain.toolbox import Toolboxes
 from parley.providers.llm.base import (
     ChatTurn,
     GenerationRequest,
     ProviderEvent,
     StopEvent,
     TextDeltaEvent,
+    ToolCallEvent,
+    ToolCallRequest,
     UsageEvent,
 )
 from parley.providers.llm.registry import ModelRegistry
@@ -47,6 +51,9 @@ from parley.storage.sql.replicas import ReplicaStore
 from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import UserStore
+from parley.tools.http import HttpToolRunner
+from parley.tools.mcp import McpTools
+from parley.tools.ssrf import AddressGuard
 
 __all__ = ["Domain", "Script", "ScriptedProvider", "collect"]
 
@@ -63,6 +70,8 @@ class Script:
     fail_at: int | None = None
     hang_at: int | None = None
     stop_reason: StopReason = StopReason.END_TURN
+    #: Tool calls after the deltas, as (name, arguments JSON): the step stops with TOOL_USE.
+    calls: Sequence[tuple[str, str]] = ()
 
 
 @dataclass
@@ -75,12 +84,16 @@ class ScriptedProvider:
     requests: list[GenerationRequest] = field(default_factory=list)
     #: (monotonic time, deltas sent) of every stream closed before it finished.
     closed_early: list[tuple[float, int]] = field(default_factory=list)
+    call_ids: int = 0
 
     def play(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
 
     def context_window(self, model: str) -> int:
         return self.window
+
+    def supports_tools(self, model: str) -> bool:
+        return True
 
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
         return sum(len(t.content.split()) + 4 for t in turns)
@@ -101,8 +114,11 @@ class ScriptedProvider:
                     await asyncio.sleep(script.delay_s)
                 yield TextDeltaEvent(delta)
                 sent += 1
+            for name, arguments in script.calls:
+                self.call_ids += 1
+                yield ToolCallEvent(ToolCallRequest(f"call_{self.call_ids}", name, arguments))
             yield UsageEvent(self.count_tokens(request.model, request.turns), len(script.deltas))
-            yield StopEvent(script.stop_reason)
+            yield StopEvent(StopReason.TOOL_USE if script.calls else script.stop_reason)
             finished = True
         finally:
             if not finished:
@@ -135,6 +151,9 @@ class Domain:
         retention_s: float = 600.0,
         lease_s: float = 15.0,
         limits: ChatLimits | None = None,
+        max_steps: int = 4,
+        tool_wait_s: float = 30.0,
+        allowed_hosts: Sequence[str] = ("127.0.0.1",),
     ) -> None:
         self.db = Database(url)
         self.provider = ScriptedProvider()
@@ -155,6 +174,11 @@ class Domain:
         #: Each user's own quota (what an admin set), by user id.
         self.user_quotas: dict[str, Quota] = {}
         self.models = ModelRegistry({"scripted": self.provider}, {}, MODEL)
+        guard = AddressGuard(allowed_hosts)
+        self.toolboxes = Toolboxes(
+            HttpToolRunner(guard, timeout_s=5, max_response_bytes=64 * 1024),
+            McpTools(guard, ttl_s=60, timeout_s=5),
+        )
         self.chat = ChatEngine(
             self.sessions,
             self.messages,
@@ -164,7 +188,9 @@ class Domain:
             self.quotas,
             self.sweeper,
             limits=limits or ChatLimits(),
+            tools=ToolSettings(self.toolboxes, max_steps, tool_wait_s),
         )
+        self.replies = Replies(self.sessions, self.messages, self.runs, self.sweeper)
 
     async def start(self) -> Domain:
         await self.sweeper.start()
@@ -172,16 +198,34 @@ class Domain:
 
     async def close(self) -> None:
         await self.runs.shutdown(0)
+        await self.toolboxes.aclose()
         await self.sweeper.stop()
         await self.db.dispose()
 
-    async def new_session(self, instructions: str = "Be brief.", *, max_output_tokens: int = 0) -> Session:
-        """A new user with an agent on the scripted model and a session with it."""
+    async def new_session(
+        self,
+        instructions: str = "Be brief.",
+        *,
+        max_output_tokens: int = 0,
+        tools: Sequence[ToolSpec] = (),
+    ) -> Session:
+        """A new user with an agent on the scripted model (with ``tools``) and a session with it."""
         now = datetime.now(UTC)
         user = User(new_id(), f"u-{new_id()[-12:]}", "Tester", now, now)
         await self.users.create_user(user, "not-a-hash")
         agent = Agent(
-            new_id(), user.id, "Agent", instructions, MODEL, None, max_output_tokens, "", "", now, now
+            new_id(),
+            user.id,
+            "Agent",
+            instructions,
+            MODEL,
+            None,
+            max_output_tokens,
+            "",
+            "",
+            now,
+            now,
+            tuple(tools),
         )
         await self.agents.create(agent)
         session = Session(new_id(), user.id, agent.id, "", MAIN_BRANCH_ID, now, now)
@@ -202,7 +246,7 @@ class Domain:
 
     async def resume(self, session: Session, reply_id: str, after: int = 0) -> Subscription:
         """``ChatEngine.resume`` as the session's owner, without a deadline."""
-        return await self.chat.resume(session.owner_id, session.id, reply_id, after, deadline=None)
+        return await self.replies.resume(session.owner_id, session.id, reply_id, after, deadline=None)
 
 
 async def first(subscription: Subscription, n: int) -> tuple[list[Sequenced], AsyncIterator[Sequenced]]:

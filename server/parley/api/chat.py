@@ -12,10 +12,12 @@ from parley_proto.v1 import chat_service_pb2 as pb
 from parley_proto.v1 import chat_service_pb2_grpc, common_pb2
 
 from parley.api.convert import audio_chunk_to_proto, chat_event_to_proto, message_to_proto, output_format
+from parley.api.convert_tools import tool_inputs
 from parley.auth.interceptor import current_principal
 from parley.domain.chat import ChatEngine
 from parley.domain.names import parse_message, parse_session
 from parley.domain.pagination import page_request
+from parley.domain.replies import Replies
 from parley.domain.voice import Speech
 from parley.runs.events import Failed
 from parley.runs.manager import Subscription
@@ -44,8 +46,9 @@ async def _stream(opening: Awaitable[Subscription]) -> AsyncIterator[pb.ChatEven
 
 
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
-    def __init__(self, chat: ChatEngine, speech: Speech) -> None:
+    def __init__(self, chat: ChatEngine, replies: Replies, speech: Speech) -> None:
         self._chat = chat
+        self._replies = replies
         self._speech = speech
 
     def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> AsyncIterator[pb.ChatEvent]:
@@ -95,7 +98,7 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
     def ResumeStream(self, request: pb.ResumeStreamRequest, context: Context) -> AsyncIterator[pb.ChatEvent]:
         session_id, message_id = parse_message(request.name)
         return _stream(
-            self._chat.resume(
+            self._replies.resume(
                 current_principal().user_id,
                 session_id,
                 message_id,
@@ -104,11 +107,25 @@ class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
             )
         )
 
+    def SubmitToolOutputs(
+        self, request: pb.SubmitToolOutputsRequest, context: Context
+    ) -> AsyncIterator[pb.ChatEvent]:
+        session_id, message_id = parse_message(request.name)
+        return _stream(
+            self._replies.submit(
+                current_principal().user_id,
+                session_id,
+                message_id,
+                tool_inputs(request),
+                deadline=_deadline(context),
+            )
+        )
+
     async def CancelMessage(
         self, request: pb.CancelMessageRequest, context: Context
     ) -> pb.CancelMessageResponse:
         session_id, message_id = parse_message(request.name)
-        message = await self._chat.cancel(current_principal().user_id, session_id, message_id)
+        message = await self._replies.cancel(current_principal().user_id, session_id, message_id)
         return pb.CancelMessageResponse(message=message_to_proto(message))
 
     async def ListMessages(

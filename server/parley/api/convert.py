@@ -17,6 +17,13 @@ from parley_proto.v1 import (
     session_service_pb2,
 )
 
+from parley.api.convert_tools import (
+    mcp_servers_from_proto,
+    mcp_servers_to_proto,
+    tool_call_to_proto,
+    tools_from_proto,
+    tools_to_proto,
+)
 from parley.api.interceptors import request_id_var, status_proto
 from parley.audio.encode import OutputFormat
 from parley.domain.agents import AgentFields
@@ -60,12 +67,14 @@ __all__ = [
 _ROLE = {
     Role.USER: chat_service_pb2.Message.ROLE_USER,
     Role.ASSISTANT: chat_service_pb2.Message.ROLE_ASSISTANT,
+    Role.TOOL: chat_service_pb2.Message.ROLE_TOOL,
 }
 _STATUS = {
     MessageStatus.COMPLETE: chat_service_pb2.Message.STATUS_COMPLETE,
     MessageStatus.INCOMPLETE: chat_service_pb2.Message.STATUS_INCOMPLETE,
     MessageStatus.FAILED: chat_service_pb2.Message.STATUS_FAILED,
     MessageStatus.IN_PROGRESS: chat_service_pb2.Message.STATUS_IN_PROGRESS,
+    MessageStatus.REQUIRES_ACTION: chat_service_pb2.Message.STATUS_REQUIRES_ACTION,
 }
 _STOP: dict[StopReason, chat_service_pb2.StopReason.ValueType] = {
     reason: getattr(chat_service_pb2, f"STOP_REASON_{reason.name}")
@@ -161,6 +170,8 @@ def agent_to_proto(agent: Agent) -> agent_service_pb2.Agent:
     )
     if agent.temperature is not None:
         msg.temperature = agent.temperature
+    msg.tools.extend(tools_to_proto(agent.tools))
+    msg.mcp_servers.extend(mcp_servers_to_proto(agent.mcp_servers))
     return msg
 
 
@@ -173,6 +184,8 @@ def agent_fields(agent: agent_service_pb2.Agent) -> AgentFields:
         max_output_tokens=agent.max_output_tokens,
         voice=agent.voice,
         language=agent.language,
+        tools=tools_from_proto(agent.tools),
+        mcp_servers=mcp_servers_from_proto(agent.mcp_servers),
     )
 
 
@@ -253,6 +266,9 @@ def message_to_proto(message: Message) -> chat_service_pb2.Message:
         msg.time_to_first_token.CopyFrom(duration(message.time_to_first_token_s))
     if message.speech_duration_s is not None:
         msg.speech_duration.CopyFrom(duration(message.speech_duration_s))
+    msg.tool_calls.extend(tool_call_to_proto(c) for c in message.tool_calls)
+    msg.tool_call_id = message.tool_call_id
+    msg.is_error = message.is_error
     return msg
 
 
@@ -325,6 +341,26 @@ def chat_event_to_proto(item: run_events.Sequenced) -> chat_service_pb2.ChatEven
         )
     elif isinstance(event, run_events.Completed):
         out.message_completed.message.CopyFrom(message_to_proto(event.message))
+    elif isinstance(event, run_events.ToolCalled):
+        out.tool_call.CopyFrom(tool_call_to_proto(event.call))
+    elif isinstance(event, run_events.ToolAnswered):
+        out.tool_result.CopyFrom(
+            chat_service_pb2.ToolResult(
+                tool_call_id=event.tool_call_id,
+                output=event.output,
+                is_error=event.is_error,
+                message=message_name(event.session_id, event.message_id),
+            )
+        )
+    elif isinstance(event, run_events.ActionRequired):
+        out.requires_action.CopyFrom(
+            chat_service_pb2.RequiresAction(
+                message=message_name(event.session_id, event.message_id),
+                tool_outputs=[tool_call_to_proto(c) for c in event.tool_outputs],
+                approvals=[tool_call_to_proto(c) for c in event.approvals],
+                expire_time=timestamp(event.expire_time),
+            )
+        )
     else:
         out.error.CopyFrom(status_proto(event.error, request_id_var.get()))
     return out

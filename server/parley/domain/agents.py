@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
 from parley.domain.fields import check_display_name
-from parley.domain.models import Agent
+from parley.domain.models import Agent, McpServerConfig, ToolSpec
 from parley.domain.names import agent_name, new_id
 from parley.domain.pagination import PageRequest, page_of
+from parley.domain.tool_rules import check_mcp_servers, check_tools
 from parley.providers.llm.registry import ModelRegistry
 from parley.runs.manager import RunManager
 from parley.storage.messages import MessageStore
@@ -33,6 +34,8 @@ MUTABLE_AGENT_FIELDS = (
     "max_output_tokens",
     "voice",
     "language",
+    "tools",
+    "mcp_servers",
 )
 
 
@@ -47,6 +50,8 @@ class AgentFields:
     max_output_tokens: int = 0
     voice: str = ""
     language: str = ""
+    tools: tuple[ToolSpec, ...] = ()
+    mcp_servers: tuple[McpServerConfig, ...] = ()
 
 
 class Agents:
@@ -96,15 +101,32 @@ class Agents:
                     "must be 'en', 'ar', or empty for automatic",
                     reason=Reason.UNSUPPORTED_LANGUAGE,
                 )
+        if "tools" in out:
+            out["tools"] = check_tools(out["tools"])
+        if "mcp_servers" in out:
+            out["mcp_servers"] = check_mcp_servers(out["mcp_servers"], out.get("tools", ()))
         return out
+
+    def _check_model_tools(self, agent: Agent) -> None:
+        """An agent with tools needs a model that can call them (MODEL_CANNOT_CALL_TOOLS)."""
+        if not agent.tools and not agent.mcp_servers:
+            return
+        resolved = self._models.resolve(agent.model, field="agent.model")
+        if not resolved.provider.supports_tools(resolved.model):
+            raise InvalidArgument.field(
+                "agent.tools",
+                f"model {resolved.qualified_name} cannot call tools; give the agent a model that can "
+                "(an OpenAI-compatible or Bedrock model) or remove its tools",
+                reason=Reason.MODEL_CANNOT_CALL_TOOLS,
+            )
 
     async def create(self, owner_id: str, fields: AgentFields) -> Agent:
         """Create an agent owned by ``owner_id``; raises ``InvalidArgument`` for bad fields."""
         v = self._validate({name: getattr(fields, name) for name in MUTABLE_AGENT_FIELDS})
         now = self._now()
-        return await self._store.create(
-            Agent(id=new_id(), owner_id=owner_id, create_time=now, update_time=now, **v)
-        )
+        agent = Agent(id=new_id(), owner_id=owner_id, create_time=now, update_time=now, **v)
+        self._check_model_tools(agent)
+        return await self._store.create(agent)
 
     async def get(self, owner_id: str, agent_id: str) -> Agent:
         """The agent; ``NotFound`` if absent or another user's."""
@@ -126,6 +148,11 @@ class Agents:
         v = self._validate(changes)
         if not v:
             return await self.get(owner_id, agent_id)
+        if {"tools", "mcp_servers", "model"} & set(v):
+            current = await self.get(owner_id, agent_id)
+            if "tools" in v and "mcp_servers" not in v:
+                check_mcp_servers(current.mcp_servers, v["tools"])
+            self._check_model_tools(replace(current, **v))
         agent = await self._store.update(owner_id, agent_id, v, self._now())
         if agent is None:
             raise NotFound.resource(agent_name(agent_id))

@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from parley.domain.accounts import Principal
 from parley.domain.clock import Clock, utc_now
 from parley.domain.context import build_context
-from parley.domain.errors import Aborted, InvalidArgument, NotFound, Reason
+from parley.domain.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
 from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, StopReason
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
+from parley.domain.replies import assistant_message, replayed
 from parley.domain.reply import TextReply
 from parley.domain.summary import ContextSummarizer
+from parley.domain.toolbox import Toolbox, Toolboxes
+from parley.domain.turn import AgentTurn
 from parley.providers.llm.base import GenerationRequest
 from parley.providers.llm.registry import ModelRegistry, ResolvedModel
 from parley.runs.admission import Admission, Ticket
@@ -40,7 +43,7 @@ from parley.storage.messages import MessageStore, RunRecord
 from parley.storage.sql.sessions import SendTarget, SessionStore
 from parley.storage.sql.usage import UsageRecord
 
-__all__ = ["CONTEXT_MAX_MESSAGES", "ChatEngine", "ChatLimits", "Spoken"]
+__all__ = ["CONTEXT_MAX_MESSAGES", "ChatEngine", "ChatLimits", "Spoken", "ToolSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,17 @@ class ChatLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSettings:
+    """How agents' tools run: ``toolboxes`` (HTTP and MCP clients), at most ``max_steps`` model
+    calls a turn (``PARLEY_TOOLS_MAX_STEPS``), ``wait_s`` seconds for client outputs and
+    approvals (``PARLEY_TOOL_WAIT_SECONDS``)."""
+
+    toolboxes: Toolboxes
+    max_steps: int = 8
+    wait_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Spoken:
     """A user message that was spoken: the language heard and the recording's length (s)."""
 
@@ -66,8 +80,8 @@ class Spoken:
     duration_s: float
 
 
-#: Wraps the text reply of a run into the body the run executes (voice adds speech).
-BodyFactory = Callable[[TextReply], RunBody]
+#: Wraps the reply of a run into the body the run executes (voice adds speech).
+BodyFactory = Callable[[TextReply | AgentTurn], RunBody]
 
 
 class ChatEngine:
@@ -84,6 +98,7 @@ class ChatEngine:
         sweeper: RunSweeper,
         *,
         limits: ChatLimits,
+        tools: ToolSettings | None = None,
         summarizer: ContextSummarizer | None = None,
         clock: Clock = utc_now,
     ) -> None:
@@ -94,6 +109,7 @@ class ChatEngine:
         self._admission = admission
         self._quotas = quotas
         self._sweeper = sweeper
+        self._tools = tools
         self._limits = limits
         self._summarizer = summarizer
         self._now = clock
@@ -203,6 +219,14 @@ class ChatEngine:
         resolved = self._models.resolve(agent.model, field="agent.model")
         if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
             return replay
+        if waiting := self._runs.waiting_on(session.id, b.id):
+            raise FailedPrecondition(
+                f"the branch's reply {message_name(session.id, waiting)} waits for tool outputs or "
+                "approvals: send them (SubmitToolOutputs) or cancel it (CancelMessage) first",
+                reason=Reason.REPLY_REQUIRES_ACTION,
+                metadata={"message": message_name(session.id, waiting)},
+            )
+        toolbox = await self._toolbox(agent)
         ticket = await self._admit(principal, session.id, b.id)
         try:
             if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
@@ -212,7 +236,7 @@ class ChatEngine:
             for attempt in range(2):
                 user = self._user_message(session.id, b, text, request_id, spoken)
                 # Decide the prompt before storing anything: a message that can never fit is refused whole.
-                request, input_tokens = await self._prompt(agent, resolved, user)
+                request, input_tokens = await self._prompt(agent, resolved, user, toolbox)
                 reply = self._reply_message(user, resolved, input_tokens)
                 run = self._run_record(reply, principal.user_id, b.id, background)
                 usage = UsageRecord(
@@ -243,9 +267,10 @@ class ChatEngine:
                 b = await self._sessions.get_branch(session.id, b.id) or _gone(b)
                 if attempt:
                     raise Aborted("the branch moved during the send; retry", reason=Reason.BRANCH_CONFLICT)
-            accepted = Accepted(user, reply.id, b.id)
-            text_reply = TextReply(accepted, reply, resolved.provider, request, meter=quota.take_output)
-            return self._start(run, ticket, quota, body(text_reply) if body else text_reply, deadline)
+            reply_body = self._body(
+                Accepted(user, reply.id, b.id), reply, agent, resolved, request, quota, toolbox
+            )
+            return self._start(run, ticket, quota, body(reply_body) if body else reply_body, deadline)
         except BaseException:
             ticket.release()
             raise
@@ -267,12 +292,13 @@ class ChatEngine:
         (NOT_AN_ASSISTANT_MESSAGE) for a user message (edit it by forking at its parent and sending).
         """
         target = await self.target(principal.user_id, session_id)
-        old = await self._assistant_message(session_id, message_id)
+        old = await assistant_message(self._messages, session_id, message_id)
         user = await self._messages.get(session_id, old.parent_id or "")
         if user is None:
             raise NotFound.resource(message_name(session_id, message_id))
         resolved = self._models.resolve(target.agent.model, field="agent.model")
-        request, input_tokens = await self._prompt(target.agent, resolved, user)
+        toolbox = await self._toolbox(target.agent)
+        request, input_tokens = await self._prompt(target.agent, resolved, user, toolbox)
         now = self._now()
         branch = Branch(
             session_id=session_id,
@@ -305,45 +331,11 @@ class ChatEngine:
                 self._quotas.refund(quota, input_tokens=input_tokens)
                 raise
             accepted = Accepted(user, reply.id, branch.id)
-            text_reply = TextReply(accepted, reply, resolved.provider, request, meter=quota.take_output)
-            return self._start(run, ticket, quota, text_reply, deadline)
+            reply_body = self._body(accepted, reply, target.agent, resolved, request, quota, toolbox)
+            return self._start(run, ticket, quota, reply_body, deadline)
         except BaseException:
             ticket.release()
             raise
-
-    # --- runs: resume and cancel ---------------------------------------------------------------
-
-    async def resume(
-        self, owner_id: str, session_id: str, message_id: str, starting_after: int, *, deadline: float | None
-    ) -> Subscription:
-        """The events of the reply ``message_id``'s run after ``starting_after``: from its event
-        log then live, or replayed from the stored reply when the log is gone (runs/replay.py).
-
-        Raises ``InvalidArgument`` for a negative ``starting_after`` or a user message,
-        ``NotFound`` for a message that is absent or another user's, ``Unavailable``
-        (RUN_ON_ANOTHER_REPLICA) for a reply another live server process is writing.
-        """
-        if starting_after < 0:
-            raise InvalidArgument.field("starting_after", "must not be negative")
-        if await self._sessions.get(owner_id, session_id) is None:
-            raise NotFound.resource(message_name(session_id, message_id))
-        reply = await self._assistant_message(session_id, message_id)
-        live = await self._runs.follow(reply.id, starting_after, deadline=deadline)
-        if live is not None:
-            return live
-        reply = await self._sweeper.recover(reply)
-        return await self._replayed(reply, starting_after)
-
-    async def cancel(self, owner_id: str, session_id: str, message_id: str) -> Message:
-        """Stop the reply's run (within about a second) and return the stored reply: INCOMPLETE
-        with stop reason CANCELLED, or unchanged when it had already finished. Errors as
-        :meth:`resume`."""
-        if await self._sessions.get(owner_id, session_id) is None:
-            raise NotFound.resource(message_name(session_id, message_id))
-        reply = await self._assistant_message(session_id, message_id)
-        if await self._runs.cancel(reply.id):
-            return await self._assistant_message(session_id, message_id)
-        return await self._sweeper.recover(reply)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -358,21 +350,8 @@ class ChatEngine:
             quota.settle(reply)
             ticket.release()
 
-        spec = RunSpec(run.id, run.user_id, run.session_id, run.background, finish)
+        spec = RunSpec(run.id, run.user_id, run.session_id, run.branch_id, run.background, finish)
         return self._runs.start(spec, body, deadline=deadline)
-
-    async def _assistant_message(self, session_id: str, message_id: str) -> Message:
-        message = await self._messages.get(session_id, message_id)
-        if message is None:
-            raise NotFound.resource(message_name(session_id, message_id))
-        if message.role is not Role.ASSISTANT or message.parent_id is None:
-            raise InvalidArgument.field(
-                "name",
-                "not an assistant message: replies are regenerated, resumed and cancelled; to edit a "
-                "user message, fork at its parent (CreateBranch) and send the new text to that branch",
-                reason=Reason.NOT_AN_ASSISTANT_MESSAGE,
-            )
-        return message
 
     async def _replay(
         self, session_id: str, request_id: str, branch_id: str, deadline: float | None
@@ -385,16 +364,7 @@ class ChatEngine:
         if not replies:
             return Subscription.of(replay_stored(user, None, branch_id, 0, 0))
         live = await self._runs.follow(replies[0].id, 0, deadline=deadline)
-        return live or await self._replayed(replies[0], 0)
-
-    async def _replayed(self, reply: Message, after: int) -> Subscription:
-        user = await self._messages.get(reply.session_id, reply.parent_id or "")
-        run = await self._messages.get_run(reply.session_id, reply.id)
-        if user is None:
-            raise NotFound.resource(message_name(reply.session_id, reply.id))
-        branch_id = run.branch_id if run else ""
-        events = replay_stored(user, reply, branch_id, run.last_sequence_number if run else 0, after)
-        return Subscription.of(events)
+        return live or await replayed(self._messages, replies[0], 0)
 
     def _user_message(
         self, session_id: str, branch: Branch, text: str, request_id: str, spoken: Spoken | None
@@ -418,8 +388,9 @@ class ChatEngine:
         )
 
     def _reply_message(self, user: Message, resolved: ResolvedModel, input_tokens: int) -> Message:
+        reply_id = new_id()
         return Message(
-            id=new_id(),
+            id=reply_id,
             session_id=user.session_id,
             parent_id=user.id,
             depth=user.depth + 1,
@@ -431,6 +402,7 @@ class ChatEngine:
             input_tokens=input_tokens,
             output_tokens=0,
             create_time=self._now(),
+            run_id=reply_id,
         )
 
     def _run_record(self, reply: Message, owner_id: str, branch_id: str, background: bool) -> RunRecord:
@@ -445,8 +417,40 @@ class ChatEngine:
             create_time=reply.create_time,
         )
 
+    async def _toolbox(self, agent: Agent) -> Toolbox | None:
+        """The tools of a reply of ``agent`` (None: it has none, or tools are not served)."""
+        if self._tools is None or not (agent.tools or agent.mcp_servers):
+            return None
+        return await self._tools.toolboxes.for_agent(agent)
+
+    def _body(
+        self,
+        accepted: Accepted,
+        reply: Message,
+        agent: Agent,
+        resolved: ResolvedModel,
+        request: GenerationRequest,
+        quota: Reservation,
+        toolbox: Toolbox | None,
+    ) -> TextReply | AgentTurn:
+        """The run body: the tool loop for an agent with tools, else a plain text reply."""
+        if toolbox is None or self._tools is None:
+            return TextReply(accepted, reply, resolved.provider, request, meter=quota.take_output)
+        return AgentTurn(
+            accepted,
+            reply,
+            resolved.provider,
+            request,
+            toolbox,
+            self._messages,
+            branch_id=accepted.branch_id,
+            max_steps=self._tools.max_steps,
+            wait_s=self._tools.wait_s,
+            meter=quota.take_output,
+        )
+
     async def _prompt(
-        self, agent: Agent, resolved: ResolvedModel, user: Message
+        self, agent: Agent, resolved: ResolvedModel, user: Message, toolbox: Toolbox | None = None
     ) -> tuple[GenerationRequest, int]:
         """The generation request for a reply to ``user`` (not yet stored), and its input tokens."""
         max_output = agent.max_output_tokens or self._limits.default_max_output_tokens
@@ -467,7 +471,8 @@ class ChatEngine:
             turns, input_tokens = build_context(
                 resolved.provider, resolved.model, agent.instructions, [*history, user], max_output
             )
-        return GenerationRequest(resolved.model, turns, max_output, agent.temperature), input_tokens
+        tools = tuple(toolbox.definitions) if toolbox is not None else ()
+        return GenerationRequest(resolved.model, turns, max_output, agent.temperature, tools), input_tokens
 
 
 def _branch_of(target: SendTarget) -> Branch:

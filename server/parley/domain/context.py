@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from parley.domain.errors import InvalidArgument, Reason
 from parley.domain.models import Message, MessageStatus, Role
-from parley.providers.llm.base import ChatTurn, LLMProvider
+from parley.providers.llm.base import ChatTurn, LLMProvider, ToolCallRequest
 
 __all__ = ["ContextPlan", "build_context", "plan_context"]
 
@@ -60,9 +60,10 @@ def plan_context(
     window = provider.context_window(model)
     budget = window - max_output_tokens - reserve_tokens
     system = [ChatTurn("system", instructions)] if instructions else []
-    usable = [m for m in history if m.status is not MessageStatus.FAILED and m.text]
-    turns = [_turn(m) for m in usable]
-    newest = turns[-1:]
+    units = _units(history)
+    usable = [m for unit in units for m in unit[0]]
+    groups = [unit[1] for unit in units]
+    newest = groups[-1] if groups else []
     base = provider.count_tokens(model, [*system, *newest])
     if base > budget:
         raise InvalidArgument(
@@ -72,23 +73,49 @@ def plan_context(
             metadata={"input_tokens": str(base), "budget": str(budget)},
         )
     fill = base + int((budget - base) * history_share)
-    # Grow backwards with per-message estimates, then confirm with one exact count.
-    chosen: list[ChatTurn] = list(newest)
+    # Grow backwards, whole units at a time (a tool step with its results is one unit), with
+    # per-unit estimates; then confirm with one exact count.
+    chosen: list[list[ChatTurn]] = [newest]
     total = base
-    for turn in reversed(turns[:-1]):
-        cost = provider.count_tokens(model, [turn])
+    for group in reversed(groups[:-1]):
+        cost = provider.count_tokens(model, group)
         if total + cost > fill:
             break
-        chosen.insert(0, turn)
+        chosen.insert(0, group)
         total += cost
-    prompt = [*system, *chosen]
+    prompt = [*system, *(t for g in chosen for t in g)]
     exact = provider.count_tokens(model, prompt)
     while exact > budget and len(chosen) > 1:
         chosen.pop(0)
-        prompt = [*system, *chosen]
+        prompt = [*system, *(t for g in chosen for t in g)]
         exact = provider.count_tokens(model, prompt)
-    return ContextPlan(prompt, exact, usable[: len(usable) - len(chosen)])
+    kept = sum(len(unit[0]) for unit in units[len(units) - len(chosen) :])
+    return ContextPlan(prompt, exact, usable[: len(usable) - kept])
 
 
-def _turn(message: Message) -> ChatTurn:
-    return ChatTurn("user" if message.role is Role.USER else "assistant", message.text)
+def _units(history: Sequence[Message]) -> list[tuple[list[Message], list[ChatTurn]]]:
+    """The history as units the context keeps or drops whole: a user message; an assistant
+    message; or an assistant message's tool calls with their results (calls left unanswered, by a
+    reply cut short while it waited, are dropped: providers refuse a call without its result).
+    Failed replies (no text, no calls) are left out."""
+    units: list[tuple[list[Message], list[ChatTurn]]] = []
+    results = {m.tool_call_id: m for m in history if m.role is Role.TOOL}
+    for message in history:
+        if message.role is Role.USER:
+            if message.text:
+                units.append(([message], [ChatTurn("user", message.text)]))
+        elif message.role is Role.ASSISTANT:
+            answered = tuple(c for c in message.tool_calls if c.id in results)
+            if not answered:
+                if message.text and message.status is not MessageStatus.FAILED:
+                    units.append(([message], [ChatTurn("assistant", message.text)]))
+                continue
+            calls = tuple(ToolCallRequest(c.id, c.name, c.arguments) for c in answered)
+            turns = [ChatTurn("assistant", message.text, tool_calls=calls)]
+            members = [message]
+            for call in answered:
+                result = results[call.id]
+                members.append(result)
+                turns.append(ChatTurn("tool", result.text, tool_call_id=call.id))
+            units.append((members, turns))
+    return units

@@ -84,6 +84,10 @@ class TextReply:
     def progress(self) -> Message:
         return self._message(MessageStatus.IN_PROGRESS, StopReason.NONE, "")
 
+    def spent(self) -> tuple[int, int]:
+        message = self.progress()
+        return message.input_tokens, message.output_tokens
+
     def cut_short(self, reason: StopReason, detail: str) -> Message:
         status = MessageStatus.INCOMPLETE if self._parts else MessageStatus.FAILED
         return self._message(status, reason, detail)

@@ -24,11 +24,10 @@ from parley.domain.accounts import Principal
 from parley.domain.chat import ChatEngine, Spoken
 from parley.domain.errors import FailedPrecondition, InvalidArgument, Reason, ResourceExhausted
 from parley.domain.models import Message, StopReason
-from parley.domain.reply import TextReply
 from parley.providers.stt.base import SpeechToText
 from parley.providers.tts.base import TextToSpeech
 from parley.runs.events import Accepted, AudioReady, Completed, Delta, RunEvent, TranscriptReady, UsageReport
-from parley.runs.manager import Subscription
+from parley.runs.manager import RunBody, Subscription
 
 __all__ = ["SPOKEN_LANGUAGES", "Speech", "SpokenReply", "reply_language"]
 
@@ -126,7 +125,7 @@ class SpokenReply:
 
     def __init__(
         self,
-        text: TextReply,
+        text: RunBody,
         transcript: TranscriptReady,
         tts: TextToSpeech,
         *,
@@ -176,6 +175,9 @@ class SpokenReply:
 
     def progress(self) -> Message:
         return self._spoken(self._text.progress())
+
+    def spent(self) -> tuple[int, int]:
+        return self._text.spent()
 
     def cut_short(self, reason: StopReason, detail: str) -> Message:
         return self._spoken(self._text.cut_short(reason, detail))
@@ -256,7 +258,7 @@ class Speech:
             )
         transcript = TranscriptReady(heard.text, heard.language, decoded.duration_s)
 
-        def spoken(text: TextReply) -> SpokenReply:
+        def spoken(text: RunBody) -> SpokenReply:
             return SpokenReply(
                 text,
                 transcript,

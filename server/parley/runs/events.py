@@ -9,19 +9,25 @@ Each event gets a sequence number, 1, 2, 3 ..., when it is appended to the run's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from parley.domain.errors import ParleyError
-from parley.domain.models import Message
+from parley.domain.models import Message, ToolCall
 
 __all__ = [
     "Accepted",
+    "ActionRequired",
     "AudioReady",
     "Completed",
     "Delta",
     "Failed",
     "RunEvent",
     "Sequenced",
+    "ToolAnswered",
+    "ToolCalled",
+    "ToolInputs",
     "TranscriptReady",
     "UsageReport",
     "event_size",
@@ -84,13 +90,66 @@ class Completed:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalled:
+    """The model called a tool (in assistant message ``message_id`` of ``session_id``)."""
+
+    session_id: str
+    message_id: str
+    call: ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAnswered:
+    """A tool call's result, as the model sees it, stored as tool message ``message_id``."""
+
+    session_id: str
+    tool_call_id: str
+    output: str
+    is_error: bool
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequired:
+    """The run waits for the client: outputs of ``tool_outputs`` (client tools) and decisions on
+    ``approvals``, sent for assistant message ``message_id`` before ``expire_time``. Streams end
+    after this event while the run waits; the run's own event log goes on when it resumes."""
+
+    session_id: str
+    message_id: str
+    tool_outputs: tuple[ToolCall, ...]
+    approvals: tuple[ToolCall, ...]
+    expire_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInputs:
+    """What a waiting run is sent: ``outputs`` by call id (output, is_error) and ``approvals``
+    by call id (approved, reason)."""
+
+    outputs: Mapping[str, tuple[str, bool]]
+    approvals: Mapping[str, tuple[bool, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The run ended in ``error``; the reply is stored INCOMPLETE/FAILED with stop reason ERROR."""
 
     error: ParleyError
 
 
-RunEvent = Accepted | TranscriptReady | Delta | AudioReady | UsageReport | Completed | Failed
+RunEvent = (
+    Accepted
+    | TranscriptReady
+    | Delta
+    | AudioReady
+    | ToolCalled
+    | ToolAnswered
+    | ActionRequired
+    | UsageReport
+    | Completed
+    | Failed
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +177,14 @@ def event_size(event: RunEvent) -> int:
         return EVENT_OVERHEAD_BYTES + len(event.data) + len(event.text) * 4
     if isinstance(event, TranscriptReady):
         return EVENT_OVERHEAD_BYTES + len(event.text) * 4
+    if isinstance(event, ToolCalled):
+        return EVENT_OVERHEAD_BYTES + len(event.call.arguments) * 4
+    if isinstance(event, ToolAnswered):
+        return EVENT_OVERHEAD_BYTES + len(event.output) * 4
+    if isinstance(event, ActionRequired):
+        return EVENT_OVERHEAD_BYTES + sum(
+            len(c.arguments) * 4 for c in (*event.tool_outputs, *event.approvals)
+        )
     if isinstance(event, Accepted | Completed):
         message = event.user_message if isinstance(event, Accepted) else event.message
         return EVENT_OVERHEAD_BYTES * 4 + len(message.text) * 4

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from parley.domain.clock import Clock, utc_now
-from parley.domain.errors import ParleyError
+from parley.domain.errors import FailedPrecondition, ParleyError, Reason
 from parley.domain.models import Message, StopReason
-from parley.runs.events import Completed, Failed, RunEvent, Sequenced, UsageReport
+from parley.runs.events import ActionRequired, Completed, Failed, RunEvent, Sequenced, ToolInputs, UsageReport
 from parley.runs.log import RunEventLog
 from parley.storage.messages import MessageStore
 
-__all__ = ["DEADLINE_SLACK_S", "RunBody", "RunManager", "RunSpec", "Subscription"]
+__all__ = ["DEADLINE_SLACK_S", "PausingBody", "RunBody", "RunManager", "RunSpec", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,21 @@ class RunBody(Protocol):
         """The reply stopped now for ``reason``: INCOMPLETE with its text, or FAILED without."""
         ...
 
+    def spent(self) -> tuple[int, int]:
+        """Input and output tokens of every model call of the run so far."""
+        ...
+
+
+class PausingBody(RunBody, Protocol):
+    """A body that can wait for the client (tool outputs, approvals): it yields an
+    ``ActionRequired`` event, then waits for :meth:`accept`."""
+
+    def accept(self, inputs: ToolInputs) -> None:
+        """Take what the run waits for. Raises ``InvalidArgument`` (UNKNOWN_TOOL_CALL) for ids it
+        does not wait for or pending ids left out, ``FailedPrecondition`` (REPLY_NOT_WAITING)
+        when it waits for nothing; changes nothing then."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
@@ -70,6 +85,7 @@ class RunSpec:
     run_id: str
     owner_id: str
     session_id: str
+    branch_id: str
     background: bool
     finish: Callable[[Message | None], None]
 
@@ -80,6 +96,7 @@ class _Run:
         "done",
         "final",
         "last_sequence_number",
+        "paused_at",
         "spec",
         "started",
         "stop_reason",
@@ -95,6 +112,8 @@ class _Run:
         self.started = False
         self.last_sequence_number = 0
         self.final: Message | None = None
+        #: Sequence number of the ActionRequired event the run waits at (None: not waiting).
+        self.paused_at: int | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
 
@@ -113,10 +132,14 @@ class Subscription:
         self,
         source: Callable[[], Awaitable[AsyncIterator[Sequenced] | None]],
         on_close: Callable[[], None] | None = None,
+        *,
+        ends_after: Callable[[Sequenced], bool] | None = None,
     ) -> None:
         self._source = source
         self._events: AsyncIterator[Sequenced] | None = None
         self._on_close = on_close
+        self._ends_after = ends_after
+        self._ended = False
         self._closed = False
 
     @classmethod
@@ -132,13 +155,16 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Sequenced:
-        if self._closed:
+        if self._closed or self._ended:
             raise StopAsyncIteration
         if self._events is None:
             self._events = await self._source()
             if self._events is None:
                 raise StopAsyncIteration
-        return await anext(self._events)
+        item = await anext(self._events)
+        if self._ends_after is not None and self._ends_after(item):
+            self._ended = True  # the run waits for the client: this stream ends here
+        return item
 
     async def aclose(self) -> None:
         if self._closed:
@@ -209,11 +235,37 @@ class RunManager:
         async def source() -> AsyncIterator[Sequenced] | None:
             return await self._log.read(run.spec.run_id, after)
 
-        return Subscription(source, lambda: self._detach(run, deadline))
+        def ends_after(item: Sequenced) -> bool:
+            return isinstance(item.event, ActionRequired) and run.paused_at == item.sequence_number
+
+        return Subscription(source, lambda: self._detach(run, deadline), ends_after=ends_after)
+
+    async def resume(self, run_id: str, inputs: ToolInputs, *, deadline: float | None = None) -> Subscription:
+        """Give a waiting run what it waits for and follow the rest of its events. Raises
+        ``FailedPrecondition`` (REPLY_NOT_WAITING) when run ``run_id`` is not waiting here, and
+        what the body's ``accept`` raises for wrong inputs (nothing changes then)."""
+        run = self._live.get(run_id)
+        accept = getattr(run.body, "accept", None) if run is not None else None
+        if run is None or run.paused_at is None or accept is None:
+            raise FailedPrecondition(
+                "the reply is not waiting for tool outputs or approvals", reason=Reason.REPLY_NOT_WAITING
+            )
+        accept(inputs)
+        after, run.paused_at = run.paused_at, None
+        return self._attach(run, after, deadline)
+
+    def waiting_on(self, session_id: str, branch_id: str) -> str | None:
+        """The run waiting for the client on this branch, if any (its id)."""
+        for run in self._live.values():
+            if run.spec.session_id == session_id and run.spec.branch_id == branch_id and run.paused_at:
+                return run.spec.run_id
+        return None
 
     def _detach(self, run: _Run, deadline: float | None) -> None:
         run.subscribers -= 1
         if run.subscribers > 0 or run.spec.background or run.done.done() or self.shutting_down:
+            return
+        if run.paused_at is not None:  # the client left on purpose: it answers with SubmitToolOutputs
             return
         past_deadline = deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S
         run.stop(StopReason.DEADLINE_EXCEEDED if past_deadline else StopReason.CANCELLED)
@@ -272,6 +324,8 @@ class RunManager:
                             await checkpoints.stop()
                             await self._store(run, event.message, run.last_sequence_number + 1)
                         await self._append(run, event)
+                        if isinstance(event, ActionRequired):
+                            run.paused_at = run.last_sequence_number
             except asyncio.CancelledError:
                 reason = run.stop_reason or (
                     StopReason.SHUTDOWN if self.shutting_down else StopReason.CANCELLED
@@ -307,8 +361,12 @@ class RunManager:
         run.last_sequence_number = await self._log.append(run.spec.run_id, event)
 
     async def _store(self, run: _Run, message: Message, last_sequence_number: int) -> None:
+        run.paused_at = None
         try:
-            if await self._messages.finish_reply(message, last_sequence_number, self._now()):
+            stored = await self._messages.finish_reply(
+                message, last_sequence_number, self._now(), spent=run.body.spent()
+            )
+            if stored:
                 run.final = message
             else:
                 log.warning("reply %s was already finished or deleted; final state not stored", message.id)

@@ -82,9 +82,12 @@ class RunSweeper:
         """Mark the replies of runs whose replica's lease expired; returns how many."""
         cutoff = self._now() - timedelta(seconds=self._lease)
         orphans = await self._replicas.orphaned_runs(cutoff)
-        for session_id, message_id in orphans:
-            message = await self._messages.get(session_id, message_id)
-            if message is not None:
+        for session_id, run_id in orphans:
+            unfinished = await self._messages.unfinished_of_run(session_id, run_id)
+            if not unfinished:  # its messages finished (or were deleted): release the run row
+                first = await self._messages.get(session_id, run_id)
+                unfinished = [first] if first is not None else []
+            for message in unfinished:
                 await self._mark_lost(message)
         if orphans:
             log.info("swept %d run(s) left by stopped servers", len(orphans))
@@ -98,9 +101,9 @@ class RunSweeper:
         ``Unavailable`` (RUN_ON_ANOTHER_REPLICA) when another live replica is writing it (following
         and cancelling it from here needs the shared run event log of the replicas setup).
         """
-        if message.status is not MessageStatus.IN_PROGRESS:
+        if message.status not in (MessageStatus.IN_PROGRESS, MessageStatus.REQUIRES_ACTION):
             return message
-        run = await self._messages.get_run(message.session_id, message.id)
+        run = await self._messages.get_run(message.session_id, message.run_id or message.id)
         cutoff = self._now() - timedelta(seconds=self._lease)
         if (
             run is not None
@@ -115,8 +118,8 @@ class RunSweeper:
         return await self._mark_lost(message)
 
     async def _mark_lost(self, message: Message) -> Message:
-        run = await self._messages.get_run(message.session_id, message.id)
-        if message.status is not MessageStatus.IN_PROGRESS:
+        run = await self._messages.get_run(message.session_id, message.run_id or message.id)
+        if message.status not in (MessageStatus.IN_PROGRESS, MessageStatus.REQUIRES_ACTION):
             lost = message
         else:
             lost = replace(

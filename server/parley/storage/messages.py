@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +24,17 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from parley.domain.errors import AlreadyExists, Reason
-from parley.domain.models import Branch, Message, MessageStatus, Role, StopReason
-from parley.storage.content.base import ContentStore, MessageContent
+from parley.domain.models import Branch, Message, MessageStatus, Role
+from parley.storage.content.base import ContentStore
+from parley.storage.message_rows import (
+    RunRecord,
+    content_of,
+    message_from,
+    outcome_values,
+    run_from,
+    run_values,
+    tree_values,
+)
 from parley.storage.sql.engine import Database
 from parley.storage.sql.sessions import branch_values
 from parley.storage.sql.tables import branches, messages, runs, sessions, usage_records
@@ -35,92 +43,6 @@ from parley.storage.sql.usage import UsageRecord
 __all__ = ["MessageStore", "RunRecord"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """The ``runs`` row of a reply: who started it, on which branch, which process runs it."""
-
-    id: str  # the assistant message id
-    session_id: str
-    branch_id: str
-    user_id: str
-    replica_id: str | None
-    background: bool
-    last_sequence_number: int
-    create_time: datetime
-
-
-def _tree_values(m: Message) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "session_id": m.session_id,
-        "parent_id": m.parent_id,
-        "depth": m.depth,
-        "role": m.role.value,
-        "status": m.status.value,
-        "stop_reason": m.stop_reason.value,
-        "model": m.model,
-        "input_tokens": m.input_tokens,
-        "output_tokens": m.output_tokens,
-        # Empty → NULL so that the unique (session_id, request_id) index ignores it.
-        "request_id": m.request_id or None,
-        "time_to_first_token_s": m.time_to_first_token_s,
-        "create_time": m.create_time,
-        "speech_duration_s": m.speech_duration_s,
-    }
-
-
-def _outcome_values(m: Message) -> dict[str, Any]:
-    return {
-        "status": m.status.value,
-        "stop_reason": m.stop_reason.value,
-        "input_tokens": m.input_tokens,
-        "output_tokens": m.output_tokens,
-        "time_to_first_token_s": m.time_to_first_token_s,
-        "speech_duration_s": m.speech_duration_s,
-    }
-
-
-def _message(row: RowMapping, content: MessageContent | None) -> Message:
-    c = content or MessageContent(text="", error_message="content missing")
-    return Message(
-        id=row["id"],
-        session_id=row["session_id"],
-        parent_id=row["parent_id"],
-        depth=row["depth"],
-        role=Role(row["role"]),
-        text=c.text,
-        status=MessageStatus(row["status"]),
-        stop_reason=StopReason(row["stop_reason"]),
-        model=row["model"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        create_time=row["create_time"],
-        transcript_language=c.transcript_language,
-        audio_duration_s=c.audio_duration_s,
-        request_id=row["request_id"] or "",
-        time_to_first_token_s=row["time_to_first_token_s"],
-        error_message=c.error_message,
-        speech_duration_s=row["speech_duration_s"],
-    )
-
-
-def _content(m: Message) -> MessageContent:
-    return MessageContent(m.text, m.transcript_language, m.audio_duration_s, m.error_message)
-
-
-def _run(row: RowMapping) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        session_id=row["session_id"],
-        branch_id=row["branch_id"],
-        user_id=row["user_id"],
-        replica_id=row["replica_id"],
-        background=row["background"],
-        last_sequence_number=row["last_sequence_number"],
-        create_time=row["create_time"],
-    )
 
 
 class MessageStore:
@@ -178,7 +100,7 @@ class MessageStore:
         the run and usage rows, the session's update time."""
         head = written[-1]
         session_id = head.session_id
-        await self._content.put_many(session_id, {m.id: _content(m) for m in written})
+        await self._content.put_many(session_id, {m.id: content_of(m) for m in written})
         try:
             async with self._db.transaction() as s:
                 if new_branch is not None:
@@ -189,7 +111,7 @@ class MessageStore:
                         .values(active_branch_id=new_branch.id, update_time=head.create_time)
                     )
                 for m in written:
-                    await s.execute(insert(messages).values(**_tree_values(m)))
+                    await s.execute(insert(messages).values(**tree_values(m)))
                 head_is = (
                     branches.c.head_id.is_(None)
                     if expected_head is None
@@ -203,7 +125,7 @@ class MessageStore:
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     raise _HeadMoved
                 if run is not None:
-                    await s.execute(insert(runs).values(**_run_values(run)))
+                    await s.execute(insert(runs).values(**run_values(run)))
                 if usage is not None:
                     await s.execute(insert(usage_records).values(**usage.values()))
                 await s.execute(
@@ -224,41 +146,87 @@ class MessageStore:
 
     async def checkpoint(self, reply: Message) -> None:
         """Store the text and output tokens of a reply that is still being generated."""
-        await self._content.put(reply.session_id, reply.id, _content(reply))
+        await self._content.put(reply.session_id, reply.id, content_of(reply))
         await self._db.execute(
             update(messages)
             .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
             .values(output_tokens=reply.output_tokens, time_to_first_token_s=reply.time_to_first_token_s)
         )
 
-    async def finish_reply(self, reply: Message, last_sequence_number: int, finish_time: datetime) -> bool:
-        """Store the final state of ``reply``, of its usage record, and mark its run finished.
-        False if the reply was already finished (by a sweep) or is gone (its session or branch
-        was deleted)."""
-        await self._content.put(reply.session_id, reply.id, _content(reply))
+    async def finish_reply(
+        self,
+        reply: Message,
+        last_sequence_number: int,
+        finish_time: datetime,
+        *,
+        spent: tuple[int, int] | None = None,
+    ) -> bool:
+        """Store the final state of ``reply`` (its run's last assistant message), complete its
+        run's usage record (``spent``: the run's input and output tokens over all its steps;
+        default the reply's own) and mark the run finished. False if the reply was already
+        finished (by a sweep) or is gone (its session or branch was deleted)."""
+        run_id = reply.run_id or reply.id
+        input_tokens, output_tokens = spent or (reply.input_tokens, reply.output_tokens)
+        await self._content.put(reply.session_id, reply.id, content_of(reply))
         async with self._db.transaction() as s:
             done = await s.execute(
                 update(messages)
-                .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
-                .values(**_outcome_values(reply))
+                .where(messages.c.id == reply.id, messages.c.status.in_(_UNFINISHED))
+                .values(**outcome_values(reply))
             )
             if done.rowcount:  # type: ignore[attr-defined]
                 await s.execute(
                     update(usage_records)
-                    .where(usage_records.c.message_id == reply.id)
+                    .where(usage_records.c.message_id == run_id)
                     .values(
-                        input_tokens=reply.input_tokens,
-                        output_tokens=reply.output_tokens,
+                        input_tokens=input_tokens,
+                        output_tokens=output_tokens,
                         audio_output_s=reply.speech_duration_s or 0.0,
                         status=reply.status.value,
                     )
                 )
             await s.execute(
                 update(runs)
-                .where(runs.c.id == reply.id)
+                .where(runs.c.id == run_id)
                 .values(replica_id=None, last_sequence_number=last_sequence_number, finish_time=finish_time)
             )
         return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def store_step(self, message: Message) -> None:
+        """Store the new state of an assistant message of a tool step (its text, tool calls,
+        status: COMPLETE with stop reason TOOL_USE, or REQUIRES_ACTION while the run waits)."""
+        await self._content.put(message.session_id, message.id, content_of(message))
+        await self._db.execute(
+            update(messages)
+            .where(messages.c.id == message.id, messages.c.status.in_(_UNFINISHED))
+            .values(**outcome_values(message))
+        )
+
+    async def unfinished_of_run(self, session_id: str, run_id: str) -> Sequence[Message]:
+        """The messages of run ``run_id`` still IN_PROGRESS or REQUIRES_ACTION."""
+        rows = await self._db.all(
+            select(messages).where(
+                messages.c.session_id == session_id,
+                messages.c.run_id == run_id,
+                messages.c.status.in_(_UNFINISHED),
+            )
+        )
+        return await self._with_content(rows)
+
+    async def last_of_run(self, session_id: str, run_id: str) -> Message | None:
+        """The newest assistant message of run ``run_id`` (its reply, once finished)."""
+        row = await self._db.first(
+            select(messages)
+            .where(
+                messages.c.session_id == session_id,
+                messages.c.run_id == run_id,
+                messages.c.role == Role.ASSISTANT.value,
+            )
+            .order_by(messages.c.depth.desc())
+            .limit(1)
+        )
+        found = await self._with_content([row] if row else [])
+        return found[0] if found else None
 
     async def _forget_content(self, session_id: str, message_ids: list[str]) -> None:
         with contextlib.suppress(Exception):
@@ -273,7 +241,7 @@ class MessageStore:
         missing = [r["id"] for r in rows if r["id"] not in contents]
         if missing:
             log.error("content missing for messages %s", missing)
-        return [_message(r, contents.get(r["id"])) for r in rows]
+        return [message_from(r, contents.get(r["id"])) for r in rows]
 
     async def get(self, session_id: str, message_id: str) -> Message | None:
         row = await self._db.first(
@@ -287,7 +255,7 @@ class MessageStore:
         row = await self._db.first(
             select(runs).where(runs.c.id == message_id, runs.c.session_id == session_id)
         )
-        return None if row is None else _run(row)
+        return None if row is None else run_from(row)
 
     async def find_by_request_id(self, session_id: str, request_id: str) -> Message | None:
         row = await self._db.first(
@@ -368,18 +336,9 @@ def _path_query(session_id: str, head_id: str, min_depth: int) -> Select[Any]:
     )
 
 
+#: Statuses of a message its run may still change.
+_UNFINISHED = (MessageStatus.IN_PROGRESS.value, MessageStatus.REQUIRES_ACTION.value)
+
+
 class _HeadMoved(Exception):
     pass
-
-
-def _run_values(run: RunRecord) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "session_id": run.session_id,
-        "branch_id": run.branch_id,
-        "user_id": run.user_id,
-        "replica_id": run.replica_id,
-        "background": run.background,
-        "last_sequence_number": run.last_sequence_number,
-        "create_time": run.create_time,
-    }

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["ContentStore", "MessageContent"]
 
 
 @dataclass(frozen=True, slots=True)
 class MessageContent:
-    """What a message says. ``audio_duration_s`` is seconds of the spoken input, if any."""
+    """What a message says. ``audio_duration_s`` is seconds of the spoken input, if any;
+    ``tool_calls`` the calls an assistant message made, each ``{"id", "name", "arguments",
+    "kind", "require_approval"}`` (``arguments``: the model's JSON text)."""
 
     text: str
     transcript_language: str = ""
     audio_duration_s: float | None = None
     error_message: str = ""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
 
 class ContentStore(Protocol):

@@ -110,6 +110,7 @@ class MongoContentStore:
                 transcript_language=doc.get("transcript_language", ""),
                 audio_duration_s=doc.get("audio_duration_s"),
                 error_message=doc.get("error_message", ""),
+                tool_calls=tuple(doc.get("tool_calls") or ()),
             )
             for doc in docs
         }
@@ -132,4 +133,5 @@ def _document(session_id: str, content: MessageContent) -> Document:
         "transcript_language": content.transcript_language,
         "audio_duration_s": content.audio_duration_s,
         "error_message": content.error_message,
+        "tool_calls": [dict(call) for call in content.tool_calls],
     }

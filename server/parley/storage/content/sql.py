@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, insert, select
@@ -43,6 +44,7 @@ class SqlContentStore:
                         "transcript_language": content.transcript_language,
                         "audio_duration_s": content.audio_duration_s,
                         "error_message": content.error_message,
+                        "tool_calls": json.dumps(list(content.tool_calls)) if content.tool_calls else None,
                     }
                     for message_id, content in contents.items()
                 ],
@@ -59,7 +61,11 @@ class SqlContentStore:
         )
         return {
             r["message_id"]: MessageContent(
-                r["text"], r["transcript_language"], r["audio_duration_s"], r["error_message"]
+                r["text"],
+                r["transcript_language"],
+                r["audio_duration_s"],
+                r["error_message"],
+                tuple(json.loads(r["tool_calls"])) if r["tool_calls"] else (),
             )
             for r in rows
         }

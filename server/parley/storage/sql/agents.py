@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from parley.domain.models import Agent
+from parley.domain.models import Agent, McpServerConfig, ToolKind, ToolSpec
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import agents, sessions
 
@@ -31,6 +32,68 @@ def agent_from_row(row: RowMapping) -> Agent:
         language=row["language"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        tools=tools_from_json(row["tools"]),
+        mcp_servers=mcp_servers_from_json(row["mcp_servers"]),
+    )
+
+
+def tools_to_json(tools: Sequence[ToolSpec]) -> str:
+    return json.dumps(
+        [
+            {
+                "name": t.name,
+                "description": t.description,
+                "parameters": dict(t.parameters),
+                "kind": t.kind.value,
+                "require_approval": t.require_approval,
+                "url": t.url,
+                "headers": dict(t.headers),
+            }
+            for t in tools
+        ]
+    )
+
+
+def tools_from_json(text: str | None) -> tuple[ToolSpec, ...]:
+    return tuple(
+        ToolSpec(
+            t["name"],
+            t.get("description", ""),
+            t.get("parameters", {}),
+            ToolKind(t["kind"]),
+            bool(t.get("require_approval")),
+            t.get("url", ""),
+            t.get("headers", {}),
+        )
+        for t in json.loads(text or "[]")
+    )
+
+
+def mcp_servers_to_json(servers: Sequence[McpServerConfig]) -> str:
+    return json.dumps(
+        [
+            {
+                "name": m.name,
+                "url": m.url,
+                "headers": dict(m.headers),
+                "allowed_tools": list(m.allowed_tools),
+                "require_approval": m.require_approval,
+            }
+            for m in servers
+        ]
+    )
+
+
+def mcp_servers_from_json(text: str | None) -> tuple[McpServerConfig, ...]:
+    return tuple(
+        McpServerConfig(
+            m["name"],
+            m["url"],
+            m.get("headers", {}),
+            tuple(m.get("allowed_tools", ())),
+            bool(m.get("require_approval")),
+        )
+        for m in json.loads(text or "[]")
     )
 
 
@@ -47,6 +110,8 @@ def _values(agent: Agent) -> dict[str, Any]:
         "language": agent.language,
         "create_time": agent.create_time,
         "update_time": agent.update_time,
+        "tools": tools_to_json(agent.tools),
+        "mcp_servers": mcp_servers_to_json(agent.mcp_servers),
     }
 
 
@@ -77,10 +142,15 @@ class AgentStore:
     async def update(
         self, owner_id: str, agent_id: str, changes: Mapping[str, Any], now: datetime
     ) -> Agent | None:
+        values = dict(changes)
+        if "tools" in values:
+            values["tools"] = tools_to_json(values["tools"])
+        if "mcp_servers" in values:
+            values["mcp_servers"] = mcp_servers_to_json(values["mcp_servers"])
         row = await self._db.first(
             update(agents)
             .where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
-            .values(**changes, update_time=now)
+            .values(**values, update_time=now)
             .returning(*agents.c)
         )
         return None if row is None else agent_from_row(row)

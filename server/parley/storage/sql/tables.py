@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import false
 
 __all__ = [
     "agents",
@@ -120,6 +121,10 @@ agents = Table(
     Column("language", String(16), nullable=False),
     Column("create_time", UTCDateTime(), nullable=False),
     Column("update_time", UTCDateTime(), nullable=False),
+    # JSON lists of the agent's tools and MCP servers (parley.domain.models.ToolSpec,
+    # McpServerConfig), headers included: treat the database as holding secrets.
+    Column("tools", Text, nullable=False, server_default="[]"),
+    Column("mcp_servers", Text, nullable=False, server_default="[]"),
     Index("ix_agents_owner_id_id", "owner_id", "id"),
 )
 
@@ -171,6 +176,11 @@ messages = Table(
     Column("time_to_first_token_s", Float, nullable=True),
     Column("create_time", UTCDateTime(), nullable=False),
     Column("speech_duration_s", Float, nullable=True),
+    # Tool messages: the call answered, and whether the output is an error the model was told.
+    Column("tool_call_id", String(64), nullable=True),
+    Column("is_error", Boolean, nullable=False, server_default=false()),
+    # The run that wrote it (its first assistant message); NULL for user messages.
+    Column("run_id", ID, nullable=True, index=True),
     ForeignKeyConstraint(["parent_id"], ["messages.id"], ondelete="CASCADE"),
     Index("ix_messages_session_id_request_id", "session_id", "request_id", unique=True),
     Index("ix_messages_parent_id", "parent_id"),
@@ -188,6 +198,7 @@ message_contents = Table(
     Column("transcript_language", String(16), nullable=False),
     Column("audio_duration_s", Float, nullable=True),
     Column("error_message", Text, nullable=False),
+    Column("tool_calls", Text, nullable=True),  # JSON list (MessageContent.tool_calls)
 )
 
 # Running summaries of trimmed history (PARLEY_CONTEXT_SUMMARY): one per session and cut point,
