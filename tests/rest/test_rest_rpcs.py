@@ -36,6 +36,7 @@ COVERED = {
     "ChatService_SynthesizeSpeech": "test_voice_rpcs",
     "ChatService_ResumeStream": "test_rest_runs.py",
     "ChatService_CancelMessage": "test_rest_runs.py",
+    "ChatService_SubmitToolOutputs": "tests/api/test_tools.py::test_the_same_round_trip_over_rest_and_sse",
     "BranchService_CreateBranch": "test_branch_rpcs",
     "BranchService_ListBranches": "test_branch_rpcs",
     "BranchService_GetBranch": "test_branch_rpcs",

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 from parley.domain.accounts import Principal
 from parley.domain.clock import Clock, utc_now
-from parley.domain.context import build_context
+from parley.domain.drafts import Spoken, reply_message, run_record, usage_record, user_message
 from parley.domain.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
-from parley.domain.models import Agent, Branch, Message, MessageStatus, Role, StopReason
+from parley.domain.models import Agent, Branch, Message, Role
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
+from parley.domain.prompt import Prompter
 from parley.domain.replies import assistant_message, replayed
 from parley.domain.reply import TextReply
 from parley.domain.summary import ContextSummarizer
@@ -41,14 +42,10 @@ from parley.runs.replay import replay_stored
 from parley.runs.sweep import RunSweeper
 from parley.storage.messages import MessageStore, RunRecord
 from parley.storage.sql.sessions import SendTarget, SessionStore
-from parley.storage.sql.usage import UsageRecord
 
-__all__ = ["CONTEXT_MAX_MESSAGES", "ChatEngine", "ChatLimits", "Spoken", "ToolSettings"]
+__all__ = ["ChatEngine", "ChatLimits", "ToolSettings"]
 
 log = logging.getLogger(__name__)
-
-#: At most this many of the newest messages are read to build a context (then trimmed to fit).
-CONTEXT_MAX_MESSAGES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +67,6 @@ class ToolSettings:
     toolboxes: Toolboxes
     max_steps: int = 8
     wait_s: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Spoken:
-    """A user message that was spoken: the language heard and the recording's length (s)."""
-
-    language: str
-    duration_s: float
 
 
 #: Wraps the reply of a run into the body the run executes (voice adds speech).
@@ -111,7 +100,9 @@ class ChatEngine:
         self._sweeper = sweeper
         self._tools = tools
         self._limits = limits
-        self._summarizer = summarizer
+        self._prompter = Prompter(
+            messages, default_max_output_tokens=limits.default_max_output_tokens, summarizer=summarizer
+        )
         self._now = clock
 
     # --- reads ---------------------------------------------------------------------------------
@@ -234,21 +225,12 @@ class ChatEngine:
                 return replay
             audio_s = spoken.duration_s if spoken else 0.0
             for attempt in range(2):
-                user = self._user_message(session.id, b, text, request_id, spoken)
+                user = user_message(b, text, request_id, spoken, self._now())
                 # Decide the prompt before storing anything: a message that can never fit is refused whole.
-                request, input_tokens = await self._prompt(agent, resolved, user, toolbox)
-                reply = self._reply_message(user, resolved, input_tokens)
+                request, input_tokens = await self._prompter.prompt(agent, resolved, user, toolbox)
+                reply = reply_message(user, resolved.qualified_name, input_tokens, self._now())
                 run = self._run_record(reply, principal.user_id, b.id, background)
-                usage = UsageRecord(
-                    reply.id,
-                    principal.user_id,
-                    agent.id,
-                    session.id,
-                    reply.create_time,
-                    input_tokens,
-                    audio_s,
-                    2,
-                )
+                usage = usage_record(reply, principal.user_id, agent.id, audio_s, 2)
                 quota = await self._quotas.admit(
                     principal.user_id, principal.quota, input_tokens=input_tokens, audio_seconds=audio_s
                 )
@@ -286,24 +268,29 @@ class ChatEngine:
     ) -> Subscription:
         """Generate a new reply in place of the assistant message ``message_id``: a sibling of it,
         on a new branch forked at its user message, which becomes the active branch (one
-        transaction with the new reply). The old reply stays on its branch.
+        transaction with the new reply). The old reply stays on its branch. A reply that took
+        tool steps is regenerated whole, from its user message.
 
         Raises ``NotFound`` for a message that is absent or another user's, ``InvalidArgument``
         (NOT_AN_ASSISTANT_MESSAGE) for a user message (edit it by forking at its parent and sending).
         """
         target = await self.target(principal.user_id, session_id)
         old = await assistant_message(self._messages, session_id, message_id)
-        user = await self._messages.get(session_id, old.parent_id or "")
-        if user is None:
+        # A reply with tool steps is regenerated whole: from the user message of its run.
+        first = old
+        if old.run_id and old.run_id != old.id:
+            first = await self._messages.get(session_id, old.run_id) or old
+        user = await self._messages.get(session_id, first.parent_id or "")
+        if user is None or user.role is not Role.USER:
             raise NotFound.resource(message_name(session_id, message_id))
         resolved = self._models.resolve(target.agent.model, field="agent.model")
         toolbox = await self._toolbox(target.agent)
-        request, input_tokens = await self._prompt(target.agent, resolved, user, toolbox)
+        request, input_tokens = await self._prompter.prompt(target.agent, resolved, user, toolbox)
         now = self._now()
         branch = Branch(
             session_id=session_id,
             id=new_id(),
-            display_name=f"Regenerated at message {old.depth + 1}",
+            display_name=f"Regenerated at message {first.depth + 1}",
             head_id=user.id,
             fork_point_id=user.id,
             message_count=user.depth + 1,
@@ -312,18 +299,9 @@ class ChatEngine:
         )
         ticket = await self._admit(principal, session_id, branch.id)
         try:
-            reply = self._reply_message(user, resolved, input_tokens)
+            reply = reply_message(user, resolved.qualified_name, input_tokens, self._now())
             run = self._run_record(reply, principal.user_id, branch.id, background)
-            usage = UsageRecord(
-                reply.id,
-                principal.user_id,
-                target.agent.id,
-                session_id,
-                reply.create_time,
-                input_tokens,
-                0.0,
-                1,
-            )
+            usage = usage_record(reply, principal.user_id, target.agent.id, 0.0, 1)
             quota = await self._quotas.admit(principal.user_id, principal.quota, input_tokens=input_tokens)
             try:
                 await self._messages.start_reply(reply, run, new_branch=branch, usage=usage)
@@ -366,56 +344,8 @@ class ChatEngine:
         live = await self._runs.follow(replies[0].id, 0, deadline=deadline)
         return live or await replayed(self._messages, replies[0], 0)
 
-    def _user_message(
-        self, session_id: str, branch: Branch, text: str, request_id: str, spoken: Spoken | None
-    ) -> Message:
-        return Message(
-            id=new_id(),
-            session_id=session_id,
-            parent_id=branch.head_id,
-            depth=branch.message_count,
-            role=Role.USER,
-            text=text,
-            status=MessageStatus.COMPLETE,
-            stop_reason=StopReason.NONE,
-            model="",
-            input_tokens=0,
-            output_tokens=0,
-            create_time=self._now(),
-            request_id=request_id,
-            transcript_language=spoken.language if spoken else "",
-            audio_duration_s=spoken.duration_s if spoken else None,
-        )
-
-    def _reply_message(self, user: Message, resolved: ResolvedModel, input_tokens: int) -> Message:
-        reply_id = new_id()
-        return Message(
-            id=reply_id,
-            session_id=user.session_id,
-            parent_id=user.id,
-            depth=user.depth + 1,
-            role=Role.ASSISTANT,
-            text="",
-            status=MessageStatus.IN_PROGRESS,
-            stop_reason=StopReason.NONE,
-            model=resolved.qualified_name,
-            input_tokens=input_tokens,
-            output_tokens=0,
-            create_time=self._now(),
-            run_id=reply_id,
-        )
-
     def _run_record(self, reply: Message, owner_id: str, branch_id: str, background: bool) -> RunRecord:
-        return RunRecord(
-            id=reply.id,
-            session_id=reply.session_id,
-            branch_id=branch_id,
-            user_id=owner_id,
-            replica_id=self._sweeper.replica_id,
-            background=background,
-            last_sequence_number=0,
-            create_time=reply.create_time,
-        )
+        return run_record(reply, owner_id, branch_id, self._sweeper.replica_id, background)
 
     async def _toolbox(self, agent: Agent) -> Toolbox | None:
         """The tools of a reply of ``agent`` (None: it has none, or tools are not served)."""
@@ -448,31 +378,6 @@ class ChatEngine:
             wait_s=self._tools.wait_s,
             meter=quota.take_output,
         )
-
-    async def _prompt(
-        self, agent: Agent, resolved: ResolvedModel, user: Message, toolbox: Toolbox | None = None
-    ) -> tuple[GenerationRequest, int]:
-        """The generation request for a reply to ``user`` (not yet stored), and its input tokens."""
-        max_output = agent.max_output_tokens or self._limits.default_max_output_tokens
-        max_output = min(max_output, resolved.provider.context_window(resolved.model) // 2)
-        history: Sequence[Message] = []
-        if user.parent_id is not None:
-            history = await self._messages.path(
-                user.session_id,
-                user.parent_id,
-                max(0, user.depth - CONTEXT_MAX_MESSAGES),
-                CONTEXT_MAX_MESSAGES,
-            )
-        if self._summarizer is not None:  # PARLEY_CONTEXT_SUMMARY: trimmed history is summarized
-            turns, input_tokens = await self._summarizer.build_context(
-                resolved, user.session_id, agent.instructions, [*history, user], max_output
-            )
-        else:
-            turns, input_tokens = build_context(
-                resolved.provider, resolved.model, agent.instructions, [*history, user], max_output
-            )
-        tools = tuple(toolbox.definitions) if toolbox is not None else ()
-        return GenerationRequest(resolved.model, turns, max_output, agent.temperature, tools), input_tokens
 
 
 def _branch_of(target: SendTarget) -> Branch:

@@ -21,7 +21,8 @@ from parley.audio.encode import AudioEncoder, OutputFormat
 from parley.audio.sentences import SentenceSplitter
 from parley.audio.sniff import sniff
 from parley.domain.accounts import Principal
-from parley.domain.chat import ChatEngine, Spoken
+from parley.domain.chat import ChatEngine
+from parley.domain.drafts import Spoken
 from parley.domain.errors import FailedPrecondition, InvalidArgument, Reason, ResourceExhausted
 from parley.domain.models import Message, StopReason
 from parley.providers.stt.base import SpeechToText

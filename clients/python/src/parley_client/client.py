@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import grpc
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, json_format
 from parley_proto.v1 import (
     admin_service_pb2_grpc,
     agent_service_pb2,
@@ -264,6 +264,8 @@ class ParleyClient:
         max_output_tokens: int = 0,
         voice: str = "",
         language: str = "",
+        tools: Sequence[agent_service_pb2.Tool | Mapping[str, Any]] = (),
+        mcp_servers: Sequence[agent_service_pb2.McpServer | Mapping[str, Any]] = (),
     ) -> agent_service_pb2.Agent:
         """Create an agent (``CreateAgent``).
 
@@ -276,6 +278,10 @@ class ParleyClient:
             max_output_tokens: reply length limit, tokens; 0: the server's default.
             voice: voice of spoken replies; empty: the language's default.
             language: ``en``, ``ar``, or empty for automatic.
+            tools: ``Tool`` messages, or their JSON form (``{"name": "get_time", "client": {}}``,
+                ``{"name": "w", "http": {"url": ...}, "parameters": {...}}``); needs a model that
+                can call tools.
+            mcp_servers: ``McpServer`` messages or their JSON form (``{"name", "url", ...}``).
         """
         agent = agent_service_pb2.Agent(
             display_name=display_name,
@@ -285,6 +291,8 @@ class ParleyClient:
             max_output_tokens=max_output_tokens,
             voice=voice,
             language=language,
+            tools=[_message(t, agent_service_pb2.Tool) for t in tools],
+            mcp_servers=[_message(m, agent_service_pb2.McpServer) for m in mcp_servers],
         )
         request = agent_service_pb2.CreateAgentRequest(agent=agent)
         return (await self._unary(self._s.agents.CreateAgent, request)).agent
@@ -311,9 +319,12 @@ class ParleyClient:
         max_output_tokens: int | None = None,
         voice: str | None = None,
         language: str | None = None,
+        tools: Sequence[agent_service_pb2.Tool | Mapping[str, Any]] | None = None,
+        mcp_servers: Sequence[agent_service_pb2.McpServer | Mapping[str, Any]] | None = None,
     ) -> agent_service_pb2.Agent:
         """Change the given fields of an agent (``UpdateAgent`` with an update mask of exactly the
-        arguments that are not ``None``)."""
+        arguments that are not ``None``). ``tools`` and ``mcp_servers`` replace the lists (send
+        their headers again: they are secrets the server never returns)."""
         fields: dict[str, Any] = {
             "display_name": display_name,
             "instructions": instructions,
@@ -322,6 +333,12 @@ class ParleyClient:
             "max_output_tokens": max_output_tokens,
             "voice": voice,
             "language": language,
+            "tools": None if tools is None else [_message(t, agent_service_pb2.Tool) for t in tools],
+            "mcp_servers": (
+                None
+                if mcp_servers is None
+                else [_message(m, agent_service_pb2.McpServer) for m in mcp_servers]
+            ),
         }
         changed = {key: value for key, value in fields.items() if value is not None}
         if not changed:
@@ -449,6 +466,37 @@ class ParleyClient:
         audio alike, so a client that saw N events resumes with ``starting_after=N``."""
         request = chat_service_pb2.ResumeStreamRequest(name=name, starting_after=starting_after)
         return self._stream(lambda: self._s.chat.ResumeStream, request)
+
+    def submit_tool_outputs(
+        self,
+        name: str,
+        *,
+        outputs: Mapping[str, str | tuple[str, bool]] | None = None,
+        approvals: Mapping[str, bool | tuple[bool, str]] | None = None,
+    ) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+        """Answer a reply that waits (a ``requires_action`` event; the message's status is
+        ``STATUS_REQUIRES_ACTION``) and stream the rest of it (``SubmitToolOutputs``).
+
+        Args:
+            name: the waiting assistant message (``requires_action.message``).
+            outputs: tool call id → output text, or (output, is_error), for every call in
+                ``requires_action.tool_outputs`` (client tools).
+            approvals: tool call id → approved, or (approved, reason), for every call in
+                ``requires_action.approvals``.
+
+        Raises:
+            InvalidArgumentError: an id it does not wait for, or a pending one left out
+                (``UNKNOWN_TOOL_CALL``).
+            FailedPreconditionError: the reply is not waiting (``REPLY_NOT_WAITING``).
+        """
+        request = chat_service_pb2.SubmitToolOutputsRequest(name=name)
+        for call_id, value in (outputs or {}).items():
+            output, is_error = value if isinstance(value, tuple) else (value, False)
+            request.tool_outputs.add(tool_call_id=call_id, output=output, is_error=is_error)
+        for call_id, decision in (approvals or {}).items():
+            approved, reason = decision if isinstance(decision, tuple) else (decision, "")
+            request.approvals.add(tool_call_id=call_id, approved=approved, reason=reason)
+        return self._stream(lambda: self._s.chat.SubmitToolOutputs, request)
 
     async def cancel_message(self, name: str) -> chat_service_pb2.Message:
         """Stop the reply ``name`` from any connection (``CancelMessage``, within about a second);
@@ -645,6 +693,16 @@ class ParleyClient:
             finally:
                 call.cancel()  # no-op once finished; stops the reply if the caller stopped early
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+M = TypeVar("M", agent_service_pb2.Tool, agent_service_pb2.McpServer)
+
+
+def _message(value: M | Mapping[str, Any], kind: type[M]) -> M:
+    """A proto message, or one parsed from its JSON form (proto3 JSON names, either case)."""
+    if isinstance(value, kind):
+        return value
+    return json_format.ParseDict(dict(value), kind())
 
 
 def _not_logged_in() -> ParleyError:

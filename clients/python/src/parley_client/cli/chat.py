@@ -48,6 +48,11 @@ _STATUS = {
 }
 
 
+def _excerpt(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def not_available(feature: str) -> str:
     """What the REPL says when the server answers UNIMPLEMENTED."""
     return f"{feature} is not available on this server yet."
@@ -66,6 +71,10 @@ class ChatRepl:
     #: Newest message of the conversation shown (for /branch) and newest reply (for /regenerate).
     last_message: str = ""
     last_reply: str = ""
+    #: Reads an answer from the person (approvals, client tool outputs).
+    ask: Callable[[str], str] = input
+    #: What the last reply waits for, if it paused (client tools, approvals).
+    pending: chat_service_pb2.RequiresAction | None = None
     _mid_line: bool = False
 
     # --- output --------------------------------------------------------------------------------
@@ -109,6 +118,16 @@ class ChatRepl:
                 self.write(event.text_delta.text)
             elif kind == "audio_chunk":
                 audio.extend(event.audio_chunk.data)
+            elif kind == "tool_call":
+                call = event.tool_call
+                self.say(f"[tool call {call.name}({call.arguments})]")
+                started = False
+            elif kind == "tool_result":
+                result = event.tool_result
+                marker = "error" if result.is_error else "result"
+                self.say(f"[tool {marker}: {_excerpt(result.output)}]")
+            elif kind == "requires_action":
+                self.pending = event.requires_action
             elif kind == "message_completed":
                 message = event.message_completed.message
                 self.last_message = self.last_reply = message.name
@@ -126,15 +145,36 @@ class ChatRepl:
                 self.say(f"[spoken reply: {len(audio)} bytes; --save-audio FILE keeps it]")
 
     def reply(self, events: AsyncIterator[chat_service_pb2.ChatEvent], feature: str = "") -> None:
-        """Run one streamed reply; Ctrl-C cancels it and returns to the prompt."""
-        try:
-            self.run(self.stream_reply(events))
-        except KeyboardInterrupt:
-            self.say("[reply cancelled]")
-        except UnimplementedError:
-            self.say(not_available(feature or "This"))
-        except ParleyError as exc:
-            self.say(f"error: {exc}")
+        """Run one streamed reply; Ctrl-C cancels it and returns to the prompt. A reply that waits
+        for the person (client tools, approvals) asks, sends the answers and goes on."""
+        while True:
+            self.pending = None
+            try:
+                self.run(self.stream_reply(events))
+            except KeyboardInterrupt:
+                self.say("[reply cancelled]")
+                return
+            except UnimplementedError:
+                self.say(not_available(feature or "This"))
+                return
+            except ParleyError as exc:
+                self.say(f"error: {exc}")
+                return
+            if self.pending is None:
+                return
+            events = self._answer(self.pending)
+
+    def _answer(self, action: chat_service_pb2.RequiresAction) -> AsyncIterator[chat_service_pb2.ChatEvent]:
+        """Ask the person for each approval and client tool output the reply waits for."""
+        approvals: dict[str, tuple[bool, str]] = {}
+        for call in action.approvals:
+            answer = self.ask(f"approve {call.name}({call.arguments})? [y/N] ").strip().lower()
+            approved = answer in ("y", "yes")
+            approvals[call.id] = (approved, "" if approved else "the user said no")
+        outputs = {
+            call.id: self.ask(f"output of {call.name}({call.arguments})> ") for call in action.tool_outputs
+        }
+        return self.client.submit_tool_outputs(action.message, outputs=outputs, approvals=approvals)
 
     def call(self, coro: Coroutine[Any, Any, T], feature: str) -> T | None:
         """Run one request; errors are printed, not raised."""
