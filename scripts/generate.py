@@ -145,6 +145,10 @@ def generate_openapi(out: Path) -> None:
     from google.protobuf import descriptor_pb2
 
     files = [str(p.relative_to(PROTOS)) for p in proto_files()]
+    first = f"- file: {files[0]}"
+    if first not in OPENAPI_OPTIONS.read_text():
+        # protoc-gen-openapiv2's merge keeps only the first file's document-level options.
+        raise SystemExit(f"{OPENAPI_OPTIONS}: the file option must name {files[0]} (the first proto file)")
     with tempfile.TemporaryDirectory() as tmp:
         raw, descriptor = Path(tmp) / "openapi", Path(tmp) / "set.binpb"
         raw.mkdir()
