@@ -11,13 +11,50 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from parley.domain.models import Message, MessageStatus, StopReason
 from parley.providers.llm.base import GenerationRequest, LLMProvider, StopEvent, TextDeltaEvent, UsageEvent
 from parley.runs.events import Accepted, Completed, Delta, RunEvent, UsageReport
 
-__all__ = ["TextReply"]
+__all__ = ["StreamedText", "TextReply"]
+
+
+@dataclass
+class StreamedText:
+    """The text of one assistant message while the provider streams it: the pieces so far, the
+    provider's token counts (``usage``: input, output; None until reported) and the time to
+    first token (seconds from ``started``, a ``time.monotonic()`` instant)."""
+
+    started: float = field(default_factory=time.monotonic)
+    parts: list[str] = field(default_factory=list)
+    usage: tuple[int, int] | None = None
+    ttft: float | None = None
+
+    def add(self, text: str) -> None:
+        if self.ttft is None:
+            self.ttft = time.monotonic() - self.started
+        self.parts.append(text)
+
+    def tokens(self, prompt_tokens: int) -> tuple[int, int]:
+        """(input, output) tokens: the provider's, else the prompt's and one per piece."""
+        return self.usage or (prompt_tokens, len(self.parts))
+
+    def applied_to(
+        self, message: Message, status: MessageStatus, stop_reason: StopReason, detail: str
+    ) -> Message:
+        """``message`` (as stored when its step started) with this text and these counts."""
+        input_tokens, output_tokens = self.tokens(message.input_tokens)
+        return replace(
+            message,
+            text="".join(self.parts),
+            status=status,
+            stop_reason=stop_reason,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            time_to_first_token_s=self.ttft,
+            error_message=detail,
+        )
 
 
 class TextReply:
@@ -46,10 +83,8 @@ class TextReply:
         self._reply = reply
         self._provider = provider
         self._request = request
-        self._parts: list[str] = []
-        self._usage: tuple[int, int] | None = None
+        self._text = StreamedText()
         self._stop = StopReason.NONE
-        self._ttft: float | None = None
 
     @property
     def accepted(self) -> Accepted:
@@ -57,7 +92,7 @@ class TextReply:
 
     async def events(self) -> AsyncIterator[RunEvent]:
         yield self._accepted
-        started = time.monotonic()
+        self._text.started = time.monotonic()
         out_of_quota = False
         stream = self._provider.stream(self._request)
         async with contextlib.aclosing(stream):
@@ -66,12 +101,10 @@ class TextReply:
                     if self._meter is not None and not self._meter(1):
                         out_of_quota = True
                         break  # closing the stream stops the provider
-                    if self._ttft is None:
-                        self._ttft = time.monotonic() - started
-                    self._parts.append(event.text)
+                    self._text.add(event.text)
                     yield Delta(event.text)
                 elif isinstance(event, UsageEvent):
-                    self._usage = (event.input_tokens, event.output_tokens)
+                    self._text.usage = (event.input_tokens, event.output_tokens)
                 elif isinstance(event, StopEvent):
                     self._stop = event.stop_reason
         if out_of_quota:
@@ -89,18 +122,8 @@ class TextReply:
         return message.input_tokens, message.output_tokens
 
     def cut_short(self, reason: StopReason, detail: str) -> Message:
-        status = MessageStatus.INCOMPLETE if self._parts else MessageStatus.FAILED
+        status = MessageStatus.INCOMPLETE if self._text.parts else MessageStatus.FAILED
         return self._message(status, reason, detail)
 
     def _message(self, status: MessageStatus, stop_reason: StopReason, detail: str) -> Message:
-        input_tokens, output_tokens = self._usage or (self._reply.input_tokens, len(self._parts))
-        return replace(
-            self._reply,
-            text="".join(self._parts),
-            status=status,
-            stop_reason=stop_reason,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            time_to_first_token_s=self._ttft,
-            error_message=detail,
-        )
+        return self._text.applied_to(self._reply, status, stop_reason, detail)

@@ -31,6 +31,7 @@ from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import Aborted, FailedPrecondition, InvalidArgument, Reason
 from parley.domain.models import Message, MessageStatus, Role, StopReason, ToolCall, ToolKind
 from parley.domain.names import new_id
+from parley.domain.reply import StreamedText
 from parley.domain.toolbox import Toolbox
 from parley.providers.llm.base import (
     ChatTurn,
@@ -107,9 +108,7 @@ class AgentTurn:
         self._wait_s = wait_s
         self._meter = meter
         self._now = clock
-        self._parts: list[str] = []
-        self._usage: tuple[int, int] | None = None
-        self._ttft: float | None = None
+        self._text = StreamedText()
         self._spent = (0, 0)  # finished steps
         self._wait: _Wait | None = None
 
@@ -164,11 +163,12 @@ class AgentTurn:
         return self._message(status, self._current.stop_reason, "")
 
     def cut_short(self, reason: StopReason, detail: str) -> Message:
-        status = MessageStatus.INCOMPLETE if (self._parts or self._current.text) else MessageStatus.FAILED
+        generated = self._text.parts or self._current.text
+        status = MessageStatus.INCOMPLETE if generated else MessageStatus.FAILED
         return self._message(status, reason, detail)
 
     def spent(self) -> tuple[int, int]:
-        step_in, step_out = self._usage or (self._current.input_tokens, len(self._parts))
+        step_in, step_out = self._text.tokens(self._current.input_tokens)
         return self._spent[0] + step_in, self._spent[1] + step_out
 
     def accept(self, inputs: ToolInputs) -> None:
@@ -204,7 +204,7 @@ class AgentTurn:
         calls: list[ToolCallRequest],
     ) -> AsyncGenerator[Delta | StopReason, None]:
         """One model call: its deltas, and its stop reason last (as a bare ``StopReason``)."""
-        started = time.monotonic()
+        self._text.started = time.monotonic()
         request = replace(self._request, turns=tuple(turns), tools=tuple(tools))
         stop = StopReason.END_TURN
         stream = self._provider.stream(request)
@@ -214,14 +214,12 @@ class AgentTurn:
                     if self._meter is not None and not self._meter(1):
                         yield StopReason.QUOTA_EXCEEDED
                         return
-                    if self._ttft is None:
-                        self._ttft = time.monotonic() - started
-                    self._parts.append(event.text)
+                    self._text.add(event.text)
                     yield Delta(event.text)
                 elif isinstance(event, ToolCallEvent):
                     calls.append(event.call)
                 elif isinstance(event, UsageEvent):
-                    self._usage = (event.input_tokens, event.output_tokens)
+                    self._text.usage = (event.input_tokens, event.output_tokens)
                 elif isinstance(event, StopEvent):
                     stop = event.stop_reason
         yield StopReason.END_TURN if calls else (stop or StopReason.END_TURN)
@@ -282,7 +280,7 @@ class AgentTurn:
         await self._append(self._current, head)
 
     def _next_step(self, parent: Message, turns: list[ChatTurn]) -> None:
-        step_in, step_out = self._usage or (self._current.input_tokens, len(self._parts))
+        step_in, step_out = self._text.tokens(self._current.input_tokens)
         self._spent = (self._spent[0] + step_in, self._spent[1] + step_out)
         prompt = self._provider.count_tokens(self._request.model, turns)
         self._current = replace(
@@ -299,7 +297,7 @@ class AgentTurn:
             time_to_first_token_s=None,
             create_time=self._now(),
         )
-        self._parts, self._usage, self._ttft = [], None, None
+        self._text = StreamedText()
 
     def _tool_message(self, parent: Message, call: ToolCall, outcome: ToolOutcome) -> Message:
         return Message(
@@ -325,14 +323,4 @@ class AgentTurn:
             raise Aborted("the branch moved during the reply", reason=Reason.BRANCH_CONFLICT)
 
     def _message(self, status: MessageStatus, stop_reason: StopReason, detail: str) -> Message:
-        input_tokens, output_tokens = self._usage or (self._current.input_tokens, len(self._parts))
-        return replace(
-            self._current,
-            text="".join(self._parts),
-            status=status,
-            stop_reason=stop_reason,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            time_to_first_token_s=self._ttft,
-            error_message=detail,
-        )
+        return self._text.applied_to(self._current, status, stop_reason, detail)

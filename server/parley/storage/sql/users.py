@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, exists, func, insert, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.domain.errors import AlreadyExists, FailedPrecondition, Reason
 from parley.domain.models import Quota, User, UserRole
@@ -159,15 +160,7 @@ class UserStore:
         if quota is not None:
             values.update(_quota_values(quota))
         async with self._db.transaction() as s:
-            admins = list(
-                (
-                    await s.execute(
-                        select(users.c.id)
-                        .where(users.c.role == UserRole.ADMIN.value, users.c.disable_time.is_(None))
-                        .with_for_update()
-                    )
-                ).scalars()
-            )
+            admins = await _enabled_admins(s)
             loses_admin = role is UserRole.USER or disabled is True
             if loses_admin and admins == [user_id]:
                 raise FailedPrecondition(
@@ -189,15 +182,7 @@ class UserStore:
         """Delete a user; their agents, sessions, branches, message tree rows, tokens and usage
         cascade. Raises ``FailedPrecondition`` (LAST_ADMIN) for the last enabled admin."""
         async with self._db.transaction() as s:
-            admins = list(
-                (
-                    await s.execute(
-                        select(users.c.id)
-                        .where(users.c.role == UserRole.ADMIN.value, users.c.disable_time.is_(None))
-                        .with_for_update()
-                    )
-                ).scalars()
-            )
+            admins = await _enabled_admins(s)
             if admins == [user_id]:
                 raise FailedPrecondition(
                     "the last admin cannot be deleted: promote another user first", reason=Reason.LAST_ADMIN
@@ -279,3 +264,14 @@ class UserStore:
                 .values(revoke_time=now)
             )
         return True
+
+
+async def _enabled_admins(s: AsyncSession) -> list[str]:
+    """Ids of the enabled admins, locked for the transaction (PostgreSQL: FOR UPDATE; SQLite
+    serializes writers anyway), so two demotions cannot both pass the last-admin check."""
+    query = (
+        select(users.c.id)
+        .where(users.c.role == UserRole.ADMIN.value, users.c.disable_time.is_(None))
+        .with_for_update()
+    )
+    return list((await s.execute(query)).scalars())
