@@ -170,6 +170,9 @@ const (
 	// A tool call id the reply is not waiting for, or a pending one left out;
 	// metadata names them (INVALID_ARGUMENT).
 	ErrorReason_UNKNOWN_TOOL_CALL ErrorReason = 61
+	// Redis, which the server's replicas share for runs, limits and caches,
+	// cannot be reached; replies already running go on (UNAVAILABLE).
+	ErrorReason_REDIS_UNAVAILABLE ErrorReason = 62
 )
 
 // Enum value maps for ErrorReason.
@@ -237,6 +240,7 @@ var (
 		59: "REPLY_NOT_WAITING",
 		60: "REPLY_REQUIRES_ACTION",
 		61: "UNKNOWN_TOOL_CALL",
+		62: "REDIS_UNAVAILABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -301,6 +305,7 @@ var (
 		"REPLY_NOT_WAITING":           59,
 		"REPLY_REQUIRES_ACTION":       60,
 		"UNKNOWN_TOOL_CALL":           61,
+		"REDIS_UNAVAILABLE":           62,
 	}
 )
 
@@ -335,8 +340,7 @@ var File_parley_v1_errors_proto protoreflect.FileDescriptor
 
 const file_parley_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/errors.proto\x12\tparley.v1*\xf3\n" +
-	"\n" +
+	"\x16parley/v1/errors.proto\x12\tparley.v1*\x8a\v\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aABORTED\x10\x01\x12\x11\n" +
@@ -401,7 +405,8 @@ const file_parley_v1_errors_proto_rawDesc = "" +
 	"\x17MODEL_CANNOT_CALL_TOOLS\x10:\x12\x15\n" +
 	"\x11REPLY_NOT_WAITING\x10;\x12\x19\n" +
 	"\x15REPLY_REQUIRES_ACTION\x10<\x12\x15\n" +
-	"\x11UNKNOWN_TOOL_CALL\x10=B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x11UNKNOWN_TOOL_CALL\x10=\x12\x15\n" +
+	"\x11REDIS_UNAVAILABLE\x10>B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_errors_proto_rawDescOnce sync.Once

@@ -178,6 +178,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A tool call id the reply is not waiting for, or a pending one left out;
     metadata names them (INVALID_ARGUMENT).
     """
+    REDIS_UNAVAILABLE: _ErrorReason.ValueType  # 62
+    """Redis, which the server's replicas share for runs, limits and caches,
+    cannot be reached; replies already running go on (UNAVAILABLE).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the `reason` of the `google.rpc.ErrorInfo` (domain
@@ -343,5 +347,9 @@ cancel it first (FAILED_PRECONDITION).
 UNKNOWN_TOOL_CALL: ErrorReason.ValueType  # 61
 """A tool call id the reply is not waiting for, or a pending one left out;
 metadata names them (INVALID_ARGUMENT).
+"""
+REDIS_UNAVAILABLE: ErrorReason.ValueType  # 62
+"""Redis, which the server's replicas share for runs, limits and caches,
+cannot be reached; replies already running go on (UNAVAILABLE).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
