@@ -3,6 +3,7 @@
 #   espeak-ng  text-to-speech for the embedded default (voices en-us, ar)
 #   libmagic1  audio type detection (python-magic)
 #   postgresql the test suite's PostgreSQL runs (a throwaway cluster started by the tests)
+#   redis      redis-server for the replica tests (a throwaway server started by the tests)
 #   jq         the README walkthrough parses grpcurl output with it
 #   buf        protobuf lint / breaking-change checks (npm package @bufbuild/buf)
 set -euo pipefail
@@ -10,6 +11,7 @@ need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 ldconfig -p 2>/dev/null | grep -q libmagic.so.1 || need+=(libmagic1)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v npm >/dev/null || need+=(npm)
 command -v jq >/dev/null || need+=(jq)
 command -v curl >/dev/null || need+=(curl)

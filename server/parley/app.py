@@ -72,11 +72,11 @@ from parley.providers.stt.openai import OpenAISpeechToText
 from parley.providers.tts.base import TextToSpeech
 from parley.providers.tts.espeak import EspeakTextToSpeech
 from parley.providers.tts.openai import OpenAITextToSpeech
-from parley.runs.admission import Admission
-from parley.runs.log import InProcessRunEventLog
 from parley.runs.manager import RunManager
-from parley.runs.quotas import QuotaMeter
+from parley.runs.redis_admission import RedisAdmission
+from parley.runs.shared import RedisWatch, Shared, SharedOptions, build_shared
 from parley.runs.sweep import RunSweeper
+from parley.storage.caller_cache import CallerCache
 from parley.storage.content.base import ContentStore
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
@@ -87,7 +87,7 @@ from parley.storage.sql.replicas import ReplicaStore
 from parley.storage.sql.server_settings import ServerSettingsStore
 from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
-from parley.storage.sql.users import UserStore
+from parley.storage.sql.users import Caller, UserStore
 from parley.storage.summaries import SummaryStore
 from parley.tools.http import HttpToolRunner
 from parley.tools.mcp import McpTools
@@ -145,6 +145,18 @@ def _toolboxes(settings: Settings) -> Toolboxes:
             max_response_bytes=settings.tool_max_response_bytes,
         ),
         McpTools(guard, ttl_s=settings.mcp_tools_ttl_seconds, timeout_s=settings.tool_timeout_seconds),
+    )
+
+
+def _shared_options(settings: Settings) -> SharedOptions:
+    return SharedOptions(
+        settings.redis_url.get_secret_value() if settings.redis_url is not None else None,
+        retention_s=settings.run_events_retention_seconds,
+        max_bytes=settings.run_events_max_bytes,
+        tool_wait_s=settings.tool_wait_seconds,
+        lease_s=settings.run_lease_seconds,
+        timeout_s=settings.redis_timeout_seconds,
+        sqlite=settings.resolved_database_url.startswith("sqlite"),
     )
 
 
@@ -217,7 +229,17 @@ async def build_application(settings: Settings) -> Application:
         resources.push_async_callback(db.dispose)
         if settings.migrate_on_start:
             await asyncio.to_thread(upgrade_database, settings.resolved_database_url)
-        users, agent_store, session_store = UserStore(db), AgentStore(db), SessionStore(db)
+        runtime = RuntimeSettings(ServerSettingsStore(db), _server_settings(settings))
+        await runtime.fresh()
+        usage = UsageStore(db)
+        shared = await build_shared(
+            _shared_options(settings),
+            resources,
+            totals_since=usage.day_totals,
+            default_quota=lambda: runtime.current().default_quota,
+        )
+        callers = CallerCache[Caller | None](shared.invalidations, ttl_s=settings.auth_cache_seconds)
+        users, agent_store, session_store = UserStore(db, callers), AgentStore(db), SessionStore(db)
         content = _content_store(settings, db)
         resources.push_async_callback(content.close)
         await content.start()
@@ -225,15 +247,14 @@ async def build_application(settings: Settings) -> Application:
         sweeper = RunSweeper(ReplicaStore(db), messages, lease_s=settings.run_lease_seconds)
         await sweeper.start()
         resources.push_async_callback(sweeper.stop)
-        run_log = InProcessRunEventLog(
-            retention_s=settings.run_events_retention_seconds, max_bytes=settings.run_events_max_bytes
+        runs = RunManager(
+            messages,
+            shared.log,
+            checkpoint_interval_s=settings.run_checkpoint_seconds,
+            signals=shared.signals,
         )
-        resources.push_async_callback(run_log.close)
-        runs = RunManager(messages, run_log, checkpoint_interval_s=settings.run_checkpoint_seconds)
-        runtime = RuntimeSettings(ServerSettingsStore(db), _server_settings(settings))
-        await runtime.fresh()
-        usage = UsageStore(db)
-        quotas = QuotaMeter(usage.day_totals, lambda: runtime.current().default_quota)
+        await shared.signals.start(sweeper.replica_id, runs)
+        quotas = shared.quotas
         leaving = LeavingUser(session_store, messages, runs, quotas)
 
         local = await LocalLlamaProvider.load(settings)
@@ -265,7 +286,7 @@ async def build_application(settings: Settings) -> Application:
             messages,
             models,
             runs,
-            Admission(),
+            shared.admission,
             quotas,
             sweeper,
             tools=ToolSettings(toolboxes, settings.tools_max_steps, settings.tool_wait_seconds),
@@ -297,7 +318,7 @@ async def build_application(settings: Settings) -> Application:
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
             SessionServicer(Sessions(session_store, agent_store, messages, runs)),
-            ChatServicer(chat, Replies(session_store, messages, runs, sweeper), speech),
+            ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
             UsageServicer(Usage(usage, agent_store, session_store, messages)),
@@ -307,11 +328,29 @@ async def build_application(settings: Settings) -> Application:
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if shared.redis is not None:
+            await _watch_redis(shared, health_servicer, resources)
         log.info("serving gRPC on %s (port %d)", settings.grpc_listen, port)
         return Application(settings, server, health_servicer, runs, port, resources)
     except BaseException:
         await resources.aclose()
         raise
+
+
+async def _watch_redis(shared: Shared, health_servicer: Any, resources: AsyncExitStack) -> None:
+    """While Redis does not answer, ChatService is NOT_SERVING and sends fail at once."""
+    chat_service = chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+    assert shared.redis is not None
+
+    async def changed(up: bool) -> None:
+        if isinstance(shared.admission, RedisAdmission):
+            shared.admission.redis_up = up
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        await health_servicer.set(chat_service, status)
+
+    watch = RedisWatch(shared.redis, changed)
+    await watch.start()
+    resources.push_async_callback(watch.close)
 
 
 def _add_servicers(

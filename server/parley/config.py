@@ -69,6 +69,20 @@ class Settings(BaseSettings):
         default=None, description="Set to store message content in MongoDB instead of SQL."
     )
     mongodb_database: str = Field(default="parley", description="MongoDB database of the message content.")
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Set (e.g. `redis://host:6379/0`) to run several replicas: run events, cancels, "
+        "reply limits, quotas and cache invalidations go through Redis. Needs PostgreSQL.",
+    )
+    redis_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="How long a Redis call waits before Redis counts as down (s)."
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a token's user and revocation state is cached per process (s); changes "
+        "made through the API invalidate it at once (across replicas through Redis). 0: no cache.",
+    )
     mongodb_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a MongoDB call waits for a reachable server (s)."
     )

@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +38,11 @@ from parley.providers.llm.base import (
     UsageEvent,
 )
 from parley.providers.llm.registry import ModelRegistry
-from parley.runs.admission import Admission
 from parley.runs.events import Sequenced
-from parley.runs.log import InProcessRunEventLog
 from parley.runs.manager import RunManager, Subscription
-from parley.runs.quotas import QuotaMeter
+from parley.runs.shared import Shared, SharedOptions, build_shared
 from parley.runs.sweep import RunSweeper
+from parley.storage.caller_cache import CallerCache
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
 from parley.storage.sql.agents import AgentStore
@@ -50,7 +50,7 @@ from parley.storage.sql.engine import Database
 from parley.storage.sql.replicas import ReplicaStore
 from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
-from parley.storage.sql.users import UserStore
+from parley.storage.sql.users import Caller, UserStore
 from parley.tools.http import HttpToolRunner
 from parley.tools.mcp import McpTools
 from parley.tools.ssrf import AddressGuard
@@ -140,7 +140,11 @@ async def collect(subscription: Subscription) -> list[Sequenced]:
 
 
 class Domain:
-    """The domain, runs and storage of one server, in process, on the SQLite file ``url``."""
+    """The domain, runs and storage of one server, in process, on the SQLite file ``url``.
+
+    With ``redis_url``, the parts replicas share go through that Redis (runs/shared.py): several
+    ``Domain``s on one database and one Redis are replicas of one deployment.
+    """
 
     def __init__(
         self,
@@ -154,23 +158,29 @@ class Domain:
         max_steps: int = 4,
         tool_wait_s: float = 30.0,
         allowed_hosts: Sequence[str] = ("127.0.0.1",),
+        redis_url: str | None = None,
+        auth_cache_s: float = 0.0,
     ) -> None:
         self.db = Database(url)
         self.provider = ScriptedProvider()
+        self._options = SharedOptions(
+            redis_url, retention_s, 64 * 1024 * 1024, tool_wait_s, lease_s, timeout_s=1.0
+        )
+        self._checkpoint_s = checkpoint_s
+        self._limits = limits
+        self._max_steps = max_steps
+        self._tool_wait_s = tool_wait_s
+        self._auth_cache_s = auth_cache_s
+        self._resources = AsyncExitStack()
         self.content = SqlContentStore(self.db)
-        self.users = UserStore(self.db)
         self.agents = AgentStore(self.db)
         self.sessions = SessionStore(self.db)
         self.messages = MessageStore(self.db, self.content)
         self.replicas = ReplicaStore(self.db)
         self.sweeper = RunSweeper(self.replicas, self.messages, lease_s=lease_s)
-        self.log = InProcessRunEventLog(retention_s=retention_s, max_bytes=64 * 1024 * 1024)
-        self.runs = RunManager(self.messages, self.log, checkpoint_interval_s=checkpoint_s)
-        self.admission = Admission()
         self.usage = UsageStore(self.db)
         #: The server's default quota (what PARLEY_QUOTA_* and the admin settings give).
         self.default_quota = Quota(max_concurrent_replies=max_replies_per_user)
-        self.quotas = QuotaMeter(self.usage.day_totals, lambda: self.default_quota)
         #: Each user's own quota (what an admin set), by user id.
         self.user_quotas: dict[str, Quota] = {}
         self.models = ModelRegistry({"scripted": self.provider}, {}, MODEL)
@@ -178,6 +188,24 @@ class Domain:
         self.toolboxes = Toolboxes(
             HttpToolRunner(guard, timeout_s=5, max_response_bytes=64 * 1024),
             McpTools(guard, ttl_s=60, timeout_s=5),
+        )
+
+    async def start(self) -> Domain:
+        """Build the shared parts (Redis or in process) and what needs them, then start."""
+        shared: Shared = await build_shared(
+            self._options,
+            self._resources,
+            totals_since=self.usage.day_totals,
+            default_quota=lambda: self.default_quota,
+        )
+        self.shared = shared
+        self.log = shared.log
+        self.admission = shared.admission
+        self.quotas = shared.quotas
+        self.callers = CallerCache[Caller | None](shared.invalidations, ttl_s=self._auth_cache_s)
+        self.users = UserStore(self.db, self.callers)
+        self.runs = RunManager(
+            self.messages, self.log, checkpoint_interval_s=self._checkpoint_s, signals=shared.signals
         )
         self.chat = ChatEngine(
             self.sessions,
@@ -187,19 +215,19 @@ class Domain:
             self.admission,
             self.quotas,
             self.sweeper,
-            limits=limits or ChatLimits(),
-            tools=ToolSettings(self.toolboxes, max_steps, tool_wait_s),
+            limits=self._limits or ChatLimits(),
+            tools=ToolSettings(self.toolboxes, self._max_steps, self._tool_wait_s),
         )
-        self.replies = Replies(self.sessions, self.messages, self.runs, self.sweeper)
-
-    async def start(self) -> Domain:
+        self.replies = Replies(self.sessions, self.messages, self.runs, self.sweeper, shared.signals)
         await self.sweeper.start()
+        await shared.signals.start(self.sweeper.replica_id, self.runs)
         return self
 
     async def close(self) -> None:
         await self.runs.shutdown(0)
         await self.toolboxes.aclose()
         await self.sweeper.stop()
+        await self._resources.aclose()
         await self.db.dispose()
 
     async def new_session(

@@ -23,7 +23,7 @@ from parley.domain.accounts import Principal
 from parley.domain.clock import Clock, utc_now
 from parley.domain.drafts import Spoken, reply_message, run_record, usage_record, user_message
 from parley.domain.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
-from parley.domain.models import Agent, Branch, Message, Role
+from parley.domain.models import Agent, Branch, Message, MessageStatus, Role
 from parley.domain.names import message_name, new_id, parse_branch
 from parley.domain.pagination import PageRequest, encode_token
 from parley.domain.prompt import Prompter
@@ -210,7 +210,10 @@ class ChatEngine:
         resolved = self._models.resolve(agent.model, field="agent.model")
         if request_id and (replay := await self._replay(session.id, request_id, b.id, deadline)):
             return replay
-        if waiting := self._runs.waiting_on(session.id, b.id):
+        waiting = self._runs.waiting_on(session.id, b.id)
+        if waiting is None and target.head_status is MessageStatus.REQUIRES_ACTION:
+            waiting = b.head_id  # paused on another replica (or its server died: cancel it)
+        if waiting:
             raise FailedPrecondition(
                 f"the branch's reply {message_name(session.id, waiting)} waits for tool outputs or "
                 "approvals: send them (SubmitToolOutputs) or cancel it (CancelMessage) first",
@@ -232,7 +235,11 @@ class ChatEngine:
                 run = self._run_record(reply, principal.user_id, b.id, background)
                 usage = usage_record(reply, principal.user_id, agent.id, audio_s, 2)
                 quota = await self._quotas.admit(
-                    principal.user_id, principal.quota, input_tokens=input_tokens, audio_seconds=audio_s
+                    principal.user_id,
+                    principal.quota,
+                    input_tokens=input_tokens,
+                    audio_seconds=audio_s,
+                    max_output_tokens=self._output_budget(request, toolbox),
                 )
                 try:
                     stored = await self._messages.start_reply(
@@ -302,7 +309,12 @@ class ChatEngine:
             reply = reply_message(user, resolved.qualified_name, input_tokens, self._now())
             run = self._run_record(reply, principal.user_id, branch.id, background)
             usage = usage_record(reply, principal.user_id, target.agent.id, 0.0, 1)
-            quota = await self._quotas.admit(principal.user_id, principal.quota, input_tokens=input_tokens)
+            quota = await self._quotas.admit(
+                principal.user_id,
+                principal.quota,
+                input_tokens=input_tokens,
+                max_output_tokens=self._output_budget(request, toolbox),
+            )
             try:
                 await self._messages.start_reply(reply, run, new_branch=branch, usage=usage)
             except BaseException:
@@ -346,6 +358,11 @@ class ChatEngine:
 
     def _run_record(self, reply: Message, owner_id: str, branch_id: str, background: bool) -> RunRecord:
         return run_record(reply, owner_id, branch_id, self._sweeper.replica_id, background)
+
+    def _output_budget(self, request: GenerationRequest, toolbox: Toolbox | None) -> int:
+        """The most tokens a reply may generate: one model call's, or every step's of a tool turn."""
+        steps = self._tools.max_steps if toolbox is not None and self._tools is not None else 1
+        return request.max_output_tokens * steps
 
     async def _toolbox(self, agent: Agent) -> Toolbox | None:
         """The tools of a reply of ``agent`` (None: it has none, or tools are not served)."""

@@ -1,20 +1,34 @@
 """Replies already started: follow (ResumeStream), stop (CancelMessage), answer a waiting one
 (SubmitToolOutputs). A reply is named by any assistant message of its run; the run is found
-through ``Message.run_id`` (its first assistant message)."""
+through ``Message.run_id`` (its first assistant message).
+
+A run lives on the replica that started it. From another replica (with Redis), a resume reads
+the shared event log, and a cancel or a submit is signalled to the run's replica
+(runs/signals.py); followers there do not keep a foreground run alive (only the sender's own
+stream does).
+"""
 
 from __future__ import annotations
 
-from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
+import asyncio
+import time
+
+from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Reason, Unavailable
 from parley.domain.models import Message, MessageStatus, Role
 from parley.domain.names import message_name
 from parley.runs.events import ToolInputs
 from parley.runs.manager import RunManager, Subscription
 from parley.runs.replay import replay_stored
+from parley.runs.signals import LocalRunSignals, RunSignals
 from parley.runs.sweep import RunSweeper
 from parley.storage.messages import MessageStore
 from parley.storage.sql.sessions import SessionStore
 
-__all__ = ["Replies", "assistant_message", "replayed"]
+__all__ = ["LOG_WAIT_S", "Replies", "assistant_message", "replayed"]
+
+#: How long a resume on one replica waits for the first events of a run just started on another
+#: to reach the shared log (seconds).
+LOG_WAIT_S = 1.0
 
 
 async def assistant_message(messages: MessageStore, session_id: str, message_id: str) -> Message:
@@ -52,12 +66,18 @@ class Replies:
     """Follow, stop and answer replies of the caller's sessions."""
 
     def __init__(
-        self, sessions: SessionStore, messages: MessageStore, runs: RunManager, sweeper: RunSweeper
+        self,
+        sessions: SessionStore,
+        messages: MessageStore,
+        runs: RunManager,
+        sweeper: RunSweeper,
+        signals: RunSignals | None = None,
     ) -> None:
         self._sessions = sessions
         self._messages = messages
         self._runs = runs
         self._sweeper = sweeper
+        self._signals = signals or LocalRunSignals()
 
     async def _reply(self, owner_id: str, session_id: str, message_id: str) -> Message:
         if await self._sessions.get(owner_id, session_id) is None:
@@ -77,7 +97,10 @@ class Replies:
         if starting_after < 0:
             raise InvalidArgument.field("starting_after", "must not be negative")
         reply = await self._reply(owner_id, session_id, message_id)
-        live = await self._runs.follow(reply.run_id or reply.id, starting_after, deadline=deadline)
+        run_id = reply.run_id or reply.id
+        live = await self._runs.follow(run_id, starting_after, deadline=deadline)
+        if live is None and self._signals.shared and await self._sweeper.owner_elsewhere(reply):
+            live = await self._await_log(run_id, starting_after, deadline)
         if live is not None:
             return live
         await self._recover(reply)
@@ -90,7 +113,9 @@ class Replies:
         reply = await self._reply(owner_id, session_id, message_id)
         run_id = reply.run_id or reply.id
         if not await self._runs.cancel(run_id):
-            await self._recover(reply)
+            owner = await self._sweeper.owner_elsewhere(reply) if self._signals.shared else None
+            if owner is None or not await self._signals.cancel(owner, run_id):
+                await self._recover(reply)
         return await self._messages.last_of_run(session_id, run_id) or reply
 
     async def submit(
@@ -115,12 +140,32 @@ class Replies:
                 reason=Reason.REPLY_NOT_WAITING,
             )
         run_id = reply.run_id or reply.id
-        if not self._runs.is_live(run_id):
-            await self._recover(reply)  # its server is gone: the reply is stored INCOMPLETE now
-            raise FailedPrecondition(
-                "the reply stopped waiting (its server stopped)", reason=Reason.REPLY_NOT_WAITING
-            )
-        return await self._runs.resume(run_id, inputs, deadline=deadline)
+        if self._runs.is_live(run_id):
+            return await self._runs.resume(run_id, inputs, deadline=deadline)
+        owner = await self._sweeper.owner_elsewhere(reply) if self._signals.shared else None
+        if owner is not None:
+            after = await self._signals.submit(owner, run_id, inputs)
+            live = await self._await_log(run_id, after, deadline)
+            if live is None:
+                raise Unavailable(
+                    "the reply resumed on another server process, but its events cannot be read",
+                    reason=Reason.RUN_ON_ANOTHER_REPLICA,
+                )
+            return live
+        await self._recover(reply)  # its server is gone: the reply is stored INCOMPLETE now
+        raise FailedPrecondition(
+            "the reply stopped waiting (its server stopped)", reason=Reason.REPLY_NOT_WAITING
+        )
+
+    async def _await_log(self, run_id: str, after: int, deadline: float | None) -> Subscription | None:
+        """Follow a run of another replica from the shared log, waiting up to ``LOG_WAIT_S`` for
+        its first events to arrive there."""
+        give_up = time.monotonic() + LOG_WAIT_S
+        while True:
+            live = await self._runs.follow(run_id, after, deadline=deadline)
+            if live is not None or time.monotonic() >= give_up:
+                return live
+            await asyncio.sleep(0.05)
 
     async def _recover(self, reply: Message) -> None:
         run_id = reply.run_id or reply.id

@@ -33,6 +33,7 @@ from parley.domain.errors import FailedPrecondition, ParleyError, Reason
 from parley.domain.models import Message, StopReason
 from parley.runs.events import ActionRequired, Completed, Failed, RunEvent, Sequenced, ToolInputs, UsageReport
 from parley.runs.log import RunEventLog
+from parley.runs.signals import LocalRunSignals, RunSignals
 from parley.storage.messages import MessageStore
 
 __all__ = ["DEADLINE_SLACK_S", "PausingBody", "RunBody", "RunManager", "RunSpec", "Subscription"]
@@ -186,6 +187,7 @@ class RunManager:
         messages: where checkpoints and final replies are written.
         events: the run event log.
         checkpoint_interval_s: seconds between checkpoints of a growing reply.
+        signals: how the other replicas are told to stop runs of deleted sessions and users.
     """
 
     def __init__(
@@ -194,10 +196,12 @@ class RunManager:
         events: RunEventLog,
         *,
         checkpoint_interval_s: float = 1.0,
+        signals: RunSignals | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._messages = messages
         self._log = events
+        self._signals = signals or LocalRunSignals()
         self._interval = checkpoint_interval_s
         self._now = clock
         self._live: dict[str, _Run] = {}
@@ -241,9 +245,16 @@ class RunManager:
         return Subscription(source, lambda: self._detach(run, deadline), ends_after=ends_after)
 
     async def resume(self, run_id: str, inputs: ToolInputs, *, deadline: float | None = None) -> Subscription:
-        """Give a waiting run what it waits for and follow the rest of its events. Raises
-        ``FailedPrecondition`` (REPLY_NOT_WAITING) when run ``run_id`` is not waiting here, and
-        what the body's ``accept`` raises for wrong inputs (nothing changes then)."""
+        """Give a waiting run what it waits for and follow the rest of its events. Raises as
+        :meth:`accept`."""
+        after = self.accept(run_id, inputs)
+        return self._attach(self._live[run_id], after, deadline)
+
+    def accept(self, run_id: str, inputs: ToolInputs) -> int:
+        """Give a waiting run what it waits for; returns the sequence number of the pause (follow
+        the run after it). Raises ``FailedPrecondition`` (REPLY_NOT_WAITING) when run ``run_id``
+        is not waiting here, and what the body's ``accept`` raises for wrong inputs (nothing
+        changes then)."""
         run = self._live.get(run_id)
         accept = getattr(run.body, "accept", None) if run is not None else None
         if run is None or run.paused_at is None or accept is None:
@@ -252,7 +263,7 @@ class RunManager:
             )
         accept(inputs)
         after, run.paused_at = run.paused_at, None
-        return self._attach(run, after, deadline)
+        return after
 
     def waiting_on(self, session_id: str, branch_id: str) -> str | None:
         """The run waiting for the client on this branch, if any (its id)."""
@@ -282,11 +293,22 @@ class RunManager:
         return True
 
     async def cancel_session(self, session_id: str) -> None:
-        """Stop every live run of a session (it is being deleted)."""
-        await self._cancel_where(lambda spec: spec.session_id == session_id)
+        """Stop every run of a session (it is being deleted): here, waiting until their replies
+        are stored, and on the other replicas (runs/signals.py)."""
+        await self._signals.cancel_everywhere(session_id=session_id)
+        await self.cancel_session_here(session_id)
 
     async def cancel_owner(self, owner_id: str) -> None:
-        """Stop every live run of a user (the user is being deleted)."""
+        """Stop every run of a user (the user is being deleted), here and on other replicas."""
+        await self._signals.cancel_everywhere(owner_id=owner_id)
+        await self.cancel_owner_here(owner_id)
+
+    async def cancel_session_here(self, session_id: str) -> None:
+        """Stop every live run of a session in this process."""
+        await self._cancel_where(lambda spec: spec.session_id == session_id)
+
+    async def cancel_owner_here(self, owner_id: str) -> None:
+        """Stop every live run of a user in this process."""
         await self._cancel_where(lambda spec: spec.owner_id == owner_id)
 
     async def _cancel_where(self, match: Callable[[RunSpec], bool]) -> None:

@@ -10,10 +10,11 @@ stored, its count is corrected to the provider's (a local model's count is one t
 a hosted model's deltas are chunks, so its day can end a little over the limit), and its speech
 seconds are added.
 
-Counting: the day's totals are read once per user and day from the usage records
-(``storage/sql/usage.py``) and kept in this process from then on, every admission and every
-delta counted under the user's lock, so the limits hold exactly under concurrent sends of one
-process. Several replicas each keep their own counters; the replicas issue moves them to Redis.
+``QuotaMeter`` is the interface. :class:`InProcessQuotaMeter`, the embedded default, reads the
+day's totals once per user and day from the usage records (``storage/sql/usage.py``) and keeps
+them in this process from then on, every admission and every delta counted under the user's
+lock, so the limits hold exactly under concurrent sends of one process. Replicas share the
+counters in Redis instead (runs/redis_quotas.py).
 """
 
 from __future__ import annotations
@@ -23,13 +24,24 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import QuotaViolation, Reason, ResourceExhausted
 from parley.domain.models import Message, Quota
 from parley.storage.sql.usage import DayTotals
 
-__all__ = ["QuotaMeter", "Reservation", "day_start"]
+__all__ = [
+    "InProcessQuotaMeter",
+    "QuotaMeter",
+    "Reservation",
+    "TotalsSince",
+    "check_day",
+    "day_start",
+]
+
+#: Reads the persisted totals of a user since an instant (the usage records).
+TotalsSince = Callable[[str, datetime], Awaitable[DayTotals]]
 
 
 def day_start(now: datetime) -> datetime:
@@ -44,7 +56,97 @@ class _Day:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class Reservation:
+class Reservation(Protocol):
+    """One reply's share of its user's day: output tokens taken as deltas arrive, settled when the
+    reply is stored."""
+
+    taken: int
+
+    def take_output(self, tokens: int = 1) -> bool:
+        """Count ``tokens`` about to be sent, if the day's output limit leaves room for them;
+        False (nothing counted) when it does not: the reply must stop before this delta."""
+        ...
+
+    def settle(self, reply: Message | None) -> None:
+        """The reply is stored: replace the counted deltas by its stored output tokens, and add
+        its speech seconds. Idempotent."""
+        ...
+
+
+class QuotaMeter(Protocol):
+    """Checks and counts daily quotas (see the module docstring)."""
+
+    def limits(self, own: Quota) -> Quota:
+        """The effective quota: the user's own fields, the server's default where they are 0."""
+        ...
+
+    async def admit(
+        self,
+        user_id: str,
+        own: Quota,
+        *,
+        input_tokens: int,
+        audio_seconds: float = 0.0,
+        max_output_tokens: int = 0,
+    ) -> Reservation:
+        """Check a new reply against the day's limits and count its prompt and recording
+        (``max_output_tokens``: the most the reply may generate, for meters that reserve).
+
+        Raises ``ResourceExhausted`` (QUOTA_EXCEEDED) naming each limit it would break, with
+        ``retry_after_s`` until the next UTC midnight.
+        """
+        ...
+
+    def refund(self, reservation: Reservation, *, input_tokens: int, audio_seconds: float = 0.0) -> None:
+        """Give back what :meth:`admit` counted for a reply that was never stored."""
+        ...
+
+    def forget(self, user_id: str) -> None:
+        """Drop a user's counters (the user was deleted)."""
+        ...
+
+
+def check_day(
+    user_id: str, limit: Quota, totals: DayTotals, input_tokens: int, audio_seconds: float, now: datetime
+) -> None:
+    """Raise ``ResourceExhausted`` (QUOTA_EXCEEDED) if a reply with this prompt and recording
+    does not fit the day's ``totals`` under ``limit`` (or no output token is left)."""
+    violations = []
+    if limit.input_tokens_per_day and totals.input_tokens + input_tokens > limit.input_tokens_per_day:
+        violations.append(
+            QuotaViolation(
+                f"users/{user_id}",
+                f"input tokens per day: {totals.input_tokens} used + {input_tokens} for this "
+                f"message > {limit.input_tokens_per_day}",
+            )
+        )
+    if limit.output_tokens_per_day and totals.output_tokens >= limit.output_tokens_per_day:
+        violations.append(
+            QuotaViolation(
+                f"users/{user_id}",
+                f"output tokens per day: {totals.output_tokens} used of {limit.output_tokens_per_day}",
+            )
+        )
+    if limit.audio_seconds_per_day and totals.audio_seconds + audio_seconds > limit.audio_seconds_per_day:
+        violations.append(
+            QuotaViolation(
+                f"users/{user_id}",
+                f"audio seconds per day: {math.ceil(totals.audio_seconds)} used + "
+                f"{math.ceil(audio_seconds)} for this message > {limit.audio_seconds_per_day}",
+            )
+        )
+    if violations:
+        reset = day_start(now) + timedelta(days=1)
+        raise ResourceExhausted(
+            "daily quota exceeded: " + "; ".join(v.description for v in violations),
+            reason=Reason.QUOTA_EXCEEDED,
+            metadata={"reset_time": reset.isoformat()},
+            quota_violations=violations,
+            retry_after_s=(reset - now).total_seconds(),
+        )
+
+
+class _LocalReservation:
     """One reply's share of its user's day: output tokens taken as deltas arrive, settled when the
     reply is stored."""
 
@@ -75,8 +177,8 @@ class Reservation:
             self._day.totals.audio_seconds += reply.speech_duration_s or 0.0
 
 
-class QuotaMeter:
-    """Checks and counts daily quotas (see the module docstring).
+class InProcessQuotaMeter:
+    """``QuotaMeter`` in this process (see the module docstring).
 
     Args:
         totals_since: the persisted totals of a user since an instant (the usage records).
@@ -85,7 +187,7 @@ class QuotaMeter:
 
     def __init__(
         self,
-        totals_since: Callable[[str, datetime], Awaitable[DayTotals]],
+        totals_since: TotalsSince,
         defaults: Callable[[], Quota],
         *,
         clock: Clock = utc_now,
@@ -96,65 +198,27 @@ class QuotaMeter:
         self._days: dict[str, _Day] = {}
 
     def limits(self, own: Quota) -> Quota:
-        """The effective quota: the user's own fields, the server's default where they are 0."""
         return own.over(self._defaults())
 
     async def admit(
-        self, user_id: str, own: Quota, *, input_tokens: int, audio_seconds: float = 0.0
+        self,
+        user_id: str,
+        own: Quota,
+        *,
+        input_tokens: int,
+        audio_seconds: float = 0.0,
+        max_output_tokens: int = 0,
     ) -> Reservation:
-        """Check a new reply against the day's limits and count its prompt and recording.
-
-        Raises ``ResourceExhausted`` (QUOTA_EXCEEDED) naming each limit it would break, with
-        ``retry_after_s`` until the next UTC midnight.
-        """
         limit = self.limits(own)
         day = await self._day(user_id)
         async with day.lock:
-            totals = day.totals
-            violations = []
-            if limit.input_tokens_per_day and totals.input_tokens + input_tokens > limit.input_tokens_per_day:
-                violations.append(
-                    QuotaViolation(
-                        f"users/{user_id}",
-                        f"input tokens per day: {totals.input_tokens} used + {input_tokens} for this "
-                        f"message > {limit.input_tokens_per_day}",
-                    )
-                )
-            if limit.output_tokens_per_day and totals.output_tokens >= limit.output_tokens_per_day:
-                violations.append(
-                    QuotaViolation(
-                        f"users/{user_id}",
-                        f"output tokens per day: {totals.output_tokens} used of "
-                        f"{limit.output_tokens_per_day}",
-                    )
-                )
-            if (
-                limit.audio_seconds_per_day
-                and totals.audio_seconds + audio_seconds > limit.audio_seconds_per_day
-            ):
-                violations.append(
-                    QuotaViolation(
-                        f"users/{user_id}",
-                        f"audio seconds per day: {math.ceil(totals.audio_seconds)} used + "
-                        f"{math.ceil(audio_seconds)} for this message > {limit.audio_seconds_per_day}",
-                    )
-                )
-            if violations:
-                now = self._now()
-                retry = (day_start(now) + timedelta(days=1) - now).total_seconds()
-                raise ResourceExhausted(
-                    "daily quota exceeded: " + "; ".join(v.description for v in violations),
-                    reason=Reason.QUOTA_EXCEEDED,
-                    metadata={"reset_time": (day_start(now) + timedelta(days=1)).isoformat()},
-                    quota_violations=violations,
-                    retry_after_s=retry,
-                )
-            totals.input_tokens += input_tokens
-            totals.audio_seconds += audio_seconds
-            return Reservation(day, limit)
+            check_day(user_id, limit, day.totals, input_tokens, audio_seconds, self._now())
+            day.totals.input_tokens += input_tokens
+            day.totals.audio_seconds += audio_seconds
+            return _LocalReservation(day, limit)
 
     def refund(self, reservation: Reservation, *, input_tokens: int, audio_seconds: float = 0.0) -> None:
-        """Give back what :meth:`admit` counted for a reply that was never stored."""
+        assert isinstance(reservation, _LocalReservation)
         reservation.settle(None)
         reservation._day.totals.input_tokens -= input_tokens
         reservation._day.totals.audio_seconds -= audio_seconds
@@ -182,5 +246,4 @@ class QuotaMeter:
         return current
 
     def forget(self, user_id: str) -> None:
-        """Drop a user's counters (the user was deleted)."""
         self._days.pop(user_id, None)

@@ -14,22 +14,25 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 
-from parley.domain.models import Agent, Branch, Session
+from parley.domain.models import Agent, Branch, MessageStatus, Session
 from parley.storage.sql.agents import agent_from_row
 from parley.storage.sql.engine import Database
-from parley.storage.sql.tables import agents, branches, sessions
+from parley.storage.sql.tables import agents, branches, messages, sessions
 
 __all__ = ["SendTarget", "SessionStore", "branch_values"]
 
 
 @dataclass(frozen=True, slots=True)
 class SendTarget:
-    """What a send reads before it stores anything: the session, its agent, and the branch
-    (``None`` when the session has no branch of that id)."""
+    """What a send reads before it stores anything: the session, its agent, the branch
+    (``None`` when the session has no branch of that id) and the status of the branch's head
+    message (``None`` for an empty branch): REQUIRES_ACTION means a reply there waits for tool
+    outputs, whichever replica runs it."""
 
     session: Session
     agent: Agent
     branch: Branch | None
+    head_status: MessageStatus | None = None
 
 
 def _session(row: RowMapping) -> Session:
@@ -114,11 +117,12 @@ class SessionStore:
                 *(c.label(f"s_{c.name}") for c in sessions.c),
                 *(c.label(f"a_{c.name}") for c in agents.c),
                 *(c.label(f"b_{c.name}") for c in branches.c),
+                messages.c.status.label("head_status"),
             )
             .select_from(
-                sessions.join(agents, agents.c.id == sessions.c.agent_id).outerjoin(
-                    branches, (branches.c.session_id == sessions.c.id) & branch_key
-                )
+                sessions.join(agents, agents.c.id == sessions.c.agent_id)
+                .outerjoin(branches, (branches.c.session_id == sessions.c.id) & branch_key)
+                .outerjoin(messages, messages.c.id == branches.c.head_id)
             )
             .where(sessions.c.id == session_id, sessions.c.owner_id == owner_id)
         )
@@ -130,6 +134,7 @@ class SessionStore:
             session=_session(_prefixed(row, "s_")),  # type: ignore[arg-type]
             agent=agent_from_row(_prefixed(row, "a_")),  # type: ignore[arg-type]
             branch=_branch(branch) if branch["id"] is not None else None,  # type: ignore[arg-type]
+            head_status=MessageStatus(row["head_status"]) if row["head_status"] is not None else None,
         )
 
     async def ids_of_owner(self, owner_id: str) -> Sequence[str]:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.domain.errors import AlreadyExists, FailedPrecondition, Reason
 from parley.domain.models import Quota, User, UserRole
+from parley.storage.caller_cache import CallerCache
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import refresh_tokens, users
 
@@ -69,10 +70,20 @@ class Caller:
 
 
 class UserStore:
-    """SQL access to users and refresh tokens."""
+    """SQL access to users and refresh tokens.
 
-    def __init__(self, db: Database) -> None:
+    Args:
+        cache: where :meth:`caller` results are kept for a few seconds; every write here that
+            changes a caller (role, disabled, quota, deletion, a revoked login) invalidates it.
+    """
+
+    def __init__(self, db: Database, cache: CallerCache[Caller | None] | None = None) -> None:
         self._db = db
+        self._cache = cache
+
+    async def _changed(self, user_id: str) -> None:
+        if self._cache is not None:
+            await self._cache.changed(user_id)
 
     async def create_user(self, user: User, password_hash: str, *, admin_if_first: bool = False) -> User:
         """Insert ``user``; with ``admin_if_first`` it is an admin when the table was empty (checked
@@ -116,8 +127,13 @@ class UserStore:
         return None if row is None else _user(row)
 
     async def caller(self, user_id: str, family_id: str) -> Caller | None:
-        """The user of a token and whether its login family was revoked, in one query; None if the
-        user no longer exists."""
+        """The user of a token and whether its login family was revoked, in one query (or from the
+        cache: storage/caller_cache.py); None if the user no longer exists."""
+        if self._cache is None:
+            return await self._read_caller(user_id, family_id)
+        return await self._cache.get(user_id, family_id, lambda: self._read_caller(user_id, family_id))
+
+    async def _read_caller(self, user_id: str, family_id: str) -> Caller | None:
         revoked = (
             exists()
             .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoke_time.is_not(None))
@@ -176,6 +192,7 @@ class UserStore:
                 .mappings()
                 .first()
             )
+        await self._changed(user_id)
         return None if row is None else _user(row)
 
     async def delete_user(self, user_id: str) -> bool:
@@ -188,6 +205,7 @@ class UserStore:
                     "the last admin cannot be deleted: promote another user first", reason=Reason.LAST_ADMIN
                 )
             result = await s.execute(delete(users).where(users.c.id == user_id))
+        await self._changed(user_id)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def set_role(self, username: str, role: UserRole, now: datetime) -> User | None:
@@ -198,7 +216,10 @@ class UserStore:
             .values(role=role.value, update_time=now)
             .returning(*users.c)
         )
-        return None if row is None else _user(row)
+        if row is None:
+            return None
+        await self._changed(row["id"])
+        return _user(row)
 
     async def add_refresh_token(
         self, token_id: str, family_id: str, user_id: str, now: datetime, expire_time: datetime
@@ -246,7 +267,8 @@ class UserStore:
                 .where(refresh_tokens.c.family_id == row["family_id"], refresh_tokens.c.revoke_time.is_(None))
                 .values(revoke_time=now)
             )
-            return RefreshOutcome.REUSED
+        await self._changed(user_id)
+        return RefreshOutcome.REUSED
 
     async def revoke_family(self, family_id: str, user_id: str, now: datetime) -> bool:
         """Revoke every token of a family of ``user_id``; False if the family is not theirs."""
@@ -263,6 +285,7 @@ class UserStore:
                 .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoke_time.is_(None))
                 .values(revoke_time=now)
             )
+        await self._changed(user_id)
         return True
 
 
