@@ -93,12 +93,16 @@ typecheck: setup
 
 pytest: pytest-sqlite pytest-postgres pytest-postgres-mongo
 
+# The replica tests start their own PostgreSQL and Redis whatever the configuration: they run
+# once, in the production configuration (PostgreSQL + MongoDB-wire content).
+REPLICA_TESTS := tests/replicas
+
 pytest-sqlite: setup-dev
-	$(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
+	$(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS) $(REPLICA_TESTS))
 
 # The fast tests use their own SQLite files whatever the configuration: once (above) is enough.
 pytest-postgres: setup-dev
-	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
+	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS) $(REPLICA_TESTS))
 
 pytest-postgres-mongo: setup-dev
 	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
