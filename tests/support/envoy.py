@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -58,23 +59,26 @@ class EnvoyProcess:
     interface. Envoy's log (and access log) goes to ``log_path``.
 
     Args:
-        upstream: the gRPC server, ``host:port``.
+        upstream: the gRPC server, ``host:port``; or several (replicas), balanced by Envoy.
+            ``upstream`` is then the first, ``upstreams`` all of them.
         work_dir: where the rendered config and the log go.
         settings: overrides of ``EnvoySettings`` fields (e.g. ``stream_idle_timeout="5s"``).
     """
 
-    def __init__(self, upstream: str, work_dir: Path, **settings: Any) -> None:
+    def __init__(self, upstream: str | Sequence[str], work_dir: Path, **settings: Any) -> None:
         render = render_module()
-        host, _, port = upstream.rpartition(":")
-        self.upstream = upstream
+        self.upstreams = [upstream] if isinstance(upstream, str) else list(upstream)
+        endpoints = tuple((host, int(port)) for host, _, port in (u.rpartition(":") for u in self.upstreams))
+        self.upstream = self.upstreams[0]
         self.port = free_port()
         self.admin_port = free_port()
         self.settings = replace(
             render.PROFILES["local"],
             listen_port=self.port,
             admin_port=self.admin_port,
-            upstream_host=host,
-            upstream_port=int(port),
+            upstream_host=endpoints[0][0],
+            upstream_port=endpoints[0][1],
+            upstreams=endpoints if len(endpoints) > 1 else (),
             health_check_interval="1s",
             **settings,
         )
@@ -131,6 +135,24 @@ class EnvoyProcess:
                     self.stop()
                     raise RuntimeError(f"envoy was not ready within {timeout:.0f} s:\n{self.log()}")
                 time.sleep(0.2)
+
+    def hosts(self, cluster: str = "parley_grpc") -> dict[str, set[str]]:
+        """The endpoints of ``cluster`` as Envoy sees them now (admin ``/clusters``):
+        ``"host:port"`` -> its failure flags, e.g. ``{"failed_active_health_check"}`` or
+        ``{"failed_outlier_check"}``; an empty set is a healthy endpoint."""
+        reply = httpx.get(f"{self.admin_url}/clusters", params={"format": "json"}, timeout=5.0)
+        reply.raise_for_status()
+        for status in reply.json().get("cluster_statuses", []):
+            if status["name"] == cluster:
+                hosts = {}
+                for host in status.get("host_statuses", []):
+                    address = host["address"]["socket_address"]
+                    flags = host.get("health_status", {})
+                    hosts[f"{address['address']}:{address['port_value']}"] = {
+                        flag for flag, value in flags.items() if value is True
+                    }
+                return hosts
+        raise KeyError(f"envoy has no cluster {cluster!r}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
