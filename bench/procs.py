@@ -1,4 +1,5 @@
-"""Processes of a benchmark run: the upstream, Parley, Envoy, LiteLLM proxy, llama.cpp server.
+"""Processes of a benchmark run: the upstream, Parley, Envoy, LiteLLM proxy, llama.cpp server,
+and for the replicas phase Redis and a throwaway PostgreSQL cluster.
 
 Every process is started on a free loopback port with its own log under the run's work
 directory, in its own session, and stopped by its process id (SIGTERM, then SIGKILL of its
@@ -8,13 +9,16 @@ server spent.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,13 +29,17 @@ import httpx
 __all__ = [
     "LITELLM_PYTHON",
     "ROOT",
+    "Postgres",
     "Proc",
     "cpu_seconds",
     "free_port",
     "litellm_config",
+    "machine_busy_seconds",
+    "pg_bin",
     "start_litellm",
     "start_llama_server",
     "start_parley",
+    "start_redis",
     "start_upstream",
 ]
 
@@ -67,8 +75,10 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time (s) of ``pid`` and its live descendants; 0 if it is gone."""
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU time (s) of ``pid`` and its live descendants; 0 if it is gone. With
+    ``reaped``, also that of the children ``pid`` has waited for (a server whose workers come and
+    go, like PostgreSQL's backends: without it, a backend that exits takes its CPU time along)."""
     total = 0
     for p in _descendants(pid):
         try:
@@ -76,7 +86,17 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        if reaped and p == pid:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: children waited for
     return total / _TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores together have spent busy since boot (``/proc/stat``: user, nice,
+    system, irq, softirq, steal), whoever ran: the benchmark's processes and anything else."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
 
 
 class Proc:
@@ -172,8 +192,10 @@ def start_upstream(work: Path, *, tokens: int, rate: float, model: str = "bench-
     return proc, f"{base}/v1"
 
 
-def start_parley(work: Path, settings: dict[str, str]) -> tuple[Proc, str]:
+def start_parley(work: Path, settings: dict[str, str], name: str = "parley") -> tuple[Proc, str]:
     """``python -m parley`` with ``PARLEY_<KEY>`` settings; not waited for (see ``wait_serving``).
+    ``settings`` win over the defaults below (a replica passes its own ``data_dir`` and
+    ``database_url``); ``name`` names the process and its log (``<work>/<name>.log``).
 
     Returns the process and its gRPC target (``127.0.0.1:PORT``).
     """
@@ -190,7 +212,7 @@ def start_parley(work: Path, settings: dict[str, str]) -> tuple[Proc, str]:
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'parley.db'}",
         **{f"PARLEY_{k.upper()}": v for k, v in settings.items()},
     }
-    return Proc("parley", [sys.executable, "-m", "parley"], work / "parley.log", env), target
+    return Proc(name, [sys.executable, "-m", "parley"], work / f"{name}.log", env), target
 
 
 def wait_serving(proc: Proc, target: str, timeout: float = 180.0) -> None:
@@ -206,6 +228,96 @@ def wait_serving(proc: Proc, target: str, timeout: float = 180.0) -> None:
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
         proc.wait_ready(serving, timeout)
+
+
+def _redis_pong(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+
+
+def start_redis(work: Path) -> tuple[Proc, str]:
+    """``redis-server`` on a free loopback port, no persistence; waits until it answers PING.
+
+    Returns the process and its URL (``redis://127.0.0.1:PORT/0``).
+    """
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise RuntimeError("redis-server not found: install Debian's redis-server package")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(work)]  # fmt: skip
+    proc = Proc("redis", argv, work / "redis.log")
+    proc.wait_ready(lambda: _redis_pong(port), 15)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} not found: install Debian's postgresql package")
+    return path
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # initdb refuses to run as root: as root, the cluster belongs to Debian's `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (Debian's binaries) on a free loopback port, with database
+    ``parley``; the same recipe as the tests' (tests/support/postgres.py), which bench/ does not
+    import. Durability is off (``fsync``, ``full_page_writes``): the data is thrown away.
+
+    The cluster lives in a temporary directory (the ``postgres`` user must be able to reach it);
+    ``stop`` copies its log to ``<work>/postgres.log`` and deletes it.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.root = Path(tempfile.mkdtemp(prefix="parley-bench-pg-"))
+        self.data = self.root / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://parley@127.0.0.1:{self.port}/parley"
+        self.pid = 0
+        self.argv: list[str] = []
+
+    def start(self) -> Postgres:
+        """initdb, start (waits), create database ``parley``; ``pid`` is then the postmaster's."""
+        initdb = [pg_bin("initdb"), "-D", str(self.data), "-U", "parley", "--auth=trust", "-E", "UTF8",
+                  "--locale=C.UTF-8", "--no-sync"]  # fmt: skip
+        subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
+        options = f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off -c full_page_writes=off"
+        self.argv = [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "postgres.log"),
+                     "-w", "-t", "60", "-o", options, "start"]  # fmt: skip
+        subprocess.run(_as_postgres(self.argv), check=True, capture_output=True)
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        createdb = [pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "parley", "parley"]
+        deadline = time.monotonic() + 30
+        while (done := subprocess.run(createdb, capture_output=True, text=True, check=False)).returncode:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"createdb failed: {done.stderr}")
+            time.sleep(0.3)
+        return self
+
+    def cpu(self) -> float:
+        """CPU seconds of the postmaster and its backends, those that have exited included
+        (SQLAlchemy's pool closes its overflow connections)."""
+        return cpu_seconds(self.pid, reaped=True) if self.pid else 0.0
+
+    def stop(self) -> None:
+        if self.data.exists():
+            stop = [pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            subprocess.run(_as_postgres(stop), capture_output=True, check=False)
+        log = self.root / "postgres.log"
+        if log.exists():
+            shutil.copyfile(log, self.work / "postgres.log")
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def litellm_config(models: dict[str, tuple[str, str]], master_key: str) -> str:
