@@ -103,15 +103,18 @@ class Bench:
 
     # --- the stack ---------------------------------------------------------------------------------
 
-    def start(self, with_litellm: bool) -> None:
-        """Start everything (Parley and LiteLLM load at the same time) and wait until ready."""
+    def start(self, with_litellm: bool, with_parley: bool = True) -> None:
+        """Start everything (Parley and LiteLLM load at the same time) and wait until ready; with
+        ``with_parley`` False, the upstream alone (the replicas phase brings its own Parleys)."""
         args = self.args
         log(
-            f"starting the upstream ({args.tokens} tokens at {args.rate:g} tokens/s per stream), Parley, "
-            + ("Envoy, LiteLLM" if with_litellm else "Envoy")
+            f"starting the upstream ({args.tokens} tokens at {args.rate:g} tokens/s per stream)"
+            + ((", Parley, Envoy, LiteLLM" if with_litellm else ", Parley, Envoy") if with_parley else "")
         )
         self.upstream, self.upstream_url = procs.start_upstream(self.work, tokens=args.tokens, rate=args.rate)
         self.procs.append(self.upstream)
+        if not with_parley:
+            return
         llama_url = f"http://127.0.0.1:{self.llama_port}/v1"
         endpoints = {
             "bench": {"base_url": self.upstream_url, "api_key": "sk-bench"},

@@ -6,7 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOOP_COLUMNS", "RATIO_COLUMNS", "STREAM_COLUMNS", "UNARY_COLUMNS", "markdown", "ratios", "write"]
+__all__ = [
+    "LOOP_COLUMNS",
+    "RATIO_COLUMNS",
+    "REPLICA_COLUMNS",
+    "STREAM_COLUMNS",
+    "UNARY_COLUMNS",
+    "markdown",
+    "ratios",
+    "replica_limits",
+    "replica_ratios",
+    "write",
+]
 
 #: Columns of the streaming table (tests/bench/test_bench_smoke.py checks them).
 STREAM_COLUMNS = (
@@ -43,6 +54,34 @@ LOOP_COLUMNS = (
     "control max ms",
 )
 UNARY_COLUMNS = ("path", "client", "concurrency", "requests", "errors", "RPS", "p50 ms", "p99 ms")
+REPLICA_COLUMNS = (
+    "clients",
+    "path",
+    "replicas",
+    "requests",
+    "errors",
+    "TTFT p50 ms",
+    "TTFT p99 ms",
+    "ITL p99 ms",
+    "tokens/s",
+    "split",
+)
+#: Processes of the replicas phase's CPU table: (key in ``cpu_pct_of_core``, column).
+REPLICA_CPU = (
+    ("replica 1", "replica 1"),
+    ("replica 2", "replica 2"),
+    ("envoy", "Envoy"),
+    ("upstream", "upstream"),
+    ("redis", "Redis"),
+    ("postgres", "PostgreSQL"),
+    ("loadgen", "loadgen"),
+    ("machine", "machine (all)"),
+    ("unmeasured", "unmeasured"),
+)
+#: Above this share of all cores busy, the machine counts as saturated (replica_limits).
+MACHINE_SATURATED = 0.9
+#: Above this share of one core, a replica (one event loop) counts as saturated.
+REPLICA_SATURATED = 0.85
 
 #: (numerator path, denominator path) pairs of the ratio table.
 RATIO_PAIRS = (
@@ -90,6 +129,182 @@ def ratios(stream: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def replica_ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per level and path of the replicas phase, the most replicas over the fewest (2/1): tokens/s
+    (above 1: more delivered), TTFT p50/p99 and ITL p99 (below 1: faster), and both error counts."""
+    by: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        by.setdefault((run["clients"], run["path"]), {})[run["replicas"]] = run
+    out = []
+    for (clients, path), counts in by.items():
+        if len(counts) < 2:
+            continue
+        lo, hi = counts[min(counts)], counts[max(counts)]
+        out.append(
+            {
+                "clients": clients,
+                "path": path,
+                "ratio": f"{hi['replicas']}/{lo['replicas']}",
+                "tokens_per_s": _div(hi["tokens_per_s"], lo["tokens_per_s"]),
+                "ttft_p50": _div(hi["ttft_ms"]["p50"], lo["ttft_ms"]["p50"]),
+                "ttft_p99": _div(hi["ttft_ms"]["p99"], lo["ttft_ms"]["p99"]),
+                "itl_p99": _div(hi["itl_ms"]["p99"], lo["itl_ms"]["p99"]),
+                "errors": [lo["errors"], hi["errors"]],
+            }
+        )
+    return out
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f} %"
+
+
+def replica_limits(rep: dict[str, Any]) -> str:
+    """A paragraph on what limits scaling from 1 to 2 replicas on this machine, from the CPU each
+    process used at the largest level (``rep`` is ``results["replicas"]``); empty without runs.
+
+    Per path: the machine counts as saturated when all cores are at least ``MACHINE_SATURATED``
+    busy in the 2-replica run; else one replica's event loop is the limit when it used at least
+    ``REPLICA_SATURATED`` of a core in the 1-replica run; else neither.
+    """
+    runs = rep.get("runs") or []
+    if not runs:
+        return ""
+    counts = rep.get("counts") or [1, 2]
+    lo, hi = counts[0], counts[-1]
+    cores = rep.get("cores") or 1
+    top = max(r["clients"] for r in runs)
+    by = {(r["path"], r["replicas"]): r for r in runs if r["clients"] == top}
+    ratio_of = {r["path"]: r for r in replica_ratios(runs) if r["clients"] == top}
+    rate = rep.get("tokens_per_second")
+    ceiling = f" (at most {top} x {rate:g} = {top * rate:.0f} tokens/s if nothing waited)" if rate else ""
+    text = [
+        f"**What limits scaling here.** Everything in this phase shares this machine's {cores} cores "
+        f"({cores * 100} % of one core in all): the load generator, Envoy, the upstream, Redis, "
+        "PostgreSQL and the replicas; and a replica serves its RPCs on one asyncio event loop, so about "
+        f"one core at most. At {top} clients{ceiling}:"
+    ]
+    saturated = False
+    clauses: list[str] = []
+    for path in rep.get("paths") or []:
+        one, two = by.get((path, lo)), by.get((path, hi))
+        if one is None or two is None:
+            continue
+        p1, p2 = one["cpu_pct_of_core"], two["cpu_pct_of_core"]
+        replicas = " + ".join(_pct(p2.get(f"replica {i}")) for i in range(1, hi + 1))
+        ratio = ratio_of.get(path, {})
+        tokens, ttft = ratio.get("tokens_per_s"), ratio.get("ttft_p50")
+        if (p2.get("machine") or 0) >= MACHINE_SATURATED * cores * 100:
+            saturated = True
+            verdict = "the cores are the limit"
+        elif (p1.get("replica 1") or 0) >= REPLICA_SATURATED * 100:
+            verdict = "one replica's event loop was the limit, and cores were left for a second"
+        else:
+            verdict = "neither one replica nor the machine was saturated"
+        clauses.append(
+            f"on `{path}`, one replica used {_pct(p1.get('replica 1'))} of a core, the machine "
+            f"{_pct(p1.get('machine'))}; with {hi}, the replicas used {replicas}, Envoy "
+            f"{_pct(p2.get('envoy'))}, the upstream {_pct(p2.get('upstream'))}, the load generator "
+            f"{_pct(p2.get('loadgen'))}, Redis {_pct(p2.get('redis'))}, PostgreSQL "
+            f"{_pct(p2.get('postgres'))}, the machine {_pct(p2.get('machine'))} "
+            f"({_pct(p2.get('unmeasured'))} outside these processes), for "
+            f"x{_fmt(tokens, 2)} the tokens/s and x{_fmt(ttft, 2)} the TTFT p50 of one replica: "
+            f"{verdict}"
+        )
+    if not clauses:
+        return ""
+    text.append("; ".join(clauses) + ".")
+    if saturated:
+        text.append(
+            f"Where the machine is saturated, the {hi}-vs-{lo} ratio measures these {cores} cores, not "
+            "Parley: a second replica only gets CPU that Envoy, the upstream and the load generator need "
+            "as well. With cores to spare (or replicas on machines of their own), what a second replica "
+            "relieves is the first one's event loop."
+        )
+    unmeasured = max((r["cpu_pct_of_core"].get("unmeasured") or 0) for r in by.values())
+    if unmeasured >= 20:
+        text.append(
+            f"Up to {unmeasured:.0f} % of a core went to processes outside this phase's stack during its "
+            "runs (other work on the machine, or the idle servers of the other phases): rerun on an idle "
+            "machine before reading much into the ratios."
+        )
+    return " ".join(text)
+
+
+def _replica_section(rep: dict[str, Any]) -> list[str]:
+    runs = rep["runs"]
+    counts = rep.get("counts") or [1, 2]
+    lo, hi = counts[0], counts[-1]
+    rows = [
+        [
+            r["clients"],
+            r["path"],
+            r["replicas"],
+            r["requests"],
+            r["errors"],
+            _f(r["ttft_ms"]["p50"]),
+            _f(r["ttft_ms"]["p99"]),
+            _f(r["itl_ms"]["p99"]),
+            _f(r["tokens_per_s"]),
+            " / ".join(str(v) for v in r.get("requests_per_replica") or []) or "-",
+        ]
+        for r in runs
+    ]
+    ratio_rows = [
+        [
+            r["clients"],
+            r["path"],
+            _fmt(r["tokens_per_s"], 3),
+            _fmt(r["ttft_p50"], 2),
+            _fmt(r["ttft_p99"], 2),
+            _fmt(r["itl_p99"], 2),
+            f"{r['errors'][0]} / {r['errors'][1]}",
+        ]
+        for r in rep.get("ratios") or replica_ratios(runs)
+    ]
+    cpu_rows = [
+        [
+            r["clients"],
+            r["path"],
+            r["replicas"],
+            *[_fmt(r["cpu_pct_of_core"].get(k), 0) for k, _ in REPLICA_CPU],
+        ]
+        for r in runs
+    ]
+    cores = rep.get("cores") or 1
+    lines = [
+        f"## Replicas: {lo} vs {hi} behind one Envoy (Redis, PostgreSQL)",
+        "",
+        rep["note"],
+        "",
+        *_table(REPLICA_COLUMNS, rows),
+        "",
+        f"### Ratios {hi} replicas / {lo} (same run)",
+        "",
+        "A tokens/s ratio above 1 means the replicas delivered more together; TTFT and ITL ratios below 1 "
+        "mean faster. `errors` are the counts of both runs.",
+        "",
+        *_table(
+            ("clients", "path", "tokens/s", "TTFT p50", "TTFT p99", "ITL p99", f"errors {lo} / {hi}"),
+            ratio_rows,
+        ),
+        "",
+        "### CPU per process during each run (% of one core)",
+        "",
+        f"CPU time over the run's wall time: 100 is one core, {cores * 100} all of them. `replica 2` is idle "
+        f"in the {lo}-replica runs; `machine (all)` is the busy time of all cores (`/proc/stat`), "
+        "`unmeasured` what of it the listed processes do not account for (the other Envoy, the benchmark "
+        "itself, the idle servers of the other phases, anything else running). The kernel counts a "
+        "process's time precisely and a core's by ticks, so `unmeasured` is only good to some 10 % of a "
+        "core either way (a small negative value is that).",
+        "",
+        *_table(("clients", "path", "replicas", *[c for _, c in REPLICA_CPU]), cpu_rows),
+        "",
+    ]
+    limits = replica_limits(rep)
+    return lines + ([limits, ""] if limits else [])
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -311,6 +526,9 @@ def markdown(results: dict[str, Any]) -> str:
             ),
             "",
         ]
+    replicas = results.get("replicas")
+    if replicas and replicas.get("runs"):
+        md += _replica_section(replicas)
     loop = results.get("loop")
     if loop and loop.get("phases"):
         md += [

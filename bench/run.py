@@ -16,14 +16,18 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
    generator) against REST through Envoy: requests/s, p50/p99;
 5. ``llama``: the same streaming paths in front of ``llama_cpp.server`` running SmolLM2;
 6. ``loop``: health-check pings against Parley while its local model and speech (Whisper,
-   espeak-ng) run; the slowest ping bounds the longest event-loop stall (target < 50 ms).
+   espeak-ng) run; the slowest ping bounds the longest event-loop stall (target < 50 ms);
+7. ``replicas``: 1 vs 2 Parley replicas behind one Envoy, on Redis and PostgreSQL (its own stack,
+   ``bench/replicas.py``), REST/SSE and gRPC through Envoy at 10 and 50 clients: tokens/s, TTFT,
+   errors, the 2/1 ratios, the CPU of every process (``--only replicas`` runs just this phase,
+   ``--skip replicas`` leaves it out).
 
 Results go to ``bench/results/results.{md,json}`` (``--out``) with the machine, the load, versions
 and commands; the logs of every process to ``bench/.work/<time>/``. What is missing is installed
 unless ``--no-install``: the load generator is built into ``bench/.bin`` (Go), ghz goes to
 ``.tools/bin``, LiteLLM into its own venv ``bench/.venv-litellm`` (its dependencies stay out of
 Parley's), py-spy into ``.venv``. Every load loop is bounded in requests and time; only loopback
-addresses are used. The default run takes about 7 minutes (plus first-time installs); quicker:
+addresses are used. The default run takes about 10 minutes (plus first-time installs); quicker:
 
     python bench/run.py --clients 1,10 --duration 3 --phases stream,unary
 """
@@ -61,6 +65,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import phases  # noqa: E402
 import procs  # noqa: E402
+import replicas  # noqa: E402
 import report  # noqa: E402
 from phases import GHZ, LOADGEN, Bench, log  # noqa: E402
 
@@ -71,7 +76,9 @@ PATHS = ("direct", "parley-grpc", "parley-rest", "litellm")
 KEEP_RUNS = 5
 #: A difference smaller than this (5 %) is noise, not "slower".
 SLOWER_MARGIN = 0.05
-PHASES = ("stream", "floors", "profile", "unary", "llama", "loop")
+PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "replicas")
+#: Phases that run on their own stack and need neither the SQLite Parley nor LiteLLM.
+OWN_STACK = ("replicas",)
 
 # --- tools ---------------------------------------------------------------------------------------
 
@@ -207,12 +214,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--clients", type=_csv_ints, default=[1, 10, 50, 200], help="concurrency levels (default 1,10,50,200)"
     )
     add("--paths", type=_csv_choice(PATHS), default=list(PATHS), help=f"streaming paths ({','.join(PATHS)})")
-    add("--phases", type=_csv_choice(PHASES), default=list(PHASES), help=f"what to run ({','.join(PHASES)})")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--phases", type=_csv_choice(PHASES), default=list(PHASES), help=f"what to run ({','.join(PHASES)})"
+    )
+    which.add_argument("--only", type=_csv_choice(PHASES), metavar="PHASES",
+                       help="run only these phases (the same as --phases), e.g. --only replicas")  # fmt: skip
+    add("--skip", type=_csv_choice(PHASES), default=[], metavar="PHASES",
+        help="leave these phases out, e.g. --skip replicas,llama")  # fmt: skip
     add("--tokens", type=int, default=64, help="upstream reply length, tokens (default 64)")
     add("--rate", type=float, default=50.0, help="upstream tokens/s per stream (default 50)")
     add("--duration", type=float, default=10.0, help="seconds each streaming run sends requests (default 10)")
     add("--ramp", type=float, default=1.0, help="seconds over which a run's clients start (default 1)")
     add("--pause", type=float, default=1.0, help="seconds of rest before each run (default 1)")
+    add("--replica-clients", type=_csv_ints, default=[10, 50],
+        help="concurrency levels of the replicas phase (default 10,50)")  # fmt: skip
+    add("--replica-paths", type=_csv_choice(replicas.PATHS), default=list(replicas.PATHS),
+        help=f"paths through Envoy of the replicas phase ({','.join(replicas.PATHS)})")  # fmt: skip
     add("--unary-concurrency", type=int, default=50, help="unary workers (default 50)")
     add("--unary-duration", type=float, default=10.0, help="seconds per unary run (default 10)")
     add("--llama-requests", type=int, default=5, help="requests per path against llama.cpp (default 5)")
@@ -232,6 +250,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="first wait up to SECONDS for the 1-minute load to drop below --max-load")  # fmt: skip
     add("--max-load", type=float, default=0.5, help="load below which the machine counts as idle (0.5)")
     args = p.parse_args(argv)
+    if args.only:
+        args.phases = args.only
+    args.phases = [ph for ph in PHASES if ph in args.phases and ph not in args.skip]
+    if not args.phases:
+        p.error("no phase left to run")
     if "profile" not in args.phases:
         args.profile = "never"
     elif args.profile == "never":
@@ -291,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
 
     build_loadgen()
     paths = list(args.paths)
+    # The SQLite Parley, its Envoy and LiteLLM serve every phase but those on their own stack.
+    main_stack = any(ph not in OWN_STACK for ph in args.phases)
+    if not main_stack:
+        paths = [p for p in paths if p != "litellm"]
     have_litellm = "litellm" in paths and ensure_litellm(install)
     if "litellm" in paths and not have_litellm:
         log("LiteLLM is not installed (bench/.venv-litellm): its path is skipped")
@@ -331,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             ),
         },
     }
+    if not main_stack:
+        not_started = "not started: only phases with a stack of their own ran (see their sections)."
+        results["config"].update(parley=not_started, litellm=not_started)
     bench = Bench(args, work, results)
     status = 0
 
@@ -346,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             results.setdefault("phase_errors", []).append(f"{name}: {str(exc)[:800]}")
 
     try:
-        bench.start(with_litellm=have_litellm)
+        bench.start(with_litellm=have_litellm, with_parley=main_stack)
         if "stream" in args.phases:
             phase("warm-up", lambda: bench.warm_up(paths))
             phase("stream", lambda: bench.phase_stream(paths))  # failed calls are data, not a failure
@@ -372,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             phase("llama", lambda: bench.phase_llama(paths))
         if "loop" in args.phases:
             phase("loop", bench.phase_loop)
+        if "replicas" in args.phases:
+            phase("replicas", lambda: replicas.phase_replicas(bench))
     except Exception as exc:
         status = 1
         log(f"failed: {exc}")
