@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: run run-grpc test test-fast setup setup-dev generate check-generated lint typecheck pytest \
+.PHONY: run run-grpc run-replicas test test-fast setup setup-dev generate check-generated lint typecheck pytest \
 	pytest-sqlite pytest-postgres pytest-postgres-mongo bench clean
 
 run: setup
@@ -20,6 +20,10 @@ run: setup
 
 run-grpc: setup
 	$(PY) -m parley
+
+# N replicas (REPLICAS=2 by default) on PostgreSQL and Redis behind one Envoy, on loopback.
+run-replicas: setup
+	$(PY) scripts/run_replicas.py --replicas $(or $(REPLICAS),2)
 
 test: setup-dev lint check-generated typecheck test-fast pytest
 

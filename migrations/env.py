@@ -8,6 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from parley.config import Settings
 from parley.storage.sql.tables import metadata
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -16,6 +17,10 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = metadata
+
+#: PostgreSQL advisory lock key held while migrating: replicas that start together migrate one
+#: after the other (the second finds the schema current) instead of racing.
+MIGRATION_LOCK_KEY = 0x5041524C4559  # "PARLEY"
 
 
 def _url() -> str:
@@ -39,6 +44,8 @@ def do_run_migrations(connection: Connection) -> None:
     # Batch mode lets ALTER TABLE work on SQLite (copy-and-move), and is a no-op elsewhere.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

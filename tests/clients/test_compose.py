@@ -85,19 +85,26 @@ def test_the_schema_catches_mistakes(compose: dict[str, Any]) -> None:
 
 def test_stack_services_healthchecks_and_volumes(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "mongodb", "parley", "envoy"}
+    assert set(services) == {"postgres", "mongodb", "redis", "migrate", "parley", "envoy"}
     for name, service in services.items():
-        assert "healthcheck" in service, f"{name} has no healthcheck"
+        if name != "migrate":  # a one-shot job: it runs the migrations and exits
+            assert "healthcheck" in service, f"{name} has no healthcheck"
     assert services["parley"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
         "mongodb": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
     }
     assert services["envoy"]["depends_on"] == {"parley": {"condition": "service_healthy"}}
     assert "8080:8080" in services["envoy"]["ports"]
     assert services["parley"]["build"]["target"] == "parley"
     assert services["envoy"]["build"]["target"] == "envoy"
+    # Replicas: several parley containers, reached by Envoy through the service name only.
+    assert services["parley"]["deploy"]["replicas"] >= 2
+    assert "ports" not in services["parley"]
+    assert environment(services["parley"])["PARLEY_REDIS_URL"].startswith("redis://redis:6379")
     named = set(compose["volumes"])
-    for name in ("postgres", "mongodb", "parley"):
+    for name in ("postgres", "mongodb", "redis", "parley"):
         mounts = {m.split(":", 1)[0] for m in services[name]["volumes"]}
         assert mounts <= named, f"{name} mounts something other than a named volume: {mounts}"
 

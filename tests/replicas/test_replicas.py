@@ -24,13 +24,14 @@ import pytest
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from parley_proto.v1 import admin_service_pb2 as apb
+from parley_proto.v1 import agent_service_pb2
 from parley_proto.v1 import auth_service_pb2 as aupb
 from parley_proto.v1 import chat_service_pb2 as pb
 
 from tests.conftest import TEST_JWT_SECRET, TEST_MAX_OUTPUT_TOKENS
 from tests.support.client import UserClient, expect_error, new_user, wait_finished
 from tests.support.envoy import EnvoyProcess
-from tests.support.postgres import running_postgres
+from tests.support.postgres import PostgresCluster
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 
@@ -41,9 +42,12 @@ LEASE_S = 3.0
 class Deployment:
     """PostgreSQL, Redis, replicas and Envoy of one test module."""
 
-    def __init__(self, root: Path, database_url: str, redis: RedisServer, mongodb_url: str | None) -> None:
+    def __init__(
+        self, root: Path, postgres: PostgresCluster, redis: RedisServer, mongodb_url: str | None
+    ) -> None:
         self.root = root
-        self.database_url = database_url
+        self.postgres = postgres
+        self.database_url = postgres.url
         self.redis = redis
         self.mongodb_url = mongodb_url
         self.replicas: list[ServerProcess] = []
@@ -73,16 +77,18 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, mongodb_url: str | None) -> Iterator[Deployment]:
     redis = RedisServer().start()
+    postgres = PostgresCluster()
     try:
-        with running_postgres() as url:
-            deployment = Deployment(tmp_path_factory.mktemp("replicas"), url, redis, mongodb_url)
-            try:
-                deployment.replica()
-                deployment.replica()
-                yield deployment
-            finally:
-                deployment.stop()
+        postgres.create()
+        deployment = Deployment(tmp_path_factory.mktemp("replicas"), postgres, redis, mongodb_url)
+        try:
+            deployment.replica()
+            deployment.replica()
+            yield deployment
+        finally:
+            deployment.stop()
     finally:
+        postgres.remove()
         redis.close()
 
 
@@ -315,3 +321,28 @@ def _wait_chat_health(channel: grpc.Channel, status: int, within: float = 10.0) 
             return
         assert time.monotonic() < deadline, f"ChatService health stayed {seen}"
         time.sleep(0.2)
+
+
+def test_postgres_down_is_unavailable_and_recovers_without_a_restart(
+    deployment: Deployment, admin: UserClient, one: grpc.Channel
+) -> None:
+    alice = new_user(one, prefix="alice")
+    agent = alice.create_agent(max_output_tokens=8)
+    deployment.postgres.stop()
+    try:
+        with expect_error(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"):
+            alice.stubs.agents.GetAgent(agent_service_pb2.GetAgentRequest(name=agent.name))
+    finally:
+        deployment.postgres.start()
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            fetched = alice.stubs.agents.GetAgent(agent_service_pb2.GetAgentRequest(name=agent.name))
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, f"{exc.code()}: {exc.details()}"
+            assert time.monotonic() < deadline, "the database did not come back"
+            time.sleep(0.2)
+    assert fetched.agent == agent
+    session = alice.create_session(agent.name).name
+    assert _kind(alice.send(session, "Hello")[-1]) == "message_completed"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.support.net import free_port
 
-__all__ = ["running_postgres"]
+__all__ = ["PostgresCluster", "create_database", "running_postgres"]
 
 
 def _bin(name: str) -> str:
@@ -35,74 +35,83 @@ def _as_owner(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-@contextlib.contextmanager
-def running_postgres() -> Iterator[str]:
-    """Start a cluster on a free loopback port; yield ``postgresql+asyncpg://...`` to database ``parley``."""
-    root = Path(tempfile.mkdtemp(prefix="parley-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        _as_owner(
-            [
-                _bin("initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "parley",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    log = root / "postgres.log"
-    subprocess.run(
-        _as_owner(
-            [
-                _bin("pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                f"-p {port} -k {root} -h 127.0.0.1 -c fsync=off -c full_page_writes=off",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
+class PostgresCluster:
+    """A cluster in a temporary directory on a free loopback port, which can be stopped and
+    started again (to test what Parley does while its database is down)."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="parley-pg-"))
+        self.data = self.root / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://parley@127.0.0.1:{self.port}/parley"
+
+    def create(self) -> PostgresCluster:
+        """initdb, start, and create database ``parley``."""
+        subprocess.run(
+            _as_owner(
+                [
+                    _bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "parley",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.start()
         deadline = time.monotonic() + 30
         while True:
             result = subprocess.run(
-                [_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "parley", "parley"],
+                [_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "parley", "parley"],
                 capture_output=True,
                 text=True,
                 check=False,
             )
             if result.returncode == 0:
-                break
+                return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"createdb failed: {result.stderr}")
             time.sleep(0.3)
-        yield f"postgresql+asyncpg://parley@127.0.0.1:{port}/parley"
-    finally:
+
+    def start(self) -> None:
+        log = self.root / "postgres.log"
+        options = f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off -c full_page_writes=off"
+        argv = [_bin("pg_ctl"), "-D", str(self.data), "-l", str(log), "-w", "-t", "60", "-o", options]
         subprocess.run(
-            _as_owner([_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            _as_owner([*argv, "start"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_owner([_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
             capture_output=True,
             check=False,
         )
-        shutil.rmtree(root, ignore_errors=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str]:
+    """Start a cluster on a free loopback port; yield ``postgresql+asyncpg://...`` to database ``parley``."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster.create().url
+    finally:
+        cluster.remove()
 
 
 def create_database(url: str, name: str) -> str:
