@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ type streamConfig struct {
 	perRequest  bool   // parley: a fresh session (from `sessions`) for every request
 	count       string // words | events: what a token is
 	expect      int    // tokens a complete reply has; fewer counts as an error (0: no check)
+	untilEOF    bool   // also start no request after standard input closes
 }
 
 // streamResult is one request's outcome as the client saw it.
@@ -110,6 +112,7 @@ func runStream(args []string) {
 	fs.BoolVar(&c.perRequest, "session-per-request", false, "parley: use each session once")
 	fs.StringVar(&c.count, "count", "words", "words | events: what counts as a token")
 	fs.IntVar(&c.expect, "expect-tokens", 0, "a reply with fewer tokens is an error (0: no check)")
+	fs.BoolVar(&c.untilEOF, "stop-on-stdin-eof", false, "also start no request after standard input closes")
 	_ = fs.Parse(args)
 	c.temperature = math.NaN()
 	if temperature != "" {
@@ -150,6 +153,13 @@ func stream(c streamConfig) StreamReport {
 		wg       sync.WaitGroup
 		failures = newErrorTally()
 	)
+	var stopped atomic.Bool
+	if c.untilEOF {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stopped.Store(true)
+		}()
+	}
 	start := time.Now()
 	stopAt := start.Add(c.duration)
 	for i := range c.clients {
@@ -157,7 +167,7 @@ func stream(c streamConfig) StreamReport {
 		go func(i int) {
 			defer wg.Done()
 			time.Sleep(time.Duration(int64(c.ramp) * int64(i) / int64(c.clients)))
-			for n := 0; n < c.perClient && time.Now().Before(stopAt); n++ {
+			for n := 0; n < c.perClient && time.Now().Before(stopAt) && !stopped.Load(); n++ {
 				session := ""
 				if len(c.sessions) > 0 {
 					if c.perRequest {
