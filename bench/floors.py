@@ -1,7 +1,8 @@
-"""Floors: what the two libraries under Parley's token path cost alone, per token, on this machine.
+"""Floors: what the libraries under Parley cost alone, on this machine.
 
     python bench/floors.py grpc-server HOST:PORT --tokens 64 --tokens-per-second 50
     python bench/floors.py sdk-client BASE_URL --clients 50 --seconds 8
+    python bench/floors.py grpc-unary-server HOST:PORT --response getagent.bin
 
 ``grpc-server`` is a bare ``grpc.aio`` server of ``parley.v1.ChatService/SendMessage`` that
 streams what Parley streams for a reply (``message_accepted``, one ``text_delta`` per token at the
@@ -13,6 +14,13 @@ provider does (``stream_options.include_usage``), from ``--clients`` concurrent 
 ``--seconds``, and prints one JSON object: tokens, tokens/s and its own CPU time per 1000 tokens.
 
 Parley's CPU per token, minus these two, is roughly what Parley's own layers add.
+
+``grpc-unary-server`` is a bare ``grpc.aio`` server of ``parley.v1.AgentService/GetAgent`` that
+answers every call with the ``GetAgentResponse`` in ``--response`` (bytes Parley itself returned
+for the agent the unary phase reads), parsed once and serialized by grpc on every call as
+Parley's are: no auth, no database, no interceptors. ``loadgen unary -kind grpc`` drives it like
+Parley (its bearer token is ignored), so Parley's GetAgent requests/s over this floor's is the
+share of a bare grpc.aio unary server that Parley keeps.
 """
 
 from __future__ import annotations
@@ -51,6 +59,25 @@ async def _grpc_server(address: str, tokens: int, rate: float) -> None:
     server.add_insecure_port(address)
     await server.start()
     print(f"grpc floor serving on {address}", flush=True)
+    await server.wait_for_termination()
+
+
+async def _grpc_unary_server(address: str, response: bytes) -> None:
+    import grpc
+    from parley_proto.v1 import agent_service_pb2 as pb
+    from parley_proto.v1 import agent_service_pb2_grpc
+
+    reply = pb.GetAgentResponse.FromString(response)
+
+    class Agents(agent_service_pb2_grpc.AgentServiceServicer):
+        async def GetAgent(self, request: Any, context: Any) -> Any:
+            return reply
+
+    server = grpc.aio.server()
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(Agents(), server)  # type: ignore[abstract]
+    server.add_insecure_port(address)
+    await server.start()
+    print(f"grpc unary floor serving on {address} ({len(response)}-byte GetAgentResponse)", flush=True)
     await server.wait_for_termination()
 
 
@@ -103,16 +130,23 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("address", help="loopback HOST:PORT")
     server.add_argument("--tokens", type=int, default=64)
     server.add_argument("--tokens-per-second", type=float, default=50.0)
+    unary = sub.add_parser("grpc-unary-server", help="a bare grpc.aio GetAgent server")
+    unary.add_argument("address", help="loopback HOST:PORT")
+    unary.add_argument("--response", required=True, help="file with a serialized GetAgentResponse")
     client = sub.add_parser("sdk-client", help="AsyncOpenAI streaming alone; prints JSON")
     client.add_argument("base_url", help="the upstream, http://127.0.0.1:PORT/v1")
     client.add_argument("--clients", type=int, default=50)
     client.add_argument("--seconds", type=float, default=8.0)
     client.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    if args.command == "grpc-server":
+    if args.command in ("grpc-server", "grpc-unary-server"):
         if not args.address.startswith(("127.", "localhost:", "[::1]:")):
-            parser.error("grpc-server binds loopback addresses only")
-        asyncio.run(_grpc_server(args.address, args.tokens, args.tokens_per_second))
+            parser.error(f"{args.command} binds loopback addresses only")
+        if args.command == "grpc-server":
+            asyncio.run(_grpc_server(args.address, args.tokens, args.tokens_per_second))
+        else:
+            with open(args.response, "rb") as f:
+                asyncio.run(_grpc_unary_server(args.address, f.read()))
     else:
         if not args.base_url.startswith(("http://127.", "http://localhost:", "http://[::1]:")):
             parser.error("sdk-client talks to loopback addresses only")

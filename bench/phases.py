@@ -30,6 +30,9 @@ LOADGEN = ROOT / "bench" / ".bin" / "loadgen"
 GHZ = ROOT / ".tools" / "bin" / "ghz"
 SYSTEM = "You are a concise, friendly guide."
 PROMPT = "Hello! What is a good name for a cat?"
+#: The unary floor's ``path`` in results.json's ``unary`` list.
+UNARY_FLOOR_PATH = "gRPC floor (bare grpc.aio)"
+
 #: Raised for the benchmark's one user (the default is 4 replies generating at once).
 PER_USER_LIMIT = "100000"
 LOOP_TARGET_MS = 50.0
@@ -366,7 +369,10 @@ class Bench:
         self.results["unary_note"] = (
             f"{c} concurrent workers calling GetAgent back to back for {d:g} s after a warm-up. gRPC: one "
             "HTTP/2 connection shared by the workers (ghz's default); REST: one HTTP/1.1 connection per "
-            "worker to Envoy, which multiplexes them onto HTTP/2 connections to Parley."
+            "worker to Envoy, which multiplexes them onto HTTP/2 connections to Parley. "
+            f"`{UNARY_FLOOR_PATH}`: the load generator's gRPC run against a bare grpc.aio server "
+            "(`bench/floors.py grpc-unary-server`, default options, no interceptor) that answers every "
+            "GetAgent with the response bytes Parley returned for the same agent: no auth, no database."
         )
         if have_ghz:
             descriptor = ROOT / "gen" / "descriptor" / "parley.binpb"
@@ -393,6 +399,35 @@ class Bench:
             result.update(path=path, client="bench/loadgen", error_samples=result.get("error_samples") or [])
             rows.append(result)
             _log_unary(result)
+        rows.append(self._unary_floor(agent))
+        _log_unary(rows[-1])
+
+    def _unary_floor(self, agent: str) -> dict[str, Any]:
+        """The same loadgen gRPC run against a bare grpc.aio server answering GetAgent with the bytes
+        Parley returned for ``agent`` (``floors.py grpc-unary-server``): no auth, no database."""
+        from parley_proto.v1 import agent_service_pb2 as agent_pb
+
+        c, d = self.args.unary_concurrency, self.args.unary_duration
+        reply = self.user.client.stubs.agents.GetAgent(agent_pb.GetAgentRequest(name=agent), timeout=30)
+        response = self.work / "getagent-response.bin"
+        response.write_bytes(reply.SerializeToString())
+        port = procs.free_port()
+        floor_argv = [sys.executable, str(ROOT / "bench" / "floors.py"), "grpc-unary-server",
+                      f"127.0.0.1:{port}", "--response", str(response)]  # fmt: skip
+        server = procs.Proc("grpc unary floor", floor_argv, self.work / "grpc-unary-floor.log")
+        try:
+            server.wait_ready(lambda: "serving" in server.log_tail(), 60)
+            argv = [str(LOADGEN), "unary", "-kind", "grpc", "-agent", agent, "-token", "none",
+                    "-concurrency", str(c), "-duration", f"{d:g}s", "-warmup", "1s",
+                    "-target", f"127.0.0.1:{port}", "-connections", "1"]  # fmt: skip
+            self.commands["unary gRPC floor: bare grpc.aio server (loadgen)"] = redact(argv)
+            time.sleep(self.args.pause)
+            result = procs.run_json(argv, timeout=d + 120)
+        finally:
+            server.stop()
+        result.update(path=UNARY_FLOOR_PATH, client="bench/loadgen", response_bytes=response.stat().st_size,
+                      error_samples=result.get("error_samples") or [])  # fmt: skip
+        return dict(result)
 
     # --- the real model ----------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
 3. ``profile``: when Parley is slower than LiteLLM at some level, py-spy on Parley while the gRPC
    path streams again at the first such level and at the largest (``--profile always|never``);
 4. ``unary``: GetAgent with a bearer token at a fixed concurrency, gRPC (ghz, and the load
-   generator) against REST through Envoy: requests/s, p50/p99;
+   generator) against REST through Envoy and against a bare grpc.aio unary server answering the
+   same bytes (the floor): requests/s, p50/p99;
 5. ``llama``: the same streaming paths in front of ``llama_cpp.server`` running SmolLM2;
 6. ``loop``: health-check pings against Parley while its local model and speech (Whisper,
    espeak-ng) run; the slowest ping bounds the longest event-loop stall (target < 50 ms);

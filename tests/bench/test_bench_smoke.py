@@ -2,9 +2,9 @@
 
 Runs ``python bench/run.py`` as ``make bench`` would, but tiny: the fixed-rate upstream with
 5-token replies, one client, 1-second runs, on the paths ``direct``, ``parley-grpc`` and
-``parley-rest``, then the unary phase for 1 second. It asserts behaviour only: the Markdown table
-is written with the expected columns and every run finished without errors. No timing is
-asserted.
+``parley-rest``, then the unary phase for 1 second (Parley's gRPC and REST, and the bare floor).
+It asserts behaviour only: the Markdown table is written with the expected columns and every run
+finished without errors. No timing is asserted.
 
 Skipped parts: the LiteLLM path when ``bench/.venv-litellm`` is absent, and ghz's unary run when
 ``.tools/bin/ghz`` is absent (``make`` installs neither; ``python bench/run.py`` does); the whole
@@ -71,7 +71,9 @@ def test_bench_runs_and_writes_its_tables(tmp_path: Path) -> None:
         assert run["tokens"] == run["requests"] * TOKENS, run
         assert f"| 1 | {run['path']} | {run['requests']} | 0 |" in markdown
     clients = [row["client"] for row in results["unary"]]
-    assert clients == (["ghz"] if have_ghz else []) + ["bench/loadgen", "bench/loadgen"]
+    # gRPC and REST against Parley, then gRPC against the bare grpc.aio floor.
+    assert clients == (["ghz"] if have_ghz else []) + ["bench/loadgen"] * 3
+    assert "floor" in results["unary"][-1]["path"]
     for row in results["unary"]:
         assert row["errors"] == 0, row
         assert row["requests"] > 0, row
