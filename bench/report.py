@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import targets
+
 __all__ = [
     "LOOP_COLUMNS",
     "RATIO_COLUMNS",
@@ -419,6 +421,22 @@ def _stream_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
+def _targets_section(rows: list[dict[str, Any]]) -> list[str]:
+    passed = sum(1 for r in rows if r["pass"])
+    failed = sum(1 for r in rows if r["pass"] is False)
+    return [
+        "## Targets",
+        "",
+        'Issue "Performance": each target is a ratio of two figures measured in this run on this '
+        f"machine, with its threshold. {passed} PASS, {failed} FAIL, {len(rows) - passed - failed} not "
+        "measured (phase or path not run). The figures are in the sections below; the definitions in "
+        "`bench/targets.py`.",
+        "",
+        *_table(targets.COLUMNS, [[*targets.cells(r)[:-1], f"**{r['result']}**"] for r in rows]),
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The human-readable report of ``results`` (the JSON document)."""
     cfg = results["config"]
@@ -429,6 +447,9 @@ def markdown(results: dict[str, Any]) -> str:
         "# Parley overhead benchmark",
         "",
         f"Run {results['started']} ({results['elapsed_s']:.0f} s) with `{results['command']}`.",
+        "",
+        *(_targets_section(results["targets"]) if results.get("targets") else []),
+        "## Set-up",
         "",
         f"- **Machine**: {machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"{machine['os']} (kernel {machine['kernel']}).",

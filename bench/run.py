@@ -23,11 +23,14 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
    errors, the 2/1 ratios, the CPU of every process (``--only replicas`` runs just this phase,
    ``--skip replicas`` leaves it out).
 
-Results go to ``bench/results/results.{md,json}`` (``--out``) with the machine, the load, versions
-and commands; the logs of every process to ``bench/.work/<time>/``. What is missing is installed
-unless ``--no-install``: the load generator is built into ``bench/.bin`` (Go), ghz goes to
-``.tools/bin``, LiteLLM into its own venv ``bench/.venv-litellm`` (its dependencies stay out of
-Parley's), py-spy into ``.venv``. Every load loop is bounded in requests and time; only loopback
+At the end, every target of the issue "Performance" (``bench/targets.py``) is checked against
+the run's figures: a Targets table at the top of results.md, ``targets`` in results.json, and
+printed. Results go to ``bench/results/results.{md,json}`` (``--out``) with the machine, the load,
+versions and commands; the logs of every process to ``bench/.work/<time>/``. What is missing is
+installed unless ``--no-install``: the load generator is built into ``bench/.bin`` (Go), ghz goes
+to ``.tools/bin``, LiteLLM into its own venv ``bench/.venv-litellm`` (its dependencies stay out of
+Parley's; started only for the phases that measure it: stream, profile, llama), py-spy into
+``.venv``. Every load loop is bounded in requests and time; only loopback
 addresses are used. The default run takes about 10 minutes (plus first-time installs); quicker:
 
     python bench/run.py --clients 1,10 --duration 3 --phases stream,unary
@@ -68,6 +71,7 @@ import phases  # noqa: E402
 import procs  # noqa: E402
 import replicas  # noqa: E402
 import report  # noqa: E402
+import targets  # noqa: E402
 from phases import GHZ, LOADGEN, Bench, log  # noqa: E402
 
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"  # @latest resolves to an old v0.93.0
@@ -415,8 +419,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
         results["commands"] = {"benchmark": command, **bench.commands}
         results["load"]["after"] = [round(v, 2) for v in os.getloadavg()]
         results["elapsed_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
+        results["targets"] = targets.evaluate(results)
         json_path, md_path = report.write(results, args.out)
         log(f"wrote {md_path} and {json_path.name} after {results['elapsed_s']:.0f} s")
+        print(f"\nTargets (issue Performance), from this run:\n{targets.text_table(results['targets'])}")
     return status
 
 
