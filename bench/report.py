@@ -10,6 +10,7 @@ import targets
 
 __all__ = [
     "LOOP_COLUMNS",
+    "MEMORY_COLUMNS",
     "RATIO_COLUMNS",
     "REPLICA_COLUMNS",
     "STREAM_COLUMNS",
@@ -55,6 +56,8 @@ LOOP_COLUMNS = (
     "control p99 ms",
     "control max ms",
 )
+MEMORY_COLUMNS = ("replies", "VmRSS MiB", "RssAnon MiB", "RssFile MiB", "VmHWM MiB", "errors",
+                  "reply p50 ms")  # fmt: skip
 UNARY_COLUMNS = ("path", "client", "concurrency", "requests", "errors", "RPS", "p50 ms", "p99 ms")
 REPLICA_COLUMNS = (
     "clients",
@@ -441,6 +444,32 @@ def _targets_section(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _memory_section(mem: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            s["replies"],
+            _f(s.get("VmRSS")),
+            _f(s.get("RssAnon")),
+            _f(s.get("RssFile")),
+            _f(s.get("VmHWM")),
+            s.get("errors", "-"),
+            _f(s.get("reply_ms_p50")),
+        ]
+        for s in mem["samples"]
+    ]
+    lines = ["## Memory: resident set of the embedded default over replies", "", mem["note"], ""]
+    lines += [*_table(MEMORY_COLUMNS, rows), ""]
+    if mem.get("growth_mib") is not None:
+        n = mem["replies"]
+        lines += [
+            f"Growth from reply {n // 2} to {n}: {mem['growth_mib']:+.1f} MiB VmRSS "
+            f"({mem['anon_growth_mib']:+.1f} MiB RssAnon); bound {mem['bound_mib']:g} MiB. "
+            f"{n} replies took {mem['elapsed_s']:.0f} s.",
+            "",
+        ]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The human-readable report of ``results`` (the JSON document)."""
     cfg = results["config"]
@@ -564,6 +593,9 @@ def markdown(results: dict[str, Any]) -> str:
             *_table(_loop_columns(loop), _loop_rows(loop)),
             "",
         ]
+    mem = results.get("memory")
+    if mem and mem.get("samples"):
+        md += _memory_section(mem)
     profile = results.get("profile")
     if profile and profile.get("runs"):
         md += ["## Profile of the Parley server under streaming load", "", profile["note"], ""]

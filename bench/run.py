@@ -19,7 +19,9 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
 6. ``loop``: health-check pings against Parley while its local model and speech (Whisper,
    espeak-ng) run, alone and at once, and then with 50 streams besides; the slowest ping bounds
    the longest event-loop stall (target: 25 ms at most);
-7. ``replicas``: 1 vs 2 Parley replicas behind one Envoy, on Redis and PostgreSQL (its own stack,
+7. ``memory``: a Parley of its own in the embedded default configuration, 1,000 short replies,
+   its RSS after start-up and every 100 replies (``--only memory`` runs just this phase);
+8. ``replicas``: 1 vs 2 Parley replicas behind one Envoy, on Redis and PostgreSQL (its own stack,
    ``bench/replicas.py``), REST/SSE and gRPC through Envoy at 10 and 50 clients: tokens/s, TTFT,
    errors, the 2/1 ratios, the CPU of every process (``--only replicas`` runs just this phase,
    ``--skip replicas`` leaves it out).
@@ -68,6 +70,7 @@ if (
 
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import memory  # noqa: E402
 import phases  # noqa: E402
 import procs  # noqa: E402
 import replicas  # noqa: E402
@@ -82,9 +85,9 @@ PATHS = ("direct", "parley-grpc", "parley-rest", "litellm")
 KEEP_RUNS = 5
 #: A difference smaller than this (5 %) is noise, not "slower".
 SLOWER_MARGIN = 0.05
-PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "replicas")
+PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "memory", "replicas")
 #: Phases that run on their own stack and need neither the SQLite Parley nor LiteLLM.
-OWN_STACK = ("replicas",)
+OWN_STACK = ("memory", "replicas")
 
 # --- tools ---------------------------------------------------------------------------------------
 
@@ -250,6 +253,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add("--loop-streams", type=int, default=50,
         help="gRPC streams in the loop phase's all-at-once step (default 50; 0: no such step)")  # fmt: skip
+    add("--memory-replies", type=int, default=1000, help="replies of the memory phase (default 1000)")
+    add("--memory-step", type=int, default=100, help="memory phase: RSS sampled every N replies (100)")
+    add("--memory-clients", type=int, default=2, help="memory phase: concurrent clients (default 2)")
+    add("--memory-tokens", type=int, default=8, help="memory phase: tokens per reply (default 8)")
     add("--profile", choices=("auto", "always", "never"), default="auto",
         help="auto (default): profile when Parley is slower than LiteLLM at some level")  # fmt: skip
     add("--out", type=Path, default=ROOT / "bench" / "results", help="where results.{md,json} go")
@@ -410,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             phase("llama", lambda: bench.phase_llama(paths))
         if "loop" in args.phases:
             phase("loop", bench.phase_loop)
+        if "memory" in args.phases:
+            phase("memory", lambda: memory.phase_memory(bench))
         if "replicas" in args.phases:
             phase("replicas", lambda: replicas.phase_replicas(bench))
     except Exception as exc:
