@@ -33,8 +33,8 @@ versions and commands; the logs of every process to ``bench/.work/<time>/``. Wha
 installed unless ``--no-install``: the load generator is built into ``bench/.bin`` (Go), ghz goes
 to ``.tools/bin``, LiteLLM into its own venv ``bench/.venv-litellm`` (its dependencies stay out of
 Parley's; started only for the phases that measure it: stream, profile, llama), py-spy into
-``.venv``. Every load loop is bounded in requests and time; only loopback
-addresses are used. The default run takes about 10 minutes (plus first-time installs); quicker:
+``.venv``. Every load loop is bounded in requests and time; only loopback addresses are used. The
+default run takes about 10 minutes (plus first-time installs); quicker:
 
     python bench/run.py --clients 1,10 --duration 3 --phases stream,unary
 """
@@ -88,6 +88,8 @@ SLOWER_MARGIN = 0.05
 PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "memory", "replicas")
 #: Phases that run on their own stack and need neither the SQLite Parley nor LiteLLM.
 OWN_STACK = ("memory", "replicas")
+#: Phases that measure LiteLLM: without them it is not started.
+WITH_LITELLM = ("stream", "profile", "llama")
 
 # --- tools ---------------------------------------------------------------------------------------
 
@@ -329,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
 
     build_loadgen()
     paths = list(args.paths)
-    # The SQLite Parley, its Envoy and LiteLLM serve every phase but those on their own stack.
+    # The SQLite Parley and its Envoy serve every phase but those on their own stack; LiteLLM is
+    # started only for the phases that measure it (a unary or loop run alone needs none).
     main_stack = any(ph not in OWN_STACK for ph in args.phases)
-    if not main_stack:
+    if not main_stack or not any(ph in WITH_LITELLM for ph in args.phases):
         paths = [p for p in paths if p != "litellm"]
     have_litellm = "litellm" in paths and ensure_litellm(install)
     if "litellm" in paths and not have_litellm:
