@@ -56,7 +56,7 @@ from parley.domain.agents import Agents
 from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
 from parley.domain.leaving import LeavingUser
-from parley.domain.models import Quota
+from parley.domain.models import Agent, Quota
 from parley.domain.replies import Replies
 from parley.domain.sessions import Sessions
 from parley.domain.settings import RuntimeSettings, ServerSettings
@@ -76,11 +76,11 @@ from parley.runs.manager import RunManager
 from parley.runs.redis_admission import RedisAdmission
 from parley.runs.shared import RedisWatch, Shared, SharedOptions, build_shared
 from parley.runs.sweep import RunSweeper
-from parley.storage.caller_cache import CallerCache
 from parley.storage.content.base import ContentStore
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
 from parley.storage.migrate import upgrade_database
+from parley.storage.read_cache import ReadCache
 from parley.storage.sql.agents import AgentStore
 from parley.storage.sql.engine import Database
 from parley.storage.sql.replicas import ReplicaStore
@@ -146,6 +146,13 @@ def _toolboxes(settings: Settings) -> Toolboxes:
         ),
         McpTools(guard, ttl_s=settings.mcp_tools_ttl_seconds, timeout_s=settings.tool_timeout_seconds),
     )
+
+
+def _stores(db: Database, shared: Shared, cache_s: float) -> tuple[UserStore, AgentStore, SessionStore]:
+    """The SQL stores; callers and agents behind read caches invalidated across replicas."""
+    callers = ReadCache[Caller | None]("user", shared.invalidations, ttl_s=cache_s)
+    agents = ReadCache[Agent | None]("agent", shared.invalidations, ttl_s=cache_s)
+    return UserStore(db, callers), AgentStore(db, agents), SessionStore(db)
 
 
 def _shared_options(settings: Settings) -> SharedOptions:
@@ -238,8 +245,7 @@ async def build_application(settings: Settings) -> Application:
             totals_since=usage.day_totals,
             default_quota=lambda: runtime.current().default_quota,
         )
-        callers = CallerCache[Caller | None](shared.invalidations, ttl_s=settings.auth_cache_seconds)
-        users, agent_store, session_store = UserStore(db, callers), AgentStore(db), SessionStore(db)
+        users, agent_store, session_store = _stores(db, shared, settings.read_cache_seconds)
         content = _content_store(settings, db)
         resources.push_async_callback(content.close)
         await content.start()

@@ -77,11 +77,12 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long a Redis call waits before Redis counts as down (s)."
     )
-    auth_cache_seconds: float = Field(
+    read_cache_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="How long a token's user and revocation state is cached per process (s); changes "
-        "made through the API invalidate it at once (across replicas through Redis). 0: no cache.",
+        description="How long a token's user and revocation state, and agents, are cached per process "
+        "(s); changes made through the API invalidate them at once (across replicas through Redis). "
+        "0: no cache.",
     )
     mongodb_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a MongoDB call waits for a reachable server (s)."

@@ -205,8 +205,8 @@ async def test_the_output_quota_holds_across_replicas(pair: tuple[Domain, Domain
 async def test_a_change_on_one_replica_reaches_the_others_caller_cache(
     make_domain: MakeDomain, redis_server: RedisServer
 ) -> None:
-    a = await make_domain(redis_url=redis_server.url, auth_cache_s=60.0)
-    b = await make_domain(redis_url=redis_server.url, auth_cache_s=60.0)
+    a = await make_domain(redis_url=redis_server.url, read_cache_s=60.0)
+    b = await make_domain(redis_url=redis_server.url, read_cache_s=60.0)
     session = await a.new_session()
     caller = await b.users.caller(session.owner_id, "family-1")
     assert caller is not None and not caller.user.disabled
@@ -217,6 +217,16 @@ async def test_a_change_on_one_replica_reaches_the_others_caller_cache(
         return seen is not None and seen.user.disabled
 
     await _eventually(disabled_on_b, within=2.0)  # far below the 60 s TTL: the invalidation came
+    # Agents too: b caches one, a renames it, b sees the new name.
+    cached = await b.agents.get(session.owner_id, session.agent_id)
+    assert cached is not None and cached.display_name == "Agent"
+    await a.agents.update(session.owner_id, session.agent_id, {"display_name": "Renamed"}, cached.update_time)
+
+    async def renamed_on_b() -> bool:
+        seen = await b.agents.get(session.owner_id, session.agent_id)
+        return seen is not None and seen.display_name == "Renamed"
+
+    await _eventually(renamed_on_b, within=2.0)
 
 
 async def test_redis_down_refuses_new_sends_and_lets_running_replies_finish(

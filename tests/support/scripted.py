@@ -42,9 +42,9 @@ from parley.runs.events import Sequenced
 from parley.runs.manager import RunManager, Subscription
 from parley.runs.shared import Shared, SharedOptions, build_shared
 from parley.runs.sweep import RunSweeper
-from parley.storage.caller_cache import CallerCache
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
+from parley.storage.read_cache import ReadCache
 from parley.storage.sql.agents import AgentStore
 from parley.storage.sql.engine import Database
 from parley.storage.sql.replicas import ReplicaStore
@@ -159,7 +159,7 @@ class Domain:
         tool_wait_s: float = 30.0,
         allowed_hosts: Sequence[str] = ("127.0.0.1",),
         redis_url: str | None = None,
-        auth_cache_s: float = 0.0,
+        read_cache_s: float = 0.0,
     ) -> None:
         self.db = Database(url)
         self.provider = ScriptedProvider()
@@ -170,7 +170,7 @@ class Domain:
         self._limits = limits
         self._max_steps = max_steps
         self._tool_wait_s = tool_wait_s
-        self._auth_cache_s = auth_cache_s
+        self._read_cache_s = read_cache_s
         self._resources = AsyncExitStack()
         self.content = SqlContentStore(self.db)
         self.agents = AgentStore(self.db)
@@ -202,8 +202,10 @@ class Domain:
         self.log = shared.log
         self.admission = shared.admission
         self.quotas = shared.quotas
-        self.callers = CallerCache[Caller | None](shared.invalidations, ttl_s=self._auth_cache_s)
+        self.callers = ReadCache[Caller | None]("user", shared.invalidations, ttl_s=self._read_cache_s)
         self.users = UserStore(self.db, self.callers)
+        agents = ReadCache[Agent | None]("agent", shared.invalidations, ttl_s=self._read_cache_s)
+        self.agents = AgentStore(self.db, agents)
         self.runs = RunManager(
             self.messages, self.log, checkpoint_interval_s=self._checkpoint_s, signals=shared.signals
         )

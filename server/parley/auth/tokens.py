@@ -6,10 +6,17 @@ verification accepts only that algorithm (RFC 8725 section 3.1: an explicit allo
 ``alg: none`` and algorithm confusion are refused) and requires ``exp``, ``iat``, ``iss``,
 ``aud``, ``sub``, ``jti``, ``fam`` and the right ``typ`` (RFC 8725 section 3.11: explicit
 typing, so a refresh token is never accepted as an access token, nor the reverse).
+
+Verified tokens are remembered (the exact token string, at most ``VERIFIED_CACHE_SIZE`` of them)
+until they expire, so a client's every call does not pay for the HMAC and the JSON parse again;
+expiry is still checked on every call. Revocation is not a property of the token: the caller's
+login family is checked on every call (``UserStore.caller``).
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -24,6 +31,10 @@ __all__ = ["TokenClaims", "Tokens"]
 
 TokenType = Literal["access", "refresh"]
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "jti"]
+#: Seconds of clock skew allowed on ``exp`` and ``iat``.
+LEEWAY_S = 5
+#: Verified tokens remembered (least recently used dropped first).
+VERIFIED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,7 @@ class Tokens:
         self._aud = settings.jwt_audience
         self.access_ttl = settings.access_token_ttl_seconds
         self.refresh_ttl = settings.refresh_token_ttl_seconds
+        self._verified: OrderedDict[str, TokenClaims] = OrderedDict()
 
     def issue(self, user_id: str, family_id: str, token_type: TokenType, now: datetime) -> TokenClaims:
         """Claims of a new token (encode them with :meth:`encode`)."""
@@ -82,6 +94,22 @@ class Tokens:
         Raises ``Unauthenticated`` with reason ``TOKEN_EXPIRED``, ``WRONG_TOKEN_TYPE`` or
         ``INVALID_TOKEN``.
         """
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() > known.expire_time.timestamp() + LEEWAY_S:
+                del self._verified[token]
+                raise Unauthenticated("token expired", reason=Reason.TOKEN_EXPIRED)
+            if known.token_type != expected:
+                raise Unauthenticated(f"expected an {expected} token", reason=Reason.WRONG_TOKEN_TYPE)
+            self._verified.move_to_end(token)
+            return known
+        claims = self._decode(token, expected)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _decode(self, token: str, expected: TokenType) -> TokenClaims:
         try:
             payload = jwt.decode(
                 token,
@@ -90,7 +118,7 @@ class Tokens:
                 audience=self._aud,
                 issuer=self._iss,
                 options={"require": _REQUIRED},
-                leeway=5,
+                leeway=LEEWAY_S,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired", reason=Reason.TOKEN_EXPIRED) from None

@@ -12,6 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from parley.domain.models import Agent, McpServerConfig, ToolKind, ToolSpec
+from parley.storage.read_cache import ReadCache
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import agents, sessions
 
@@ -116,16 +117,28 @@ def _values(agent: Agent) -> dict[str, Any]:
 
 
 class AgentStore:
-    """SQL access to agents; each method is one transaction."""
+    """SQL access to agents; each method is one transaction.
 
-    def __init__(self, db: Database) -> None:
+    Args:
+        cache: where :meth:`get` results are kept for a few seconds (storage/read_cache.py);
+            updates and deletions here invalidate it.
+    """
+
+    def __init__(self, db: Database, cache: ReadCache[Agent | None] | None = None) -> None:
         self._db = db
+        self._cache = cache
 
     async def create(self, agent: Agent) -> Agent:
         await self._db.execute(insert(agents).values(**_values(agent)))
         return agent
 
     async def get(self, owner_id: str, agent_id: str) -> Agent | None:
+        """The agent if ``owner_id`` owns it (from the cache when it is fresh)."""
+        if self._cache is None:
+            return await self._read(owner_id, agent_id)
+        return await self._cache.get(agent_id, owner_id, lambda: self._read(owner_id, agent_id))
+
+    async def _read(self, owner_id: str, agent_id: str) -> Agent | None:
         row = await self._db.first(
             select(agents).where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
         )
@@ -153,6 +166,8 @@ class AgentStore:
             .values(**values, update_time=now)
             .returning(*agents.c)
         )
+        if self._cache is not None:
+            await self._cache.changed(agent_id)
         return None if row is None else agent_from_row(row)
 
     async def delete(self, owner_id: str, agent_id: str) -> bool:
@@ -160,6 +175,8 @@ class AgentStore:
         result = await self._db.execute(
             delete(agents).where(agents.c.id == agent_id, agents.c.owner_id == owner_id)
         )
+        if self._cache is not None:
+            await self._cache.changed(agent_id)
         return result > 0
 
     async def session_ids(self, agent_id: str) -> Sequence[str]:

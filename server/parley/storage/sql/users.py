@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.domain.errors import AlreadyExists, FailedPrecondition, Reason
 from parley.domain.models import Quota, User, UserRole
-from parley.storage.caller_cache import CallerCache
+from parley.storage.read_cache import ReadCache
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import refresh_tokens, users
 
@@ -77,7 +77,7 @@ class UserStore:
             changes a caller (role, disabled, quota, deletion, a revoked login) invalidates it.
     """
 
-    def __init__(self, db: Database, cache: CallerCache[Caller | None] | None = None) -> None:
+    def __init__(self, db: Database, cache: ReadCache[Caller | None] | None = None) -> None:
         self._db = db
         self._cache = cache
 
@@ -128,7 +128,7 @@ class UserStore:
 
     async def caller(self, user_id: str, family_id: str) -> Caller | None:
         """The user of a token and whether its login family was revoked, in one query (or from the
-        cache: storage/caller_cache.py); None if the user no longer exists."""
+        cache: storage/read_cache.py); None if the user no longer exists."""
         if self._cache is None:
             return await self._read_caller(user_id, family_id)
         return await self._cache.get(user_id, family_id, lambda: self._read_caller(user_id, family_id))
