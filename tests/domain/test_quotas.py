@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from parley.domain.errors import Reason, ResourceExhausted
-from parley.domain.models import MessageStatus, Quota, StopReason
+from parley.domain.models import MessageStatus, Quota, StopReason, ToolKind, ToolSpec
 from parley.domain.pagination import page_request
 from parley.runs.events import Completed
 from parley.storage.sql.tables import usage_records
@@ -44,6 +44,51 @@ async def test_parallel_sends_never_pass_the_output_quota_and_usage_matches_the_
         await domain.send(sessions[0], "More?")
     assert over.value.reason is Reason.QUOTA_EXCEEDED
     assert over.value.quota_violations and 0 < (over.value.retry_after_s or 0) <= 86_400
+
+
+#: A client tool: an agent that has one replies through the tool loop (AgentTurn), not TextReply.
+_CLOCK = ToolSpec("get_time", "The current time.", {"type": "object", "properties": {}}, ToolKind.CLIENT)
+
+
+@pytest.mark.parametrize("tools", [(), (_CLOCK,)], ids=["text-reply", "agent-turn"])
+@pytest.mark.parametrize(
+    ("limit", "text", "output_tokens"),
+    [
+        (10, "ab cd ef ", 10),  # 3 + 4 + 3 fill the day exactly; the delta of 2 after them is not sent
+        (8, "ab cd ", 7),  # 3 + 4, then 3 more would pass 8: a merged delta is not sent in part
+    ],
+)
+async def test_a_delta_of_merged_chunks_takes_its_tokens_from_the_quota(
+    domain: Domain, tools: tuple[ToolSpec, ...], limit: int, text: str, output_tokens: int
+) -> None:
+    """A hosted provider merges the chunks one read brings into one delta (``tokens`` = their
+    number): the quota counts the chunks, and the stored reply counts them too when it stops
+    before the provider's usage arrives."""
+    session = await domain.new_session(tools=tools)
+    domain.user_quotas[session.owner_id] = Quota(output_tokens_per_day=limit)
+    domain.provider.play(Script(["ab ", "cd ", "ef ", "gh "], tokens=(3, 4, 3, 2)))
+    events = await collect(await domain.send(session, "Go"))
+    reply = events[-1].event
+    assert isinstance(reply, Completed)
+    assert reply.message.stop_reason is StopReason.QUOTA_EXCEEDED
+    assert reply.message.status is MessageStatus.INCOMPLETE
+    assert (reply.message.text, reply.message.output_tokens) == (text, output_tokens)
+    stored = await domain.messages.get(session.id, reply.message.id)
+    assert stored is not None and stored.output_tokens == output_tokens
+    totals = await domain.usage.totals(usage_records.c.user_id == session.owner_id, None, None)
+    assert totals.output_tokens == output_tokens
+
+
+async def test_merged_deltas_of_a_whole_reply_fit_the_quota_exactly(domain: Domain) -> None:
+    session = await domain.new_session()
+    domain.user_quotas[session.owner_id] = Quota(output_tokens_per_day=12)
+    domain.provider.play(Script(["ab ", "cd ", "ef ", "gh"], tokens=(3, 4, 3, 2)))
+    reply = (await collect(await domain.send(session, "Go")))[-1].event
+    assert isinstance(reply, Completed)
+    assert reply.message.status is MessageStatus.COMPLETE and reply.message.output_tokens == 12
+    with pytest.raises(ResourceExhausted) as over:  # the day is used up: 12 of 12
+        await domain.send(session, "More?")
+    assert over.value.reason is Reason.QUOTA_EXCEEDED
 
 
 async def test_the_input_quota_is_checked_before_anything_is_stored(domain: Domain) -> None:

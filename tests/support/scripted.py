@@ -72,6 +72,8 @@ class Script:
     stop_reason: StopReason = StopReason.END_TURN
     #: Tool calls after the deltas, as (name, arguments JSON): the step stops with TOOL_USE.
     calls: Sequence[tuple[str, str]] = ()
+    #: The ``tokens`` of each delta (streamed chunks a provider merged into it); empty: one each.
+    tokens: Sequence[int] = ()
 
 
 @dataclass
@@ -112,12 +114,13 @@ class ScriptedProvider:
                     await asyncio.Event().wait()
                 if script.delay_s:
                     await asyncio.sleep(script.delay_s)
-                yield TextDeltaEvent(delta)
+                yield TextDeltaEvent(delta, script.tokens[index] if script.tokens else 1)
                 sent += 1
             for name, arguments in script.calls:
                 self.call_ids += 1
                 yield ToolCallEvent(ToolCallRequest(f"call_{self.call_ids}", name, arguments))
-            yield UsageEvent(self.count_tokens(request.model, request.turns), len(script.deltas))
+            output = sum(script.tokens) if script.tokens else len(script.deltas)
+            yield UsageEvent(self.count_tokens(request.model, request.turns), output)
             yield StopEvent(StopReason.TOOL_USE if script.calls else script.stop_reason)
             finished = True
         finally:

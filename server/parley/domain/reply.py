@@ -23,22 +23,26 @@ __all__ = ["StreamedText", "TextReply"]
 @dataclass
 class StreamedText:
     """The text of one assistant message while the provider streams it: the pieces so far, the
-    provider's token counts (``usage``: input, output; None until reported) and the time to
-    first token (seconds from ``started``, a ``time.monotonic()`` instant)."""
+    output tokens they stand for (``streamed``: a delta's ``tokens``, one unless the provider
+    merged several chunks into it), the provider's token counts (``usage``: input, output; None
+    until reported) and the time to first token (seconds from ``started``, a
+    ``time.monotonic()`` instant)."""
 
     started: float = field(default_factory=time.monotonic)
     parts: list[str] = field(default_factory=list)
+    streamed: int = 0
     usage: tuple[int, int] | None = None
     ttft: float | None = None
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, tokens: int = 1) -> None:
         if self.ttft is None:
             self.ttft = time.monotonic() - self.started
         self.parts.append(text)
+        self.streamed += tokens
 
     def tokens(self, prompt_tokens: int) -> tuple[int, int]:
-        """(input, output) tokens: the provider's, else the prompt's and one per piece."""
-        return self.usage or (prompt_tokens, len(self.parts))
+        """(input, output) tokens: the provider's, else the prompt's and the streamed ones."""
+        return self.usage or (prompt_tokens, self.streamed)
 
     def applied_to(
         self, message: Message, status: MessageStatus, stop_reason: StopReason, detail: str
@@ -64,9 +68,9 @@ class TextReply:
         accepted: the run's first event (the stored user message).
         reply: the reply as stored when the run started (IN_PROGRESS, no text); its
             ``input_tokens`` are the prompt's, counted when the context was built.
-        meter: counts each delta as an output token of the user's day before it is sent; when
-            it answers False (no quota left for it) the reply stops there (stop reason
-            QUOTA_EXCEEDED).
+        meter: counts each delta's ``tokens`` as output tokens of the user's day before it is
+            sent; when it answers False (no quota left for them) the reply stops there (stop
+            reason QUOTA_EXCEEDED).
     """
 
     def __init__(
@@ -98,10 +102,10 @@ class TextReply:
         async with contextlib.aclosing(stream):
             async for event in stream:
                 if isinstance(event, TextDeltaEvent):
-                    if self._meter is not None and not self._meter(1):
+                    if self._meter is not None and not self._meter(event.tokens):
                         out_of_quota = True
                         break  # closing the stream stops the provider
-                    self._text.add(event.text)
+                    self._text.add(event.text, event.tokens)
                     yield Delta(event.text)
                 elif isinstance(event, UsageEvent):
                     self._text.usage = (event.input_tokens, event.output_tokens)

@@ -79,7 +79,8 @@ class AgentTurn:
     Args:
         first: the reply's first assistant message as stored when the run started.
         branch_id: the branch the steps are appended to (held by the run's admission ticket).
-        meter: counts each delta as an output token (the daily quota); False stops the reply.
+        meter: counts each delta's ``tokens`` as output tokens (the daily quota); False stops the
+            reply.
     """
 
     def __init__(
@@ -211,10 +212,10 @@ class AgentTurn:
         async with contextlib.aclosing(stream):
             async for event in stream:
                 if isinstance(event, TextDeltaEvent):
-                    if self._meter is not None and not self._meter(1):
+                    if self._meter is not None and not self._meter(event.tokens):
                         yield StopReason.QUOTA_EXCEEDED
                         return
-                    self._text.add(event.text)
+                    self._text.add(event.text, event.tokens)
                     yield Delta(event.text)
                 elif isinstance(event, ToolCallEvent):
                     calls.append(event.call)

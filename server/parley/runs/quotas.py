@@ -4,11 +4,12 @@ A send is checked before anything is stored: its prompt must fit what is left of
 tokens, its recording what is left of the audio seconds, and some output tokens must be left
 (RESOURCE_EXHAUSTED, reason QUOTA_EXCEEDED, with ``google.rpc.QuotaFailure`` and a
 ``google.rpc.RetryInfo`` delay until the next UTC midnight). While the reply streams, each text
-delta takes one output token before it is sent; a delta the limit has no room for is not sent,
-and the reply stops there (stop reason QUOTA_EXCEEDED, stored INCOMPLETE). When the reply is
-stored, its count is corrected to the provider's (a local model's count is one token per delta;
-a hosted model's deltas are chunks, so its day can end a little over the limit), and its speech
-seconds are added.
+delta takes its output tokens before it is sent (one, or the streamed chunks a hosted provider
+merged into it when they arrived together, ``TextDeltaEvent.tokens``); a delta the limit has no
+room for is not sent, not even in part, and the reply stops there (stop reason QUOTA_EXCEEDED,
+stored INCOMPLETE). When the reply is stored, its count is corrected to the provider's (a local
+model's count is one token per delta; a hosted model's deltas are chunks, so its day can end a
+little over the limit), and its speech seconds are added.
 
 ``QuotaMeter`` is the interface. :class:`InProcessQuotaMeter`, the embedded default, reads the
 day's totals once per user and day from the usage records (``storage/sql/usage.py``) and keeps

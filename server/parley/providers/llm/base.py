@@ -77,7 +77,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class TextDeltaEvent:
+    """Generated text. ``tokens``: how many streamed pieces it stands for (one, unless the
+    provider merged pieces that arrived together; see ``openai.py``); consumers count output
+    tokens by it, not by events."""
+
     text: str
+    tokens: int = 1
 
 
 @dataclass(frozen=True, slots=True)
