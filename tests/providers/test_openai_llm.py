@@ -40,7 +40,7 @@ from parley.providers.llm.base import (
 from parley.providers.llm.hosted import DEFAULT_CONTEXT_WINDOW, context_window_for, estimate_tokens
 from parley.providers.llm.local import default_model_path
 from parley.providers.llm.openai import OpenAIChatProvider
-from parley.providers.llm.openai_wire import ToolCallAssembler
+from parley.providers.llm.openai_wire import EventStream, ToolCallAssembler, decode_chunk
 from parley_proto.v1 import agent_service_pb2 as apb
 from parley_proto.v1 import chat_service_pb2 as pb
 
@@ -136,6 +136,46 @@ async def test_an_error_after_the_first_token_ends_the_stream(
     await provider.close()
     assert seen == [TextDeltaEvent("part0 "), TextDeltaEvent("part1 ")]
     assert caught.value.reason == reason and caught.value.metadata["provider"] == "openai"
+
+
+#: Four events as servers write them: CRLF and CR line ends, a comment, an event name, a
+#: two-line ``data``, no space after ``data:``; then an event the body ends before finishing.
+_SSE = (
+    b": keep-alive\r\n\r\n"
+    b'data: {"a": 1}\r\n\r\n'
+    b"event: message\nid: 7\ndata: line one\ndata: line two\n\n"
+    b'data:{"b": 2}\r\r'
+    b"data: [DONE]\n\n"
+    b"data: cut"
+)
+_SSE_EVENTS = [b'{"a": 1}', b"line one\nline two", b'{"b": 2}', b"[DONE]"]
+
+
+def test_the_event_stream_splits_events_wherever_the_reads_split_the_body() -> None:
+    whole = EventStream()
+    assert whole.feed(_SSE) == _SSE_EVENTS
+    for cut in range(1, len(_SSE)):
+        for second_cut in (cut, min(cut + 1, len(_SSE)), min(cut + 7, len(_SSE))):
+            stream = EventStream()
+            pieces = (_SSE[:cut], _SSE[cut:second_cut], _SSE[second_cut:])
+            assert [e for piece in pieces for e in stream.feed(piece)] == _SSE_EVENTS, (cut, second_cut)
+
+
+def test_the_assembler_takes_the_fragments_as_decoded_from_the_wire() -> None:
+    chunks = [
+        b'{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_w1", "type": "function",'
+        b' "function": {"name": "get_weather", "arguments": ""}}]}}]}',
+        b'{"choices": [{"delta": {"tool_calls": [{"index": 0,'
+        b' "function": {"arguments": "{\\"city\\": "}}]}}]}',
+        b'{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\\"Paris\\"}"}}]},'
+        b' "finish_reason": "tool_calls", "logprobs": null}], "system_fingerprint": "x"}',
+    ]
+    assembler = ToolCallAssembler()
+    for data in chunks:
+        (choice,) = decode_chunk(data).choices or ()
+        assert choice.delta is not None and choice.delta.tool_calls
+        assembler.add(choice.delta.tool_calls)
+    assert assembler.take() == [W1]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,11 @@ Tools become ``tools=[{"type": "function", "function": {"name", "description", "
 
 Streamed calls arrive as ``delta.tool_calls`` fragments keyed by ``index``; :class:`ToolCallAssembler`
 puts them back together.
+
+The streamed reply itself is read here, not by the SDK (which builds a pydantic model per chunk:
+most of the CPU a token cost): :class:`EventStream` splits the Server-Sent Events of the
+response body into the ``data`` of each event, and :data:`decode_chunk` decodes one with msgspec
+into :class:`Chunk`, which has only the fields the provider reads (unknown fields are ignored).
 """
 
 from __future__ import annotations
@@ -23,13 +28,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+import msgspec
 
 from parley.providers.llm.base import ChatTurn, ToolCallRequest, ToolDefinition
 
-__all__ = ["ToolCallAssembler", "chat_messages", "chat_tools", "new_call_id"]
+__all__ = [
+    "Chunk",
+    "EventStream",
+    "ToolCallAssembler",
+    "ToolCallDelta",
+    "ToolCallFragment",
+    "chat_messages",
+    "chat_tools",
+    "decode_chunk",
+    "new_call_id",
+]
 
 
 def new_call_id() -> str:
@@ -82,6 +97,117 @@ def chat_tools(tools: Sequence[ToolDefinition]) -> list[dict[str, Any]]:
     ]
 
 
+# --- the streamed reply -------------------------------------------------------------------------
+
+
+class FunctionDelta(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, gc=False):
+    """One element of ``delta.tool_calls``."""
+
+    index: int | None = None
+    id: str | None = None
+    function: FunctionDelta | None = None
+
+
+class Delta(msgspec.Struct, gc=False):
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class Choice(msgspec.Struct, gc=False):
+    delta: Delta | None = None
+    finish_reason: str | None = None
+
+
+class Usage(msgspec.Struct, gc=False):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Chunk(msgspec.Struct, gc=False):
+    """A ``chat.completion.chunk``, the fields Parley reads; ``error`` is what a server sends
+    instead of a chunk when the generation fails mid-stream (``{"error": {"message": ...}}``)."""
+
+    choices: list[Choice] | None = None
+    usage: Usage | None = None
+    error: Any = None
+
+
+#: ``data`` of one event → :class:`Chunk`; raises ``msgspec.DecodeError`` (a ``ValueError``) when
+#: it is not JSON or not a chunk's shape.
+decode_chunk = msgspec.json.Decoder(Chunk).decode
+
+
+class EventStream:
+    """Server-Sent Events, fed as they are read, → the ``data`` of each complete event.
+
+    As the SDK's decoder (and the SSE spec): lines end with LF, CRLF or CR; a blank line ends an
+    event; its ``data`` lines are joined with LF; comments (``:``) and the other fields
+    (``event``, ``id``, ``retry``) are ignored; an event with no ``data`` is none, and an
+    unfinished one at the end of the body is dropped.
+    """
+
+    __slots__ = ("_data", "_skip_lf", "_tail")
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._data: list[bytes] = []
+        self._skip_lf = False  # the last piece ended with CR: a LF starting the next is its CRLF
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        """The events ``piece`` completes, oldest first (``b"[DONE]"`` included as it comes)."""
+        if self._skip_lf:
+            self._skip_lf = False
+            if piece[:1] == b"\n":
+                piece = piece[1:]
+        if b"\r" in piece:
+            self._skip_lf = piece[-1:] == b"\r"
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = (self._tail + piece if self._tail else piece).split(b"\n")
+        self._tail = lines.pop()
+        events: list[bytes] = []
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data.clear()
+            elif line[:5] == b"data:":
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line == b"data":
+                data.append(b"")
+        return events
+
+
+# --- tool calls ----------------------------------------------------------------------------------
+
+
+class _Function(Protocol):
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def arguments(self) -> str | None: ...
+
+
+class ToolCallFragment(Protocol):
+    """What :class:`ToolCallAssembler` reads of a ``delta.tool_calls`` element (a
+    :class:`ToolCallDelta`, or the SDK's ``ChoiceDeltaToolCall``)."""
+
+    @property
+    def index(self) -> int | None: ...
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def function(self) -> _Function | None: ...
+
+
 @dataclass
 class _Partial:
     id: str = ""
@@ -108,11 +234,11 @@ class ToolCallAssembler:
         """Whether any fragment has arrived."""
         return bool(self._calls)
 
-    def add(self, fragments: Iterable[ChoiceDeltaToolCall]) -> None:
+    def add(self, fragments: Iterable[ToolCallFragment]) -> None:
         """Take the fragments of one chunk's ``delta.tool_calls``."""
         for fragment in fragments:
-            index: int | None = fragment.index
-            if not isinstance(index, int):  # the SDK does not validate chunks
+            index = fragment.index
+            if index is None:
                 last = max(self._calls, default=-1)
                 index = last + 1 if fragment.id or last < 0 else last
             partial = self._calls.setdefault(index, _Partial())
