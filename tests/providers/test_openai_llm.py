@@ -85,6 +85,19 @@ async def _collect(provider: LLMProvider, model: str, max_output_tokens: int = 8
     return events
 
 
+def _merged(events: list[ProviderEvent]) -> list[ProviderEvent]:
+    """``events`` with consecutive text deltas as one: the provider merges the chunks one read
+    brings, and how the stand-in's writes are read depends on timing."""
+    out: list[ProviderEvent] = []
+    for event in events:
+        last = out[-1] if out else None
+        if isinstance(event, TextDeltaEvent) and isinstance(last, TextDeltaEvent):
+            out[-1] = TextDeltaEvent(last.text + event.text, last.tokens + event.tokens)
+        else:
+            out.append(event)
+    return out
+
+
 def _check_order(events: list[ProviderEvent]) -> tuple[str, UsageEvent, StopEvent]:
     """TextDeltaEvent*, then exactly one UsageEvent and one StopEvent."""
     *deltas, usage, stop = events
@@ -102,7 +115,7 @@ async def test_streams_a_reply_from_a_real_openai_compatible_server(llama_url: s
     assert text.strip()
     # llama.cpp's server ignores stream_options.include_usage: the stated estimate is used.
     assert usage.input_tokens == estimate_tokens(TURNS) > 0
-    assert 0 < usage.output_tokens == len(events) - 2 <= 8
+    assert 0 < usage.output_tokens == sum(e.tokens for e in events if isinstance(e, TextDeltaEvent)) <= 8
     assert stop.stop_reason in (StopReason.END_TURN, StopReason.MAX_OUTPUT_TOKENS)
 
 
@@ -134,8 +147,69 @@ async def test_an_error_after_the_first_token_ends_the_stream(
         async for event in provider.stream(GenerationRequest(model, TURNS, 50)):
             seen.append(event)
     await provider.close()
-    assert seen == [TextDeltaEvent("part0 "), TextDeltaEvent("part1 ")]
+    assert _merged(seen) == [TextDeltaEvent("part0 part1 ", tokens=2)]
     assert caught.value.reason == reason and caught.value.metadata["provider"] == "openai"
+
+
+async def test_chunks_read_at_once_are_one_delta(standin_url: str) -> None:
+    """A server that sends five chunks in one write (the client fell behind) gets one delta that
+    stands for the five; without usage from the server, the output count is still the chunks."""
+    events = await _collect(_provider(standin_url), "burst-5")
+    merged = TextDeltaEvent("tok0 tok1 tok2 tok3 tok4 ", tokens=5)
+    assert events == [merged, UsageEvent(20, 50), StopEvent(StopReason.END_TURN)]
+    events = await _collect(_provider(standin_url), "burst-5-no-usage")
+    assert events == [merged, UsageEvent(estimate_tokens(TURNS), 5), StopEvent(StopReason.END_TURN)]
+
+
+async def test_chunks_sent_apart_are_yielded_apart_without_waiting(standin_url: str) -> None:
+    """The stand-in sends each chunk only once the previous one came out of the provider: a
+    provider that waited for more data to merge would never see it (and the test times out)."""
+    StandIn.gate = threading.Semaphore(0)
+    provider = _provider(standin_url)
+    events: list[ProviderEvent] = []
+
+    async def consume() -> None:
+        async for event in provider.stream(GenerationRequest("gated-3", TURNS, 16)):
+            events.append(event)
+            if isinstance(event, TextDeltaEvent):
+                StandIn.gate.release()
+
+    try:
+        await asyncio.wait_for(consume(), 10.0)
+    finally:
+        await provider.close()
+    assert events == [
+        TextDeltaEvent("part0 "),
+        TextDeltaEvent("part1 "),
+        TextDeltaEvent("part2 "),
+        UsageEvent(20, 3),
+        StopEvent(StopReason.END_TURN),
+    ]
+
+
+async def test_a_stream_silent_for_longer_than_the_timeout_is_unavailable(standin_url: str) -> None:
+    """The body is read outside the SDK now: a read timeout is still PROVIDER_UNAVAILABLE."""
+    StandIn.gate = threading.Semaphore(0)  # never released: the second chunk never comes
+    provider = _provider(standin_url, timeout_s=0.3)
+    seen: list[ProviderEvent] = []
+    with pytest.raises(Unavailable) as caught:
+        async for event in provider.stream(GenerationRequest("gated-2", TURNS, 16)):
+            seen.append(event)
+    await provider.close()
+    assert seen == [TextDeltaEvent("part0 ")]
+    assert caught.value.reason == "PROVIDER_UNAVAILABLE" and caught.value.metadata == {"provider": "openai"}
+
+
+async def test_a_chunk_that_is_not_json_ends_the_stream_after_the_text_before_it(standin_url: str) -> None:
+    provider = _provider(standin_url, max_retries=2)
+    seen: list[ProviderEvent] = []
+    with pytest.raises(Unavailable) as caught:
+        async for event in provider.stream(GenerationRequest("garbage-after-2", TURNS, 50)):
+            seen.append(event)
+    await provider.close()
+    assert _merged(seen) == [TextDeltaEvent("part0 part1 ", tokens=2)]
+    assert caught.value.reason == "PROVIDER_ERROR" and caught.value.metadata == {"provider": "openai"}
+    assert str(caught.value) == "openai sent a malformed stream"
 
 
 #: Four events as servers write them: CRLF and CR line ends, a comment, an event name, a
@@ -278,9 +352,8 @@ async def test_streamed_tool_call_fragments_are_assembled_into_whole_calls(stand
     _script(TWO_CALLS)
     request = GenerationRequest("tools-weather", TURNS, 64, tools=[WEATHER, CLOCK])
     events = await _run(_provider(standin_url), request)
-    assert events == [
-        TextDeltaEvent("Let me "),
-        TextDeltaEvent("check."),
+    assert _merged(events) == [
+        TextDeltaEvent("Let me check.", tokens=2),
         ToolCallEvent(W1),
         ToolCallEvent(T2),
         UsageEvent(42, 17),
@@ -321,9 +394,8 @@ async def test_tool_results_go_back_in_the_wire_shape(standin_url: str) -> None:
     second = await _run(
         _provider(standin_url), GenerationRequest("tools-weather", turns, 64, tools=[WEATHER])
     )
-    assert second == [
-        TextDeltaEvent("Clear skies "),
-        TextDeltaEvent("at noon."),
+    assert _merged(second) == [
+        TextDeltaEvent("Clear skies at noon.", tokens=2),
         UsageEvent(30, 9),
         StopEvent(StopReason.END_TURN),
     ]
@@ -539,7 +611,7 @@ def test_an_error_after_the_first_token_stores_the_reply_incomplete(carol: UserC
     events, meta = _failed_send(
         carol, "standin/cut-after-2", grpc.StatusCode.UNAVAILABLE, "PROVIDER_UNAVAILABLE"
     )
-    assert [e.text_delta.text for e in events[1:]] == ["part0 ", "part1 "]
+    assert "".join(e.text_delta.text for e in events[1:]) == "part0 part1 "  # in one delta or two
     assert meta["status"] == str(pb.Message.STATUS_INCOMPLETE) and meta["text"] == "part0 part1 "
 
 

@@ -8,6 +8,12 @@ The requested ``model`` picks the behaviour:
 * ``error-after-N`` — stream N text chunks, then an SSE ``error`` object (as OpenAI does);
 * ``content-filter`` — one chunk, ``finish_reason: content_filter``, then a usage chunk;
 * ``endless`` — a chunk every 20 ms until the client goes away (recorded in ``disconnected``);
+* ``burst-N`` — N text chunks (``tok0 `` ...), ``finish_reason: stop``, usage and ``[DONE]``, all
+  in one write (what a client reads at once when it falls behind a fast server);
+  ``burst-N-no-usage`` the same without the usage chunk (as llama.cpp's server);
+* ``gated-N`` — N text chunks, one write each, every one after the first only once the test
+  has released ``gate`` (a semaphore) once more; then ``stop``, usage and ``[DONE]``;
+* ``garbage-after-N`` — N text chunks, then an event whose data is not JSON;
 * ``tools-*`` — plays the next :class:`Step` of the class-level queue ``StandIn.steps`` (tests
   fill it), one step per request: its text chunks, then its tool calls streamed the way OpenAI
   streams them (each call's first chunk has ``index``, ``id``, ``type`` and ``function.name``,
@@ -93,6 +99,8 @@ class StandIn(BaseHTTPRequestHandler):
     disconnected: ClassVar[threading.Event] = threading.Event()
     #: What ``tools-*`` models answer, one step per request.
     steps: ClassVar[deque[Step]] = deque()
+    #: Released by ``gated-N`` tests, once per chunk they have received.
+    gate: ClassVar[threading.Semaphore] = threading.Semaphore(0)
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -127,7 +135,31 @@ class StandIn(BaseHTTPRequestHandler):
                 )
             self.wfile.flush()
             return  # the connection closes: no finish reason, no [DONE]
-        if model == "content-filter":
+        if burst := re.fullmatch(r"burst-(\d+)(-no-usage)?", model):
+            events = [_chunk(f"tok{i} ") for i in range(int(burst.group(1)))]
+            events.append(_chunk(finish="stop"))
+            if not burst.group(2):
+                usage = {"prompt_tokens": 20, "completion_tokens": 50, "total_tokens": 70}
+                events.append(_chunk(usage=usage))
+            events.append(b"data: [DONE]\n\n")
+            self.wfile.write(b"".join(events))
+            self.wfile.flush()
+            return
+        if gated := re.fullmatch(r"gated-(\d+)", model):
+            for i in range(int(gated.group(1))):
+                if i and not self.gate.acquire(timeout=10.0):
+                    return  # the client never took the last chunk: end without a finish reason
+                self.wfile.write(_chunk(f"part{i} "))
+                self.wfile.flush()
+            self.wfile.write(_chunk(finish="stop"))
+            self.wfile.write(_chunk(usage={"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23}))
+        elif garbage := re.fullmatch(r"garbage-after-(\d+)", model):
+            for i in range(int(garbage.group(1))):
+                self.wfile.write(_chunk(f"part{i} "))
+            self.wfile.write(b'data: {"choices": [{"delta": {"content": "x"\n\n')
+            self.wfile.flush()
+            return
+        elif model == "content-filter":
             self.wfile.write(_chunk("I cannot"))
             self.wfile.write(_chunk(finish="content_filter"))
             self.wfile.write(_chunk(usage={"prompt_tokens": 11, "completion_tokens": 1, "total_tokens": 12}))

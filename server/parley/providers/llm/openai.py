@@ -8,6 +8,16 @@ server does) get the stated estimate instead: the prompt estimate of
 :mod:`parley.providers.llm.hosted` for input, one token per streamed chunk (text or tool-call
 fragment) for output.
 
+Reading the stream: the SDK builds and sends the request (auth, timeouts, retries, its errors)
+through its raw streaming response, and the Server-Sent Events of the body are decoded here
+(:class:`~parley.providers.llm.openai_wire.EventStream`, msgspec structs of only the fields
+used), not into the SDK's pydantic models, which cost most of a token's CPU. The text of the
+chunks that one piece of the body brings is yielded as one ``TextDeltaEvent`` whose ``tokens``
+is their number: a process that falls behind a fast server (or a saturated one) catches up in
+one delta instead of many, while one that keeps up gets each chunk alone, as soon as it is read
+(nothing waits for more). A chunk that is not JSON ends the
+reply (``Unavailable``, PROVIDER_ERROR) after the text before it.
+
 Tools (the wire shapes are in :mod:`parley.providers.llm.openai_wire`): ``request.tools`` are
 sent as function tools (nothing is sent when there are none), and the streamed
 ``delta.tool_calls`` fragments are assembled into complete calls, yielded as one
@@ -32,10 +42,15 @@ the server side as soon as it notices the closed connection.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import anyio
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -51,7 +66,13 @@ from parley.providers.llm.base import (
     UsageEvent,
 )
 from parley.providers.llm.hosted import context_window_for, estimate_tokens
-from parley.providers.llm.openai_wire import ToolCallAssembler, chat_messages, chat_tools
+from parley.providers.llm.openai_wire import (
+    EventStream,
+    ToolCallAssembler,
+    chat_messages,
+    chat_tools,
+    decode_chunk,
+)
 from parley.providers.openai_errors import map_openai_error
 
 __all__ = ["FINISH_REASONS", "OpenAIChatProvider"]
@@ -69,6 +90,13 @@ FINISH_REASONS: Mapping[str, StopReason] = {
 
 #: Finish reasons after which the streamed tool calls are complete (see the module docstring).
 _CALLS_COMPLETE = frozenset({"tool_calls", "function_call", "stop"})
+
+#: What reading the response body may raise (``openai._httpx2.request_exceptions``, which the SDK
+#: maps to ``APIConnectionError``, ``APITimeoutError`` for timeouts).
+_TRANSPORT_ERRORS = (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream)
+
+#: The longest wait for the end of the body after ``[DONE]`` (s), as the SDK's.
+_DRAIN_S = 0.1
 
 #: OpenAI's reasoning models refuse ``max_tokens`` and take ``max_completion_tokens``; most
 #: compatible servers (llama.cpp, Ollama, older vLLM) know only ``max_tokens``.
@@ -147,56 +175,45 @@ class OpenAIChatProvider:
 
         Raises ``ResourceExhausted``/``Unavailable``/``InvalidArgument`` (see
         :func:`parley.providers.openai_errors.map_openai_error`), with ``metadata["provider"]``;
-        a stream that ends without a finish reason raises ``Unavailable`` (PROVIDER_UNAVAILABLE).
+        a stream that ends without a finish reason raises ``Unavailable`` (PROVIDER_UNAVAILABLE),
+        one that is not JSON ``Unavailable`` (PROVIDER_ERROR).
         """
+        reply = _StreamedReply(self.name)
+        http: httpx2.Response | None = None
         try:
-            response = await self._client.chat.completions.create(**self._arguments(request))
+            async with self._client.chat.completions.with_streaming_response.create(
+                **self._arguments(request)
+            ) as response:
+                http = response.http_response
+                async with contextlib.aclosing(http.aiter_bytes()) as pieces:
+                    async for piece in pieces:
+                        for event in reply.read(piece, http.request):
+                            yield event
+                        if reply.failure is not None:
+                            raise reply.failure
+                        if reply.done:
+                            await _drain(pieces, http)
+                            break
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, provider=self.name) from exc
-        finish: str | None = None
-        usage: tuple[int, int] | None = None
-        chunks = calls = 0
-        assembler = ToolCallAssembler()
-        try:
-            async for chunk in response:
-                if chunk.usage is not None:
-                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:  # one choice: ``n`` is never set
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        chunks += 1
-                        yield TextDeltaEvent(delta.content)
-                    if delta is not None and delta.tool_calls:
-                        chunks += 1
-                        assembler.add(delta.tool_calls)
-                    if choice.finish_reason and finish is None:
-                        finish = choice.finish_reason
-                        if assembler and finish not in _CALLS_COMPLETE:
-                            log.info("%s: tool calls dropped, the step ended with %s", self.name, finish)
-                        elif assembler:
-                            for call in assembler.take():
-                                calls += 1
-                                yield ToolCallEvent(call)
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc, provider=self.name) from exc
-        except ValueError as exc:  # a chunk that is not JSON
-            raise Unavailable(
-                f"{self.name} sent a malformed stream",
-                reason=Reason.PROVIDER_ERROR,
-                metadata={"provider": self.name},
-            ) from exc
-        finally:
-            await response.close()
-        if finish is None:
+        except _TRANSPORT_ERRORS as exc:  # reading the body (the SDK maps the request's own)
+            if http is None:
+                raise
+            lost = (
+                openai.APITimeoutError(http.request)
+                if isinstance(exc, httpx2.TimeoutException)
+                else openai.APIConnectionError(request=http.request)
+            )
+            raise map_openai_error(lost, provider=self.name) from exc
+        if reply.finish is None:
             raise Unavailable(
                 f"{self.name} ended the stream before the reply was finished",
                 reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": self.name},
             )
-        if usage is None:
-            usage = (estimate_tokens(request.turns), chunks)
-        stop = FINISH_REASONS.get(finish, StopReason.END_TURN)
-        if calls:
+        usage = reply.usage or (estimate_tokens(request.turns), reply.chunks)
+        stop = FINISH_REASONS.get(reply.finish, StopReason.END_TURN)
+        if reply.calls:
             stop = StopReason.TOOL_USE
         elif stop is StopReason.TOOL_USE:
             stop = StopReason.END_TURN  # no call came: nothing to run
@@ -207,3 +224,94 @@ class OpenAIChatProvider:
         """Close the HTTP client if this provider created it."""
         if self._owns_client:
             await self._client.close()
+
+
+class _StreamedReply:
+    """One streamed reply as it is read: response body pieces in, provider events out."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.finish: str | None = None
+        self.usage: tuple[int, int] | None = None
+        #: Streamed chunks with text or tool-call fragments (the output count without usage).
+        self.chunks = 0
+        self.calls = 0
+        #: ``[DONE]`` came.
+        self.done = False
+        #: What ends the stream after this read's events: an ``error`` object or malformed JSON.
+        self.failure: Exception | None = None
+        self._events = EventStream()
+        self._assembler = ToolCallAssembler()
+
+    def read(self, piece: bytes, request: httpx2.Request) -> list[ProviderEvent]:
+        """The events of the chunks ``piece`` completes: the text of consecutive chunks as one
+        ``TextDeltaEvent`` (never waiting for more), the tool calls when the finish reason says
+        they are complete. Stops at ``[DONE]`` (``done``) or a chunk that fails (``failure``)."""
+        out: list[ProviderEvent] = []
+        text: list[str] = []  # content not yielded yet
+        assembler = self._assembler
+        for data in self._events.feed(piece):
+            if data[:6] == b"[DONE]":
+                self.done = True
+                break
+            try:
+                chunk = decode_chunk(data)
+            except ValueError as exc:  # not JSON, or not a chunk
+                self.failure = Unavailable(
+                    f"{self.provider} sent a malformed stream",
+                    reason=Reason.PROVIDER_ERROR,
+                    metadata={"provider": self.provider},
+                )
+                self.failure.__cause__ = exc
+                break
+            if chunk.error:
+                self.failure = _stream_error(chunk.error, request)
+                break
+            if chunk.usage is not None:
+                self.usage = (chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+            for choice in chunk.choices or ():  # one choice: ``n`` is never set
+                delta = choice.delta
+                if delta is not None:
+                    if delta.content:
+                        text.append(delta.content)
+                    if delta.tool_calls:
+                        self.chunks += 1
+                        assembler.add(delta.tool_calls)
+                if choice.finish_reason and self.finish is None:
+                    self.finish = choice.finish_reason
+                    if assembler and self.finish not in _CALLS_COMPLETE:
+                        log.info("%s: tool calls dropped, the step ended with %s", self.provider, self.finish)
+                    elif assembler:
+                        if text:
+                            out.append(self._delta(text))
+                            text = []
+                        for call in assembler.take():
+                            self.calls += 1
+                            out.append(ToolCallEvent(call))
+        if text:
+            out.append(self._delta(text))
+        return out
+
+    def _delta(self, text: list[str]) -> TextDeltaEvent:
+        """One delta for the content of consecutive chunks."""
+        self.chunks += len(text)
+        return TextDeltaEvent(text[0]) if len(text) == 1 else TextDeltaEvent("".join(text), len(text))
+
+
+def _stream_error(error: Any, request: httpx2.Request) -> openai.APIError:
+    """The SDK's exception for an ``error`` object inside the stream."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message, request, body=error)
+
+
+async def _drain(pieces: AsyncIterator[bytes], response: httpx2.Response) -> None:
+    """After ``[DONE]``: read what is left of an HTTP/1.1 body (its end, normally in the same read)
+    for at most 0.1 s, so the connection goes back to the pool, as the SDK does."""
+    if response.http_version != "HTTP/1.1":
+        return
+    with contextlib.suppress(TimeoutError, httpx2.HTTPError):
+        async with asyncio.timeout(_DRAIN_S):
+            async for _ in pieces:
+                pass
