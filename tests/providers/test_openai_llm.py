@@ -161,6 +161,27 @@ async def test_chunks_read_at_once_are_one_delta(standin_url: str) -> None:
     assert events == [merged, UsageEvent(estimate_tokens(TURNS), 5), StopEvent(StopReason.END_TURN)]
 
 
+async def test_chunks_read_at_once_over_http_1_1_are_one_delta_and_the_connection_is_kept(
+    standin_url: str,
+) -> None:
+    """Over HTTP/1.1 each event is an HTTP chunk, which the HTTP client hands over one by one
+    even when one read brought them all: they are still one delta. After ``[DONE]`` the rest
+    of the body is read, so the next reply reuses the connection."""
+    StandIn.peers.clear()
+    provider = _provider(standin_url)
+    try:
+        for _ in range(2):
+            events = [e async for e in provider.stream(GenerationRequest("chunked-burst-5", TURNS, 16))]
+            assert events == [
+                TextDeltaEvent("tok0 tok1 tok2 tok3 tok4 ", tokens=5),
+                UsageEvent(20, 50),
+                StopEvent(StopReason.END_TURN),
+            ]
+    finally:
+        await provider.close()
+    assert len(StandIn.peers) == 2 and StandIn.peers[0] == StandIn.peers[1]
+
+
 async def test_chunks_sent_apart_are_yielded_apart_without_waiting(standin_url: str) -> None:
     """The stand-in sends each chunk only once the previous one came out of the provider: a
     provider that waited for more data to merge would never see it (and the test times out)."""

@@ -11,6 +11,8 @@ The requested ``model`` picks the behaviour:
 * ``burst-N`` — N text chunks (``tok0 `` ...), ``finish_reason: stop``, usage and ``[DONE]``, all
   in one write (what a client reads at once when it falls behind a fast server);
   ``burst-N-no-usage`` the same without the usage chunk (as llama.cpp's server);
+  ``chunked-burst-N`` the same over HTTP/1.1, one HTTP chunk per event (as servers frame them),
+  and the connection kept open for the next request;
 * ``gated-N`` — N text chunks, one write each, every one after the first only once the test
   has released ``gate`` (a semaphore) once more; then ``stop``, usage and ``[DONE]``;
 * ``garbage-after-N`` — N text chunks, then an event whose data is not JSON;
@@ -25,7 +27,8 @@ The requested ``model`` picks the behaviour:
 * anything else — ``Hello there.`` in three chunks, ``finish_reason: stop``, and usage.
 
 Every request body is recorded in ``requests`` (oldest first), so tests can check the tools
-and tool turns sent.
+and tool turns sent, and the client's address of every request in ``peers`` (a reused
+connection has the same port).
 
 Real successful generations are tested against a real OpenAI-compatible server
 (``python -m llama_cpp.server``); this stand-in only covers what that server cannot be asked to do
@@ -99,6 +102,7 @@ class StandIn(BaseHTTPRequestHandler):
     disconnected: ClassVar[threading.Event] = threading.Event()
     #: What ``tools-*`` models answer, one step per request.
     steps: ClassVar[deque[Step]] = deque()
+    peers: ClassVar[list[tuple[str, int]]] = []
     #: Released by ``gated-N`` tests, once per chunk they have received.
     gate: ClassVar[threading.Semaphore] = threading.Semaphore(0)
 
@@ -107,6 +111,7 @@ class StandIn(BaseHTTPRequestHandler):
         model = str(body.get("model", ""))
         self.hits[model] += 1
         self.requests.append(body)
+        self.peers.append(self.client_address)
         if status := re.fullmatch(r"status-(\d{3})", model):
             error = json.dumps(
                 {"error": {"message": "stand-in error", "type": "test", "code": None}}
@@ -117,8 +122,14 @@ class StandIn(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(error)
             return
+        chunked = model.startswith("chunked-")
+        if chunked:  # HTTP/1.1, kept alive
+            self.protocol_version = "HTTP/1.1"
+            self.close_connection = False
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
             self._stream(model)
@@ -135,13 +146,15 @@ class StandIn(BaseHTTPRequestHandler):
                 )
             self.wfile.flush()
             return  # the connection closes: no finish reason, no [DONE]
-        if burst := re.fullmatch(r"burst-(\d+)(-no-usage)?", model):
-            events = [_chunk(f"tok{i} ") for i in range(int(burst.group(1)))]
+        if burst := re.fullmatch(r"(chunked-)?burst-(\d+)(-no-usage)?", model):
+            events = [_chunk(f"tok{i} ") for i in range(int(burst.group(2)))]
             events.append(_chunk(finish="stop"))
-            if not burst.group(2):
+            if not burst.group(3):
                 usage = {"prompt_tokens": 20, "completion_tokens": 50, "total_tokens": 70}
                 events.append(_chunk(usage=usage))
             events.append(b"data: [DONE]\n\n")
+            if burst.group(1):
+                events = [b"%x\r\n%b\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
             self.wfile.write(b"".join(events))
             self.wfile.flush()
             return

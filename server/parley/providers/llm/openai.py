@@ -12,10 +12,12 @@ Reading the stream: the SDK builds and sends the request (auth, timeouts, retrie
 through its raw streaming response, and the Server-Sent Events of the body are decoded here
 (:class:`~parley.providers.llm.openai_wire.EventStream`, msgspec structs of only the fields
 used), not into the SDK's pydantic models, which cost most of a token's CPU. The text of the
-chunks that one piece of the body brings is yielded as one ``TextDeltaEvent`` whose ``tokens``
-is their number: a process that falls behind a fast server (or a saturated one) catches up in
-one delta instead of many, while one that keeps up gets each chunk alone, as soon as it is read
-(nothing waits for more). A chunk that is not JSON ends the
+chunks that have arrived when the provider reads again is yielded as one ``TextDeltaEvent``
+whose ``tokens`` is their number (the body is read ahead in a task of its own:
+:mod:`parley.providers.llm.readahead`, since over HTTP/1.1 the client hands over one HTTP chunk
+at a time even when one network read brought many): a process that falls behind a fast server
+(or a saturated one) catches up in one delta instead of many, while one that keeps up gets each
+chunk alone, as soon as it is read (nothing waits for more). A chunk that is not JSON ends the
 reply (``Unavailable``, PROVIDER_ERROR) after the text before it.
 
 Tools (the wire shapes are in :mod:`parley.providers.llm.openai_wire`): ``request.tools`` are
@@ -46,7 +48,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -73,6 +75,7 @@ from parley.providers.llm.openai_wire import (
     chat_tools,
     decode_chunk,
 )
+from parley.providers.llm.readahead import ReadAhead
 from parley.providers.openai_errors import map_openai_error
 
 __all__ = ["FINISH_REASONS", "OpenAIChatProvider"]
@@ -185,14 +188,14 @@ class OpenAIChatProvider:
                 **self._arguments(request)
             ) as response:
                 http = response.http_response
-                async with contextlib.aclosing(http.aiter_bytes()) as pieces:
-                    async for piece in pieces:
+                async with contextlib.aclosing(http.aiter_bytes()) as pieces, ReadAhead(pieces) as body:
+                    while piece := await body.take():
                         for event in reply.read(piece, http.request):
                             yield event
                         if reply.failure is not None:
                             raise reply.failure
                         if reply.done:
-                            await _drain(pieces, http)
+                            await _drain(body, http)
                             break
         except openai.OpenAIError as exc:
             raise map_openai_error(exc, provider=self.name) from exc
@@ -306,12 +309,12 @@ def _stream_error(error: Any, request: httpx2.Request) -> openai.APIError:
     return openai.APIError(message, request, body=error)
 
 
-async def _drain(pieces: AsyncIterator[bytes], response: httpx2.Response) -> None:
+async def _drain(body: ReadAhead, response: httpx2.Response) -> None:
     """After ``[DONE]``: read what is left of an HTTP/1.1 body (its end, normally in the same read)
     for at most 0.1 s, so the connection goes back to the pool, as the SDK does."""
     if response.http_version != "HTTP/1.1":
         return
     with contextlib.suppress(TimeoutError, httpx2.HTTPError):
         async with asyncio.timeout(_DRAIN_S):
-            async for _ in pieces:
+            while await body.take():
                 pass
