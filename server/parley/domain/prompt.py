@@ -12,12 +12,12 @@ from parley.domain.summary import ContextSummarizer
 from parley.domain.toolbox import Toolbox
 from parley.providers.llm.base import GenerationRequest
 from parley.providers.llm.registry import ResolvedModel
-from parley.storage.messages import MessageStore
+from parley.storage.messages import RECENT_PATH_MESSAGES, MessageStore
 
 __all__ = ["CONTEXT_MAX_MESSAGES", "Prompter"]
 
 #: At most this many of the newest messages are read to build a context (then trimmed to fit).
-CONTEXT_MAX_MESSAGES = 200
+CONTEXT_MAX_MESSAGES = RECENT_PATH_MESSAGES
 
 
 class Prompter:
@@ -47,11 +47,8 @@ class Prompter:
         max_output = min(max_output, resolved.provider.context_window(resolved.model) // 2)
         history: Sequence[Message] = []
         if user.parent_id is not None:
-            history = await self._messages.path(
-                user.session_id,
-                user.parent_id,
-                max(0, user.depth - CONTEXT_MAX_MESSAGES),
-                CONTEXT_MAX_MESSAGES,
+            history = await self._messages.recent_path(
+                user.session_id, user.parent_id, max(0, user.depth - CONTEXT_MAX_MESSAGES)
             )
         if self._summarizer is not None:  # PARLEY_CONTEXT_SUMMARY: trimmed history is summarized
             turns, input_tokens = await self._summarizer.build_context(

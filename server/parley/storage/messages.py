@@ -35,12 +35,16 @@ from parley.storage.message_rows import (
     run_values,
     tree_values,
 )
+from parley.storage.path_cache import PathCache
 from parley.storage.sql.engine import Database
 from parley.storage.sql.sessions import branch_values
 from parley.storage.sql.tables import branches, messages, runs, sessions, usage_records
 from parley.storage.sql.usage import UsageRecord
 
-__all__ = ["MessageStore", "RunRecord"]
+__all__ = ["RECENT_PATH_MESSAGES", "MessageStore", "RunRecord"]
+
+#: Most messages :meth:`MessageStore.recent_path` is asked for (the context's read limit).
+RECENT_PATH_MESSAGES = 200
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,10 @@ log = logging.getLogger(__name__)
 class MessageStore:
     """Reads and writes whole messages (tree row + content) and the runs that write replies."""
 
-    def __init__(self, db: Database, content: ContentStore) -> None:
+    def __init__(self, db: Database, content: ContentStore, *, paths: PathCache | None = None) -> None:
         self._db = db
         self._content = content
+        self._paths = paths or PathCache(per_path=RECENT_PATH_MESSAGES)
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -110,8 +115,7 @@ class MessageStore:
                         .where(sessions.c.id == session_id)
                         .values(active_branch_id=new_branch.id, update_time=head.create_time)
                     )
-                for m in written:
-                    await s.execute(insert(messages).values(**tree_values(m)))
+                await s.execute(insert(messages), [tree_values(m) for m in written])
                 head_is = (
                     branches.c.head_id.is_(None)
                     if expected_head is None
@@ -131,7 +135,6 @@ class MessageStore:
                 await s.execute(
                     update(sessions).where(sessions.c.id == session_id).values(update_time=head.create_time)
                 )
-                return True
         except _HeadMoved:
             await self._forget_content(session_id, [m.id for m in written])
             return False
@@ -143,6 +146,8 @@ class MessageStore:
                 reason=Reason.DUPLICATE_REQUEST_ID,
                 metadata={"request_id": request_id},
             ) from None
+        self._paths.extend(written[0].parent_id, written)
+        return True
 
     async def checkpoint(self, reply: Message) -> None:
         """Store the text and output tokens of a reply that is still being generated."""
@@ -190,6 +195,10 @@ class MessageStore:
                 .where(runs.c.id == run_id)
                 .values(replica_id=None, last_sequence_number=last_sequence_number, finish_time=finish_time)
             )
+        if done.rowcount:  # type: ignore[attr-defined]
+            self._paths.replace(reply)
+        else:
+            self._paths.forget(reply.id)
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
     async def store_step(self, message: Message) -> None:
@@ -201,6 +210,7 @@ class MessageStore:
             .where(messages.c.id == message.id, messages.c.status.in_(_UNFINISHED))
             .values(**outcome_values(message))
         )
+        self._paths.replace(message)
 
     async def unfinished_of_run(self, session_id: str, run_id: str) -> Sequence[Message]:
         """The messages of run ``run_id`` still IN_PROGRESS or REQUIRES_ACTION."""
@@ -279,6 +289,18 @@ class MessageStore:
         ``min_depth`` inside the database, then one content-store call."""
         rows = await self._db.all(_path_query(session_id, head_id, min_depth).limit(limit))
         return await self._with_content(rows)
+
+    async def recent_path(self, session_id: str, head_id: str, min_depth: int) -> Sequence[Message]:
+        """:meth:`path` to ``head_id`` from ``min_depth`` (at most ``RECENT_PATH_MESSAGES``), from
+        the path cache when this process wrote the conversation's last turn
+        (storage/path_cache.py), else from the database (and then remembered)."""
+        cached = self._paths.get(head_id, min_depth)
+        if cached is not None:
+            return cached
+        found = await self.path(session_id, head_id, min_depth, RECENT_PATH_MESSAGES)
+        if found and found[-1].id == head_id:
+            self._paths.put(found)
+        return found
 
     async def path_rows(self, session_id: str, head_id: str) -> Sequence[RowMapping]:
         """The tree rows (no content) of the whole path to ``head_id``, oldest first: one query."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from parley.storage.content.base import MessageContent
 from parley.storage.sql.engine import Database
@@ -30,25 +31,32 @@ class SqlContentStore:
         await self.put_many(session_id, {message_id: content})
 
     async def put_many(self, session_id: str, contents: Mapping[str, MessageContent]) -> None:
+        """Insert or replace the content of each message: one upsert (``INSERT ... ON CONFLICT
+        (message_id) DO UPDATE``, which SQLite and PostgreSQL both have)."""
         if not contents:
             return
-        async with self._db.transaction() as s:
-            await s.execute(delete(message_contents).where(message_contents.c.message_id.in_(list(contents))))
-            await s.execute(
-                insert(message_contents),
-                [
-                    {
-                        "message_id": message_id,
-                        "session_id": session_id,
-                        "text": content.text,
-                        "transcript_language": content.transcript_language,
-                        "audio_duration_s": content.audio_duration_s,
-                        "error_message": content.error_message,
-                        "tool_calls": json.dumps(list(content.tool_calls)) if content.tool_calls else None,
-                    }
-                    for message_id, content in contents.items()
-                ],
-            )
+        dialect = postgresql if self._db.engine.dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(message_contents)
+        columns = ("text", "transcript_language", "audio_duration_s", "error_message", "tool_calls")
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[message_contents.c.message_id],
+            set_={name: upsert.excluded[name] for name in columns},
+        )
+        await self._db.execute(
+            upsert,
+            [
+                {
+                    "message_id": message_id,
+                    "session_id": session_id,
+                    "text": content.text,
+                    "transcript_language": content.transcript_language,
+                    "audio_duration_s": content.audio_duration_s,
+                    "error_message": content.error_message,
+                    "tool_calls": json.dumps(list(content.tool_calls)) if content.tool_calls else None,
+                }
+                for message_id, content in contents.items()
+            ],
+        )
 
     async def get_many(self, session_id: str, message_ids: Sequence[str]) -> Mapping[str, MessageContent]:
         if not message_ids:

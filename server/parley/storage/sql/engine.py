@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -80,10 +80,11 @@ class Database:
         async with self.transaction() as s:
             return (await s.execute(statement)).mappings().all()
 
-    async def execute(self, statement: Executable) -> int:
-        """Run a write ``statement`` in its own transaction; the number of rows it matched."""
+    async def execute(self, statement: Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
+        """Run a write ``statement`` in its own transaction (once per parameter set of ``rows``,
+        when given: an executemany); the number of rows it matched."""
         async with self.transaction() as s:
-            result = await s.execute(statement)
+            result = await s.execute(statement) if rows is None else await s.execute(statement, list(rows))
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def dispose(self) -> None:
