@@ -192,10 +192,13 @@ def start_upstream(work: Path, *, tokens: int, rate: float, model: str = "bench-
     return proc, f"{base}/v1"
 
 
-def start_parley(work: Path, settings: dict[str, str], name: str = "parley") -> tuple[Proc, str]:
+def start_parley(
+    work: Path, settings: dict[str, str], name: str = "parley", env: dict[str, str] | None = None
+) -> tuple[Proc, str]:
     """``python -m parley`` with ``PARLEY_<KEY>`` settings; not waited for (see ``wait_serving``).
     ``settings`` win over the defaults below (a replica passes its own ``data_dir`` and
-    ``database_url``); ``name`` names the process and its log (``<work>/<name>.log``).
+    ``database_url``); ``name`` names the process and its log (``<work>/<name>.log``); ``env``
+    adds variables that are not settings (``OTEL_*``).
 
     Returns the process and its gRPC target (``127.0.0.1:PORT``).
     """
@@ -211,6 +214,7 @@ def start_parley(work: Path, settings: dict[str, str], name: str = "parley") -> 
         "PARLEY_DATA_DIR": str(data),
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'parley.db'}",
         **{f"PARLEY_{k.upper()}": v for k, v in settings.items()},
+        **(env or {}),
     }
     return Proc(name, [sys.executable, "-m", "parley"], work / f"{name}.log", env), target
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import targets
+import telemetry
 
 __all__ = [
     "LOOP_COLUMNS",
@@ -596,6 +597,9 @@ def markdown(results: dict[str, Any]) -> str:
     mem = results.get("memory")
     if mem and mem.get("samples"):
         md += _memory_section(mem)
+    tele = results.get("telemetry")
+    if tele and tele.get("runs"):
+        md += telemetry.markdown_section(tele)
     profile = results.get("profile")
     if profile and profile.get("runs"):
         md += ["## Profile of the Parley server under streaming load", "", profile["note"], ""]

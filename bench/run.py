@@ -24,7 +24,10 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
 8. ``replicas``: 1 vs 2 Parley replicas behind one Envoy, on Redis and PostgreSQL (its own stack,
    ``bench/replicas.py``), REST/SSE and gRPC through Envoy at 10 and 50 clients: tokens/s, TTFT,
    errors, the 2/1 ratios, the CPU of every process (``--only replicas`` runs just this phase,
-   ``--skip replicas`` leaves it out).
+   ``--skip replicas`` leaves it out);
+9. ``telemetry``: two Parleys of their own, metrics and tracing off vs on (metrics scraped,
+   every RPC traced to an OTLP sink), gRPC streams at 1 and 50 clients: TTFT, tokens/s, CPU per
+   1,000 tokens and the on/off ratios (``bench/telemetry.py``).
 
 At the end, every target of the issue "Performance" (``bench/targets.py``) is checked against
 the run's figures: a Targets table at the top of results.md, ``targets`` in results.json, and
@@ -76,6 +79,7 @@ import procs  # noqa: E402
 import replicas  # noqa: E402
 import report  # noqa: E402
 import targets  # noqa: E402
+import telemetry  # noqa: E402
 from phases import GHZ, LOADGEN, Bench, log  # noqa: E402
 
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"  # @latest resolves to an old v0.93.0
@@ -85,9 +89,9 @@ PATHS = ("direct", "parley-grpc", "parley-rest", "litellm")
 KEEP_RUNS = 5
 #: A difference smaller than this (5 %) is noise, not "slower".
 SLOWER_MARGIN = 0.05
-PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "memory", "replicas")
+PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "memory", "replicas", "telemetry")
 #: Phases that run on their own stack and need neither the SQLite Parley nor LiteLLM.
-OWN_STACK = ("memory", "replicas")
+OWN_STACK = ("memory", "replicas", "telemetry")
 #: Phases that measure LiteLLM: without them it is not started.
 WITH_LITELLM = ("stream", "profile", "llama")
 
@@ -259,6 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-step", type=int, default=100, help="memory phase: RSS sampled every N replies (100)")
     add("--memory-clients", type=int, default=2, help="memory phase: concurrent clients (default 2)")
     add("--memory-tokens", type=int, default=8, help="memory phase: tokens per reply (default 8)")
+    add("--telemetry-clients", type=_csv_ints, default=[1, 50],
+        help="concurrency levels of the telemetry phase (default 1,50)")  # fmt: skip
     add("--profile", choices=("auto", "always", "never"), default="auto",
         help="auto (default): profile when Parley is slower than LiteLLM at some level")  # fmt: skip
     add("--out", type=Path, default=ROOT / "bench" / "results", help="where results.{md,json} go")
@@ -424,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             phase("memory", lambda: memory.phase_memory(bench))
         if "replicas" in args.phases:
             phase("replicas", lambda: replicas.phase_replicas(bench))
+        if "telemetry" in args.phases:
+            phase("telemetry", lambda: telemetry.phase_telemetry(bench))
     except Exception as exc:
         status = 1
         log(f"failed: {exc}")
