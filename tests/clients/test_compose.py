@@ -85,7 +85,16 @@ def test_the_schema_catches_mistakes(compose: dict[str, Any]) -> None:
 
 def test_stack_services_healthchecks_and_volumes(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "mongodb", "redis", "migrate", "parley", "envoy"}
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == {"postgres", "mongodb", "redis", "migrate", "parley", "envoy"}
+    # Prometheus and Grafana only with `--profile observability`, published on loopback only.
+    assert {name: services[name]["profiles"] for name in set(services) - default} == {
+        "prometheus": ["observability"],
+        "grafana": ["observability"],
+    }
+    for name in ("prometheus", "grafana"):
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), name
+    assert environment(services["parley"])["PARLEY_METRICS_LISTEN"].endswith(":9464")
     for name, service in services.items():
         if name != "migrate":  # a one-shot job: it runs the migrations and exits
             assert "healthcheck" in service, f"{name} has no healthcheck"
@@ -104,7 +113,7 @@ def test_stack_services_healthchecks_and_volumes(compose: dict[str, Any]) -> Non
     assert "ports" not in services["parley"]
     assert environment(services["parley"])["PARLEY_REDIS_URL"].startswith("redis://redis:6379")
     named = set(compose["volumes"])
-    for name in ("postgres", "mongodb", "redis", "parley"):
+    for name in ("postgres", "mongodb", "redis", "parley"):  # observability mounts deploy/ configs too
         mounts = {m.split(":", 1)[0] for m in services[name]["volumes"]}
         assert mounts <= named, f"{name} mounts something other than a named volume: {mounts}"
 
