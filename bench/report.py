@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import targets
-import telemetry
 
 __all__ = [
     "LOOP_COLUMNS",
@@ -599,6 +598,8 @@ def markdown(results: dict[str, Any]) -> str:
         md += _memory_section(mem)
     tele = results.get("telemetry")
     if tele and tele.get("runs"):
+        import telemetry  # here: it imports phases, which imports this module
+
         md += telemetry.markdown_section(tele)
     profile = results.get("profile")
     if profile and profile.get("runs"):
