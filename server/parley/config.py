@@ -33,7 +33,10 @@ class OpenAICompatibleEndpoint(BaseModel):
 class Settings(BaseSettings):
     """All configuration of a Parley process."""
 
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting's error must not print the values given (secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = Field(
         default="development",
