@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import sys
 
 from parley.app import serve
 from parley.config import Settings
+from parley.telemetry.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -48,7 +48,7 @@ def _password(from_stdin: bool) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "admin":
         from parley.admin_cli import create_admin
 

@@ -33,13 +33,22 @@ class OpenAICompatibleEndpoint(BaseModel):
 class Settings(BaseSettings):
     """All configuration of a Parley process."""
 
-    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting's error must not print the values given (secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = Field(
         default="development",
         description="`production` refuses unsafe settings (a missing or weak PARLEY_JWT_SECRET).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines on stderr: `text` for people, or `json`: one object per line with "
+        "`time` (RFC 3339, UTC), `level`, `logger`, `message` and, when known, `request_id`, "
+        "`user_id`, `trace_id` and `span_id` (parley/telemetry/logs.py).",
+    )
     data_dir: Path = Field(default=Path("data"), description="Where the embedded parts keep files.")
 
     # --- network -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -15,9 +16,10 @@ from typing import Any
 import grpc
 import pytest
 from parley_client import Agent, Message, ParleyClient, Session, StopReason, Tokens, UnimplementedError
-from parley_client.cli.chat import ChatRepl
+from parley_client.cli.chat import ChatRepl, timings
 from parley_client.cli.store import CredentialStore
 
+from tests.audio.audio_samples import espeak_wav
 from tests.clients.conftest import PASSWORD, Terminal, parley
 from tests.clients.test_python_sdk import expired_copy
 from tests.support.server import ServerProcess
@@ -116,6 +118,40 @@ def test_one_message(cli_env: dict[str, str], registered: str) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("new session sessions/")
     assert lines[1].startswith("Assistant> ") and len(lines[1]) > len("Assistant> ")
+
+
+_SECONDS = r"\d+\.\d\d s"
+
+
+def test_verbose_prints_the_timings_of_a_text_reply(cli_env: dict[str, str], registered: str) -> None:
+    done = parley(cli_env, "chat", "--verbose", "--message", "Hello! Name one fruit.")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(rf"\[ttft {_SECONDS} · total {_SECONDS}\]", done.stdout.splitlines()[-1]), done.stdout
+    quiet = parley(cli_env, "chat", "--message", "Hello! Name one fruit.")
+    assert "ttft" not in quiet.stdout
+
+
+def test_verbose_prints_the_timings_of_a_voice_turn(
+    cli_env: dict[str, str], registered: str, tmp_path: Path
+) -> None:
+    recording = tmp_path / "question.wav"
+    recording.write_bytes(espeak_wav("What is the capital of France?"))
+    done = parley(cli_env, "chat", "-v", "--voice", str(recording))
+    assert done.returncode == 0, done.stderr
+    timing = rf"\[ttft {_SECONDS} · first audio {_SECONDS} · transcription {_SECONDS} · total {_SECONDS}\]"
+    assert any(re.fullmatch(timing, line) for line in done.stdout.splitlines()), done.stdout
+
+
+def test_timings_leave_out_what_is_unset() -> None:
+    reply = Message(name="sessions/s/messages/m")
+    assert timings(reply) == ""
+    reply.time_to_first_token.FromMilliseconds(310)
+    reply.generation_duration.FromSeconds(2)
+    user = Message(name="sessions/s/messages/u")
+    assert timings(reply, user) == "ttft 0.31 s · total 2.00 s"
+    user.transcription_duration.FromMilliseconds(1204)
+    reply.time_to_first_audio.FromMilliseconds(900)
+    assert timings(reply, user) == "ttft 0.31 s · first audio 0.90 s · transcription 1.20 s · total 2.00 s"
 
 
 def chat(cli_env: dict[str, str], terminal: Callable[..., Terminal], *args: str) -> Terminal:

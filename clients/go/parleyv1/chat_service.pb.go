@@ -338,8 +338,10 @@ type Message struct {
 	AudioDuration *durationpb.Duration `protobuf:"bytes,10,opt,name=audio_duration,json=audioDuration,proto3" json:"audio_duration,omitempty"`
 	// The client's idempotency key of the send that stored it (user messages).
 	RequestId string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// From the start of generation to the first text delta (assistant
-	// messages).
+	// Assistant messages: from the start of the model call that wrote the
+	// message (for a reply's first message, just after `message_accepted`; for a
+	// later tool step, when its model call starts) to its first text delta.
+	// Unset when the model wrote no text.
 	TimeToFirstToken *durationpb.Duration `protobuf:"bytes,12,opt,name=time_to_first_token,json=timeToFirstToken,proto3" json:"time_to_first_token,omitempty"`
 	// Human-readable reason for INCOMPLETE or FAILED.
 	ErrorMessage string `protobuf:"bytes,13,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
@@ -352,9 +354,29 @@ type Message struct {
 	// Tool messages: the call this is the result of.
 	ToolCallId string `protobuf:"bytes,17,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
 	// Tool messages: the output is an error (or a denial) the model was told.
-	IsError       bool `protobuf:"varint,18,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IsError bool `protobuf:"varint,18,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	// Voice replies (SendVoiceMessage): from the start of the reply's run (just
+	// after the user message was stored: the start of `generation_duration`) to
+	// the first `audio_chunk` of the reply being sent. On the run's final
+	// assistant message; unset for text replies and when no audio was made.
+	TimeToFirstAudio *durationpb.Duration `protobuf:"bytes,19,opt,name=time_to_first_audio,json=timeToFirstAudio,proto3" json:"time_to_first_audio,omitempty"`
+	// Assistant messages: from the start of the reply's run (just after the user
+	// message was stored) to its end (the reply stored, just before its last
+	// event, `message_completed` or `error`). Covers every model call, tool call
+	// and wait for tool outputs or approvals, and the speech of a voice reply;
+	// not the transcription of a voice message (see `transcription_duration` on
+	// the user message). Set on the run's final assistant message once it is
+	// finished; unset while it is generated and for a reply whose server was
+	// lost (STOP_REASON_SERVER_LOST).
+	GenerationDuration *durationpb.Duration `protobuf:"bytes,20,opt,name=generation_duration,json=generationDuration,proto3" json:"generation_duration,omitempty"`
+	// Spoken user messages (SendVoiceMessage): how long speech-to-text took on
+	// the recording, from the decoded audio being handed to the model to its
+	// transcript (decoding the upload is not included). On the user message,
+	// whose audio it is, beside `audio_duration`: the reply's durations start
+	// after it, once the transcript is stored.
+	TranscriptionDuration *durationpb.Duration `protobuf:"bytes,21,opt,name=transcription_duration,json=transcriptionDuration,proto3" json:"transcription_duration,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -511,6 +533,27 @@ func (x *Message) GetIsError() bool {
 		return x.IsError
 	}
 	return false
+}
+
+func (x *Message) GetTimeToFirstAudio() *durationpb.Duration {
+	if x != nil {
+		return x.TimeToFirstAudio
+	}
+	return nil
+}
+
+func (x *Message) GetGenerationDuration() *durationpb.Duration {
+	if x != nil {
+		return x.GenerationDuration
+	}
+	return nil
+}
+
+func (x *Message) GetTranscriptionDuration() *durationpb.Duration {
+	if x != nil {
+		return x.TranscriptionDuration
+	}
+	return nil
 }
 
 // A call of a tool by the model.
@@ -2073,7 +2116,7 @@ var File_parley_v1_chat_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xce\t\n" +
+	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xc8\v\n" +
 	"\aMessage\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.parley.v1.Message.RoleB\x04\xe2A\x01\x03R\x04role\x12\x18\n" +
@@ -2099,7 +2142,10 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"tool_calls\x18\x10 \x03(\v2\x13.parley.v1.ToolCallB\x04\xe2A\x01\x03R\ttoolCalls\x12&\n" +
 	"\ftool_call_id\x18\x11 \x01(\tB\x04\xe2A\x01\x03R\n" +
 	"toolCallId\x12\x1f\n" +
-	"\bis_error\x18\x12 \x01(\bB\x04\xe2A\x01\x03R\aisError\"N\n" +
+	"\bis_error\x18\x12 \x01(\bB\x04\xe2A\x01\x03R\aisError\x12N\n" +
+	"\x13time_to_first_audio\x18\x13 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x10timeToFirstAudio\x12P\n" +
+	"\x13generation_duration\x18\x14 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x12generationDuration\x12V\n" +
+	"\x16transcription_duration\x18\x15 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x15transcriptionDuration\"N\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -2338,53 +2384,56 @@ var file_parley_v1_chat_service_proto_depIdxs = []int32{
 	29, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
 	28, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
 	5,  // 8: parley.v1.Message.tool_calls:type_name -> parley.v1.ToolCall
-	3,  // 9: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
-	30, // 10: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
-	4,  // 11: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
-	18, // 12: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
-	19, // 13: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
-	20, // 14: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
-	31, // 15: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
-	27, // 16: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
-	21, // 17: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
-	32, // 18: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
-	5,  // 19: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
-	13, // 20: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
-	14, // 21: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
-	5,  // 22: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
-	5,  // 23: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
-	29, // 24: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
-	16, // 25: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
-	17, // 26: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
-	4,  // 27: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
-	28, // 28: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
-	4,  // 29: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
-	4,  // 30: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	4,  // 31: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
-	30, // 32: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
-	6,  // 33: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	7,  // 34: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
-	8,  // 35: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	22, // 36: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	24, // 37: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
-	9,  // 38: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
-	15, // 39: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
-	10, // 40: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
-	26, // 41: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
-	12, // 42: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
-	12, // 43: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
-	12, // 44: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
-	23, // 45: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	25, // 46: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
-	12, // 47: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
-	12, // 48: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
-	11, // 49: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
-	31, // 50: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
-	42, // [42:51] is the sub-list for method output_type
-	33, // [33:42] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	28, // 9: parley.v1.Message.time_to_first_audio:type_name -> google.protobuf.Duration
+	28, // 10: parley.v1.Message.generation_duration:type_name -> google.protobuf.Duration
+	28, // 11: parley.v1.Message.transcription_duration:type_name -> google.protobuf.Duration
+	3,  // 12: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
+	30, // 13: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
+	4,  // 14: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
+	18, // 15: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
+	19, // 16: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
+	20, // 17: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
+	31, // 18: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
+	27, // 19: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
+	21, // 20: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
+	32, // 21: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
+	5,  // 22: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
+	13, // 23: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
+	14, // 24: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
+	5,  // 25: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
+	5,  // 26: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
+	29, // 27: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 28: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
+	17, // 29: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
+	4,  // 30: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
+	28, // 31: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
+	4,  // 32: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
+	4,  // 33: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	4,  // 34: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
+	30, // 35: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
+	6,  // 36: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	7,  // 37: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
+	8,  // 38: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	22, // 39: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	24, // 40: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
+	9,  // 41: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
+	15, // 42: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
+	10, // 43: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
+	26, // 44: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
+	12, // 45: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
+	12, // 46: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
+	12, // 47: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
+	23, // 48: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	25, // 49: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
+	12, // 50: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
+	12, // 51: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
+	11, // 52: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
+	31, // 53: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
+	45, // [45:54] is the sub-list for method output_type
+	36, // [36:45] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_service_proto_init() }

@@ -266,6 +266,12 @@ def message_to_proto(message: Message) -> chat_service_pb2.Message:
         msg.time_to_first_token.CopyFrom(duration(message.time_to_first_token_s))
     if message.speech_duration_s is not None:
         msg.speech_duration.CopyFrom(duration(message.speech_duration_s))
+    if message.time_to_first_audio_s is not None:
+        msg.time_to_first_audio.CopyFrom(duration(message.time_to_first_audio_s))
+    if message.generation_duration_s is not None:
+        msg.generation_duration.CopyFrom(duration(message.generation_duration_s))
+    if message.transcription_duration_s is not None:
+        msg.transcription_duration.CopyFrom(duration(message.transcription_duration_s))
     msg.tool_calls.extend(tool_call_to_proto(c) for c in message.tool_calls)
     msg.tool_call_id = message.tool_call_id
     msg.is_error = message.is_error

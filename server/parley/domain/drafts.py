@@ -21,10 +21,12 @@ __all__ = ["Spoken", "reply_message", "run_record", "usage_record", "user_messag
 
 @dataclass(frozen=True, slots=True)
 class Spoken:
-    """A user message that was spoken: the language heard and the recording's length (s)."""
+    """A user message that was spoken: the language heard, the recording's length (s) and how
+    long speech-to-text took on it (s; None: not measured)."""
 
     language: str
     duration_s: float
+    transcription_s: float | None = None
 
 
 def user_message(branch: Branch, text: str, request_id: str, spoken: Spoken | None, now: datetime) -> Message:
@@ -45,6 +47,7 @@ def user_message(branch: Branch, text: str, request_id: str, spoken: Spoken | No
         request_id=request_id,
         transcript_language=spoken.language if spoken else "",
         audio_duration_s=spoken.duration_s if spoken else None,
+        transcription_duration_s=spoken.transcription_s if spoken else None,
     )
 
 

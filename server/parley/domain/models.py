@@ -232,3 +232,9 @@ class Message:
     is_error: bool = False
     #: The run that wrote it (its first assistant message's id); empty for user messages.
     run_id: str = ""
+    #: Voice replies: seconds from the start of the run to its first audio chunk.
+    time_to_first_audio_s: float | None = None
+    #: The run's final assistant message: seconds from the start of the run to its end.
+    generation_duration_s: float | None = None
+    #: Spoken user messages: seconds speech-to-text took on the recording.
+    transcription_duration_s: float | None = None

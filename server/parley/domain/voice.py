@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 
@@ -121,7 +122,10 @@ class SpokenReply:
     """The run body of a voice reply: the text reply's events with its speech interleaved.
 
     Order: ``Accepted``, ``TranscriptReady``, deltas and audio chunks (sentence by sentence),
-    the rest of the audio, ``UsageReport``, ``Completed``.
+    the rest of the audio, ``UsageReport``, ``Completed``. The reply (final, cut short or
+    checkpointed) carries the seconds of speech made (``speech_duration_s``) and the seconds
+    from the start of :meth:`events` (the run's start) to the first audio chunk
+    (``time_to_first_audio_s``; None before it).
     """
 
     def __init__(
@@ -141,8 +145,11 @@ class SpokenReply:
         self._language = language
         self._voice = voice
         self._speaker: _Speaker | None = None
+        self._started = time.monotonic()
+        self._first_audio_s: float | None = None
 
     async def events(self) -> AsyncIterator[RunEvent]:
+        self._started = time.monotonic()
         speaker = self._speaker = _Speaker(self._tts, self._format, self._language, self._voice)
         splitter = SentenceSplitter()
         usage: UsageReport | None = None
@@ -157,7 +164,7 @@ class SpokenReply:
                         for sentence in splitter.feed(event.text):
                             speaker.say(sentence)
                         for chunk in speaker.ready():
-                            yield chunk
+                            yield self._sent(chunk)
                     elif isinstance(event, UsageReport):
                         usage = event
                     elif isinstance(event, Completed):
@@ -165,7 +172,7 @@ class SpokenReply:
                         if rest:
                             speaker.say(rest)
                         async for chunk in speaker.finish():
-                            yield chunk
+                            yield self._sent(chunk)
                         if usage is not None:
                             yield usage
                         yield Completed(self._spoken(event.message))
@@ -173,6 +180,12 @@ class SpokenReply:
                         yield event
         finally:
             await speaker.cancel()
+
+    def _sent(self, chunk: AudioReady) -> AudioReady:
+        """``chunk``, noting the time to first audio (from the start of the run) at the first."""
+        if self._first_audio_s is None:
+            self._first_audio_s = time.monotonic() - self._started
+        return chunk
 
     def progress(self) -> Message:
         return self._spoken(self._text.progress())
@@ -184,9 +197,13 @@ class SpokenReply:
         return self._spoken(self._text.cut_short(reason, detail))
 
     def _spoken(self, reply: Message) -> Message:
-        """``reply`` with the seconds of speech made for it so far."""
+        """``reply`` with the seconds of speech made for it so far, and the time to first audio."""
         seconds = self._speaker.seconds if self._speaker is not None else 0.0
-        return replace(reply, speech_duration_s=round(seconds, 3) if seconds else None)
+        return replace(
+            reply,
+            speech_duration_s=round(seconds, 3) if seconds else None,
+            time_to_first_audio_s=self._first_audio_s,
+        )
 
 
 class Speech:
@@ -252,7 +269,9 @@ class Speech:
         agent = target.agent
         sniff(audio)  # cheap, and names the detected type when it is not audio
         decoded = await asyncio.to_thread(decode_to_pcm, audio, max_duration_s=self._max_seconds)
+        transcribing = time.monotonic()
         heard = await self._stt.transcribe(decoded, language=language or agent.language or None)
+        transcription_s = time.monotonic() - transcribing
         if not heard.text.strip():
             raise InvalidArgument.field(
                 "audio", "no speech was recognized in the recording", reason=Reason.EMPTY_TRANSCRIPT
@@ -276,7 +295,7 @@ class Speech:
             request_id=request_id,
             background=background,
             deadline=deadline,
-            spoken=Spoken(heard.language, decoded.duration_s),
+            spoken=Spoken(heard.language, decoded.duration_s, transcription_s),
             body=spoken,
         )
 

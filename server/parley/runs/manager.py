@@ -16,6 +16,8 @@ cancels and shutdown (docs/design.md, "Runs"):
   (``PARLEY_RUN_CHECKPOINT_SECONDS``, 1 s) when its text changed, so a crash loses at most that
   much text (runs/sweep.py marks such replies INCOMPLETE).
 - On shutdown, runs get the grace period to finish, then are stopped with stop reason SHUTDOWN.
+- The final reply is stored with ``generation_duration_s``: seconds from the start of the run's
+  task to the reply being stored, just before the run's last event.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from parley.domain.clock import Clock, utc_now
@@ -93,6 +95,7 @@ class RunSpec:
 
 class _Run:
     __slots__ = (
+        "began",
         "body",
         "done",
         "final",
@@ -111,6 +114,8 @@ class _Run:
         self.subscribers = 0
         self.stop_reason: StopReason | None = None
         self.started = False
+        #: ``time.monotonic()`` when the run's task started (the origin of generation_duration).
+        self.began = time.monotonic()
         self.last_sequence_number = 0
         self.final: Message | None = None
         #: Sequence number of the ActionRequired event the run waits at (None: not waiting).
@@ -337,15 +342,17 @@ class RunManager:
         checkpoints = _Checkpoints(self._messages, run.body, self._interval)
         try:
             try:
-                run.started = True
+                run.started, run.began = True, time.monotonic()
                 if run.stop_reason is not None:  # stopped before it started
                     raise asyncio.CancelledError
                 async with contextlib.aclosing(run.body.events()) as events:  # type: ignore[type-var]
                     async for event in events:
                         if isinstance(event, Completed):
                             await checkpoints.stop()
-                            await self._store(run, event.message, run.last_sequence_number + 1)
-                        await self._append(run, event)
+                            final = await self._store(run, event.message, run.last_sequence_number + 1)
+                            await self._append(run, Completed(final))
+                        else:
+                            await self._append(run, event)
                         if isinstance(event, ActionRequired):
                             run.paused_at = run.last_sequence_number
             except asyncio.CancelledError:
@@ -369,7 +376,7 @@ class RunManager:
     async def _end_cut_short(self, run: _Run, checkpoints: _Checkpoints, reason: StopReason) -> None:
         await checkpoints.stop()
         message = run.body.cut_short(reason, reason.value.replace("_", " "))
-        await self._store(run, message, run.last_sequence_number + 2)
+        message = await self._store(run, message, run.last_sequence_number + 2)
         await self._append(run, UsageReport(message.input_tokens, message.output_tokens))
         await self._append(run, Completed(message))
 
@@ -382,8 +389,10 @@ class RunManager:
     async def _append(self, run: _Run, event: RunEvent) -> None:
         run.last_sequence_number = await self._log.append(run.spec.run_id, event)
 
-    async def _store(self, run: _Run, message: Message, last_sequence_number: int) -> None:
+    async def _store(self, run: _Run, message: Message, last_sequence_number: int) -> Message:
+        """Store the final ``message`` with its generation duration; returns it as stored."""
         run.paused_at = None
+        message = replace(message, generation_duration_s=time.monotonic() - run.began)
         try:
             stored = await self._messages.finish_reply(
                 message, last_sequence_number, self._now(), spent=run.body.spent()
@@ -394,6 +403,7 @@ class RunManager:
                 log.warning("reply %s was already finished or deleted; final state not stored", message.id)
         except Exception:
             log.exception("could not store the reply %s", message.id)
+        return message
 
 
 class _Checkpoints:

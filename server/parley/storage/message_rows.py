@@ -57,6 +57,9 @@ def tree_values(m: Message) -> dict[str, Any]:
         "tool_call_id": m.tool_call_id or None,
         "is_error": m.is_error,
         "run_id": m.run_id or None,
+        "time_to_first_audio_s": m.time_to_first_audio_s,
+        "generation_duration_s": m.generation_duration_s,
+        "transcription_duration_s": m.transcription_duration_s,
     }
 
 
@@ -68,6 +71,8 @@ def outcome_values(m: Message) -> dict[str, Any]:
         "output_tokens": m.output_tokens,
         "time_to_first_token_s": m.time_to_first_token_s,
         "speech_duration_s": m.speech_duration_s,
+        "time_to_first_audio_s": m.time_to_first_audio_s,
+        "generation_duration_s": m.generation_duration_s,
     }
 
 
@@ -96,6 +101,9 @@ def message_from(row: RowMapping, content: MessageContent | None) -> Message:
         tool_call_id=row["tool_call_id"] or "",
         is_error=bool(row["is_error"]),
         run_id=row["run_id"] or "",
+        time_to_first_audio_s=row["time_to_first_audio_s"],
+        generation_duration_s=row["generation_duration_s"],
+        transcription_duration_s=row["transcription_duration_s"],
     )
 
 

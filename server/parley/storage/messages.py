@@ -150,12 +150,17 @@ class MessageStore:
         return True
 
     async def checkpoint(self, reply: Message) -> None:
-        """Store the text and output tokens of a reply that is still being generated."""
+        """Store the text, output tokens and first-token and first-audio times of a reply that is
+        still being generated."""
         await self._content.put(reply.session_id, reply.id, content_of(reply))
         await self._db.execute(
             update(messages)
             .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
-            .values(output_tokens=reply.output_tokens, time_to_first_token_s=reply.time_to_first_token_s)
+            .values(
+                output_tokens=reply.output_tokens,
+                time_to_first_token_s=reply.time_to_first_token_s,
+                time_to_first_audio_s=reply.time_to_first_audio_s,
+            )
         )
 
     async def finish_reply(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -38,6 +39,19 @@ ERROR_EXCERPT_CHARS = 300
 
 def _origin(url: httpx2.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
+
+
+def _shown(url: str) -> str:
+    """``url`` as logged: scheme, host, port and path; never its user info or query, which may
+    hold credentials (``?api_key=...``)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port out of range, a malformed IPv6 address
+        return "(a malformed URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class _TooLarge(Exception):
@@ -83,7 +97,7 @@ class HttpToolRunner:
         except _TooLarge:
             return ToolOutcome.failure(f"the tool's response is larger than {self._max_response_bytes} bytes")
         except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError, ValueError) as exc:
-            log.info("HTTP tool %s failed: %r", url, exc)
+            log.info("HTTP tool %s failed: %s: %s", _shown(url), type(exc).__name__, exc)
             return ToolOutcome.failure(f"the tool could not be reached: {str(exc) or type(exc).__name__}")
 
     async def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> ToolOutcome:

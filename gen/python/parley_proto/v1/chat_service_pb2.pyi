@@ -201,6 +201,9 @@ class Message(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
+    TIME_TO_FIRST_AUDIO_FIELD_NUMBER: _builtins.int
+    GENERATION_DURATION_FIELD_NUMBER: _builtins.int
+    TRANSCRIPTION_DURATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `sessions/{session}/messages/{message}`; the id is a
     UUIDv7.
@@ -239,8 +242,10 @@ class Message(_message.Message):
 
     @_builtins.property
     def time_to_first_token(self) -> _duration_pb2.Duration:
-        """From the start of generation to the first text delta (assistant
-        messages).
+        """Assistant messages: from the start of the model call that wrote the
+        message (for a reply's first message, just after `message_accepted`; for a
+        later tool step, when its model call starts) to its first text delta.
+        Unset when the model wrote no text.
         """
 
     @_builtins.property
@@ -254,6 +259,35 @@ class Message(_message.Message):
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """The tools this assistant message called (stop reason TOOL_USE)."""
+
+    @_builtins.property
+    def time_to_first_audio(self) -> _duration_pb2.Duration:
+        """Voice replies (SendVoiceMessage): from the start of the reply's run (just
+        after the user message was stored: the start of `generation_duration`) to
+        the first `audio_chunk` of the reply being sent. On the run's final
+        assistant message; unset for text replies and when no audio was made.
+        """
+
+    @_builtins.property
+    def generation_duration(self) -> _duration_pb2.Duration:
+        """Assistant messages: from the start of the reply's run (just after the user
+        message was stored) to its end (the reply stored, just before its last
+        event, `message_completed` or `error`). Covers every model call, tool call
+        and wait for tool outputs or approvals, and the speech of a voice reply;
+        not the transcription of a voice message (see `transcription_duration` on
+        the user message). Set on the run's final assistant message once it is
+        finished; unset while it is generated and for a reply whose server was
+        lost (STOP_REASON_SERVER_LOST).
+        """
+
+    @_builtins.property
+    def transcription_duration(self) -> _duration_pb2.Duration:
+        """Spoken user messages (SendVoiceMessage): how long speech-to-text took on
+        the recording, from the decoded audio being handed to the model to its
+        transcript (decoding the upload is not included). On the user message,
+        whose audio it is, beside `audio_duration`: the reply's durations start
+        after it, once the transcript is stored.
+        """
 
     def __init__(
         self,
@@ -276,10 +310,13 @@ class Message(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         tool_call_id: _builtins.str = ...,
         is_error: _builtins.bool = ...,
+        time_to_first_audio: _duration_pb2.Duration | None = ...,
+        generation_duration: _duration_pb2.Duration | None = ...,
+        transcription_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "speech_duration", b"speech_duration", "time_to_first_token", b"time_to_first_token", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "generation_duration", b"generation_duration", "speech_duration", b"speech_duration", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "generation_duration", b"generation_duration", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

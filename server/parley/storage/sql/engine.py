@@ -33,12 +33,14 @@ class Database:
     ``url`` is an async SQLAlchemy URL: ``sqlite+aiosqlite:///path`` (the parent directory is
     created) or ``postgresql+asyncpg://user:pass@host/db``. SQLite connections get
     ``foreign_keys=ON`` (cascading deletes), WAL journaling and a ``SQLITE_BUSY_TIMEOUT_S`` busy timeout.
+    Statement parameters (message text, password and token hashes) are never shown in SQL errors
+    or SQL logging (``hide_parameters``), so a logged database error cannot leak them.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -181,6 +181,11 @@ messages = Table(
     Column("is_error", Boolean, nullable=False, server_default=false()),
     # The run that wrote it (its first assistant message); NULL for user messages.
     Column("run_id", ID, nullable=True, index=True),
+    # Latency of a turn, in seconds (docs/api.md, "Message"): voice replies' first audio, the
+    # run's whole length (its final message), speech-to-text of a spoken user message.
+    Column("time_to_first_audio_s", Float, nullable=True),
+    Column("generation_duration_s", Float, nullable=True),
+    Column("transcription_duration_s", Float, nullable=True),
     ForeignKeyConstraint(["parent_id"], ["messages.id"], ondelete="CASCADE"),
     Index("ix_messages_session_id_request_id", "session_id", "request_id", unique=True),
     Index("ix_messages_parent_id", "parent_id"),

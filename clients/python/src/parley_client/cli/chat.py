@@ -27,7 +27,7 @@ from parley_client.cli.main import CliError, Context, resource_name
 from parley_client.client import ParleyClient
 from parley_client.errors import ParleyError, UnimplementedError
 
-__all__ = ["ChatRepl", "run_chat"]
+__all__ = ["ChatRepl", "run_chat", "timings"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,37 @@ def _excerpt(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _seconds(message: Any, field_name: str) -> float | None:
+    """A Duration field of ``message`` in seconds; None when it is unset."""
+    if not message.HasField(field_name):
+        return None
+    value = getattr(message, field_name)
+    return float(value.seconds + value.nanos / 1e9)
+
+
+#: What ``--verbose`` prints after a reply: (label, field, on the user message rather than the reply).
+_TIMINGS = (
+    ("ttft", "time_to_first_token", False),
+    ("first audio", "time_to_first_audio", False),
+    ("transcription", "transcription_duration", True),
+    ("total", "generation_duration", False),
+)
+
+
+def timings(reply: chat_service_pb2.Message, user: chat_service_pb2.Message | None = None) -> str:
+    """The latency of a turn as one line, e.g. ``ttft 0.31 s · first audio 0.90 s ·
+    transcription 1.20 s · total 2.40 s``: the reply's time to first token and to first audio,
+    the user message's transcription (voice), the reply's generation duration; unset ones are left
+    out (empty string when none is set)."""
+    parts = []
+    for label, name, on_user in _TIMINGS:
+        source = user if on_user else reply
+        seconds = _seconds(source, name) if source is not None else None
+        if seconds is not None:
+            parts.append(f"{label} {seconds:.2f} s")
+    return " · ".join(parts)
+
+
 def not_available(feature: str) -> str:
     """What the REPL says when the server answers UNIMPLEMENTED."""
     return f"{feature} is not available on this server yet."
@@ -75,6 +106,8 @@ class ChatRepl:
     ask: Callable[[str], str] = input
     #: What the last reply waits for, if it paused (client tools, approvals).
     pending: chat_service_pb2.RequiresAction | None = None
+    #: Print each reply's timings (:func:`timings`) after it.
+    verbose: bool = False
     _mid_line: bool = False
 
     # --- output --------------------------------------------------------------------------------
@@ -99,10 +132,12 @@ class ChatRepl:
         """Print a streamed reply: deltas as they come, then a newline."""
         started = False
         audio = bytearray()
+        user: chat_service_pb2.Message | None = None
         async for event in events:
             kind = event.WhichOneof("event")
             if kind == "message_accepted":
                 accepted = event.message_accepted
+                user = accepted.user_message
                 self.last_message = accepted.user_message.name
                 self.last_reply = accepted.assistant_message
                 if accepted.branch and accepted.branch != self.session.active_branch:
@@ -137,6 +172,8 @@ class ChatRepl:
                 if message.status in _STATUS:
                     detail = message.error_message or chat_service_pb2.StopReason.Name(message.stop_reason)
                     self.say(f"[reply {_STATUS[message.status]}: {detail}]")
+                if self.verbose and (line := timings(message, user)):
+                    self.say(f"[{line}]")
         if audio:
             if self.save_audio is not None:
                 self.save_audio.write_bytes(bytes(audio))
@@ -337,6 +374,7 @@ def run_chat(ctx: Context, args: argparse.Namespace) -> int:
                 runner.run,
                 out=ctx.out,
                 save_audio=Path(args.save_audio) if args.save_audio else None,
+                verbose=args.verbose,
             )
             if new:
                 repl.say(f"new session {session.name} with {agent.display_name} ({agent.name})")

@@ -443,6 +443,12 @@ def _add_chat_command(commands: _Commands) -> None:
     p.add_argument("--voice", metavar="FILE", help="send this recording, print the reply and exit")
     p.add_argument("--language", default="", help="language spoken in --voice (en, ar; default: detect)")
     p.add_argument("--save-audio", metavar="FILE", help="write the spoken reply of --voice to FILE (MP3)")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="after each reply, print its timings (time to first token and audio, transcription, total)",
+    )
     p.set_defaults(run=None, chat=True)
 
 
