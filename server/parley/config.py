@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["OpenAICompatibleEndpoint", "Settings"]
 
 #: Names of the built-in model providers; ``PARLEY_OPENAI_COMPATIBLE`` adds more.
-BUILTIN_PROVIDERS = ("local", "openai", "bedrock")
+BUILTIN_PROVIDERS = ("local", "openai", "bedrock", "bedrock-agent")
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
@@ -278,7 +278,14 @@ class Settings(BaseSettings):
         '"https://api.groq.com/openai/v1", "api_key": "..."}}; each name is a provider.',
     )
     bedrock_region: str = Field(
-        default="", description="Enables the `bedrock` provider (credentials: the standard AWS chain)."
+        default="",
+        description="Enables the `bedrock` and `bedrock-agent` providers (credentials: the standard "
+        "AWS chain).",
+    )
+    bedrock_agent_memory: bool = Field(
+        default=False,
+        description="`bedrock-agent/...` models: send the Parley user id as InvokeAgent's memoryId "
+        "(Bedrock's long-term memory across sessions, for agents with memory enabled).",
     )
     provider_max_retries: int = Field(
         default=2,
@@ -305,7 +312,7 @@ class Settings(BaseSettings):
         if self.openai_api_key is not None:
             names.append("openai")
         if self.bedrock_region:
-            names.append("bedrock")
+            names += ["bedrock", "bedrock-agent"]
         return names + sorted(self.openai_compatible)
 
     @model_validator(mode="after")

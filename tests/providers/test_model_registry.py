@@ -10,6 +10,7 @@ from parley.config import Settings
 from parley.domain.errors import InvalidArgument
 from parley.providers.llm.base import ChatTurn, GenerationRequest, ProviderEvent
 from parley.providers.llm.bedrock import BedrockProvider
+from parley.providers.llm.bedrock_agent import BedrockAgentProvider
 from parley.providers.llm.factory import build_model_registry
 from parley.providers.llm.openai import OpenAIChatProvider
 from pydantic import ValidationError
@@ -73,7 +74,7 @@ async def test_settings_switch_providers_on_and_aliases_point_at_them(
     )
     monkeypatch.setenv("PARLEY_MODEL_CONTEXT_WINDOWS", json.dumps({"openai/my-finetune": 16384}))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.enabled_providers == ["local", "openai", "bedrock", "groq"]
+    assert settings.enabled_providers == ["local", "openai", "bedrock", "bedrock-agent", "groq"]
     registry = build_model_registry(settings, Embedded(), local_model_id="smollm2")
     fast = registry.resolve("fast")
     assert (
@@ -86,8 +87,10 @@ async def test_settings_switch_providers_on_and_aliases_point_at_them(
     mine = registry.resolve("openai/my-finetune")
     assert mine.provider.name == "openai" and mine.provider.context_window(mine.model) == 16384
     assert registry.known() == ["fast", "local", "smart"] + [
-        f"{p}/<model>" for p in ("bedrock", "groq", "local", "openai")
+        f"{p}/<model>" for p in ("bedrock", "bedrock-agent", "groq", "local", "openai")
     ]
+    agent = registry.resolve("bedrock-agent/AGENT12345/TSTALIASID")
+    assert isinstance(agent.provider, BedrockAgentProvider) and agent.model == "AGENT12345/TSTALIASID"
     await registry.close()
 
 

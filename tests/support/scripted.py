@@ -241,8 +241,10 @@ class Domain:
         *,
         max_output_tokens: int = 0,
         tools: Sequence[ToolSpec] = (),
+        model: str = MODEL,
     ) -> Session:
-        """A new user with an agent on the scripted model (with ``tools``) and a session with it."""
+        """A new user with an agent on ``model`` (the scripted one by default; with ``tools``) and a
+        session with it."""
         now = datetime.now(UTC)
         user = User(new_id(), f"u-{new_id()[-12:]}", "Tester", now, now)
         await self.users.create_user(user, "not-a-hash")
@@ -251,7 +253,7 @@ class Domain:
             user.id,
             "Agent",
             instructions,
-            MODEL,
+            model,
             None,
             max_output_tokens,
             "",

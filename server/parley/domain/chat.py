@@ -230,7 +230,9 @@ class ChatEngine:
             for attempt in range(2):
                 user = user_message(b, text, request_id, spoken, self._now())
                 # Decide the prompt before storing anything: a message that can never fit is refused whole.
-                request, input_tokens = await self._prompter.prompt(agent, resolved, user, toolbox)
+                request, input_tokens = await self._prompter.prompt(
+                    agent, resolved, user, toolbox, branch=b, owner_id=principal.user_id
+                )
                 reply = reply_message(user, resolved.qualified_name, input_tokens, self._now())
                 run = self._run_record(reply, principal.user_id, b.id, background)
                 usage = usage_record(reply, principal.user_id, agent.id, audio_s, 2)
@@ -292,7 +294,6 @@ class ChatEngine:
             raise NotFound.resource(message_name(session_id, message_id))
         resolved = self._models.resolve(target.agent.model, field="agent.model")
         toolbox = await self._toolbox(target.agent)
-        request, input_tokens = await self._prompter.prompt(target.agent, resolved, user, toolbox)
         now = self._now()
         branch = Branch(
             session_id=session_id,
@@ -303,6 +304,9 @@ class ChatEngine:
             message_count=user.depth + 1,
             create_time=now,
             update_time=now,
+        )
+        request, input_tokens = await self._prompter.prompt(
+            target.agent, resolved, user, toolbox, branch=branch, owner_id=principal.user_id
         )
         ticket = await self._admit(principal, session_id, branch.id)
         try:

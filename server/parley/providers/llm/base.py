@@ -7,18 +7,25 @@ calls has stop reason ``TOOL_USE``. Closing the iterator early (client
 cancel) must stop the underlying call promptly (within 1 s). Failures raise
 ``parley.domain.errors`` exceptions (``Unavailable``, ``ResourceExhausted``) with
 ``metadata["provider"]`` set.
+
+Providers that keep the conversation themselves (Bedrock Agents) also read
+``GenerationRequest.conversation``: where the turn sits in Parley's message tree. A provider
+that returns sources (knowledge-base citations) puts them on the ``StopEvent``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from parley.domain.models import StopReason
 
 __all__ = [
     "ChatTurn",
+    "Citation",
+    "CitationReference",
+    "Conversation",
     "GenerationRequest",
     "LLMProvider",
     "ProviderEvent",
@@ -64,6 +71,26 @@ class ChatTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class Conversation:
+    """Where a request's turn sits in Parley's message tree (set by the chat engine for replies;
+    None for other calls, such as summaries).
+
+    ``continues`` is True when the path since the branch's fork point already holds a reply of
+    this model with text (so a provider's own session for this branch has seen the path), False
+    on the branch's first exchange with the model: a fork, an edit, a regenerate, or a first turn.
+    """
+
+    #: The Parley session, the branch the reply goes to, and the branch's fork point (None for a
+    #: session's first branch and for empty branches).
+    session_id: str
+    branch_id: str
+    fork_point_id: str | None
+    #: The session's owner (the Parley user id).
+    user_id: str
+    continues: bool
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """``model`` is the provider's own model id (the part after ``provider/``)."""
 
@@ -73,6 +100,8 @@ class GenerationRequest:
     temperature: float | None = None
     #: Tools the model may call in this step (empty: none).
     tools: Sequence[ToolDefinition] = ()
+    #: The turn's place in the tree (see :class:`Conversation`).
+    conversation: Conversation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +128,33 @@ class UsageEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CitationReference:
+    """A source a cited span came from: its ``text`` (the retrieved passage), ``location`` (a
+    URI, URL or document id; empty when the source gives none), ``location_type`` (the
+    provider's word, e.g. Bedrock's ``S3``, ``WEB``) and the source's string ``metadata``."""
+
+    text: str
+    location: str = ""
+    location_type: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A span of the reply backed by sources: ``text`` is the span, ``start``/``end`` its
+    character offsets in the reply as the provider gives them (Bedrock's ``span``)."""
+
+    text: str
+    start: int
+    end: int
+    references: Sequence[CitationReference] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StopEvent:
     stop_reason: StopReason
+    #: Sources the reply cites (knowledge bases), in the order they came; empty for most providers.
+    citations: Sequence[Citation] = ()
 
 
 ProviderEvent = TextDeltaEvent | ToolCallEvent | UsageEvent | StopEvent

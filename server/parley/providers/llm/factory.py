@@ -7,6 +7,7 @@ provider           switched on by
 ``openai``         ``PARLEY_OPENAI_API_KEY`` (and ``PARLEY_OPENAI_BASE_URL``)
 ``<name>``         each entry of ``PARLEY_OPENAI_COMPATIBLE`` (``groq``, ``vllm`` ...)
 ``bedrock``        ``PARLEY_BEDROCK_REGION`` (credentials: the standard AWS chain)
+``bedrock-agent``  ``PARLEY_BEDROCK_REGION`` too (models ``bedrock-agent/{agent}/{alias}``)
 =================  ====================================================================
 
 Aliases: ``local`` → ``local/<model id>`` is built in; ``PARLEY_MODEL_ALIASES`` adds more (or
@@ -58,6 +59,15 @@ def build_model_registry(settings: Settings, local: LLMProvider, *, local_model_
 
         providers["bedrock"] = BedrockProvider(
             settings.bedrock_region, max_retries=retries, timeout_s=timeout_s, context_windows=windows
+        )
+        from parley.providers.llm.bedrock_agent import BedrockAgentProvider
+
+        providers["bedrock-agent"] = BedrockAgentProvider(
+            settings.bedrock_region,
+            memory=settings.bedrock_agent_memory,
+            max_retries=retries,
+            timeout_s=timeout_s,
+            context_windows=windows,
         )
     aliases = {"local": f"local/{local_model_id}", **settings.model_aliases}
     return ModelRegistry(providers, aliases, settings.default_model)

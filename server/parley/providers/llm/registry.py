@@ -15,6 +15,7 @@ __all__ = ["ModelRegistry", "ResolvedModel"]
 _ENABLED_BY = {
     "openai": " (the openai provider is off: set PARLEY_OPENAI_API_KEY)",
     "bedrock": " (the bedrock provider is off: set PARLEY_BEDROCK_REGION)",
+    "bedrock-agent": " (the bedrock-agent provider is off: set PARLEY_BEDROCK_REGION)",
 }
 
 
