@@ -6,8 +6,8 @@ metrics), ``grpc_metrics`` (``grpc_server_*``, recorded by the request intercept
 ``/metrics`` endpoint), ``tracing`` (the tracer provider and instrumentations), ``genai`` (the
 spans of runs, model calls, tools and speech), ``logs`` (text or JSON log lines).
 
-A leaf of the package graph: it imports nothing from the rest of ``parley`` at run time, so any
-layer may record into it.
+Its metric and tracing modules import nothing else of ``parley`` at run time, so any layer may
+record into them (``logs`` reads the call's context from ``api`` and ``auth``).
 """
 
 #: Nothing is re-exported here: import from the submodules.
