@@ -4,6 +4,7 @@
     python envoy/render.py --profile compose --root /srv/parley -o /etc/envoy/envoy.yaml
     python envoy/render.py --profile local --listen 127.0.0.1:18080 --upstream 127.0.0.1:50052 -o x.yaml
     python envoy/render.py --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 -o var/envoy.yaml
+    python envoy/render.py --profile local --metrics-upstream 127.0.0.1:9464 -o var/envoy.yaml
 
 Profiles give the addresses; flags override them. ``--upstream`` may be repeated: one endpoint
 per gRPC server (replica), load-balanced, each health-checked (see the clusters in envoy.yaml). A
@@ -88,12 +89,21 @@ class EnvoySettings:
     above 0 and at most 100/N means one healthy replica of N is enough (0.1: up to 1,000)."""
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    metrics_upstream: tuple[str, int] | None = None
+    """The gRPC server's Prometheus endpoint (``PARLEY_METRICS_LISTEN``), ``(host, port)``: when
+    set, ``GET /metrics`` on the REST listener is routed to it (``PARLEY_REST_METRICS=true``);
+    None: no such route, ``/metrics`` is a 404. One endpoint: behind several replicas Prometheus
+    scrapes each replica's own port instead."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for host, port in self.endpoints:
             if not host or not 0 < port < 65536:
                 raise ValueError(f"bad upstream {host!r}:{port}")
+        if self.metrics_upstream is not None and (
+            not self.metrics_upstream[0] or not 0 < self.metrics_upstream[1] < 65536
+        ):
+            raise ValueError(f"bad metrics upstream {self.metrics_upstream!r}")
         if len(set(self.endpoints)) != len(self.endpoints):
             raise ValueError(f"an upstream is named twice: {self.endpoints}")
 
@@ -102,6 +112,41 @@ class EnvoySettings:
         """The gRPC servers Envoy balances over: ``upstreams``, or the single
         ``(upstream_host, upstream_port)``."""
         return self.upstreams or ((self.upstream_host, self.upstream_port),)
+
+    def metrics_route(self) -> str:
+        """The ``/metrics`` route (YAML lines of the route list), or ``""``."""
+        if self.metrics_upstream is None:
+            return ""
+        pad = " " * 24
+        return "\n".join(
+            f"{pad}{line}"
+            for line in (
+                "# GET /metrics: the gRPC server's Prometheus endpoint (PARLEY_REST_METRICS=true).",
+                '- match: {path: "/metrics", headers: [{name: ":method", string_match: {exact: GET}}]}',
+                "  route: {cluster: parley_metrics, timeout: 10s}",
+                "  typed_per_filter_config: *no_transcoding",
+            )
+        )
+
+    def metrics_cluster(self) -> str:
+        """The ``parley_metrics`` cluster (YAML lines of the cluster list), or ``""``."""
+        if self.metrics_upstream is None:
+            return ""
+        host, port = self.metrics_upstream
+        address = f"{{address: {json.dumps(host)}, port_value: {port}}}"
+        lines = (
+            "# The gRPC server's /metrics endpoint (plain HTTP/1.1), for GET /metrics above.",
+            "- name: parley_metrics",
+            "  type: STRICT_DNS",
+            "  dns_lookup_family: V4_PREFERRED",
+            "  connect_timeout: 2s",
+            "  load_assignment:",
+            "    cluster_name: parley_metrics",
+            "    endpoints:",
+            "      - lb_endpoints:",
+            f"          - endpoint: {{address: {{socket_address: {address}}}}}",
+        )
+        return "\n".join(f"    {line}" for line in lines)
 
     def lb_endpoints(self, indent: int = 14) -> str:
         """The ``lb_endpoints`` list of the clusters, one YAML line per endpoint."""
@@ -158,6 +203,8 @@ class EnvoySettings:
             "HEALTHZ_MIN_HEALTHY_PERCENT": str(self.healthz_min_healthy_percent),
             "MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "MAX_RESPONSE_BYTES": str(self.max_response_bytes),
+            "METRICS_ROUTE": self.metrics_route(),
+            "METRICS_CLUSTER": self.metrics_cluster(),
             **self.extra,
         }
 
@@ -225,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         help="gRPC server HOST:PORT; repeat it for several replicas (default: the profile's one)",
     )
     parser.add_argument("--admin", type=_host_port, help="admin interface HOST:PORT")
+    parser.add_argument(
+        "--metrics-upstream",
+        type=_host_port,
+        help="route GET /metrics to HOST:PORT (the server's PARLEY_METRICS_LISTEN); default: no /metrics",
+    )
     parser.add_argument("--root", type=Path, help="where gen/ and envoy/ are (absolute)")
     parser.add_argument(
         "--no-check-files", action="store_true", help="render even if files the config reads are missing"
@@ -245,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.admin:
         settings = replace(settings, admin_address=args.admin[0], admin_port=args.admin[1])
+    if args.metrics_upstream:
+        settings = replace(settings, metrics_upstream=args.metrics_upstream)
     if args.root:
         settings = replace(settings, root=args.root.resolve())
     if str(args.output) == "-":

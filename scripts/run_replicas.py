@@ -11,6 +11,7 @@ On loopback only, with its files in var/replicas/ (logs in var/replicas/logs/):
 3. the migrations, once (replicas get PARLEY_MIGRATE_ON_START=false: N at once would race);
 4. N servers (``python -m parley``) on gRPC ports BASE, BASE+1, ...: one database, one Redis, one
    data dir, one JWT secret (PARLEY_JWT_SECRET, else random per run), each waited for (SERVING);
+   their Prometheus endpoints on PARLEY_METRICS_LISTEN's port (9464), +1, +2 ... (empty: none);
 5. Envoy (envoy/render.py, one upstream per replica) on --rest-listen.
 Other settings come from the environment or .env as always.
 
@@ -188,8 +189,13 @@ def run(args: argparse.Namespace, procs: dict[str, Any]) -> int:
         **({"PARLEY_DEFAULT_MODEL": args.model} if args.model else {}),
     }
     replicas: list[subprocess.Popen[bytes]] = procs["replicas"]
+    metrics_host, _, metrics_port = os.environ.get("PARLEY_METRICS_LISTEN", "127.0.0.1:9464").rpartition(":")
+    metrics = [  # port 0: each picks a free one (see its log)
+        f"{metrics_host}:{int(metrics_port) + i if int(metrics_port) else 0}" if metrics_port else ""
+        for i in range(len(ports))
+    ]
     for i, port in enumerate(ports):
-        server_env = {**env, "PARLEY_GRPC_LISTEN": f"127.0.0.1:{port}"}
+        server_env = {**env, "PARLEY_GRPC_LISTEN": f"127.0.0.1:{port}", "PARLEY_METRICS_LISTEN": metrics[i]}
         replicas.append(_spawn([sys.executable, "-m", "parley"], f"replica-{i}.log", server_env))
     for i, port in enumerate(ports):
         if not stack._wait_serving(replicas[i], f"127.0.0.1:{port}", args.health_timeout):
@@ -206,7 +212,10 @@ def run(args: argparse.Namespace, procs: dict[str, Any]) -> int:
         return 1
     print(f"run_replicas: {args.replicas} replicas on {database_url} and {redis_url}")
     for i, port in enumerate(ports):
-        print(f"  replica {i}: gRPC 127.0.0.1:{port} (pid {replicas[i].pid}, log {LOGS}/replica-{i}.log)")
+        shown = f", metrics http://{metrics[i]}/metrics" if metrics[i] else ""
+        print(
+            f"  replica {i}: gRPC 127.0.0.1:{port}{shown} (pid {replicas[i].pid}, log {LOGS}/replica-{i}.log)"
+        )
     print(f"  REST {rest} (docs {rest}/docs), Envoy admin http://{admin_host}:{admin_port}")
     print("  Ctrl-C stops everything", flush=True)
 

@@ -7,6 +7,8 @@ Both listen on loopback only unless told otherwise (defaults ``127.0.0.1:50051``
 ``127.0.0.1:8080``): ``PARLEY_GRPC_LISTEN=0.0.0.0:50051 PARLEY_REST_LISTEN=0.0.0.0:8080`` (in the
 environment or ``.env``) opens them to the network. ``--rest-listen`` overrides
 ``PARLEY_REST_LISTEN``; Envoy's admin interface stays on loopback unless ``--admin`` says otherwise.
+``PARLEY_REST_METRICS=true`` also routes ``GET /metrics`` on the REST port to the server's
+Prometheus endpoint (``PARLEY_METRICS_LISTEN``, which must then have a fixed port).
 
 1. starts the gRPC server (settings from the environment / ``.env`` as always) and waits until
    its ``grpc.health.v1`` service reports SERVING;
@@ -62,6 +64,18 @@ def _upstream(grpc_listen: str) -> tuple[str, int]:
     """Where Envoy reaches a server bound to ``grpc_listen``: wildcard binds via loopback."""
     host, port = _host_port(grpc_listen)
     return ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host), port
+
+
+def _metrics_upstream(
+    parser: argparse.ArgumentParser, rest_metrics: bool, metrics_listen: str
+) -> tuple[str, int] | None:
+    """Where Envoy's ``GET /metrics`` goes (``PARLEY_REST_METRICS``): the server's metrics
+    endpoint; None when off. Exits (status 2) when on without a fixed metrics port."""
+    if not rest_metrics:
+        return None
+    if not metrics_listen or metrics_listen.endswith(":0"):
+        parser.error("PARLEY_REST_METRICS needs a fixed port in PARLEY_METRICS_LISTEN")
+    return _upstream(metrics_listen)
 
 
 def _wait_serving(server: subprocess.Popen[bytes], target: str, timeout_s: float) -> bool:
@@ -129,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         admin_port=args.admin[1],
         upstream_host=upstream_host,
         upstream_port=upstream_port,
+        metrics_upstream=_metrics_upstream(parser, settings.rest_metrics, settings.metrics_listen),
     )
     if missing := render.missing_files(envoy_settings):
         print("run_stack: Envoy needs files that are missing:\n  " + "\n  ".join(missing), file=sys.stderr)

@@ -4,7 +4,8 @@
 # field against Envoy's schema, builds the filters (the transcoder loads the descriptor set and
 # resolves every google.api.http binding) and reads the files it serves; it binds no port.
 # Both address profiles are validated: local (make run) and compose (containers), and the local
-# one with two upstreams (scripts/run_replicas.py: several replicas behind one Envoy).
+# one with two upstreams (scripts/run_replicas.py: several replicas behind one Envoy) and with the
+# /metrics route (PARLEY_REST_METRICS=true).
 #
 #   bash scripts/validate_envoy.sh
 #
@@ -30,3 +31,6 @@ done
   --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 -o "$OUT/replicas.yaml"
 "$ENVOY" --mode validate --config-path "$OUT/replicas.yaml" --log-level warn --disable-hot-restart
 echo "envoy config (local profile, 2 replicas) is valid"
+"$PY" "$ROOT/envoy/render.py" --profile local --root "$ROOT" --metrics-upstream 127.0.0.1:9464 -o "$OUT/metrics.yaml"
+"$ENVOY" --mode validate --config-path "$OUT/metrics.yaml" --log-level warn --disable-hot-restart
+echo "envoy config (local profile, GET /metrics routed: PARLEY_REST_METRICS=true) is valid"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -72,14 +72,23 @@ def server_factory(
     """Start extra servers (same database unless given); all are stopped at the end."""
     started: list[ServerProcess] = []
 
-    def start(data_dir: Path | None = None, database: str | None = None, **settings: str) -> ServerProcess:
+    def start(
+        data_dir: Path | None = None,
+        database: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **settings: str,
+    ) -> ServerProcess:
         settings.setdefault("default_max_output_tokens", TEST_MAX_OUTPUT_TOKENS)
         settings.setdefault("local_seed", "42")
         settings.setdefault("jwt_secret", TEST_JWT_SECRET)
         if mongodb_url is not None:
             settings.setdefault("mongodb_url", mongodb_url)
         proc = ServerProcess(
-            data_dir or tmp_path_factory.mktemp("server"), database or database_url, **settings
+            data_dir or tmp_path_factory.mktemp("server"),
+            database or database_url,
+            environ=environ,
+            **settings,
         )
         started.append(proc)
         return proc.start()

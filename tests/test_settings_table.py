@@ -74,8 +74,10 @@ def test_one_row_per_field_and_no_secret_shown() -> None:
     table = settings_table.render_table(Settings)
     rows = table.splitlines()[2:]
     assert len(rows) == len(Settings.model_fields)
-    for row, name in zip(rows, Settings.model_fields, strict=True):
-        assert row.startswith(f"| `PARLEY_{name.upper()}` |")
+    for row, (name, field) in zip(rows, Settings.model_fields.items(), strict=True):
+        # A field read under a standard name (OTEL_EXPORTER_OTLP_ENDPOINT) has it as its alias.
+        variable = field.validation_alias if isinstance(field.validation_alias, str) else f"PARLEY_{name}"
+        assert row.startswith(f"| `{variable.upper()}` |")
     # No key is built in: unset, each install generates its own ({data_dir}/jwt-secret).
     assert "| `PARLEY_JWT_SECRET` | (none) |" in table
 

@@ -89,6 +89,7 @@ from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import Caller, UserStore
 from parley.storage.summaries import SummaryStore
+from parley.telemetry.setup import Telemetry
 from parley.tools.http import HttpToolRunner
 from parley.tools.mcp import McpTools
 from parley.tools.ssrf import AddressGuard
@@ -121,6 +122,7 @@ class Application:
     runs: RunManager
     port: int
     resources: AsyncExitStack
+    telemetry: Telemetry | None = None
 
     async def stop(self) -> None:
         """Graceful shutdown (see the module docstring)."""
@@ -180,7 +182,7 @@ def _server_settings(settings: Settings) -> ServerSettings:
     )
 
 
-def _content_store(settings: Settings, db: Database) -> ContentStore:
+def _content_store(settings: Settings, db: Database, telemetry: Telemetry) -> ContentStore:
     if settings.mongodb_url is not None:
         from parley.storage.content.mongo import MongoContentStore
 
@@ -188,6 +190,7 @@ def _content_store(settings: Settings, db: Database) -> ContentStore:
             settings.mongodb_url.get_secret_value(),
             settings.mongodb_database,
             timeout_s=settings.mongodb_timeout_seconds,
+            event_listeners=telemetry.mongo_listeners(),
         )
     return SqlContentStore(db)
 
@@ -232,10 +235,14 @@ async def build_application(settings: Settings) -> Application:
     """Build every part and start serving on ``settings.grpc_listen``."""
     resources = AsyncExitStack()
     try:
+        telemetry = Telemetry.start(settings)  # first in, last out: spans of the shutdown are flushed
+        resources.push_async_callback(telemetry.aclose)
         db = Database(settings.resolved_database_url, echo=settings.database_echo)  # creates a SQLite dir
         resources.push_async_callback(db.dispose)
         if settings.migrate_on_start:
             await asyncio.to_thread(upgrade_database, settings.resolved_database_url)
+        # After the migrations: SQLAlchemy's instrumentation also wraps engines created later.
+        telemetry.instrument_database(db.engine)
         runtime = RuntimeSettings(ServerSettingsStore(db), _server_settings(settings))
         await runtime.fresh()
         usage = UsageStore(db)
@@ -246,7 +253,7 @@ async def build_application(settings: Settings) -> Application:
             default_quota=lambda: runtime.current().default_quota,
         )
         users, agent_store, session_store = _stores(db, shared, settings.read_cache_seconds)
-        content = _content_store(settings, db)
+        content = _content_store(settings, db, telemetry)
         resources.push_async_callback(content.close)
         await content.start()
         messages = MessageStore(db, content)
@@ -305,7 +312,10 @@ async def build_application(settings: Settings) -> Application:
         )
 
         server = grpc.aio.server(
-            interceptors=[RequestInterceptor(Authenticator(accounts))],
+            interceptors=[
+                *telemetry.server_interceptors(),
+                RequestInterceptor(Authenticator(accounts), metrics=telemetry.grpc_metrics),
+            ],
             options=[
                 ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -337,7 +347,7 @@ async def build_application(settings: Settings) -> Application:
         if shared.redis is not None:
             await _watch_redis(shared, health_servicer, resources)
         log.info("serving gRPC on %s (port %d)", settings.grpc_listen, port)
-        return Application(settings, server, health_servicer, runs, port, resources)
+        return Application(settings, server, health_servicer, runs, port, resources, telemetry)
     except BaseException:
         await resources.aclose()
         raise

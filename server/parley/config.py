@@ -305,6 +305,75 @@ class Settings(BaseSettings):
         "of them (cached per session and cut point).",
     )
 
+    # --- observability (docs/observability.md) ---------------------------------------------------
+    metrics_listen: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port of the Prometheus `GET /metrics` endpoint, a separate HTTP listener of "
+        "the server process; empty: no endpoint (and no gRPC, database or event-loop metrics). Port 0 "
+        "picks a free port (logged). A default port already taken is logged and skipped; an explicitly "
+        "set one that cannot be bound stops the start-up.",
+    )
+    rest_metrics: bool = Field(
+        default=False,
+        description="Also serve `GET /metrics` on the REST front: Envoy routes it to the server's "
+        "metrics endpoint (scripts/run_stack.py; needs a fixed port in PARLEY_METRICS_LISTEN). Off: "
+        "Envoy answers 404. The server does not read it.",
+    )
+    tracing: bool = Field(
+        default=False,
+        description="Export OpenTelemetry traces over OTLP. Also on when OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; without either, to the SDK's default endpoint "
+        "(http://localhost:4318). The SDK reads the other standard OTEL_* variables itself "
+        "(OTEL_SERVICE_NAME, default `parley`; OTEL_TRACES_SAMPLER; OTEL_BSP_*; "
+        "OTEL_EXPORTER_OTLP_HEADERS ...).",
+    )
+    otlp_endpoint: str = Field(
+        default="",
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP base URL (http/protobuf: traces go to `{url}/v1/traces`; grpc: `host:port`); "
+        "setting it turns tracing on. The standard OpenTelemetry variable, read here too.",
+    )
+    otlp_traces_endpoint: str = Field(
+        default="",
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="Full OTLP traces URL, used as is (wins over OTEL_EXPORTER_OTLP_ENDPOINT); setting "
+        "it turns tracing on.",
+    )
+    otlp_protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf",
+        validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL",
+        description="OTLP transport of traces. `grpc` needs the opentelemetry-exporter-otlp-proto-grpc "
+        "package installed (not a dependency).",
+    )
+    otlp_traces_protocol: Literal["http/protobuf", "grpc"] | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        description="OTLP transport of traces, winning over OTEL_EXPORTER_OTLP_PROTOCOL; unset: that one.",
+    )
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether traces are exported: ``tracing``, or an OTLP endpoint is set."""
+        return self.tracing or bool(self.otlp_endpoint or self.otlp_traces_endpoint)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``metrics_listen`` as ``(host, port)``; None when it is empty (metrics off)."""
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @model_validator(mode="after")
+    def _check_metrics_listen(self) -> Settings:
+        if self.metrics_listen:
+            host, sep, port = self.metrics_listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(
+                    f"PARLEY_METRICS_LISTEN must be host:port or empty (got {self.metrics_listen!r})"
+                )
+        return self
+
     @property
     def enabled_providers(self) -> list[str]:
         """Model providers these settings switch on (``local`` always)."""

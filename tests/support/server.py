@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -18,12 +20,20 @@ from tests.support.net import free_port
 __all__ = ["ServerProcess"]
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The line ``parley.telemetry.setup`` logs once the metrics endpoint is bound (any log format).
+_METRICS_LINE = re.compile(r"serving metrics on http://\S+?:(\d+)/metrics")
 
 
 class ServerProcess:
-    """A Parley server on a free loopback port, with its log in ``log_path``."""
+    """A Parley server on a free loopback port, with its log in ``log_path``. Its Prometheus
+    endpoint is on a port of its own choosing (``PARLEY_METRICS_LISTEN=127.0.0.1:0``, unless the
+    settings say otherwise): :attr:`metrics_port`."""
 
-    def __init__(self, data_dir: Path, database_url: str, **settings: str) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str, *, environ: Mapping[str, str] | None = None, **settings: str
+    ) -> None:
+        """``settings`` become ``PARLEY_*`` variables (``jwt_secret`` → ``PARLEY_JWT_SECRET``);
+        ``environ`` adds variables as named (``OTEL_EXPORTER_OTLP_ENDPOINT`` ...)."""
         self.data_dir = data_dir
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
@@ -34,7 +44,9 @@ class ServerProcess:
             "PARLEY_DATA_DIR": str(data_dir),
             "PARLEY_DATABASE_URL": database_url,
             "PARLEY_LOG_LEVEL": "INFO",
+            "PARLEY_METRICS_LISTEN": "127.0.0.1:0",
             **{f"PARLEY_{k.upper()}": v for k, v in settings.items()},
+            **(environ or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -69,6 +81,20 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of the server's ``/metrics`` endpoint, from its log (the server logs it before
+        it reports SERVING). Raises ``LookupError`` when it serves none."""
+        found = _METRICS_LINE.findall(self.log())
+        if not found:
+            raise LookupError(f"the server on {self.target} serves no metrics endpoint")
+        return int(found[-1])
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://127.0.0.1:PORT/metrics`` of this server."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown) without waiting."""

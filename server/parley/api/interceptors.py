@@ -25,6 +25,7 @@ from grpc_status import rpc_status
 from parley.auth.interceptor import Authenticator, principal_var
 from parley.domain.errors import InvalidArgument, ParleyError, Reason
 from parley.domain.names import new_id
+from parley.telemetry.grpc_metrics import GrpcServerMetrics, MethodMetrics
 
 if TYPE_CHECKING:
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -118,6 +119,7 @@ class _Call:
     request_id: str
     deserialize: Callable[[bytes], Any] | None
     auth: Authenticator | None
+    metrics: MethodMetrics | None = None
 
     async def prepare(self, raw: Any, context: Any) -> Any:
         """The parsed request, once the caller is authenticated."""
@@ -142,6 +144,8 @@ class _Call:
 def _unary(call: _Call, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def unary(raw: Any, context: Any) -> Any:
         started, code = time.perf_counter(), "OK"
+        if call.metrics is not None:
+            call.metrics.started()
         try:
             await context.send_initial_metadata((("x-request-id", call.request_id),))
             return await inner(await call.prepare(raw, context), context)
@@ -151,8 +155,13 @@ def _unary(call: _Call, inner: Callable[..., Awaitable[Any]]) -> Callable[..., A
         except Exception as exc:
             code = getattr(exc, "code_name", "INTERNAL")
             await _abort(context, exc, call.request_id, call.method)
+        except BaseException:  # cancelled by the client or the server's shutdown
+            code = "CANCELLED"
+            raise
         finally:
             call.log(started, code)
+            if call.metrics is not None:
+                call.metrics.handled(code, time.perf_counter() - started, int(code == "OK"))
 
     return unary
 
@@ -161,6 +170,9 @@ def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[.
     async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
         started, code = time.perf_counter(), "OK"
         headers_sent = False
+        sent = 0
+        if call.metrics is not None:
+            call.metrics.started()
         try:
             async for response in inner(await call.prepare(raw, context), context):
                 # Headers go with the first event, not before: an error before it must still be
@@ -168,6 +180,7 @@ def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[.
                 if not headers_sent:
                     await context.send_initial_metadata((("x-request-id", call.request_id),))
                     headers_sent = True
+                sent += 1
                 yield response
         except grpc.aio.AbortError:
             code = str(context.code())
@@ -180,16 +193,20 @@ def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[.
             await _abort(context, exc, call.request_id, call.method)
         finally:
             call.log(started, code)
+            if call.metrics is not None:
+                call.metrics.handled(code, time.perf_counter() - started, sent)
 
     return stream
 
 
 class RequestInterceptor(_ServerInterceptor):
     """The one interceptor of ``parley.v1`` calls: assign a request id, parse the request,
-    authenticate (``auth``), map errors, log one line per call."""
+    authenticate (``auth``), map errors, log one line per call, and record the call's
+    ``grpc_server_*`` metrics when ``metrics`` is given (``parley.telemetry.grpc_metrics``)."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, *, metrics: GrpcServerMetrics | None = None) -> None:
         self._auth = auth
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -203,11 +220,13 @@ class RequestInterceptor(_ServerInterceptor):
         if handler is None or not method.startswith("/parley.v1."):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
+        kind = "unary" if handler.unary_unary is not None else "server_stream"
         call = _Call(
             method,
             str(metadata.get("x-request-id") or new_id())[:128],
             handler.request_deserializer,
             self._auth if self._auth.needed(method) else None,
+            self._metrics.method(kind, method) if self._metrics is not None else None,
         )
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

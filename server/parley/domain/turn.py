@@ -31,7 +31,7 @@ from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import Aborted, FailedPrecondition, InvalidArgument, Reason
 from parley.domain.models import Message, MessageStatus, Role, StopReason, ToolCall, ToolKind
 from parley.domain.names import new_id
-from parley.domain.reply import StreamedText
+from parley.domain.reply import StreamedText, chat_call
 from parley.domain.toolbox import Toolbox
 from parley.providers.llm.base import (
     ChatTurn,
@@ -56,6 +56,7 @@ from parley.runs.events import (
     UsageReport,
 )
 from parley.storage.messages import MessageStore
+from parley.telemetry import genai
 from parley.tools.base import ToolOutcome
 
 __all__ = ["MAX_TOOL_OUTPUT_CHARS", "AgentTurn"]
@@ -208,21 +209,30 @@ class AgentTurn:
         self._text.started = time.monotonic()
         request = replace(self._request, turns=tuple(turns), tools=tuple(tools))
         stop = StopReason.END_TURN
+        call = chat_call(self._provider.name, request)
         stream = self._provider.stream(request)
-        async with contextlib.aclosing(stream):
-            async for event in stream:
-                if isinstance(event, TextDeltaEvent):
-                    if self._meter is not None and not self._meter(event.tokens):
-                        yield StopReason.QUOTA_EXCEEDED
-                        return
-                    self._text.add(event.text, event.tokens)
-                    yield Delta(event.text)
-                elif isinstance(event, ToolCallEvent):
-                    calls.append(event.call)
-                elif isinstance(event, UsageEvent):
-                    self._text.usage = (event.input_tokens, event.output_tokens)
-                elif isinstance(event, StopEvent):
-                    stop = event.stop_reason
+        try:
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, TextDeltaEvent):
+                        if self._meter is not None and not self._meter(event.tokens):
+                            stop = StopReason.QUOTA_EXCEEDED
+                            break
+                        self._text.add(event.text, event.tokens)
+                        yield Delta(event.text)
+                    elif isinstance(event, ToolCallEvent):
+                        calls.append(event.call)
+                    elif isinstance(event, UsageEvent):
+                        self._text.usage = (event.input_tokens, event.output_tokens)
+                    elif isinstance(event, StopEvent):
+                        stop = event.stop_reason
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.finished(stop.value or StopReason.END_TURN.value, *self._text.tokens(self._current.input_tokens))
+        if stop is StopReason.QUOTA_EXCEEDED:
+            yield stop
+            return
         yield StopReason.END_TURN if calls else (stop or StopReason.END_TURN)
 
     async def _tool_step(
@@ -239,7 +249,7 @@ class AgentTurn:
             if (
                 call.kind in (ToolKind.HTTP, ToolKind.MCP) and not call.require_approval
             ) or call.kind is ToolKind.UNKNOWN:
-                outcomes[call.id] = await self._toolbox.run(call)
+                outcomes[call.id] = await self._run_tool(call)
         pending_outputs = tuple(c for c in calls if c.kind is ToolKind.CLIENT)
         pending_approvals = tuple(
             c for c in calls if c.kind in (ToolKind.HTTP, ToolKind.MCP) and c.require_approval
@@ -258,7 +268,7 @@ class AgentTurn:
             by_id = {c.id: c for c in calls}
             for call_id, (approved, reason) in inputs.approvals.items():
                 outcomes[call_id] = (
-                    await self._toolbox.run(by_id[call_id])
+                    await self._run_tool(by_id[call_id])
                     if approved
                     else ToolOutcome(
                         "the user denied this call" + (f": {reason}" if reason else ""), is_error=True
@@ -279,6 +289,14 @@ class AgentTurn:
         turns.extend(ChatTurn("tool", outcomes[c.id].output, tool_call_id=c.id) for c in calls)
         self._next_step(head, turns)
         await self._append(self._current, head)
+
+    async def _run_tool(self, call: ToolCall) -> ToolOutcome:
+        """Run a server tool, in its ``execute_tool`` span."""
+        with genai.tool_span(call.name, call.id, call.kind.value) as span:
+            outcome = await self._toolbox.run(call)
+            if outcome.is_error:
+                genai.mark_error(span, "tool_error")
+            return outcome
 
     def _next_step(self, parent: Message, turns: list[ChatTurn]) -> None:
         step_in, step_out = self._text.tokens(self._current.input_tokens)

@@ -30,6 +30,7 @@ from parley.providers.stt.base import SpeechToText
 from parley.providers.tts.base import TextToSpeech
 from parley.runs.events import Accepted, AudioReady, Completed, Delta, RunEvent, TranscriptReady, UsageReport
 from parley.runs.manager import RunBody, Subscription
+from parley.telemetry import genai, metrics
 
 __all__ = ["SPOKEN_LANGUAGES", "Speech", "SpokenReply", "reply_language"]
 
@@ -96,7 +97,8 @@ class _Speaker:
         try:
             while (sentence := await self._sentences.get()) is not None:
                 language = reply_language(sentence, self._language)
-                audio = await self._tts.synthesize(sentence, language=language, voice=self._voice)
+                with genai.speech_span("text_to_speech", self._tts.name, language):
+                    audio = await self._tts.synthesize(sentence, language=language, voice=self._voice)
                 self.seconds += len(audio.samples) / audio.sample_rate_hz
                 if self._encoder is None:
                     self._encoder = AudioEncoder(self._format, audio.sample_rate_hz)
@@ -182,9 +184,11 @@ class SpokenReply:
             await speaker.cancel()
 
     def _sent(self, chunk: AudioReady) -> AudioReady:
-        """``chunk``, noting the time to first audio (from the start of the run) at the first."""
+        """``chunk``, noting the time to first audio (from the start of the run) at the first, and
+        observing it in ``parley_time_to_first_audio_seconds``."""
         if self._first_audio_s is None:
             self._first_audio_s = time.monotonic() - self._started
+            metrics.TIME_TO_FIRST_AUDIO.labels(self._tts.name).observe(self._first_audio_s)
         return chunk
 
     def progress(self) -> Message:
@@ -269,9 +273,11 @@ class Speech:
         agent = target.agent
         sniff(audio)  # cheap, and names the detected type when it is not audio
         decoded = await asyncio.to_thread(decode_to_pcm, audio, max_duration_s=self._max_seconds)
-        transcribing = time.monotonic()
-        heard = await self._stt.transcribe(decoded, language=language or agent.language or None)
-        transcription_s = time.monotonic() - transcribing
+        with genai.speech_span("speech_to_text", self._stt.name, language or agent.language) as span:
+            span.set_attribute("parley.audio.duration_s", decoded.duration_s)
+            transcribing = time.monotonic()
+            heard = await self._stt.transcribe(decoded, language=language or agent.language or None)
+            transcription_s = time.monotonic() - transcribing
         if not heard.text.strip():
             raise InvalidArgument.field(
                 "audio", "no speech was recognized in the recording", reason=Reason.EMPTY_TRANSCRIPT

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import FailedPrecondition, ParleyError, Reason
@@ -37,6 +37,10 @@ from parley.runs.events import ActionRequired, Completed, Failed, RunEvent, Sequ
 from parley.runs.log import RunEventLog
 from parley.runs.signals import LocalRunSignals, RunSignals
 from parley.storage.messages import MessageStore
+from parley.telemetry import genai, metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 __all__ = ["DEADLINE_SLACK_S", "PausingBody", "RunBody", "RunManager", "RunSpec", "Subscription"]
 
@@ -100,6 +104,7 @@ class _Run:
         "done",
         "final",
         "last_sequence_number",
+        "outcome",
         "paused_at",
         "spec",
         "started",
@@ -118,6 +123,8 @@ class _Run:
         self.began = time.monotonic()
         self.last_sequence_number = 0
         self.final: Message | None = None
+        #: The reply as the run last tried to store it (stored or not), for the metrics.
+        self.outcome: Message | None = None
         #: Sequence number of the ActionRequired event the run waits at (None: not waiting).
         self.paused_at: int | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -339,6 +346,15 @@ class RunManager:
     # --- the run itself ------------------------------------------------------------------------
 
     async def _drive(self, run: _Run) -> None:
+        metrics.RUNS_ACTIVE.inc()
+        with genai.run_span(run.spec.run_id, run.spec.session_id) as span:
+            try:
+                await self._drive_body(run)
+            finally:
+                metrics.RUNS_ACTIVE.dec()
+                _record(run, span)
+
+    async def _drive_body(self, run: _Run) -> None:
         checkpoints = _Checkpoints(self._messages, run.body, self._interval)
         try:
             try:
@@ -393,6 +409,7 @@ class RunManager:
         """Store the final ``message`` with its generation duration; returns it as stored."""
         run.paused_at = None
         message = replace(message, generation_duration_s=time.monotonic() - run.began)
+        run.outcome = message
         try:
             stored = await self._messages.finish_reply(
                 message, last_sequence_number, self._now(), spent=run.body.spent()
@@ -404,6 +421,29 @@ class RunManager:
         except Exception:
             log.exception("could not store the reply %s", message.id)
         return message
+
+
+def _record(run: _Run, span: Span) -> None:
+    """The ended run's metrics (``parley.telemetry.metrics.run_finished``) and span attributes."""
+    outcome = run.final or run.outcome
+    input_tokens, output_tokens = run.body.spent()
+    status = outcome.status.value if outcome is not None else ""
+    stop_reason = outcome.stop_reason.value if outcome is not None else ""
+    metrics.run_finished(
+        status=status,
+        stop_reason=stop_reason,
+        model=outcome.model if outcome is not None else "",
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        time_to_first_token_s=outcome.time_to_first_token_s if outcome is not None else None,
+    )
+    if span.is_recording():
+        span.set_attribute("parley.reply.status", status or "unknown")
+        span.set_attribute("parley.reply.stop_reason", stop_reason or "none")
+        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+        if stop_reason == StopReason.ERROR.value:  # not a cancel, a deadline or a shutdown
+            genai.mark_error(span, "error")
 
 
 class _Checkpoints:

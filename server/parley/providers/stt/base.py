@@ -32,6 +32,9 @@ class SpeechToText(Protocol):
     ``metadata["provider"]`` set: ``Unavailable`` (provider down), ``ResourceExhausted`` (provider
     rate limit), ``InvalidArgument`` (unsupported language hint, audio the provider refuses)."""
 
+    #: ``PARLEY_STT_PROVIDER`` value that picks it (``local``, ``openai``): the metrics' label.
+    name: str
+
     async def transcribe(self, audio: DecodedAudio, *, language: str | None) -> Transcription:
         """Transcribe ``audio`` (mono PCM; 16 kHz is what Whisper-family models expect).
 

@@ -187,6 +187,8 @@ class WhisperSpeechToText:
             silent window to hallucinate text into.
     """
 
+    name = "local"
+
     def __init__(
         self,
         model_dir: Path,

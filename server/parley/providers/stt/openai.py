@@ -55,6 +55,8 @@ class OpenAISpeechToText:
         owns_client: whether :meth:`aclose` closes ``client``.
     """
 
+    name = "openai"
+
     def __init__(
         self, client: AsyncOpenAI, *, model: str = "gpt-4o-mini-transcribe", owns_client: bool = False
     ) -> None:

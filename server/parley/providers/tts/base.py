@@ -34,6 +34,9 @@ class TextToSpeech(Protocol):
     ``metadata["provider"]`` set: ``Unavailable`` (engine missing or down), ``ResourceExhausted``
     (provider rate limit), ``InvalidArgument`` (input the provider refuses)."""
 
+    #: ``PARLEY_TTS_PROVIDER`` value that picks it (``local``, ``openai``): the metrics' label.
+    name: str
+
     async def synthesize(self, text: str, *, language: str, voice: str | None) -> SynthesizedAudio:
         """Speak ``text`` (typically one sentence) in ``language`` (ISO 639-1, e.g. ``"en"``,
         ``"ar"``) with ``voice`` (provider-specific name; None for the provider's default)."""

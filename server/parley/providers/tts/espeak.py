@@ -44,6 +44,8 @@ class EspeakTextToSpeech:
         max_concurrency: most child processes at once (one per core is plenty).
     """
 
+    name = "local"
+
     def __init__(
         self,
         *,

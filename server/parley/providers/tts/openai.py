@@ -30,6 +30,8 @@ class OpenAITextToSpeech:
         owns_client: whether :meth:`aclose` closes ``client``.
     """
 
+    name = "openai"
+
     def __init__(
         self,
         client: AsyncOpenAI,
