@@ -213,6 +213,8 @@ def start_parley(
         "PARLEY_GRPC_LISTEN": target,
         "PARLEY_DATA_DIR": str(data),
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'parley.db'}",
+        # Metrics on, as by default, but on a port of its own: several Parleys run at once here.
+        "PARLEY_METRICS_LISTEN": "127.0.0.1:0",
         **{f"PARLEY_{k.upper()}": v for k, v in settings.items()},
         **(env or {}),
     }

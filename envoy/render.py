@@ -94,6 +94,10 @@ class EnvoySettings:
     set, ``GET /metrics`` on the REST listener is routed to it (``PARLEY_REST_METRICS=true``);
     None: no such route, ``/metrics`` is a 404. One endpoint: behind several replicas Prometheus
     scrapes each replica's own port instead."""
+    stats_listen: tuple[str, int] | None = None
+    """A listener of its own, ``(host, port)``, that serves only ``GET /stats/prometheus`` from
+    the admin interface (Envoy's own metrics), so Prometheus in another container can scrape them
+    while the admin interface stays on loopback; None: no such listener."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +131,58 @@ class EnvoySettings:
                 "  typed_per_filter_config: *no_transcoding",
             )
         )
+
+    def stats_listener(self) -> str:
+        """The ``stats`` listener (YAML lines of the listener list), or ``""``."""
+        if self.stats_listen is None:
+            return ""
+        host, port = self.stats_listen
+        lines = (
+            "# Envoy's own metrics for Prometheus: GET /stats/prometheus of the admin interface,",
+            "# and nothing else of it (render.py stats_listen; the compose profile).",
+            "- name: stats",
+            f"  address: {{socket_address: {{address: {json.dumps(host)}, port_value: {port}}}}}",
+            "  filter_chains:",
+            "    - filters:",
+            "        - name: envoy.filters.network.http_connection_manager",
+            "          typed_config:",
+            '            "@type": type.googleapis.com/envoy.extensions.filters.network.'
+            "http_connection_manager.v3.HttpConnectionManager",
+            "            stat_prefix: stats",
+            "            http_filters:",
+            "              - name: envoy.filters.http.router",
+            "                typed_config:",
+            '                  "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
+            "            route_config:",
+            "              virtual_hosts:",
+            "                - name: stats",
+            '                  domains: ["*"]',
+            "                  routes:",
+            '                    - match: {path: "/stats/prometheus", '
+            'headers: [{name: ":method", string_match: {exact: GET}}]}',
+            "                      route: {cluster: envoy_admin, timeout: 10s}",
+            '                    - match: {prefix: "/"}',
+            "                      direct_response: {status: 404}",
+        )
+        return "\n".join(f"    {line}" for line in lines)
+
+    def stats_cluster(self) -> str:
+        """The ``envoy_admin`` cluster behind the ``stats`` listener, or ``""``."""
+        if self.stats_listen is None:
+            return ""
+        address = f"{{address: {json.dumps(self.admin_address)}, port_value: {self.admin_port}}}"
+        lines = (
+            "# The admin interface itself, reached only through the stats listener above.",
+            "- name: envoy_admin",
+            "  type: STATIC",
+            "  connect_timeout: 1s",
+            "  load_assignment:",
+            "    cluster_name: envoy_admin",
+            "    endpoints:",
+            "      - lb_endpoints:",
+            f"          - endpoint: {{address: {{socket_address: {address}}}}}",
+        )
+        return "\n".join(f"    {line}" for line in lines)
 
     def metrics_cluster(self) -> str:
         """The ``parley_metrics`` cluster (YAML lines of the cluster list), or ``""``."""
@@ -205,6 +261,8 @@ class EnvoySettings:
             "MAX_RESPONSE_BYTES": str(self.max_response_bytes),
             "METRICS_ROUTE": self.metrics_route(),
             "METRICS_CLUSTER": self.metrics_cluster(),
+            "STATS_LISTENER": self.stats_listener(),
+            "STATS_CLUSTER": self.stats_cluster(),
             **self.extra,
         }
 
@@ -216,11 +274,13 @@ PROFILES: dict[str, EnvoySettings] = {
     "local": EnvoySettings(),
     # Containers: Envoy listens on all interfaces, the gRPC server is the `parley` service (Docker's
     # DNS answers with the address of every replica: each becomes an endpoint), the repository is
-    # mounted at /srv/parley. The admin interface stays on the container's loopback.
+    # mounted at /srv/parley. The admin interface stays on the container's loopback; only its
+    # /stats/prometheus is served on port 9902 (internal: compose publishes 8080 alone).
     "compose": EnvoySettings(
         listen_address="0.0.0.0",
         upstream_host="parley",
         root=Path("/srv/parley"),
+        stats_listen=("0.0.0.0", 9902),
     ),
 }
 
