@@ -25,9 +25,9 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
    ``bench/replicas.py``), REST/SSE and gRPC through Envoy at 10 and 50 clients: tokens/s, TTFT,
    errors, the 2/1 ratios, the CPU of every process (``--only replicas`` runs just this phase,
    ``--skip replicas`` leaves it out);
-9. ``telemetry``: two Parleys of their own, metrics and tracing off vs on (metrics scraped,
-   every RPC traced to an OTLP sink), gRPC streams at 1 and 50 clients: TTFT, tokens/s, CPU per
-   1,000 tokens and the on/off ratios (``bench/telemetry.py``).
+9. ``telemetry``: three Parleys of their own, telemetry off, metrics (the default, scraped) and
+   metrics + tracing (every RPC traced to an OTLP sink), gRPC streams at 1 and 50 clients: TTFT,
+   tokens/s, CPU per 1,000 tokens and the ratios against off (``bench/telemetry.py``).
 
 At the end, every target of the issue "Performance" (``bench/targets.py``) is checked against
 the run's figures: a Targets table at the top of results.md, ``targets`` in results.json, and

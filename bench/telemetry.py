@@ -1,14 +1,15 @@
 """The ``telemetry`` phase: what Prometheus metrics and OpenTelemetry tracing cost (``bench/run.py``).
 
-Two Parley processes of their own, side by side on one upstream (``bench/upstream.py``, the stream
-phase's tokens and rate): ``off`` with ``PARLEY_METRICS_LISTEN=`` (no metrics endpoint) and no
-``OTEL_*`` variables (no tracer provider), and ``on`` with the metrics endpoint on a loopback port,
-scraped every ``SCRAPE_INTERVAL_S`` seconds during the run (three times Prometheus's default rate),
-and traces of every RPC exported over OTLP/HTTP to ``bench/otlp_sink.py`` (always sampled: the
-costliest setting). Each concurrency level runs both, one after the other (the order flips from
-level to level so drift hits both); the load generator streams over gRPC, a new session per client.
+Three Parley processes of their own, side by side on one upstream (``bench/upstream.py``, the
+stream phase's tokens and rate): ``off`` with ``PARLEY_METRICS_LISTEN=`` (no metrics endpoint, no
+instrumentation) and no ``OTEL_*`` variables (no tracer provider); ``metrics``, the default
+install, with the metrics endpoint on a loopback port scraped every ``SCRAPE_INTERVAL_S`` seconds
+during the run (three times Prometheus's default rate); ``tracing``, metrics as well and traces of
+every RPC exported over OTLP/HTTP to ``bench/otlp_sink.py``, always sampled (the costliest
+setting). Each concurrency level runs all three, one after the other (the order rotates from level
+to level so drift hits all); the load generator streams over gRPC, a new session per client.
 Reported per run: TTFT p50/p99, tokens/s, the Parley process's CPU per 1,000 tokens; then the
-on/off ratios.
+ratios of each against ``off``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ __all__ = ["COLUMNS", "markdown_section", "phase_telemetry"]
 
 #: Seconds between two scrapes of ``/metrics`` while a run of the ``on`` process lasts.
 SCRAPE_INTERVAL_S = 5.0
-MODES = ("off", "on")
+MODES = ("off", "metrics", "tracing")
 COLUMNS = ("clients", "telemetry", "requests", "errors", "TTFT p50 ms", "TTFT p99 ms", "ITL p99 ms",
            "tokens/s", "Parley CPU ms / 1k tokens")  # fmt: skip
-RATIO_COLUMNS = ("clients", "TTFT p50 on/off", "TTFT p99 on/off", "tokens/s on/off", "CPU / 1k tokens on/off")
+RATIO_COLUMNS = ("clients", "ratio", "TTFT p50", "TTFT p99", "tokens/s", "CPU / 1k tokens")
 
 
 class _Scraper:
@@ -73,7 +74,7 @@ def phase_telemetry(bench: Bench) -> None:
     sink_port = procs.free_port()
     sink = procs.Proc("otlp sink", [sys.executable, str(ROOT / "bench" / "otlp_sink.py"), str(sink_port)],
                       work / "otlp-sink.log")  # fmt: skip
-    metrics_port = procs.free_port()
+    metrics_ports = {mode: procs.free_port() for mode in MODES if mode != "off"}
     servers: dict[str, tuple[procs.Proc, str]] = {}
     users: dict[str, ParleyUser] = {}
     try:
@@ -88,14 +89,15 @@ def phase_telemetry(bench: Bench) -> None:
             "OTEL_TRACES_SAMPLER": "always_on",
         }
         for mode in MODES:
-            settings = {**common, "metrics_listen": f"127.0.0.1:{metrics_port}" if mode == "on" else ""}
+            port = metrics_ports.get(mode)
+            settings = {**common, "metrics_listen": f"127.0.0.1:{port}" if port else ""}
             mode_work = work / mode
             mode_work.mkdir(exist_ok=True)
             servers[mode] = procs.start_parley(
-                mode_work, settings, name=f"parley-telemetry-{mode}", env=otel if mode == "on" else None
+                mode_work, settings, name=f"parley-telemetry-{mode}", env=otel if mode == "tracing" else None
             )
             bench.commands[f"telemetry {mode}: parley"] = (
-                ("" if mode == "off" else " ".join(f"{k}={v}" for k, v in otel.items()) + " ")
+                (" ".join(f"{k}={v}" for k, v in otel.items()) + " " if mode == "tracing" else "")
                 + "python -m parley with "
                 + " ".join(f"PARLEY_{k.upper()}={shlex.quote(v)}" for k, v in settings.items())
             ).replace(upstream_url, "http://127.0.0.1:$UPSTREAM/v1")
@@ -104,8 +106,9 @@ def phase_telemetry(bench: Bench) -> None:
             users[mode] = ParleyUser(target)
         agents = {m: u.agent(model="bench/bench-model", max_output_tokens=a.tokens) for m, u in users.items()}
         for i, clients in enumerate(a.telemetry_clients):
-            for mode in MODES if i % 2 == 0 else MODES[::-1]:
-                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if mode == "on" else None
+            for mode in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:
+                port = metrics_ports.get(mode)
+                metrics_url = f"http://127.0.0.1:{port}/metrics" if port else None
                 runs.append(_run(bench, mode, clients, servers[mode], users[mode], agents[mode], metrics_url))
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as r:
             result["otlp_sink"] = json.loads(r.read())
@@ -160,23 +163,26 @@ def _div(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """On/off ratios per concurrency level: above 1 means telemetry made it slower or costlier
-    (tokens/s: below 1 means fewer delivered)."""
+    """Each mode against ``off`` per concurrency level: above 1 means it made the run slower or
+    costlier (tokens/s: below 1 means fewer delivered)."""
     by = {(r["clients"], r["telemetry"]): r for r in runs}
     out = []
     for clients in sorted({r["clients"] for r in runs}):
-        on, off = by.get((clients, "on")), by.get((clients, "off"))
-        if on is None or off is None:
-            continue
-        out.append(
-            {
-                "clients": clients,
-                "ttft_p50": _div(on["ttft_ms"].get("p50"), off["ttft_ms"].get("p50")),
-                "ttft_p99": _div(on["ttft_ms"].get("p99"), off["ttft_ms"].get("p99")),
-                "tokens_per_s": _div(on["tokens_per_s"], off["tokens_per_s"]),
-                "cpu_per_1k_tokens": _div(on["cpu_ms_per_1k_tokens"], off["cpu_ms_per_1k_tokens"]),
-            }
-        )
+        off = by.get((clients, "off"))
+        for mode in MODES[1:]:
+            on = by.get((clients, mode))
+            if on is None or off is None:
+                continue
+            out.append(
+                {
+                    "clients": clients,
+                    "ratio": f"{mode}/off",
+                    "ttft_p50": _div(on["ttft_ms"].get("p50"), off["ttft_ms"].get("p50")),
+                    "ttft_p99": _div(on["ttft_ms"].get("p99"), off["ttft_ms"].get("p99")),
+                    "tokens_per_s": _div(on["tokens_per_s"], off["tokens_per_s"]),
+                    "cpu_per_1k_tokens": _div(on["cpu_ms_per_1k_tokens"], off["cpu_ms_per_1k_tokens"]),
+                }
+            )
     return out
 
 
@@ -199,12 +205,12 @@ def markdown_section(result: dict[str, Any]) -> list[str]:
         for r in result["runs"]
     ]  # fmt: skip
     ratio_rows = [
-        [r["clients"], r["ttft_p50"], r["ttft_p99"], r["tokens_per_s"], r["cpu_per_1k_tokens"]]
+        [r["clients"], r["ratio"], r["ttft_p50"], r["ttft_p99"], r["tokens_per_s"], r["cpu_per_1k_tokens"]]
         for r in result.get("ratios", [])
     ]
     sink = result.get("otlp_sink") or {}
     return [
-        "## Telemetry: metrics and tracing on vs off",
+        "## Telemetry: what metrics and tracing cost",
         "",
         result["note"],
         "",
