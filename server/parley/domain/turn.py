@@ -223,6 +223,7 @@ class AgentTurn:
                     self._text.usage = (event.input_tokens, event.output_tokens)
                 elif isinstance(event, StopEvent):
                     stop = event.stop_reason
+                    self._text.citations = tuple(event.citations)
         yield StopReason.END_TURN if calls else (stop or StopReason.END_TURN)
 
     async def _tool_step(
@@ -295,6 +296,7 @@ class AgentTurn:
             input_tokens=prompt,
             output_tokens=0,
             tool_calls=(),
+            citations=(),
             time_to_first_token_s=None,
             create_time=self._now(),
         )
