@@ -5,7 +5,7 @@ Bedrock endpoint can run here: botocore's Stubber answers ``invoke_agent`` with 
 bytes of the documented InvokeAgent events (``tests/support/bedrock_agent_stream.py``). What is
 checked is what Parley sends Bedrock along a conversation (one Bedrock session per branch, only
 the newest message while a branch continues, a new seeded session after a fork or a regenerate)
-and that the reply streams and is stored.
+and that the reply streams and is stored, with its knowledge-base citations.
 """
 
 from __future__ import annotations
@@ -16,9 +16,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
+from parley.api.convert import message_to_proto
 from parley.domain.branches import Branches
 from parley.domain.errors import FailedPrecondition
-from parley.domain.models import MessageStatus, Role, StopReason, ToolKind, ToolSpec
+from parley.domain.models import (
+    Citation,
+    CitationSource,
+    MessageStatus,
+    Role,
+    StopReason,
+    ToolKind,
+    ToolSpec,
+)
 from parley.domain.names import branch_name, message_name
 from parley.domain.pagination import page_request
 from parley.providers.llm.bedrock_agent import BedrockAgentProvider
@@ -36,6 +46,43 @@ WEATHER = ToolSpec(
     {"type": "object", "properties": {"city": {"type": "string"}}},
     ToolKind.CLIENT,
 )
+#: A knowledge-base citation as InvokeAgent sends it in ``chunk.attribution.citations``.
+CITED = {
+    "generatedResponsePart": {
+        "textResponsePart": {"text": "Paris is the capital", "span": {"start": 0, "end": 19}}
+    },
+    "retrievedReferences": [
+        {
+            "content": {"text": "Paris est la capitale de la France. 🗼", "type": "TEXT"},
+            "location": {"type": "S3", "s3Location": {"uri": "s3://kb/france.txt"}},
+            "metadata": {"x-amz-bedrock-kb-source-uri": "s3://kb/france.txt", "page": 3},
+        },
+        {
+            "content": {"text": "France: capital Paris."},
+            "location": {"type": "WEB", "webLocation": {"url": "https://example.org/fr"}},
+        },
+    ],
+}
+#: One more, in the second chunk; its span (offsets into the whole reply) is stored unchanged.
+CITED_LATER = {
+    "generatedResponsePart": {"textResponsePart": {"text": "France", "span": {"start": 24, "end": 29}}},
+    "retrievedReferences": [{"content": {"text": "La France."}}],
+}
+STORED_CITATION = Citation(
+    "Paris is the capital",
+    0,
+    19,
+    (
+        CitationSource(
+            "Paris est la capitale de la France. 🗼",
+            "s3://kb/france.txt",
+            "S3",
+            {"x-amz-bedrock-kb-source-uri": "s3://kb/france.txt", "page": "3"},
+        ),
+        CitationSource("France: capital Paris.", "https://example.org/fr", "WEB"),
+    ),
+)
+STORED_LATER = Citation("France", 24, 29, (CitationSource("La France."),))
 
 
 @pytest.fixture
@@ -176,3 +223,48 @@ async def test_return_control_without_the_tool_fails_the_reply_naming_it(
     stored = await domain.messages.get(session.id, accepted.assistant_message_id)
     assert stored is not None and stored.status is MessageStatus.FAILED
     assert stored.stop_reason is StopReason.ERROR
+
+
+@pytest.mark.parametrize("tools", [[], [WEATHER]], ids=["reply", "tool-loop"])
+async def test_the_stored_reply_keeps_the_citations(
+    agents: tuple[Domain, AgentStub], tools: list[ToolSpec]
+) -> None:
+    """Both run bodies (a plain reply; the tool loop of an agent with tools) store the citations
+    of the provider's final event on the reply, where reading the message finds them again."""
+    domain, stub = agents
+    session = await domain.new_session(model=AGENT, tools=tools)
+    stub.answer([chunk("Paris is the capital", [CITED]), chunk(" of France.", [CITED_LATER])])
+    events = await collect(await domain.send(session, "Capital of France?"))
+    done = events[-1].event
+    assert isinstance(done, Completed) and done.message.text == "Paris is the capital of France."
+    assert done.message.citations == (STORED_CITATION, STORED_LATER)
+    stored = await domain.messages.get(session.id, done.message.id)
+    assert stored is not None and stored.citations == (STORED_CITATION, STORED_LATER)
+    # What GetMessage / ListMessages send (and Envoy's JSON, in proto3 JSON names).
+    assert json_format.MessageToDict(message_to_proto(stored))["citations"] == [
+        {
+            "text": "Paris is the capital",
+            "endIndex": 19,  # start_index 0 is proto3's default: left out of the JSON
+            "sources": [
+                {
+                    "text": "Paris est la capitale de la France. 🗼",
+                    "location": "s3://kb/france.txt",
+                    "locationType": "S3",
+                    "metadata": {"x-amz-bedrock-kb-source-uri": "s3://kb/france.txt", "page": "3"},
+                },
+                {
+                    "text": "France: capital Paris.",
+                    "location": "https://example.org/fr",
+                    "locationType": "WEB",
+                },
+            ],
+        },
+        {"text": "France", "startIndex": 24, "endIndex": 29, "sources": [{"text": "La France."}]},
+    ]
+
+    stub.answer([chunk("About 2 million.")])  # a reply without citations stores none
+    later = (await collect(await domain.send(session, "Its population?")))[-1].event
+    assert isinstance(later, Completed)
+    again = await domain.messages.get(session.id, later.message.id)
+    assert again is not None and again.citations == ()
+    assert len(message_to_proto(again).citations) == 0

@@ -29,7 +29,7 @@ from parley.domain.models import StopReason
 from parley.providers.llm.base import (
     ChatTurn,
     Citation,
-    CitationReference,
+    CitationSource,
     Conversation,
     GenerationRequest,
     ProviderEvent,
@@ -116,13 +116,13 @@ async def test_chunks_stream_with_citations_and_estimated_usage(
                     0,
                     19,
                     (
-                        CitationReference(
+                        CitationSource(
                             "Paris is the capital of France.",
                             "s3://kb/france.txt",
                             "S3",
                             {"x-amz-bedrock-kb-source-uri": "s3://kb/france.txt", "page": "3"},
                         ),
-                        CitationReference("France: capital Paris.", "https://example.org/fr", "WEB"),
+                        CitationSource("France: capital Paris.", "https://example.org/fr", "WEB"),
                     ),
                 ),
             ),

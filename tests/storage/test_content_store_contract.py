@@ -53,12 +53,38 @@ CALLS = (
     },
 )
 
+#: ``MessageContent.citations`` as ``storage/message_rows.py`` writes them (non-ASCII text,
+#: an empty source list, metadata of the source).
+CITATIONS = (
+    {
+        "text": "مرحبا",
+        "start_index": 0,
+        "end_index": 4,
+        "sources": [
+            {
+                "text": "Retrieved: " + ARABIC,
+                "location": "s3://kb/greetings.txt",
+                "location_type": "S3",
+                "metadata": {"page": "3", "x-amz-bedrock-kb-source-uri": "s3://kb/greetings.txt"},
+            },
+            {
+                "text": "A web page.",
+                "location": "https://example.org/",
+                "location_type": "WEB",
+                "metadata": {},
+            },
+        ],
+    },
+    {"text": "حالك", "start_index": 10, "end_index": 13, "sources": []},
+)
+
 CONTENTS = [
     MessageContent("Hello there."),
     MessageContent(ARABIC, transcript_language="ar", audio_duration_s=2.5),
     MessageContent("", error_message="provider failed"),
     MessageContent("x" * 100_000),
     MessageContent("Let me check.", tool_calls=CALLS),
+    MessageContent(ARABIC, citations=CITATIONS),
 ]
 
 
@@ -70,6 +96,18 @@ async def test_put_then_get_many_round_trips(store: ContentStore) -> None:
     got = await store.get_many(session, ids)
     assert dict(got) == dict(zip(ids, CONTENTS, strict=True))
     assert got[ids[1]].text == ARABIC  # UTF-8 intact, emoji included
+
+
+async def test_citations_round_trip_and_are_overwritten(store: ContentStore) -> None:
+    """Citations survive both kinds of put, and a put without them clears them."""
+    session, one, two = _id(), _id(), _id()
+    await store.put_many(
+        session, {one: MessageContent("cited", citations=CITATIONS), two: MessageContent("x")}
+    )
+    got = await store.get_many(session, [one, two])
+    assert got[one].citations == CITATIONS and got[two].citations == ()
+    await store.put(session, one, MessageContent("regenerated"))
+    assert (await store.get_many(session, [one]))[one].citations == ()
 
 
 async def test_put_overwrites(store: ContentStore) -> None:

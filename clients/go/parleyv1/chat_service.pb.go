@@ -308,7 +308,7 @@ func (x ToolCall_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ToolCall_Kind.Descriptor instead.
 func (ToolCall_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1, 0}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{3, 0}
 }
 
 // A message of a conversation.
@@ -375,8 +375,13 @@ type Message struct {
 	// whose audio it is, beside `audio_duration`: the reply's durations start
 	// after it, once the transcript is stored.
 	TranscriptionDuration *durationpb.Duration `protobuf:"bytes,21,opt,name=transcription_duration,json=transcriptionDuration,proto3" json:"transcription_duration,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Assistant messages: the spans of `text` backed by retrieved sources
+	// (knowledge bases: `bedrock-agent/...` models), in the order the model
+	// gave them; empty for most models. Set once the model call that wrote the
+	// message has ended (not on the checkpoints of a reply being generated).
+	Citations     []*Citation `protobuf:"bytes,22,rep,name=citations,proto3" json:"citations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -556,6 +561,176 @@ func (x *Message) GetTranscriptionDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *Message) GetCitations() []*Citation {
+	if x != nil {
+		return x.Citations
+	}
+	return nil
+}
+
+// A span of an assistant message's `text` and the sources behind it. The
+// names follow OpenAI's `url_citation` annotation (`start_index`,
+// `end_index`); the values are the provider's: for Bedrock Agents, the
+// citation's `generatedResponsePart.textResponsePart` (`text`,
+// `span.start`, `span.end`) and its `retrievedReferences`.
+type Citation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cited span itself, as the provider quotes it.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// Where the span starts: a character offset into the message's `text` (the
+	// whole text of the model call, not of one streamed chunk), as the provider
+	// reports it (Bedrock's `span.start`).
+	StartIndex int32 `protobuf:"varint,2,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
+	// Where the span ends, as the provider reports it (Bedrock's `span.end`,
+	// which AWS documents only as "where the text with a citation ends"; its
+	// examples give the offset of the span's last character, so the end is
+	// inclusive there). Parley passes both offsets on unchanged; `text` is the
+	// span itself, to check them against.
+	EndIndex int32 `protobuf:"varint,3,opt,name=end_index,json=endIndex,proto3" json:"end_index,omitempty"`
+	// The sources the span is based on, in the provider's order.
+	Sources       []*CitationSource `protobuf:"bytes,4,rep,name=sources,proto3" json:"sources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Citation) Reset() {
+	*x = Citation{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Citation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Citation) ProtoMessage() {}
+
+func (x *Citation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Citation.ProtoReflect.Descriptor instead.
+func (*Citation) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Citation) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Citation) GetStartIndex() int32 {
+	if x != nil {
+		return x.StartIndex
+	}
+	return 0
+}
+
+func (x *Citation) GetEndIndex() int32 {
+	if x != nil {
+		return x.EndIndex
+	}
+	return 0
+}
+
+func (x *Citation) GetSources() []*CitationSource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+// A source a cited span came from (Bedrock's `RetrievedReference`).
+type CitationSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The retrieved passage (Bedrock's `content.text`).
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// Where the passage is: a URI, URL or document id (Bedrock's
+	// `s3Location.uri`, `webLocation.url`, `confluenceLocation.url`,
+	// `salesforceLocation.url`, `sharePointLocation.url`,
+	// `kendraDocumentLocation.uri`, `customDocumentLocation.id` or
+	// `sqlLocation.query`); empty when the source gives none.
+	Location string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	// The kind of location as the provider names it (Bedrock's `location.type`:
+	// `S3`, `WEB`, `CONFLUENCE`, `SALESFORCE`, `SHAREPOINT`, `KENDRA`, `CUSTOM`,
+	// `SQL`); empty when the source gives none.
+	LocationType string `protobuf:"bytes,3,opt,name=location_type,json=locationType,proto3" json:"location_type,omitempty"`
+	// The source's metadata (Bedrock's `metadata`: values that are not strings
+	// are given as their JSON text).
+	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CitationSource) Reset() {
+	*x = CitationSource{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CitationSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CitationSource) ProtoMessage() {}
+
+func (x *CitationSource) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CitationSource.ProtoReflect.Descriptor instead.
+func (*CitationSource) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CitationSource) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *CitationSource) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *CitationSource) GetLocationType() string {
+	if x != nil {
+		return x.LocationType
+	}
+	return ""
+}
+
+func (x *CitationSource) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 // A call of a tool by the model.
 type ToolCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -575,7 +750,7 @@ type ToolCall struct {
 
 func (x *ToolCall) Reset() {
 	*x = ToolCall{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +762,7 @@ func (x *ToolCall) String() string {
 func (*ToolCall) ProtoMessage() {}
 
 func (x *ToolCall) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[1]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +775,7 @@ func (x *ToolCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
 func (*ToolCall) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ToolCall) GetId() string {
@@ -663,7 +838,7 @@ type SendMessageRequest struct {
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +850,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[2]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +863,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{2}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SendMessageRequest) GetSession() string {
@@ -751,7 +926,7 @@ type SendVoiceMessageRequest struct {
 
 func (x *SendVoiceMessageRequest) Reset() {
 	*x = SendVoiceMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +938,7 @@ func (x *SendVoiceMessageRequest) String() string {
 func (*SendVoiceMessageRequest) ProtoMessage() {}
 
 func (x *SendVoiceMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[3]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +951,7 @@ func (x *SendVoiceMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendVoiceMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendVoiceMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{3}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SendVoiceMessageRequest) GetSession() string {
@@ -842,7 +1017,7 @@ type RegenerateMessageRequest struct {
 
 func (x *RegenerateMessageRequest) Reset() {
 	*x = RegenerateMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1029,7 @@ func (x *RegenerateMessageRequest) String() string {
 func (*RegenerateMessageRequest) ProtoMessage() {}
 
 func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[4]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1042,7 @@ func (x *RegenerateMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegenerateMessageRequest.ProtoReflect.Descriptor instead.
 func (*RegenerateMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{4}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegenerateMessageRequest) GetName() string {
@@ -899,7 +1074,7 @@ type ResumeStreamRequest struct {
 
 func (x *ResumeStreamRequest) Reset() {
 	*x = ResumeStreamRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1086,7 @@ func (x *ResumeStreamRequest) String() string {
 func (*ResumeStreamRequest) ProtoMessage() {}
 
 func (x *ResumeStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[5]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1099,7 @@ func (x *ResumeStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeStreamRequest.ProtoReflect.Descriptor instead.
 func (*ResumeStreamRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{5}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResumeStreamRequest) GetName() string {
@@ -952,7 +1127,7 @@ type CancelMessageRequest struct {
 
 func (x *CancelMessageRequest) Reset() {
 	*x = CancelMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1139,7 @@ func (x *CancelMessageRequest) String() string {
 func (*CancelMessageRequest) ProtoMessage() {}
 
 func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[6]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1152,7 @@ func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
 func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{6}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CancelMessageRequest) GetName() string {
@@ -998,7 +1173,7 @@ type CancelMessageResponse struct {
 
 func (x *CancelMessageResponse) Reset() {
 	*x = CancelMessageResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1185,7 @@ func (x *CancelMessageResponse) String() string {
 func (*CancelMessageResponse) ProtoMessage() {}
 
 func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[7]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1198,7 @@ func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
 func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{7}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CancelMessageResponse) GetMessage() *Message {
@@ -1060,7 +1235,7 @@ type ChatEvent struct {
 
 func (x *ChatEvent) Reset() {
 	*x = ChatEvent{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1247,7 @@ func (x *ChatEvent) String() string {
 func (*ChatEvent) ProtoMessage() {}
 
 func (x *ChatEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[8]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1260,7 @@ func (x *ChatEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatEvent.ProtoReflect.Descriptor instead.
 func (*ChatEvent) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{8}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ChatEvent) GetSequenceNumber() int64 {
@@ -1286,7 +1461,7 @@ type ToolResult struct {
 
 func (x *ToolResult) Reset() {
 	*x = ToolResult{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1473,7 @@ func (x *ToolResult) String() string {
 func (*ToolResult) ProtoMessage() {}
 
 func (x *ToolResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[9]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1486,7 @@ func (x *ToolResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolResult.ProtoReflect.Descriptor instead.
 func (*ToolResult) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{9}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ToolResult) GetToolCallId() string {
@@ -1359,7 +1534,7 @@ type RequiresAction struct {
 
 func (x *RequiresAction) Reset() {
 	*x = RequiresAction{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1546,7 @@ func (x *RequiresAction) String() string {
 func (*RequiresAction) ProtoMessage() {}
 
 func (x *RequiresAction) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[10]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1559,7 @@ func (x *RequiresAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequiresAction.ProtoReflect.Descriptor instead.
 func (*RequiresAction) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{10}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequiresAction) GetMessage() string {
@@ -1430,7 +1605,7 @@ type SubmitToolOutputsRequest struct {
 
 func (x *SubmitToolOutputsRequest) Reset() {
 	*x = SubmitToolOutputsRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1617,7 @@ func (x *SubmitToolOutputsRequest) String() string {
 func (*SubmitToolOutputsRequest) ProtoMessage() {}
 
 func (x *SubmitToolOutputsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[11]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1630,7 @@ func (x *SubmitToolOutputsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitToolOutputsRequest.ProtoReflect.Descriptor instead.
 func (*SubmitToolOutputsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{11}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubmitToolOutputsRequest) GetName() string {
@@ -1494,7 +1669,7 @@ type ToolOutput struct {
 
 func (x *ToolOutput) Reset() {
 	*x = ToolOutput{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1681,7 @@ func (x *ToolOutput) String() string {
 func (*ToolOutput) ProtoMessage() {}
 
 func (x *ToolOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[12]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1694,7 @@ func (x *ToolOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolOutput.ProtoReflect.Descriptor instead.
 func (*ToolOutput) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{12}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ToolOutput) GetToolCallId() string {
@@ -1558,7 +1733,7 @@ type ToolApproval struct {
 
 func (x *ToolApproval) Reset() {
 	*x = ToolApproval{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1745,7 @@ func (x *ToolApproval) String() string {
 func (*ToolApproval) ProtoMessage() {}
 
 func (x *ToolApproval) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[13]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1758,7 @@ func (x *ToolApproval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolApproval.ProtoReflect.Descriptor instead.
 func (*ToolApproval) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{13}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ToolApproval) GetToolCallId() string {
@@ -1622,7 +1797,7 @@ type MessageAccepted struct {
 
 func (x *MessageAccepted) Reset() {
 	*x = MessageAccepted{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1809,7 @@ func (x *MessageAccepted) String() string {
 func (*MessageAccepted) ProtoMessage() {}
 
 func (x *MessageAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[14]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1822,7 @@ func (x *MessageAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageAccepted.ProtoReflect.Descriptor instead.
 func (*MessageAccepted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{14}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MessageAccepted) GetUserMessage() *Message {
@@ -1686,7 +1861,7 @@ type Transcript struct {
 
 func (x *Transcript) Reset() {
 	*x = Transcript{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1873,7 @@ func (x *Transcript) String() string {
 func (*Transcript) ProtoMessage() {}
 
 func (x *Transcript) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[15]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1886,7 @@ func (x *Transcript) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transcript.ProtoReflect.Descriptor instead.
 func (*Transcript) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{15}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Transcript) GetText() string {
@@ -1746,7 +1921,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1933,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[16]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1946,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{16}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TextDelta) GetText() string {
@@ -1792,7 +1967,7 @@ type MessageCompleted struct {
 
 func (x *MessageCompleted) Reset() {
 	*x = MessageCompleted{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1979,7 @@ func (x *MessageCompleted) String() string {
 func (*MessageCompleted) ProtoMessage() {}
 
 func (x *MessageCompleted) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[17]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1992,7 @@ func (x *MessageCompleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageCompleted.ProtoReflect.Descriptor instead.
 func (*MessageCompleted) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{17}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MessageCompleted) GetMessage() *Message {
@@ -1845,7 +2020,7 @@ type ListMessagesRequest struct {
 
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2032,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[18]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2045,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{18}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListMessagesRequest) GetParent() string {
@@ -1914,7 +2089,7 @@ type ListMessagesResponse struct {
 
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2101,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[19]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2114,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{19}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -1967,7 +2142,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2154,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[20]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2167,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{20}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetMessageRequest) GetName() string {
@@ -2013,7 +2188,7 @@ type GetMessageResponse struct {
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2200,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[21]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2213,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{21}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetMessageResponse) GetMessage() *Message {
@@ -2063,7 +2238,7 @@ type SynthesizeSpeechRequest struct {
 
 func (x *SynthesizeSpeechRequest) Reset() {
 	*x = SynthesizeSpeechRequest{}
-	mi := &file_parley_v1_chat_service_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2250,7 @@ func (x *SynthesizeSpeechRequest) String() string {
 func (*SynthesizeSpeechRequest) ProtoMessage() {}
 
 func (x *SynthesizeSpeechRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_v1_chat_service_proto_msgTypes[22]
+	mi := &file_parley_v1_chat_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2263,7 @@ func (x *SynthesizeSpeechRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeSpeechRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeSpeechRequest) Descriptor() ([]byte, []int) {
-	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{22}
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SynthesizeSpeechRequest) GetName() string {
@@ -2116,7 +2291,7 @@ var File_parley_v1_chat_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xc8\v\n" +
+	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\x81\f\n" +
 	"\aMessage\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.parley.v1.Message.RoleB\x04\xe2A\x01\x03R\x04role\x12\x18\n" +
@@ -2145,7 +2320,8 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\bis_error\x18\x12 \x01(\bB\x04\xe2A\x01\x03R\aisError\x12N\n" +
 	"\x13time_to_first_audio\x18\x13 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x10timeToFirstAudio\x12P\n" +
 	"\x13generation_duration\x18\x14 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x12generationDuration\x12V\n" +
-	"\x16transcription_duration\x18\x15 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x15transcriptionDuration\"N\n" +
+	"\x16transcription_duration\x18\x15 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x15transcriptionDuration\x127\n" +
+	"\tcitations\x18\x16 \x03(\v2\x13.parley.v1.CitationB\x04\xe2A\x01\x03R\tcitations\"N\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -2158,7 +2334,21 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\rSTATUS_FAILED\x10\x03\x12\x16\n" +
 	"\x12STATUS_IN_PROGRESS\x10\x04\x12\x1a\n" +
 	"\x16STATUS_REQUIRES_ACTION\x10\x05:Q\xeaAN\n" +
-	"\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\bmessages2\amessage\"\x83\x02\n" +
+	"\x12parley.dev/Message\x12%sessions/{session}/messages/{message}*\bmessages2\amessage\"\x91\x01\n" +
+	"\bCitation\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1f\n" +
+	"\vstart_index\x18\x02 \x01(\x05R\n" +
+	"startIndex\x12\x1b\n" +
+	"\tend_index\x18\x03 \x01(\x05R\bendIndex\x123\n" +
+	"\asources\x18\x04 \x03(\v2\x19.parley.v1.CitationSourceR\asources\"\xe7\x01\n" +
+	"\x0eCitationSource\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1a\n" +
+	"\blocation\x18\x02 \x01(\tR\blocation\x12#\n" +
+	"\rlocation_type\x18\x03 \x01(\tR\flocationType\x12C\n" +
+	"\bmetadata\x18\x04 \x03(\v2'.parley.v1.CitationSource.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x02\n" +
 	"\bToolCall\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2338,102 +2528,108 @@ func file_parley_v1_chat_service_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_v1_chat_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_parley_v1_chat_service_proto_goTypes = []any{
 	(StopReason)(0),                  // 0: parley.v1.StopReason
 	(Message_Role)(0),                // 1: parley.v1.Message.Role
 	(Message_Status)(0),              // 2: parley.v1.Message.Status
 	(ToolCall_Kind)(0),               // 3: parley.v1.ToolCall.Kind
 	(*Message)(nil),                  // 4: parley.v1.Message
-	(*ToolCall)(nil),                 // 5: parley.v1.ToolCall
-	(*SendMessageRequest)(nil),       // 6: parley.v1.SendMessageRequest
-	(*SendVoiceMessageRequest)(nil),  // 7: parley.v1.SendVoiceMessageRequest
-	(*RegenerateMessageRequest)(nil), // 8: parley.v1.RegenerateMessageRequest
-	(*ResumeStreamRequest)(nil),      // 9: parley.v1.ResumeStreamRequest
-	(*CancelMessageRequest)(nil),     // 10: parley.v1.CancelMessageRequest
-	(*CancelMessageResponse)(nil),    // 11: parley.v1.CancelMessageResponse
-	(*ChatEvent)(nil),                // 12: parley.v1.ChatEvent
-	(*ToolResult)(nil),               // 13: parley.v1.ToolResult
-	(*RequiresAction)(nil),           // 14: parley.v1.RequiresAction
-	(*SubmitToolOutputsRequest)(nil), // 15: parley.v1.SubmitToolOutputsRequest
-	(*ToolOutput)(nil),               // 16: parley.v1.ToolOutput
-	(*ToolApproval)(nil),             // 17: parley.v1.ToolApproval
-	(*MessageAccepted)(nil),          // 18: parley.v1.MessageAccepted
-	(*Transcript)(nil),               // 19: parley.v1.Transcript
-	(*TextDelta)(nil),                // 20: parley.v1.TextDelta
-	(*MessageCompleted)(nil),         // 21: parley.v1.MessageCompleted
-	(*ListMessagesRequest)(nil),      // 22: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),     // 23: parley.v1.ListMessagesResponse
-	(*GetMessageRequest)(nil),        // 24: parley.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),       // 25: parley.v1.GetMessageResponse
-	(*SynthesizeSpeechRequest)(nil),  // 26: parley.v1.SynthesizeSpeechRequest
-	(*Usage)(nil),                    // 27: parley.v1.Usage
-	(*durationpb.Duration)(nil),      // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
-	(AudioFormat)(0),                 // 30: parley.v1.AudioFormat
-	(*AudioChunk)(nil),               // 31: parley.v1.AudioChunk
-	(*status.Status)(nil),            // 32: google.rpc.Status
+	(*Citation)(nil),                 // 5: parley.v1.Citation
+	(*CitationSource)(nil),           // 6: parley.v1.CitationSource
+	(*ToolCall)(nil),                 // 7: parley.v1.ToolCall
+	(*SendMessageRequest)(nil),       // 8: parley.v1.SendMessageRequest
+	(*SendVoiceMessageRequest)(nil),  // 9: parley.v1.SendVoiceMessageRequest
+	(*RegenerateMessageRequest)(nil), // 10: parley.v1.RegenerateMessageRequest
+	(*ResumeStreamRequest)(nil),      // 11: parley.v1.ResumeStreamRequest
+	(*CancelMessageRequest)(nil),     // 12: parley.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),    // 13: parley.v1.CancelMessageResponse
+	(*ChatEvent)(nil),                // 14: parley.v1.ChatEvent
+	(*ToolResult)(nil),               // 15: parley.v1.ToolResult
+	(*RequiresAction)(nil),           // 16: parley.v1.RequiresAction
+	(*SubmitToolOutputsRequest)(nil), // 17: parley.v1.SubmitToolOutputsRequest
+	(*ToolOutput)(nil),               // 18: parley.v1.ToolOutput
+	(*ToolApproval)(nil),             // 19: parley.v1.ToolApproval
+	(*MessageAccepted)(nil),          // 20: parley.v1.MessageAccepted
+	(*Transcript)(nil),               // 21: parley.v1.Transcript
+	(*TextDelta)(nil),                // 22: parley.v1.TextDelta
+	(*MessageCompleted)(nil),         // 23: parley.v1.MessageCompleted
+	(*ListMessagesRequest)(nil),      // 24: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),     // 25: parley.v1.ListMessagesResponse
+	(*GetMessageRequest)(nil),        // 26: parley.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),       // 27: parley.v1.GetMessageResponse
+	(*SynthesizeSpeechRequest)(nil),  // 28: parley.v1.SynthesizeSpeechRequest
+	nil,                              // 29: parley.v1.CitationSource.MetadataEntry
+	(*Usage)(nil),                    // 30: parley.v1.Usage
+	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
+	(AudioFormat)(0),                 // 33: parley.v1.AudioFormat
+	(*AudioChunk)(nil),               // 34: parley.v1.AudioChunk
+	(*status.Status)(nil),            // 35: google.rpc.Status
 }
 var file_parley_v1_chat_service_proto_depIdxs = []int32{
 	1,  // 0: parley.v1.Message.role:type_name -> parley.v1.Message.Role
 	2,  // 1: parley.v1.Message.status:type_name -> parley.v1.Message.Status
 	0,  // 2: parley.v1.Message.stop_reason:type_name -> parley.v1.StopReason
-	27, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	28, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
-	28, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
-	29, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	28, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
-	5,  // 8: parley.v1.Message.tool_calls:type_name -> parley.v1.ToolCall
-	28, // 9: parley.v1.Message.time_to_first_audio:type_name -> google.protobuf.Duration
-	28, // 10: parley.v1.Message.generation_duration:type_name -> google.protobuf.Duration
-	28, // 11: parley.v1.Message.transcription_duration:type_name -> google.protobuf.Duration
-	3,  // 12: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
-	30, // 13: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
-	4,  // 14: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
-	18, // 15: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
-	19, // 16: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
-	20, // 17: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
-	31, // 18: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
-	27, // 19: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
-	21, // 20: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
-	32, // 21: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
-	5,  // 22: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
-	13, // 23: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
-	14, // 24: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
-	5,  // 25: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
-	5,  // 26: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
-	29, // 27: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
-	16, // 28: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
-	17, // 29: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
-	4,  // 30: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
-	28, // 31: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
-	4,  // 32: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
-	4,  // 33: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	4,  // 34: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
-	30, // 35: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
-	6,  // 36: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	7,  // 37: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
-	8,  // 38: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	22, // 39: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	24, // 40: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
-	9,  // 41: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
-	15, // 42: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
-	10, // 43: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
-	26, // 44: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
-	12, // 45: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
-	12, // 46: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
-	12, // 47: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
-	23, // 48: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	25, // 49: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
-	12, // 50: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
-	12, // 51: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
-	11, // 52: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
-	31, // 53: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
-	45, // [45:54] is the sub-list for method output_type
-	36, // [36:45] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	30, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
+	31, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
+	31, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
+	32, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	31, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
+	7,  // 8: parley.v1.Message.tool_calls:type_name -> parley.v1.ToolCall
+	31, // 9: parley.v1.Message.time_to_first_audio:type_name -> google.protobuf.Duration
+	31, // 10: parley.v1.Message.generation_duration:type_name -> google.protobuf.Duration
+	31, // 11: parley.v1.Message.transcription_duration:type_name -> google.protobuf.Duration
+	5,  // 12: parley.v1.Message.citations:type_name -> parley.v1.Citation
+	6,  // 13: parley.v1.Citation.sources:type_name -> parley.v1.CitationSource
+	29, // 14: parley.v1.CitationSource.metadata:type_name -> parley.v1.CitationSource.MetadataEntry
+	3,  // 15: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
+	33, // 16: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
+	4,  // 17: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
+	20, // 18: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
+	21, // 19: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
+	22, // 20: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
+	34, // 21: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
+	30, // 22: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
+	23, // 23: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
+	35, // 24: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
+	7,  // 25: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
+	15, // 26: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
+	16, // 27: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
+	7,  // 28: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
+	7,  // 29: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
+	32, // 30: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 31: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
+	19, // 32: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
+	4,  // 33: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
+	31, // 34: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
+	4,  // 35: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
+	4,  // 36: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	4,  // 37: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
+	33, // 38: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
+	8,  // 39: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	9,  // 40: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
+	10, // 41: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	24, // 42: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	26, // 43: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
+	11, // 44: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
+	17, // 45: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
+	12, // 46: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
+	28, // 47: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
+	14, // 48: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
+	14, // 49: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
+	14, // 50: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
+	25, // 51: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	27, // 52: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
+	14, // 53: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
+	14, // 54: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
+	13, // 55: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
+	34, // 56: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
+	48, // [48:57] is the sub-list for method output_type
+	39, // [39:48] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_service_proto_init() }
@@ -2442,7 +2638,7 @@ func file_parley_v1_chat_service_proto_init() {
 		return
 	}
 	file_parley_v1_common_proto_init()
-	file_parley_v1_chat_service_proto_msgTypes[8].OneofWrappers = []any{
+	file_parley_v1_chat_service_proto_msgTypes[10].OneofWrappers = []any{
 		(*ChatEvent_MessageAccepted)(nil),
 		(*ChatEvent_Transcript)(nil),
 		(*ChatEvent_TextDelta)(nil),
@@ -2460,7 +2656,7 @@ func file_parley_v1_chat_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_service_proto_rawDesc), len(file_parley_v1_chat_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ from parley.domain.errors import InvalidArgument
 from parley.domain.models import (
     Agent,
     Branch,
+    Citation,
     Message,
     MessageStatus,
     Quota,
@@ -51,6 +52,7 @@ __all__ = [
     "audio_chunk_to_proto",
     "branch_to_proto",
     "chat_event_to_proto",
+    "citation_to_proto",
     "duration",
     "mask_paths",
     "message_to_proto",
@@ -275,7 +277,23 @@ def message_to_proto(message: Message) -> chat_service_pb2.Message:
     msg.tool_calls.extend(tool_call_to_proto(c) for c in message.tool_calls)
     msg.tool_call_id = message.tool_call_id
     msg.is_error = message.is_error
+    msg.citations.extend(citation_to_proto(c) for c in message.citations)
     return msg
+
+
+def citation_to_proto(citation: Citation) -> chat_service_pb2.Citation:
+    """A cited span of a message and its sources, offsets as the provider reported them."""
+    return chat_service_pb2.Citation(
+        text=citation.text,
+        start_index=citation.start_index,
+        end_index=citation.end_index,
+        sources=[
+            chat_service_pb2.CitationSource(
+                text=s.text, location=s.location, location_type=s.location_type, metadata=dict(s.metadata)
+            )
+            for s in citation.sources
+        ],
+    )
 
 
 _AUDIO_FORMAT = {

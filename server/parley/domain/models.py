@@ -14,6 +14,8 @@ from typing import Any
 __all__ = [
     "Agent",
     "Branch",
+    "Citation",
+    "CitationSource",
     "McpServerConfig",
     "Message",
     "MessageStatus",
@@ -97,6 +99,31 @@ class ToolSpec:
     require_approval: bool = False
     url: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CitationSource:
+    """A source a cited span came from: its ``text`` (the retrieved passage), ``location`` (a
+    URI, URL or document id; empty when the source gives none), ``location_type`` (the
+    provider's word, e.g. Bedrock's ``S3``, ``WEB``) and the source's string ``metadata``."""
+
+    text: str
+    location: str = ""
+    location_type: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A span of an assistant message backed by sources: ``text`` is the span,
+    ``start_index``/``end_index`` its character offsets in the message's text as the provider
+    reports them (Bedrock's ``span.start``/``span.end``; its ``end`` is the span's last
+    character), unchanged."""
+
+    text: str
+    start_index: int
+    end_index: int
+    sources: tuple[CitationSource, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +265,6 @@ class Message:
     generation_duration_s: float | None = None
     #: Spoken user messages: seconds speech-to-text took on the recording.
     transcription_duration_s: float | None = None
+    #: Assistant messages: the spans of ``text`` backed by retrieved sources (knowledge bases),
+    #: set when the model call that wrote it ends.
+    citations: tuple[Citation, ...] = ()

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from parley.domain.models import Message, MessageStatus, StopReason
+from parley.domain.models import Citation, Message, MessageStatus, StopReason
 from parley.providers.llm.base import GenerationRequest, LLMProvider, StopEvent, TextDeltaEvent, UsageEvent
 from parley.runs.events import Accepted, Completed, Delta, RunEvent, UsageReport
 from parley.telemetry.genai import ChatCall
@@ -26,14 +26,15 @@ class StreamedText:
     """The text of one assistant message while the provider streams it: the pieces so far, the
     output tokens they stand for (``streamed``: a delta's ``tokens``, one unless the provider
     merged several chunks into it), the provider's token counts (``usage``: input, output; None
-    until reported) and the time to first token (seconds from ``started``, a
-    ``time.monotonic()`` instant)."""
+    until reported), the time to first token (seconds from ``started``, a
+    ``time.monotonic()`` instant) and the citations of the provider's ``StopEvent``."""
 
     started: float = field(default_factory=time.monotonic)
     parts: list[str] = field(default_factory=list)
     streamed: int = 0
     usage: tuple[int, int] | None = None
     ttft: float | None = None
+    citations: tuple[Citation, ...] = ()
 
     def add(self, text: str, tokens: int = 1) -> None:
         if self.ttft is None:
@@ -59,6 +60,7 @@ class StreamedText:
             output_tokens=output_tokens,
             time_to_first_token_s=self.ttft,
             error_message=detail,
+            citations=self.citations,
         )
 
 
@@ -121,6 +123,7 @@ class TextReply:
                         self._text.usage = (event.input_tokens, event.output_tokens)
                     elif isinstance(event, StopEvent):
                         self._stop = event.stop_reason
+                        self._text.citations = tuple(event.citations)
         except BaseException as exc:
             call.failed(exc)
             raise

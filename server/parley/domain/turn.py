@@ -226,6 +226,7 @@ class AgentTurn:
                         self._text.usage = (event.input_tokens, event.output_tokens)
                     elif isinstance(event, StopEvent):
                         stop = event.stop_reason
+                        self._text.citations = tuple(event.citations)
         except BaseException as exc:
             call.failed(exc)
             raise
@@ -313,6 +314,7 @@ class AgentTurn:
             input_tokens=prompt,
             output_tokens=0,
             tool_calls=(),
+            citations=(),
             time_to_first_token_s=None,
             create_time=self._now(),
         )

@@ -9,11 +9,21 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
-from parley.domain.models import Message, MessageStatus, Role, StopReason, ToolCall, ToolKind
+from parley.domain.models import (
+    Citation,
+    CitationSource,
+    Message,
+    MessageStatus,
+    Role,
+    StopReason,
+    ToolCall,
+    ToolKind,
+)
 from parley.storage.content.base import MessageContent
 
 __all__ = [
     "RunRecord",
+    "citation_values",
     "content_of",
     "message_from",
     "outcome_values",
@@ -104,6 +114,7 @@ def message_from(row: RowMapping, content: MessageContent | None) -> Message:
         time_to_first_audio_s=row["time_to_first_audio_s"],
         generation_duration_s=row["generation_duration_s"],
         transcription_duration_s=row["transcription_duration_s"],
+        citations=tuple(_citation(cited) for cited in c.citations),
     )
 
 
@@ -117,6 +128,41 @@ def _tool_call(call: Mapping[str, Any]) -> ToolCall:
     )
 
 
+def _citation(citation: Mapping[str, Any]) -> Citation:
+    return Citation(
+        str(citation["text"]),
+        int(citation["start_index"]),
+        int(citation["end_index"]),
+        tuple(
+            CitationSource(
+                str(s["text"]),
+                str(s.get("location", "")),
+                str(s.get("location_type", "")),
+                {str(k): str(v) for k, v in (s.get("metadata") or {}).items()},
+            )
+            for s in citation.get("sources") or ()
+        ),
+    )
+
+
+def citation_values(citation: Citation) -> dict[str, Any]:
+    """The JSON shape of a citation in ``MessageContent.citations`` (see ``content/base.py``)."""
+    return {
+        "text": citation.text,
+        "start_index": citation.start_index,
+        "end_index": citation.end_index,
+        "sources": [
+            {
+                "text": s.text,
+                "location": s.location,
+                "location_type": s.location_type,
+                "metadata": dict(s.metadata),
+            }
+            for s in citation.sources
+        ],
+    }
+
+
 def content_of(m: Message) -> MessageContent:
     calls = tuple(
         {
@@ -128,7 +174,10 @@ def content_of(m: Message) -> MessageContent:
         }
         for c in m.tool_calls
     )
-    return MessageContent(m.text, m.transcript_language, m.audio_duration_s, m.error_message, calls)
+    citations = tuple(citation_values(c) for c in m.citations)
+    return MessageContent(
+        m.text, m.transcript_language, m.audio_duration_s, m.error_message, calls, citations
+    )
 
 
 def run_from(row: RowMapping) -> RunRecord:

@@ -204,6 +204,7 @@ class Message(_message.Message):
     TIME_TO_FIRST_AUDIO_FIELD_NUMBER: _builtins.int
     GENERATION_DURATION_FIELD_NUMBER: _builtins.int
     TRANSCRIPTION_DURATION_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `sessions/{session}/messages/{message}`; the id is a
     UUIDv7.
@@ -289,6 +290,14 @@ class Message(_message.Message):
         after it, once the transcript is stored.
         """
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """Assistant messages: the spans of `text` backed by retrieved sources
+        (knowledge bases: `bedrock-agent/...` models), in the order the model
+        gave them; empty for most models. Set once the model call that wrote the
+        message has ended (not on the checkpoints of a reply being generated).
+        """
+
     def __init__(
         self,
         *,
@@ -313,14 +322,130 @@ class Message(_message.Message):
         time_to_first_audio: _duration_pb2.Duration | None = ...,
         generation_duration: _duration_pb2.Duration | None = ...,
         transcription_duration: _duration_pb2.Duration | None = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "generation_duration", b"generation_duration", "speech_duration", b"speech_duration", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "error_message", b"error_message", "generation_duration", b"generation_duration", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "citations", b"citations", "create_time", b"create_time", "error_message", b"error_message", "generation_duration", b"generation_duration", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Citation(_message.Message):
+    """A span of an assistant message's `text` and the sources behind it. The
+    names follow OpenAI's `url_citation` annotation (`start_index`,
+    `end_index`); the values are the provider's: for Bedrock Agents, the
+    citation's `generatedResponsePart.textResponsePart` (`text`,
+    `span.start`, `span.end`) and its `retrievedReferences`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    END_INDEX_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The cited span itself, as the provider quotes it."""
+    start_index: _builtins.int
+    """Where the span starts: a character offset into the message's `text` (the
+    whole text of the model call, not of one streamed chunk), as the provider
+    reports it (Bedrock's `span.start`).
+    """
+    end_index: _builtins.int
+    """Where the span ends, as the provider reports it (Bedrock's `span.end`,
+    which AWS documents only as "where the text with a citation ends"; its
+    examples give the offset of the span's last character, so the end is
+    inclusive there). Parley passes both offsets on unchanged; `text` is the
+    span itself, to check them against.
+    """
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___CitationSource]:
+        """The sources the span is based on, in the provider's order."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        start_index: _builtins.int = ...,
+        end_index: _builtins.int = ...,
+        sources: _abc.Iterable[Global___CitationSource] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_index", b"end_index", "sources", b"sources", "start_index", b"start_index", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Citation: _TypeAlias = Citation  # noqa: Y015
+
+@_typing.final
+class CitationSource(_message.Message):
+    """A source a cited span came from (Bedrock's `RetrievedReference`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    LOCATION_TYPE_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The retrieved passage (Bedrock's `content.text`)."""
+    location: _builtins.str
+    """Where the passage is: a URI, URL or document id (Bedrock's
+    `s3Location.uri`, `webLocation.url`, `confluenceLocation.url`,
+    `salesforceLocation.url`, `sharePointLocation.url`,
+    `kendraDocumentLocation.uri`, `customDocumentLocation.id` or
+    `sqlLocation.query`); empty when the source gives none.
+    """
+    location_type: _builtins.str
+    """The kind of location as the provider names it (Bedrock's `location.type`:
+    `S3`, `WEB`, `CONFLUENCE`, `SALESFORCE`, `SHAREPOINT`, `KENDRA`, `CUSTOM`,
+    `SQL`); empty when the source gives none.
+    """
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The source's metadata (Bedrock's `metadata`: values that are not strings
+        are given as their JSON text).
+        """
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        location: _builtins.str = ...,
+        location_type: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "location_type", b"location_type", "metadata", b"metadata", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CitationSource: _TypeAlias = CitationSource  # noqa: Y015
 
 @_typing.final
 class ToolCall(_message.Message):

@@ -16,15 +16,15 @@ that returns sources (knowledge-base citations) puts them on the ``StopEvent``.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from parley.domain.models import StopReason
+from parley.domain.models import Citation, CitationSource, StopReason
 
 __all__ = [
     "ChatTurn",
     "Citation",
-    "CitationReference",
+    "CitationSource",
     "Conversation",
     "GenerationRequest",
     "LLMProvider",
@@ -128,32 +128,10 @@ class UsageEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class CitationReference:
-    """A source a cited span came from: its ``text`` (the retrieved passage), ``location`` (a
-    URI, URL or document id; empty when the source gives none), ``location_type`` (the
-    provider's word, e.g. Bedrock's ``S3``, ``WEB``) and the source's string ``metadata``."""
-
-    text: str
-    location: str = ""
-    location_type: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Citation:
-    """A span of the reply backed by sources: ``text`` is the span, ``start``/``end`` its
-    character offsets in the reply as the provider gives them (Bedrock's ``span``)."""
-
-    text: str
-    start: int
-    end: int
-    references: Sequence[CitationReference] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class StopEvent:
     stop_reason: StopReason
     #: Sources the reply cites (knowledge bases), in the order they came; empty for most providers.
+    #: The domain's type (``parley.domain.models.Citation``), stored on the reply as given.
     citations: Sequence[Citation] = ()
 
 

@@ -27,7 +27,7 @@ so nothing is kept between steps. A returnControl for a name the Parley agent do
 (or in a reply of an agent without tools) is ``FailedPrecondition``.
 
 Citations (knowledge bases, ``chunk.attribution.citations``) are kept and sent on the
-``StopEvent`` (``citations``).
+``StopEvent`` (``citations``); the run stores them on the reply (``Message.citations``).
 
 Usage: InvokeAgent reports no token counts without traces, so input tokens are the prompt
 estimate of ``hosted.py`` (of the request's turns) and output tokens the same estimate of the

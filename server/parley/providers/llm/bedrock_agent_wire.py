@@ -53,7 +53,7 @@ from parley.domain.errors import FailedPrecondition, InvalidArgument, Reason
 from parley.providers.llm.base import (
     ChatTurn,
     Citation,
-    CitationReference,
+    CitationSource,
     Conversation,
     GenerationRequest,
     ProviderEvent,
@@ -243,7 +243,7 @@ def _tool_call(invocation_id: str, index: int, item: Mapping[str, Any]) -> ToolC
     return ToolCallRequest(call_id, name, json.dumps(_parameters(function.get("parameters", []))))
 
 
-def _reference(reference: Mapping[str, Any]) -> CitationReference:
+def _reference(reference: Mapping[str, Any]) -> CitationSource:
     content = reference.get("content") or {}
     location = reference.get("location") or {}
     where = ""
@@ -255,7 +255,7 @@ def _reference(reference: Mapping[str, Any]) -> CitationReference:
         str(k): v if isinstance(v, str) else json.dumps(v)
         for k, v in (reference.get("metadata") or {}).items()
     }
-    return CitationReference(str(content.get("text", "")), where, str(location.get("type", "")), metadata)
+    return CitationSource(str(content.get("text", "")), where, str(location.get("type", "")), metadata)
 
 
 def _citation(citation: Mapping[str, Any]) -> Citation:

@@ -21,13 +21,18 @@ __all__ = ["ContentStore", "MessageContent"]
 class MessageContent:
     """What a message says. ``audio_duration_s`` is seconds of the spoken input, if any;
     ``tool_calls`` the calls an assistant message made, each ``{"id", "name", "arguments",
-    "kind", "require_approval"}`` (``arguments``: the model's JSON text)."""
+    "kind", "require_approval"}`` (``arguments``: the model's JSON text); ``citations`` the
+    spans of ``text`` backed by retrieved sources, each ``{"text": str, "start_index": int,
+    "end_index": int, "sources": [{"text": str, "location": str, "location_type": str,
+    "metadata": {str: str}}]}`` (the fields of ``parley.domain.models.Citation`` and of the
+    proto's ``Citation``; they quote retrieved text, so they are content, not metadata)."""
 
     text: str
     transcript_language: str = ""
     audio_duration_s: float | None = None
     error_message: str = ""
     tool_calls: tuple[Mapping[str, Any], ...] = ()
+    citations: tuple[Mapping[str, Any], ...] = ()
 
 
 class ContentStore(Protocol):

@@ -3,7 +3,11 @@
 One collection, ``message_contents``, one document per message::
 
     {"_id": <message id>, "session_id": str, "text": str, "transcript_language": str,
-     "audio_duration_s": float | None, "error_message": str}
+     "audio_duration_s": float | None, "error_message": str, "tool_calls": [...],
+     "citations": [...]}
+
+(``tool_calls`` and ``citations`` as in ``MessageContent``; absent in documents written before
+they existed, read as empty.)
 
 ``_id`` is the message id (UUIDv7, unique), so a put is one ``replace_one(upsert=True)`` and a
 page of history is one ``find`` on ``_id $in [...]``; the ``session_id`` index serves deleting a
@@ -111,6 +115,7 @@ class MongoContentStore:
                 audio_duration_s=doc.get("audio_duration_s"),
                 error_message=doc.get("error_message", ""),
                 tool_calls=tuple(doc.get("tool_calls") or ()),
+                citations=tuple(doc.get("citations") or ()),
             )
             for doc in docs
         }
@@ -134,4 +139,5 @@ def _document(session_id: str, content: MessageContent) -> Document:
         "audio_duration_s": content.audio_duration_s,
         "error_message": content.error_message,
         "tool_calls": [dict(call) for call in content.tool_calls],
+        "citations": [dict(citation) for citation in content.citations],
     }

@@ -37,7 +37,14 @@ class SqlContentStore:
             return
         dialect = postgresql if self._db.engine.dialect.name == "postgresql" else sqlite
         upsert = dialect.insert(message_contents)
-        columns = ("text", "transcript_language", "audio_duration_s", "error_message", "tool_calls")
+        columns = (
+            "text",
+            "transcript_language",
+            "audio_duration_s",
+            "error_message",
+            "tool_calls",
+            "citations",
+        )
         upsert = upsert.on_conflict_do_update(
             index_elements=[message_contents.c.message_id],
             set_={name: upsert.excluded[name] for name in columns},
@@ -53,6 +60,7 @@ class SqlContentStore:
                     "audio_duration_s": content.audio_duration_s,
                     "error_message": content.error_message,
                     "tool_calls": json.dumps(list(content.tool_calls)) if content.tool_calls else None,
+                    "citations": json.dumps(list(content.citations)) if content.citations else None,
                 }
                 for message_id, content in contents.items()
             ],
@@ -74,6 +82,7 @@ class SqlContentStore:
                 r["audio_duration_s"],
                 r["error_message"],
                 tuple(json.loads(r["tool_calls"])) if r["tool_calls"] else (),
+                tuple(json.loads(r["citations"])) if r["citations"] else (),
             )
             for r in rows
         }

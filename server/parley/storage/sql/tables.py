@@ -204,6 +204,7 @@ message_contents = Table(
     Column("audio_duration_s", Float, nullable=True),
     Column("error_message", Text, nullable=False),
     Column("tool_calls", Text, nullable=True),  # JSON list (MessageContent.tool_calls)
+    Column("citations", Text, nullable=True),  # JSON list (MessageContent.citations)
 )
 
 # Running summaries of trimmed history (PARLEY_CONTEXT_SUMMARY): one per session and cut point,

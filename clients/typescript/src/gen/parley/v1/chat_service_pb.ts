@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat_service.proto.
  */
 export const file_parley_v1_chat_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEixQkKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKD3NwZWVjaF9kdXJhdGlvbhgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxItCgp0b29sX2NhbGxzGBAgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsQgTiQQEDEhoKDHRvb2xfY2FsbF9pZBgRIAEoCUIE4kEBAxIWCghpc19lcnJvchgSIAEoCEIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X2F1ZGlvGBMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEjwKE2dlbmVyYXRpb25fZHVyYXRpb24YFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSPwoWdHJhbnNjcmlwdGlvbl9kdXJhdGlvbhgVIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAyJOCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX0FTU0lTVEFOVBACEg0KCVJPTEVfVE9PTBADIpMBCgZTdGF0dXMSFgoSU1RBVFVTX1VOU1BFQ0lGSUVEEAASEwoPU1RBVFVTX0NPTVBMRVRFEAESFQoRU1RBVFVTX0lOQ09NUExFVEUQAhIRCg1TVEFUVVNfRkFJTEVEEAMSFgoSU1RBVFVTX0lOX1BST0dSRVNTEAQSGgoWU1RBVFVTX1JFUVVJUkVTX0FDVElPThAFOlHqQU4KEnBhcmxleS5kZXYvTWVzc2FnZRIlc2Vzc2lvbnMve3Nlc3Npb259L21lc3NhZ2VzL3ttZXNzYWdlfSoIbWVzc2FnZXMyB21lc3NhZ2Ui1wEKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJYXJndW1lbnRzGAMgASgJEiYKBGtpbmQYBCABKA4yGC5wYXJsZXkudjEuVG9vbENhbGwuS2luZBIYChByZXF1aXJlX2FwcHJvdmFsGAUgASgIIlwKBEtpbmQSFAoQS0lORF9VTlNQRUNJRklFRBAAEg8KC0tJTkRfQ0xJRU5UEAESDQoJS0lORF9IVFRQEAISDAoIS0lORF9NQ1AQAxIQCgxLSU5EX1VOS05PV04QBCKmAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EiwKB3Nlc3Npb24YASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhISCgR0ZXh0GAIgASgJQgTiQQECEiYKBmJyYW5jaBgDIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaBISCgpyZXF1ZXN0X2lkGAQgASgJEhIKCmJhY2tncm91bmQYBSABKAgi7QEKF1NlbmRWb2ljZU1lc3NhZ2VSZXF1ZXN0EiwKB3Nlc3Npb24YASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhITCgVhdWRpbxgCIAEoDEIE4kEBAhIQCghsYW5ndWFnZRgDIAEoCRItCg1vdXRwdXRfZm9ybWF0GAQgASgOMhYucGFybGV5LnYxLkF1ZGlvRm9ybWF0EiYKBmJyYW5jaBgFIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaBISCgpyZXF1ZXN0X2lkGAYgASgJEhIKCmJhY2tncm91bmQYByABKAgiWQoYUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRISCgpiYWNrZ3JvdW5kGAIgASgIIlgKE1Jlc3VtZVN0cmVhbVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEhYKDnN0YXJ0aW5nX2FmdGVyGAIgASgDIkEKFENhbmNlbE1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSI8ChVDYW5jZWxNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIvwDCglDaGF0RXZlbnQSFwoPc2VxdWVuY2VfbnVtYmVyGAEgASgDEjYKEG1lc3NhZ2VfYWNjZXB0ZWQYAiABKAsyGi5wYXJsZXkudjEuTWVzc2FnZUFjY2VwdGVkSAASKwoKdHJhbnNjcmlwdBgDIAEoCzIVLnBhcmxleS52MS5UcmFuc2NyaXB0SAASKgoKdGV4dF9kZWx0YRgEIAEoCzIULnBhcmxleS52MS5UZXh0RGVsdGFIABIsCgthdWRpb19jaHVuaxgFIAEoCzIVLnBhcmxleS52MS5BdWRpb0NodW5rSAASIQoFdXNhZ2UYBiABKAsyEC5wYXJsZXkudjEuVXNhZ2VIABI4ChFtZXNzYWdlX2NvbXBsZXRlZBgHIAEoCzIbLnBhcmxleS52MS5NZXNzYWdlQ29tcGxldGVkSAASIwoFZXJyb3IYCCABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAEigKCXRvb2xfY2FsbBgJIAEoCzITLnBhcmxleS52MS5Ub29sQ2FsbEgAEiwKC3Rvb2xfcmVzdWx0GAogASgLMhUucGFybGV5LnYxLlRvb2xSZXN1bHRIABI0Cg9yZXF1aXJlc19hY3Rpb24YCyABKAsyGS5wYXJsZXkudjEuUmVxdWlyZXNBY3Rpb25IAEIHCgVldmVudCJuCgpUb29sUmVzdWx0EhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIOCgZvdXRwdXQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgSKAoHbWVzc2FnZRgEIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2UivgEKDlJlcXVpcmVzQWN0aW9uEigKB21lc3NhZ2UYASABKAlCF/pBFAoScGFybGV5LmRldi9NZXNzYWdlEikKDHRvb2xfb3V0cHV0cxgCIAMoCzITLnBhcmxleS52MS5Ub29sQ2FsbBImCglhcHByb3ZhbHMYAyADKAsyEy5wYXJsZXkudjEuVG9vbENhbGwSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp4BChhTdWJtaXRUb29sT3V0cHV0c1JlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEisKDHRvb2xfb3V0cHV0cxgCIAMoCzIVLnBhcmxleS52MS5Ub29sT3V0cHV0EioKCWFwcHJvdmFscxgDIAMoCzIXLnBhcmxleS52MS5Ub29sQXBwcm92YWwiSgoKVG9vbE91dHB1dBIaCgx0b29sX2NhbGxfaWQYASABKAlCBOJBAQISDgoGb3V0cHV0GAIgASgJEhAKCGlzX2Vycm9yGAMgASgIIkwKDFRvb2xBcHByb3ZhbBIaCgx0b29sX2NhbGxfaWQYASABKAlCBOJBAQISEAoIYXBwcm92ZWQYAiABKAgSDgoGcmVhc29uGAMgASgJIpcBCg9NZXNzYWdlQWNjZXB0ZWQSKAoMdXNlcl9tZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2USMgoRYXNzaXN0YW50X21lc3NhZ2UYAiABKAlCF/pBFAoScGFybGV5LmRldi9NZXNzYWdlEiYKBmJyYW5jaBgDIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaCJfCgpUcmFuc2NyaXB0EgwKBHRleHQYASABKAkSEAoIbGFuZ3VhZ2UYAiABKAkSMQoOYXVkaW9fZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkiNwoQTWVzc2FnZUNvbXBsZXRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UikQEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSKwoGcGFyZW50GAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSJgoGYnJhbmNoGAQgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoIlUKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEiQKCG1lc3NhZ2VzGAEgAygLMhIucGFybGV5LnYxLk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj4KEUdldE1lc3NhZ2VSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSI5ChJHZXRNZXNzYWdlUmVzcG9uc2USIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlInsKF1N5bnRoZXNpemVTcGVlY2hSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRImCgZmb3JtYXQYAiABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSDQoFdm9pY2UYAyABKAkqpgMKClN0b3BSZWFzb24SGwoXU1RPUF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRTVE9QX1JFQVNPTl9FTkRfVFVSThABEiEKHVNUT1BfUkVBU09OX01BWF9PVVRQVVRfVE9LRU5TEAISHQoZU1RPUF9SRUFTT05fU1RPUF9TRVFVRU5DRRADEhkKFVNUT1BfUkVBU09OX0NBTkNFTExFRBAEEiEKHVNUT1BfUkVBU09OX0RFQURMSU5FX0VYQ0VFREVEEAUSFQoRU1RPUF9SRUFTT05fRVJST1IQBhIYChRTVE9QX1JFQVNPTl9TSFVURE9XThAHEh4KGlNUT1BfUkVBU09OX0NPTlRFTlRfRklMVEVSEAgSGwoXU1RPUF9SRUFTT05fU0VSVkVSX0xPU1QQCRIeChpTVE9QX1JFQVNPTl9RVU9UQV9FWENFRURFRBAKEhgKFFNUT1BfUkVBU09OX1RPT0xfVVNFEAsSHgoaU1RPUF9SRUFTT05fQUNUSU9OX0VYUElSRUQQDBIZChVTVE9QX1JFQVNPTl9NQVhfU1RFUFMQDTKqCQoLQ2hhdFNlcnZpY2USdQoLU2VuZE1lc3NhZ2USHS5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCIvgtPkkwIpOgEqIiQvdjEve3Nlc3Npb249c2Vzc2lvbnMvKn06c2VuZE1lc3NhZ2UwARKEAQoQU2VuZFZvaWNlTWVzc2FnZRIiLnBhcmxleS52MS5TZW5kVm9pY2VNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiNILT5JMCLjoBKiIpL3YxL3tzZXNzaW9uPXNlc3Npb25zLyp9OnNlbmRWb2ljZU1lc3NhZ2UwARKIAQoRUmVnZW5lcmF0ZU1lc3NhZ2USIy5wYXJsZXkudjEuUmVnZW5lcmF0ZU1lc3NhZ2VSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCI2gtPkkwIwOgEqIisvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpyZWdlbmVyYXRlMAESeQoMTGlzdE1lc3NhZ2VzEh4ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2UiKILT5JMCIhIgL3YxL3twYXJlbnQ9c2Vzc2lvbnMvKn0vbWVzc2FnZXMScwoKR2V0TWVzc2FnZRIcLnBhcmxleS52MS5HZXRNZXNzYWdlUmVxdWVzdBodLnBhcmxleS52MS5HZXRNZXNzYWdlUmVzcG9uc2UiKILT5JMCIhIgL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn0SdwoMUmVzdW1lU3RyZWFtEh4ucGFybGV5LnYxLlJlc3VtZVN0cmVhbVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50Ii+C0+STAikSJy92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnN0cmVhbTABEo8BChFTdWJtaXRUb29sT3V0cHV0cxIjLnBhcmxleS52MS5TdWJtaXRUb29sT3V0cHV0c1JlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50Ij2C0+STAjc6ASoiMi92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnN1Ym1pdFRvb2xPdXRwdXRzMAEShgEKDUNhbmNlbE1lc3NhZ2USHy5wYXJsZXkudjEuQ2FuY2VsTWVzc2FnZVJlcXVlc3QaIC5wYXJsZXkudjEuQ2FuY2VsTWVzc2FnZVJlc3BvbnNlIjKC0+STAiw6ASoiJy92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OmNhbmNlbBKNAQoQU3ludGhlc2l6ZVNwZWVjaBIiLnBhcmxleS52MS5TeW50aGVzaXplU3BlZWNoUmVxdWVzdBoVLnBhcmxleS52MS5BdWRpb0NodW5rIjyC0+STAjY6ASoiMS92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnN5bnRoZXNpemVTcGVlY2gwAUI7WjlnaXRodWIuY29tL3BhcmxleS1kZXYvcGFybGV5L2NsaWVudHMvZ28vcGFybGV5djE7cGFybGV5djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
+  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEi8wkKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKD3NwZWVjaF9kdXJhdGlvbhgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxItCgp0b29sX2NhbGxzGBAgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsQgTiQQEDEhoKDHRvb2xfY2FsbF9pZBgRIAEoCUIE4kEBAxIWCghpc19lcnJvchgSIAEoCEIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X2F1ZGlvGBMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEjwKE2dlbmVyYXRpb25fZHVyYXRpb24YFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSPwoWdHJhbnNjcmlwdGlvbl9kdXJhdGlvbhgVIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxIsCgljaXRhdGlvbnMYFiADKAsyEy5wYXJsZXkudjEuQ2l0YXRpb25CBOJBAQMiTgoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESEgoOUk9MRV9BU1NJU1RBTlQQAhINCglST0xFX1RPT0wQAyKTAQoGU3RhdHVzEhYKElNUQVRVU19VTlNQRUNJRklFRBAAEhMKD1NUQVRVU19DT01QTEVURRABEhUKEVNUQVRVU19JTkNPTVBMRVRFEAISEQoNU1RBVFVTX0ZBSUxFRBADEhYKElNUQVRVU19JTl9QUk9HUkVTUxAEEhoKFlNUQVRVU19SRVFVSVJFU19BQ1RJT04QBTpR6kFOChJwYXJsZXkuZGV2L01lc3NhZ2USJXNlc3Npb25zL3tzZXNzaW9ufS9tZXNzYWdlcy97bWVzc2FnZX0qCG1lc3NhZ2VzMgdtZXNzYWdlImwKCENpdGF0aW9uEgwKBHRleHQYASABKAkSEwoLc3RhcnRfaW5kZXgYAiABKAUSEQoJZW5kX2luZGV4GAMgASgFEioKB3NvdXJjZXMYBCADKAsyGS5wYXJsZXkudjEuQ2l0YXRpb25Tb3VyY2UiswEKDkNpdGF0aW9uU291cmNlEgwKBHRleHQYASABKAkSEAoIbG9jYXRpb24YAiABKAkSFQoNbG9jYXRpb25fdHlwZRgDIAEoCRI5CghtZXRhZGF0YRgEIAMoCzInLnBhcmxleS52MS5DaXRhdGlvblNvdXJjZS5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLXAQoIVG9vbENhbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIRCglhcmd1bWVudHMYAyABKAkSJgoEa2luZBgEIAEoDjIYLnBhcmxleS52MS5Ub29sQ2FsbC5LaW5kEhgKEHJlcXVpcmVfYXBwcm92YWwYBSABKAgiXAoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDwoLS0lORF9DTElFTlQQARINCglLSU5EX0hUVFAQAhIMCghLSU5EX01DUBADEhAKDEtJTkRfVU5LTk9XThAEIqYBChJTZW5kTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhIKBHRleHQYAiABKAlCBOJBAQISJgoGYnJhbmNoGAMgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBCABKAkSEgoKYmFja2dyb3VuZBgFIAEoCCLtAQoXU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhMKBWF1ZGlvGAIgASgMQgTiQQECEhAKCGxhbmd1YWdlGAMgASgJEi0KDW91dHB1dF9mb3JtYXQYBCABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSJgoGYnJhbmNoGAUgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBiABKAkSEgoKYmFja2dyb3VuZBgHIAEoCCJZChhSZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEhIKCmJhY2tncm91bmQYAiABKAgiWAoTUmVzdW1lU3RyZWFtUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USFgoOc3RhcnRpbmdfYWZ0ZXIYAiABKAMiQQoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlIjwKFUNhbmNlbE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2Ui/AMKCUNoYXRFdmVudBIXCg9zZXF1ZW5jZV9udW1iZXIYASABKAMSNgoQbWVzc2FnZV9hY2NlcHRlZBgCIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlQWNjZXB0ZWRIABIrCgp0cmFuc2NyaXB0GAMgASgLMhUucGFybGV5LnYxLlRyYW5zY3JpcHRIABIqCgp0ZXh0X2RlbHRhGAQgASgLMhQucGFybGV5LnYxLlRleHREZWx0YUgAEiwKC2F1ZGlvX2NodW5rGAUgASgLMhUucGFybGV5LnYxLkF1ZGlvQ2h1bmtIABIhCgV1c2FnZRgGIAEoCzIQLnBhcmxleS52MS5Vc2FnZUgAEjgKEW1lc3NhZ2VfY29tcGxldGVkGAcgASgLMhsucGFybGV5LnYxLk1lc3NhZ2VDb21wbGV0ZWRIABIjCgVlcnJvchgIIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSAASKAoJdG9vbF9jYWxsGAkgASgLMhMucGFybGV5LnYxLlRvb2xDYWxsSAASLAoLdG9vbF9yZXN1bHQYCiABKAsyFS5wYXJsZXkudjEuVG9vbFJlc3VsdEgAEjQKD3JlcXVpcmVzX2FjdGlvbhgLIAEoCzIZLnBhcmxleS52MS5SZXF1aXJlc0FjdGlvbkgAQgcKBWV2ZW50Im4KClRvb2xSZXN1bHQSFAoMdG9vbF9jYWxsX2lkGAEgASgJEg4KBm91dHB1dBgCIAEoCRIQCghpc19lcnJvchgDIAEoCBIoCgdtZXNzYWdlGAQgASgJQhf6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSK+AQoOUmVxdWlyZXNBY3Rpb24SKAoHbWVzc2FnZRgBIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USKQoMdG9vbF9vdXRwdXRzGAIgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsEiYKCWFwcHJvdmFscxgDIAMoCzITLnBhcmxleS52MS5Ub29sQ2FsbBIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAingEKGFN1Ym1pdFRvb2xPdXRwdXRzUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USKwoMdG9vbF9vdXRwdXRzGAIgAygLMhUucGFybGV5LnYxLlRvb2xPdXRwdXQSKgoJYXBwcm92YWxzGAMgAygLMhcucGFybGV5LnYxLlRvb2xBcHByb3ZhbCJKCgpUb29sT3V0cHV0EhoKDHRvb2xfY2FsbF9pZBgBIAEoCUIE4kEBAhIOCgZvdXRwdXQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgiTAoMVG9vbEFwcHJvdmFsEhoKDHRvb2xfY2FsbF9pZBgBIAEoCUIE4kEBAhIQCghhcHByb3ZlZBgCIAEoCBIOCgZyZWFzb24YAyABKAkilwEKD01lc3NhZ2VBY2NlcHRlZBIoCgx1c2VyX21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIyChFhc3Npc3RhbnRfbWVzc2FnZRgCIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USJgoGYnJhbmNoGAMgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoIl8KClRyYW5zY3JpcHQSDAoEdGV4dBgBIAEoCRIQCghsYW5ndWFnZRgCIAEoCRIxCg5hdWRpb19kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIZCglUZXh0RGVsdGESDAoEdGV4dBgBIAEoCSI3ChBNZXNzYWdlQ29tcGxldGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSKRAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIrCgZwYXJlbnQYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRImCgZicmFuY2gYBCABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2giVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoRR2V0TWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlIjkKEkdldE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiewoXU3ludGhlc2l6ZVNwZWVjaFJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEiYKBmZvcm1hdBgCIAEoDjIWLnBhcmxleS52MS5BdWRpb0Zvcm1hdBINCgV2b2ljZRgDIAEoCSqmAwoKU3RvcFJlYXNvbhIbChdTVE9QX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFNUT1BfUkVBU09OX0VORF9UVVJOEAESIQodU1RPUF9SRUFTT05fTUFYX09VVFBVVF9UT0tFTlMQAhIdChlTVE9QX1JFQVNPTl9TVE9QX1NFUVVFTkNFEAMSGQoVU1RPUF9SRUFTT05fQ0FOQ0VMTEVEEAQSIQodU1RPUF9SRUFTT05fREVBRExJTkVfRVhDRUVERUQQBRIVChFTVE9QX1JFQVNPTl9FUlJPUhAGEhgKFFNUT1BfUkVBU09OX1NIVVRET1dOEAcSHgoaU1RPUF9SRUFTT05fQ09OVEVOVF9GSUxURVIQCBIbChdTVE9QX1JFQVNPTl9TRVJWRVJfTE9TVBAJEh4KGlNUT1BfUkVBU09OX1FVT1RBX0VYQ0VFREVEEAoSGAoUU1RPUF9SRUFTT05fVE9PTF9VU0UQCxIeChpTVE9QX1JFQVNPTl9BQ1RJT05fRVhQSVJFRBAMEhkKFVNUT1BfUkVBU09OX01BWF9TVEVQUxANMqoJCgtDaGF0U2VydmljZRJ1CgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50Ii+C0+STAik6ASoiJC92MS97c2Vzc2lvbj1zZXNzaW9ucy8qfTpzZW5kTWVzc2FnZTABEoQBChBTZW5kVm9pY2VNZXNzYWdlEiIucGFybGV5LnYxLlNlbmRWb2ljZU1lc3NhZ2VSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCI0gtPkkwIuOgEqIikvdjEve3Nlc3Npb249c2Vzc2lvbnMvKn06c2VuZFZvaWNlTWVzc2FnZTABEogBChFSZWdlbmVyYXRlTWVzc2FnZRIjLnBhcmxleS52MS5SZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50IjaC0+STAjA6ASoiKy92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnJlZ2VuZXJhdGUwARJ5CgxMaXN0TWVzc2FnZXMSHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBofLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZSIogtPkkwIiEiAvdjEve3BhcmVudD1zZXNzaW9ucy8qfS9tZXNzYWdlcxJzCgpHZXRNZXNzYWdlEhwucGFybGV5LnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh0ucGFybGV5LnYxLkdldE1lc3NhZ2VSZXNwb25zZSIogtPkkwIiEiAvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfRJ3CgxSZXN1bWVTdHJlYW0SHi5wYXJsZXkudjEuUmVzdW1lU3RyZWFtUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiL4LT5JMCKRInL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3RyZWFtMAESjwEKEVN1Ym1pdFRvb2xPdXRwdXRzEiMucGFybGV5LnYxLlN1Ym1pdFRvb2xPdXRwdXRzUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiPYLT5JMCNzoBKiIyL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3VibWl0VG9vbE91dHB1dHMwARKGAQoNQ2FuY2VsTWVzc2FnZRIfLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBogLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06Y2FuY2VsEo0BChBTeW50aGVzaXplU3BlZWNoEiIucGFybGV5LnYxLlN5bnRoZXNpemVTcGVlY2hSZXF1ZXN0GhUucGFybGV5LnYxLkF1ZGlvQ2h1bmsiPILT5JMCNjoBKiIxL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3ludGhlc2l6ZVNwZWVjaDABQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
 
 /**
  * A message of a conversation.
@@ -192,6 +192,16 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: google.protobuf.Duration transcription_duration = 21;
    */
   transcriptionDuration?: Duration | undefined;
+
+  /**
+   * Assistant messages: the spans of `text` backed by retrieved sources
+   * (knowledge bases: `bedrock-agent/...` models), in the order the model
+   * gave them; empty for most models. Set once the model call that wrote the
+   * message has ended (not on the checkpoints of a reply being generated).
+   *
+   * @generated from field: repeated parley.v1.Citation citations = 22;
+   */
+  citations: Citation[];
 };
 
 /**
@@ -301,6 +311,107 @@ export const Message_StatusSchema: GenEnum<Message_Status> = /*@__PURE__*/
   enumDesc(file_parley_v1_chat_service, 0, 1);
 
 /**
+ * A span of an assistant message's `text` and the sources behind it. The
+ * names follow OpenAI's `url_citation` annotation (`start_index`,
+ * `end_index`); the values are the provider's: for Bedrock Agents, the
+ * citation's `generatedResponsePart.textResponsePart` (`text`,
+ * `span.start`, `span.end`) and its `retrievedReferences`.
+ *
+ * @generated from message parley.v1.Citation
+ */
+export type Citation = Message$1<"parley.v1.Citation"> & {
+  /**
+   * The cited span itself, as the provider quotes it.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * Where the span starts: a character offset into the message's `text` (the
+   * whole text of the model call, not of one streamed chunk), as the provider
+   * reports it (Bedrock's `span.start`).
+   *
+   * @generated from field: int32 start_index = 2;
+   */
+  startIndex: number;
+
+  /**
+   * Where the span ends, as the provider reports it (Bedrock's `span.end`,
+   * which AWS documents only as "where the text with a citation ends"; its
+   * examples give the offset of the span's last character, so the end is
+   * inclusive there). Parley passes both offsets on unchanged; `text` is the
+   * span itself, to check them against.
+   *
+   * @generated from field: int32 end_index = 3;
+   */
+  endIndex: number;
+
+  /**
+   * The sources the span is based on, in the provider's order.
+   *
+   * @generated from field: repeated parley.v1.CitationSource sources = 4;
+   */
+  sources: CitationSource[];
+};
+
+/**
+ * Describes the message parley.v1.Citation.
+ * Use `create(CitationSchema)` to create a new message.
+ */
+export const CitationSchema: GenMessage<Citation> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 1);
+
+/**
+ * A source a cited span came from (Bedrock's `RetrievedReference`).
+ *
+ * @generated from message parley.v1.CitationSource
+ */
+export type CitationSource = Message$1<"parley.v1.CitationSource"> & {
+  /**
+   * The retrieved passage (Bedrock's `content.text`).
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * Where the passage is: a URI, URL or document id (Bedrock's
+   * `s3Location.uri`, `webLocation.url`, `confluenceLocation.url`,
+   * `salesforceLocation.url`, `sharePointLocation.url`,
+   * `kendraDocumentLocation.uri`, `customDocumentLocation.id` or
+   * `sqlLocation.query`); empty when the source gives none.
+   *
+   * @generated from field: string location = 2;
+   */
+  location: string;
+
+  /**
+   * The kind of location as the provider names it (Bedrock's `location.type`:
+   * `S3`, `WEB`, `CONFLUENCE`, `SALESFORCE`, `SHAREPOINT`, `KENDRA`, `CUSTOM`,
+   * `SQL`); empty when the source gives none.
+   *
+   * @generated from field: string location_type = 3;
+   */
+  locationType: string;
+
+  /**
+   * The source's metadata (Bedrock's `metadata`: values that are not strings
+   * are given as their JSON text).
+   *
+   * @generated from field: map<string, string> metadata = 4;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message parley.v1.CitationSource.
+ * Use `create(CitationSourceSchema)` to create a new message.
+ */
+export const CitationSourceSchema: GenMessage<CitationSource> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 2);
+
+/**
  * A call of a tool by the model.
  *
  * @generated from message parley.v1.ToolCall
@@ -347,7 +458,7 @@ export type ToolCall = Message$1<"parley.v1.ToolCall"> & {
  * Use `create(ToolCallSchema)` to create a new message.
  */
 export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 1);
+  messageDesc(file_parley_v1_chat_service, 3);
 
 /**
  * Who runs it.
@@ -395,7 +506,7 @@ export enum ToolCall_Kind {
  * Describes the enum parley.v1.ToolCall.Kind.
  */
 export const ToolCall_KindSchema: GenEnum<ToolCall_Kind> = /*@__PURE__*/
-  enumDesc(file_parley_v1_chat_service, 1, 0);
+  enumDesc(file_parley_v1_chat_service, 3, 0);
 
 /**
  * Request for ChatService.SendMessage.
@@ -450,7 +561,7 @@ export type SendMessageRequest = Message$1<"parley.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 2);
+  messageDesc(file_parley_v1_chat_service, 4);
 
 /**
  * Request for ChatService.SendVoiceMessage.
@@ -515,7 +626,7 @@ export type SendVoiceMessageRequest = Message$1<"parley.v1.SendVoiceMessageReque
  * Use `create(SendVoiceMessageRequestSchema)` to create a new message.
  */
 export const SendVoiceMessageRequestSchema: GenMessage<SendVoiceMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 3);
+  messageDesc(file_parley_v1_chat_service, 5);
 
 /**
  * Request for ChatService.RegenerateMessage.
@@ -544,7 +655,7 @@ export type RegenerateMessageRequest = Message$1<"parley.v1.RegenerateMessageReq
  * Use `create(RegenerateMessageRequestSchema)` to create a new message.
  */
 export const RegenerateMessageRequestSchema: GenMessage<RegenerateMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 4);
+  messageDesc(file_parley_v1_chat_service, 6);
 
 /**
  * Request for ChatService.ResumeStream.
@@ -574,7 +685,7 @@ export type ResumeStreamRequest = Message$1<"parley.v1.ResumeStreamRequest"> & {
  * Use `create(ResumeStreamRequestSchema)` to create a new message.
  */
 export const ResumeStreamRequestSchema: GenMessage<ResumeStreamRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 5);
+  messageDesc(file_parley_v1_chat_service, 7);
 
 /**
  * Request for ChatService.CancelMessage.
@@ -595,7 +706,7 @@ export type CancelMessageRequest = Message$1<"parley.v1.CancelMessageRequest"> &
  * Use `create(CancelMessageRequestSchema)` to create a new message.
  */
 export const CancelMessageRequestSchema: GenMessage<CancelMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 6);
+  messageDesc(file_parley_v1_chat_service, 8);
 
 /**
  * Response for ChatService.CancelMessage.
@@ -616,7 +727,7 @@ export type CancelMessageResponse = Message$1<"parley.v1.CancelMessageResponse">
  * Use `create(CancelMessageResponseSchema)` to create a new message.
  */
 export const CancelMessageResponseSchema: GenMessage<CancelMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 7);
+  messageDesc(file_parley_v1_chat_service, 9);
 
 /**
  * One event of a streamed reply.
@@ -728,7 +839,7 @@ export type ChatEvent = Message$1<"parley.v1.ChatEvent"> & {
  * Use `create(ChatEventSchema)` to create a new message.
  */
 export const ChatEventSchema: GenMessage<ChatEvent> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 8);
+  messageDesc(file_parley_v1_chat_service, 10);
 
 /**
  * The result of a tool call.
@@ -770,7 +881,7 @@ export type ToolResult = Message$1<"parley.v1.ToolResult"> & {
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 9);
+  messageDesc(file_parley_v1_chat_service, 11);
 
 /**
  * What a paused reply waits for.
@@ -812,7 +923,7 @@ export type RequiresAction = Message$1<"parley.v1.RequiresAction"> & {
  * Use `create(RequiresActionSchema)` to create a new message.
  */
 export const RequiresActionSchema: GenMessage<RequiresAction> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 10);
+  messageDesc(file_parley_v1_chat_service, 12);
 
 /**
  * Request for ChatService.SubmitToolOutputs.
@@ -847,7 +958,7 @@ export type SubmitToolOutputsRequest = Message$1<"parley.v1.SubmitToolOutputsReq
  * Use `create(SubmitToolOutputsRequestSchema)` to create a new message.
  */
 export const SubmitToolOutputsRequestSchema: GenMessage<SubmitToolOutputsRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 11);
+  messageDesc(file_parley_v1_chat_service, 13);
 
 /**
  * The output of a client tool call.
@@ -882,7 +993,7 @@ export type ToolOutput = Message$1<"parley.v1.ToolOutput"> & {
  * Use `create(ToolOutputSchema)` to create a new message.
  */
 export const ToolOutputSchema: GenMessage<ToolOutput> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 12);
+  messageDesc(file_parley_v1_chat_service, 14);
 
 /**
  * The client's decision on a call that needs approval.
@@ -917,7 +1028,7 @@ export type ToolApproval = Message$1<"parley.v1.ToolApproval"> & {
  * Use `create(ToolApprovalSchema)` to create a new message.
  */
 export const ToolApprovalSchema: GenMessage<ToolApproval> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 13);
+  messageDesc(file_parley_v1_chat_service, 15);
 
 /**
  * The user message of a send is stored.
@@ -952,7 +1063,7 @@ export type MessageAccepted = Message$1<"parley.v1.MessageAccepted"> & {
  * Use `create(MessageAcceptedSchema)` to create a new message.
  */
 export const MessageAcceptedSchema: GenMessage<MessageAccepted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 14);
+  messageDesc(file_parley_v1_chat_service, 16);
 
 /**
  * What speech-to-text heard.
@@ -987,7 +1098,7 @@ export type Transcript = Message$1<"parley.v1.Transcript"> & {
  * Use `create(TranscriptSchema)` to create a new message.
  */
 export const TranscriptSchema: GenMessage<Transcript> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 15);
+  messageDesc(file_parley_v1_chat_service, 17);
 
 /**
  * A piece of reply text.
@@ -1008,7 +1119,7 @@ export type TextDelta = Message$1<"parley.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 16);
+  messageDesc(file_parley_v1_chat_service, 18);
 
 /**
  * The reply is stored.
@@ -1029,7 +1140,7 @@ export type MessageCompleted = Message$1<"parley.v1.MessageCompleted"> & {
  * Use `create(MessageCompletedSchema)` to create a new message.
  */
 export const MessageCompletedSchema: GenMessage<MessageCompleted> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 17);
+  messageDesc(file_parley_v1_chat_service, 19);
 
 /**
  * Request for ChatService.ListMessages.
@@ -1072,7 +1183,7 @@ export type ListMessagesRequest = Message$1<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 18);
+  messageDesc(file_parley_v1_chat_service, 20);
 
 /**
  * Response for ChatService.ListMessages.
@@ -1100,7 +1211,7 @@ export type ListMessagesResponse = Message$1<"parley.v1.ListMessagesResponse"> &
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 19);
+  messageDesc(file_parley_v1_chat_service, 21);
 
 /**
  * Request for ChatService.GetMessage.
@@ -1121,7 +1232,7 @@ export type GetMessageRequest = Message$1<"parley.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 20);
+  messageDesc(file_parley_v1_chat_service, 22);
 
 /**
  * Response for ChatService.GetMessage.
@@ -1142,7 +1253,7 @@ export type GetMessageResponse = Message$1<"parley.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 21);
+  messageDesc(file_parley_v1_chat_service, 23);
 
 /**
  * Request for ChatService.SynthesizeSpeech.
@@ -1177,7 +1288,7 @@ export type SynthesizeSpeechRequest = Message$1<"parley.v1.SynthesizeSpeechReque
  * Use `create(SynthesizeSpeechRequestSchema)` to create a new message.
  */
 export const SynthesizeSpeechRequestSchema: GenMessage<SynthesizeSpeechRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat_service, 22);
+  messageDesc(file_parley_v1_chat_service, 24);
 
 /**
  * Why a model stopped generating.
