@@ -55,6 +55,7 @@ from parley.domain.admin import Admin
 from parley.domain.agents import Agents
 from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
+from parley.domain.export import SessionTransfer
 from parley.domain.leaving import LeavingUser
 from parley.domain.models import Agent, Quota
 from parley.domain.replies import Replies
@@ -89,6 +90,7 @@ from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import Caller, UserStore
 from parley.storage.summaries import SummaryStore
+from parley.storage.transfer import TransferStore
 from parley.telemetry.setup import Telemetry
 from parley.tools.http import HttpToolRunner
 from parley.tools.mcp import McpTools
@@ -333,7 +335,16 @@ async def build_application(settings: Settings) -> Application:
             server,
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
-            SessionServicer(Sessions(session_store, agent_store, messages, runs)),
+            SessionServicer(
+                Sessions(session_store, agent_store, messages, runs),
+                SessionTransfer(
+                    session_store,
+                    agent_store,
+                    messages,
+                    TransferStore(db, content),
+                    import_max_bytes=settings.import_max_bytes,
+                ),
+            ),
             ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),

@@ -374,6 +374,14 @@ class Settings(BaseSettings):
                 )
         return self
 
+    # --- export, import, archive -----------------------------------------------------------------
+    import_max_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1,
+        description="Largest ImportSession file (bytes); a larger one is RESOURCE_EXHAUSTED "
+        "(EXPORT_TOO_LARGE). The gRPC receive limit grows with it.",
+    )
+
     @property
     def enabled_providers(self) -> list[str]:
         """Model providers these settings switch on (``local`` always)."""
@@ -431,9 +439,9 @@ class Settings(BaseSettings):
 
     @property
     def grpc_max_receive_bytes(self) -> int:
-        """gRPC receive limit: the voice upload limit plus 1 MiB for the other fields, and no
-        larger (the limit guards memory per in-flight call)."""
-        return self.max_audio_bytes + 1024 * 1024
+        """gRPC receive limit: the larger of the voice upload and import limits plus 1 MiB for the
+        other fields, and no larger (the limit guards memory per in-flight call)."""
+        return max(self.max_audio_bytes, self.import_max_bytes) + 1024 * 1024
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -288,6 +288,15 @@ class MessageStore:
         )
         return await self._with_content(rows)
 
+    async def session_page(self, session_id: str, after: str | None, limit: int) -> Sequence[Message]:
+        """Up to ``limit`` messages of the session in creation order (by id: UUIDv7), after the
+        message ``after``; one SQL query plus one content-store call (the export's page)."""
+        q = select(messages).where(messages.c.session_id == session_id)
+        if after is not None:
+            q = q.where(messages.c.id > after)
+        rows = await self._db.all(q.order_by(messages.c.id).limit(limit))
+        return await self._with_content(rows)
+
     async def path(self, session_id: str, head_id: str, min_depth: int, limit: int) -> Sequence[Message]:
         """Ancestors of ``head_id`` (inclusive) with ``depth >= min_depth``, oldest first, at most
         ``limit`` (the oldest ones). One recursive query walks parent pointers from the head down to

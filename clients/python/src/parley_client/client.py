@@ -393,6 +393,25 @@ class ParleyClient:
         request = session_service_pb2.DeleteSessionRequest(name=name)
         await self._unary(self._s.sessions.DeleteSession, request)
 
+    async def export_session(self, name: str) -> AsyncIterator[bytes]:
+        """The session's export file (JSON Lines, docs/export.md) in chunks of at most 64 KiB
+        (``ExportSession``); joined, they are the file."""
+        request = session_service_pb2.ExportSessionRequest(name=name)
+        async for response in self._stream(lambda: self._s.sessions.ExportSession, request):
+            yield response.data
+
+    async def import_session(self, data: bytes, *, agent: str = "") -> session_service_pb2.Session:
+        """A new session from an export file (``ImportSession``): new ids, the same tree and
+        active branch; with ``agent`` attached to that agent, else to a new copy of the exported
+        one.
+
+        Raises:
+            InvalidArgumentError: not a valid export; the message starts with ``line N:``.
+            ResourceExhaustedError: the file is over the server's import limit.
+        """
+        request = session_service_pb2.ImportSessionRequest(data=data, agent=agent)
+        return (await self._unary(self._s.sessions.ImportSession, request)).session
+
     # --- chat ------------------------------------------------------------------------------------
 
     def send_message(
