@@ -53,6 +53,7 @@ from parley.config import Settings
 from parley.domain.accounts import Accounts
 from parley.domain.admin import Admin
 from parley.domain.agents import Agents
+from parley.domain.archive import SessionArchive
 from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
 from parley.domain.export import SessionTransfer
@@ -77,6 +78,7 @@ from parley.runs.manager import RunManager
 from parley.runs.redis_admission import RedisAdmission
 from parley.runs.shared import RedisWatch, Shared, SharedOptions, build_shared
 from parley.runs.sweep import RunSweeper
+from parley.storage.archive import archive_from_url
 from parley.storage.content.base import ContentStore
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
@@ -335,16 +337,7 @@ async def build_application(settings: Settings) -> Application:
             server,
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
-            SessionServicer(
-                Sessions(session_store, agent_store, messages, runs),
-                SessionTransfer(
-                    session_store,
-                    agent_store,
-                    messages,
-                    TransferStore(db, content),
-                    import_max_bytes=settings.import_max_bytes,
-                ),
-            ),
+            _session_servicer(settings, db, content, session_store, agent_store, messages, runs),
             ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
@@ -378,6 +371,30 @@ async def _watch_redis(shared: Shared, health_servicer: Any, resources: AsyncExi
     watch = RedisWatch(shared.redis, changed)
     await watch.start()
     resources.push_async_callback(watch.close)
+
+
+def _session_servicer(
+    settings: Settings,
+    db: Database,
+    content: ContentStore,
+    session_store: SessionStore,
+    agent_store: AgentStore,
+    messages: MessageStore,
+    runs: RunManager,
+) -> SessionServicer:
+    """SessionService with export, import and the archive; reads of an archived session's
+    content restore it (``MessageStore.restore_with``)."""
+    transfer = TransferStore(db, content)
+    exports = SessionTransfer(
+        session_store, agent_store, messages, transfer, import_max_bytes=settings.import_max_bytes
+    )
+    archive = SessionArchive(
+        session_store, messages, transfer, exports, archive_from_url(settings.archive_url, settings.data_dir)
+    )
+    messages.restore_with(archive.restore)
+    return SessionServicer(
+        Sessions(session_store, agent_store, messages, runs, before_delete=archive.forget), exports, archive
+    )
 
 
 def _add_servicers(

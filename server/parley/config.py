@@ -381,6 +381,13 @@ class Settings(BaseSettings):
         description="Largest ImportSession file (bytes); a larger one is RESOURCE_EXHAUSTED "
         "(EXPORT_TOO_LARGE). The gRPC receive limit grows with it.",
     )
+    archive_url: str = Field(
+        default="",
+        pattern=r"^(|file:///.+|s3://[^/]+(/.*)?)$",
+        description="Where ArchiveSession puts sessions' export files: `file:///abs/dir`, or "
+        "`s3://bucket/prefix` (boto3; endpoint, region and credentials from the standard AWS chain, "
+        "e.g. `AWS_ENDPOINT_URL_S3` for an S3-compatible store). Empty: `{data_dir}/archive`.",
+    )
 
     @property
     def enabled_providers(self) -> list[str]:

@@ -89,7 +89,7 @@ def test_agents_and_sessions(cli_env: dict[str, str], registered: str) -> None:
     assert "NOT_FOUND (RESOURCE_NOT_FOUND)" in missing.stderr
 
 
-def test_sessions_export_and_import(cli_env: dict[str, str], registered: str, tmp_path: Path) -> None:
+def test_sessions_export_import_and_archive(cli_env: dict[str, str], registered: str, tmp_path: Path) -> None:
     agent = json.loads(parley(cli_env, "--json", "agents", "create", "Exporter").stdout)
     session = parley(cli_env, "sessions", "create", agent["name"], "--title", "Round trip").stdout.split(
         "\t"
@@ -107,6 +107,10 @@ def test_sessions_export_and_import(cli_env: dict[str, str], registered: str, tm
     assert imported.returncode == 0, imported.stderr
     copy = json.loads(imported.stdout)
     assert copy["title"] == "Round trip" and copy["agent"] == agent["name"] and copy["name"] != session
+
+    archived = parley(cli_env, "--json", "sessions", "archive", session)
+    assert archived.returncode == 0, archived.stderr
+    assert json.loads(archived.stdout)["archived"] is True
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{}\n")

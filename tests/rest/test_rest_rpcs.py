@@ -196,6 +196,21 @@ def test_session_export_and_import(rest_alice: RestUser) -> None:
     assert body["message"].startswith("line 1: ")
 
 
+def test_session_archive(rest_alice: RestUser) -> None:
+    """Archive over REST: the session shows archived; listing its messages restores it."""
+    c = rest_alice.client
+    session = rest_alice.create_session()
+    rest_alice.send(session["name"], "Hi! Name a tree.")
+    texts = [m["text"] for m in rest_alice.messages(session["name"])]
+    archived = c.post(f"/v1/{session['name']}:archive", json={})
+    assert archived.status_code == 200, archived.text
+    assert archived.json()["session"]["archived"] is True and archived.json()["session"]["archiveTime"]
+    assert c.get(f"/v1/{session['name']}").json()["session"]["archived"] is True
+    assert [m["text"] for m in rest_alice.messages(session["name"])] == texts
+    assert c.get(f"/v1/{session['name']}").json()["session"]["archived"] is False
+    assert_status(c.post("/v1/sessions/01890a5d-ac96-774b-bcce-b302099a8057:archive", json={}), 404, 5)
+
+
 def test_messages_after_a_send(rest_alice: RestUser) -> None:
     c = rest_alice.client
     session = rest_alice.create_session()

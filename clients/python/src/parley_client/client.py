@@ -412,6 +412,17 @@ class ParleyClient:
         request = session_service_pb2.ImportSessionRequest(data=data, agent=agent)
         return (await self._unary(self._s.sessions.ImportSession, request)).session
 
+    async def archive_session(self, name: str) -> session_service_pb2.Session:
+        """Move a session's message content to the server's archive (``ArchiveSession``); the
+        session shows ``archived`` until its messages are next read, which restores it.
+
+        Raises:
+            FailedPreconditionError: a reply of the session is still being generated.
+            UnavailableError: the archive cannot be reached.
+        """
+        request = session_service_pb2.ArchiveSessionRequest(name=name)
+        return (await self._unary(self._s.sessions.ArchiveSession, request)).session
+
     # --- chat ------------------------------------------------------------------------------------
 
     def send_message(

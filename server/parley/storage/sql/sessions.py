@@ -44,6 +44,7 @@ def _session(row: RowMapping) -> Session:
         row["active_branch_id"],
         row["create_time"],
         row["update_time"],
+        row.get("archive_time"),
     )
 
 

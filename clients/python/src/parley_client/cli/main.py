@@ -266,6 +266,17 @@ async def cmd_sessions_import(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_sessions_archive(ctx: Context, args: argparse.Namespace) -> int:
+    name = resource_name("sessions", args.session)
+    async with ctx.client() as client:
+        session = await client.archive_session(name)
+    if ctx.json:
+        ctx.emit([session], _session_line)
+    else:
+        ctx.print(f"archived {name} (reading its messages restores it)")
+    return 0
+
+
 async def cmd_sessions_delete(ctx: Context, args: argparse.Namespace) -> int:
     name = resource_name("sessions", args.session)
     async with ctx.client() as client:
@@ -412,7 +423,9 @@ def _add_agent_commands(commands: _Commands) -> None:
 
 
 def _add_session_commands(commands: _Commands) -> None:
-    sessions = commands.add_parser("sessions", help="create, list, delete, export and import sessions")
+    sessions = commands.add_parser(
+        "sessions", help="create, list, delete, export, import and archive sessions"
+    )
     session_commands = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
     p = session_commands.add_parser("create", help="open a session with an agent")
     p.add_argument("agent", metavar="AGENT", help="agents/ID or ID")
@@ -432,6 +445,9 @@ def _add_session_commands(commands: _Commands) -> None:
     p.add_argument("file", metavar="FILE", help="the export file, or - for standard input")
     p.add_argument("--agent", help="attach to this agent (default: a copy of the exported one)")
     p.set_defaults(run=cmd_sessions_import)
+    p = session_commands.add_parser("archive", help="move a session's messages to the server's archive")
+    p.add_argument("session", metavar="SESSION", help="sessions/ID or ID")
+    p.set_defaults(run=cmd_sessions_archive)
 
 
 def _add_message_commands(commands: _Commands) -> None:
