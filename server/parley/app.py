@@ -337,7 +337,7 @@ async def build_application(settings: Settings) -> Application:
             server,
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
-            _session_servicer(settings, db, content, session_store, agent_store, messages, runs),
+            _session_servicer(settings, db, content, session_store, agent_store, messages, runs, leaving),
             ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
@@ -381,6 +381,7 @@ def _session_servicer(
     agent_store: AgentStore,
     messages: MessageStore,
     runs: RunManager,
+    leaving: LeavingUser,
 ) -> SessionServicer:
     """SessionService with export, import and the archive; reads of an archived session's
     content restore it (``MessageStore.restore_with``)."""
@@ -392,6 +393,7 @@ def _session_servicer(
         session_store, messages, transfer, exports, archive_from_url(settings.archive_url, settings.data_dir)
     )
     messages.restore_with(archive.restore)
+    leaving.forget_archives_with(archive.forget)
     return SessionServicer(
         Sessions(session_store, agent_store, messages, runs, before_delete=archive.forget), exports, archive
     )

@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import grpc
 import pytest
+from parley_proto.v1 import auth_service_pb2 as aupb
 from parley_proto.v1 import branch_service_pb2 as bpb
 from parley_proto.v1 import chat_service_pb2 as cpb
 from parley_proto.v1 import session_service_pb2 as spb
@@ -310,3 +311,16 @@ def test_s3_down_is_unavailable_and_keeps_the_content(
         assert not get(user, session.name).archived
         assert content_count(database_url, mongodb_url, session.name) == stored
         assert archive_columns(database_url, session.name) == (None, None, None, None)
+
+
+def test_deleting_the_account_deletes_its_archived_files(
+    channel: grpc.Channel, server: ServerProcess, database_url: str
+) -> None:
+    leaver = new_user(channel, prefix="leaver")
+    session = leaver.create_session()
+    leaver.send(session.name, "Remember this.")
+    archive(leaver, session.name)
+    file = server.data_dir / "archive" / archive_columns(database_url, session.name)[0]
+    assert file.exists()
+    leaver.stubs.auth.DeleteUser(aupb.DeleteUserRequest(name="users/me", password=leaver.password))
+    assert not file.exists()
