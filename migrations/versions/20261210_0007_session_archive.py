@@ -6,7 +6,9 @@ Create Date: 2026-12-02 04:00:00
 
 - sessions.archive_key, archive_size, archive_sha256, archive_time: set while the session's
   message content is in the archive (SessionService.ArchiveSession; domain/archive.py), NULL
-  otherwise.
+  otherwise;
+- sessions.restore_time: when its content last came back from the archive (idle archiving counts
+  it as activity, so a session just read is not archived again at once).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("archive_size", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("archive_sha256", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("archive_time", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("restore_time", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("restore_time")
         batch.drop_column("archive_time")
         batch.drop_column("archive_sha256")
         batch.drop_column("archive_size")

@@ -53,7 +53,7 @@ from parley.config import Settings
 from parley.domain.accounts import Accounts
 from parley.domain.admin import Admin
 from parley.domain.agents import Agents
-from parley.domain.archive import SessionArchive
+from parley.domain.archive import IdleArchiver, SessionArchive
 from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
 from parley.domain.export import SessionTransfer
@@ -337,7 +337,9 @@ async def build_application(settings: Settings) -> Application:
             server,
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
-            _session_servicer(settings, db, content, session_store, agent_store, messages, runs, leaving),
+            await _session_servicer(
+                settings, resources, db, content, session_store, agent_store, messages, runs, leaving
+            ),
             ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
@@ -373,8 +375,9 @@ async def _watch_redis(shared: Shared, health_servicer: Any, resources: AsyncExi
     resources.push_async_callback(watch.close)
 
 
-def _session_servicer(
+async def _session_servicer(
     settings: Settings,
+    resources: AsyncExitStack,
     db: Database,
     content: ContentStore,
     session_store: SessionStore,
@@ -384,7 +387,8 @@ def _session_servicer(
     leaving: LeavingUser,
 ) -> SessionServicer:
     """SessionService with export, import and the archive; reads of an archived session's
-    content restore it (``MessageStore.restore_with``)."""
+    content restore it (``MessageStore.restore_with``); idle sessions are archived in the
+    background when ``archive_idle_seconds`` is set."""
     transfer = TransferStore(db, content)
     exports = SessionTransfer(
         session_store, agent_store, messages, transfer, import_max_bytes=settings.import_max_bytes
@@ -394,6 +398,12 @@ def _session_servicer(
     )
     messages.restore_with(archive.restore)
     leaving.forget_archives_with(archive.forget)
+    if settings.archive_idle_seconds > 0:
+        idle = IdleArchiver(
+            archive, transfer, idle_s=settings.archive_idle_seconds, every_s=settings.archive_sweep_seconds
+        )
+        await idle.start()
+        resources.push_async_callback(idle.stop)
     return SessionServicer(
         Sessions(session_store, agent_store, messages, runs, before_delete=archive.forget), exports, archive
     )

@@ -388,6 +388,17 @@ class Settings(BaseSettings):
         "`s3://bucket/prefix` (boto3; endpoint, region and credentials from the standard AWS chain, "
         "e.g. `AWS_ENDPOINT_URL_S3` for an S3-compatible store). Empty: `{data_dir}/archive`.",
     )
+    archive_idle_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Archive sessions not changed (and not restored) for this long (s), checked every "
+        "PARLEY_ARCHIVE_SWEEP_SECONDS; 0: only ArchiveSession archives.",
+    )
+    archive_sweep_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="How often idle sessions are looked for (s), when idle archiving is on.",
+    )
 
     @property
     def enabled_providers(self) -> list[str]:

@@ -324,3 +324,25 @@ def test_deleting_the_account_deletes_its_archived_files(
     assert file.exists()
     leaver.stubs.auth.DeleteUser(aupb.DeleteUserRequest(name="users/me", password=leaver.password))
     assert not file.exists()
+
+
+def test_idle_sessions_are_archived_by_themselves(
+    server_factory: Callable[..., ServerProcess], database_url: str, mongodb_url: str | None
+) -> None:
+    """PARLEY_ARCHIVE_IDLE_SECONDS: a session nobody touched is archived by the server; reading
+    it restores it, and a session without messages is left alone."""
+    idle = server_factory(archive_idle_seconds="5", archive_sweep_seconds="0.5")
+    with grpc.insecure_channel(idle.target) as channel:
+        user = new_user(channel, prefix="idle")
+        session = user.create_session()
+        user.send(session.name, "Hello there.")
+        empty = user.create_session()
+        texts = [m.text for m in user.messages(session.name)]
+        deadline = time.monotonic() + 60
+        while not get(user, session.name).archived:
+            assert time.monotonic() < deadline, "the idle session was not archived"
+            time.sleep(0.2)
+        assert content_count(database_url, mongodb_url, session.name) == 0
+        assert [m.text for m in user.messages(session.name)] == texts
+        assert not get(user, session.name).archived  # just restored: not idle
+        assert not get(user, empty.name).archived

@@ -17,11 +17,13 @@ restores wins) and delete the file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections import defaultdict
 from contextlib import suppress
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import FailedPrecondition, InvalidArgument, NotFound, Reason, Unavailable
@@ -34,7 +36,7 @@ from parley.storage.messages import MessageStore
 from parley.storage.sql.sessions import SessionStore
 from parley.storage.transfer import ArchiveRecord, TransferStore
 
-__all__ = ["SessionArchive"]
+__all__ = ["IdleArchiver", "SessionArchive"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ class SessionArchive:
             ) from None
         restored = [replace(m, session_id=session_id) for m in parsed.messages]
         await self._messages.put_contents(session_id, restored)
-        if await self._transfer.mark_restored(session_id, record.key):
+        if await self._transfer.mark_restored(session_id, record.key, self._now()):
             with suppress(Unavailable):
                 await self._store.delete(record.key)
             log.info("restored session %s: %d messages", session_id, len(restored))
@@ -148,6 +150,10 @@ class SessionArchive:
         record = await self._transfer.archive_of(session_id)
         if record is not None:
             await self._store.delete(record.key)
+
+    def now(self) -> datetime:
+        """The archive's clock."""
+        return self._now()
 
     async def _owned(self, owner_id: str, session_id: str) -> Session:
         session = await self._sessions.get(owner_id, session_id)
@@ -161,3 +167,56 @@ def _busy() -> FailedPrecondition:
         "a reply of this session is being generated or waits for tool outputs; archive it once it ends",
         reason=Reason.REPLY_IN_PROGRESS,
     )
+
+
+class IdleArchiver:
+    """Archives sessions idle longer than ``idle_s`` (no change and no restore), looking every
+    ``every_s`` seconds, ``batch`` sessions at a time (``PARLEY_ARCHIVE_IDLE_SECONDS``). Every
+    replica may run one: the archive's compare-and-set lets one of them win per session."""
+
+    def __init__(
+        self,
+        archive: SessionArchive,
+        transfer: TransferStore,
+        *,
+        idle_s: float,
+        every_s: float,
+        batch: int = 100,
+    ) -> None:
+        self._archive = archive
+        self._transfer = transfer
+        self._idle = timedelta(seconds=idle_s)
+        self._every_s = every_s
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="idle archiver")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            try:
+                await self.archive_idle()
+            except Exception as exc:
+                log.warning("idle archiving failed: %s", exc)
+
+    async def archive_idle(self) -> int:
+        """Archive one batch of idle sessions; how many were archived. A session that is busy
+        (a reply running) or whose archiving fails is skipped until the next round."""
+        done = 0
+        for owner_id, session_id in await self._transfer.idle_sessions(
+            self._archive.now() - self._idle, self._batch
+        ):
+            try:
+                await self._archive.archive(owner_id, session_id)
+                done += 1
+            except (FailedPrecondition, NotFound):
+                continue
+        return done

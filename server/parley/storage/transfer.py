@@ -129,13 +129,36 @@ class TransferStore:
             == 1
         )
 
-    async def mark_restored(self, session_id: str, key: str) -> bool:
-        """Clear the archive record (compare-and-set on ``key``); False if another call did."""
+    async def mark_restored(self, session_id: str, key: str, now: datetime) -> bool:
+        """Clear the archive record (compare-and-set on ``key``) and note the restore time;
+        False if another call did."""
         return (
             await self._db.execute(
                 update(sessions)
                 .where(sessions.c.id == session_id, sessions.c.archive_key == key)
-                .values(archive_key=None, archive_size=None, archive_sha256=None, archive_time=None)
+                .values(
+                    archive_key=None,
+                    archive_size=None,
+                    archive_sha256=None,
+                    archive_time=None,
+                    restore_time=now,
+                )
             )
             == 1
         )
+
+    async def idle_sessions(self, before: datetime, limit: int) -> Sequence[tuple[str, str]]:
+        """``(owner_id, session_id)`` of up to ``limit`` sessions not archived, not changed and
+        not restored since ``before``, least recently changed first."""
+        rows = await self._db.all(
+            select(sessions.c.owner_id, sessions.c.id)
+            .where(
+                sessions.c.archive_key.is_(None),
+                sessions.c.update_time < before,
+                sessions.c.restore_time.is_(None) | (sessions.c.restore_time < before),
+                exists().where(messages.c.session_id == sessions.c.id),
+            )
+            .order_by(sessions.c.update_time)
+            .limit(limit)
+        )
+        return [(r["owner_id"], r["id"]) for r in rows]

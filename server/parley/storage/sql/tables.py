@@ -144,6 +144,8 @@ sessions = Table(
     Column("archive_size", BigInteger, nullable=True),
     Column("archive_sha256", String(64), nullable=True),
     Column("archive_time", UTCDateTime(), nullable=True),
+    # When the content last came back from the archive (idle archiving counts it as activity).
+    Column("restore_time", UTCDateTime(), nullable=True),
     Index("ix_sessions_owner_id_id", "owner_id", "id"),
 )
 
