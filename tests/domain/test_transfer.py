@@ -8,7 +8,18 @@ from datetime import UTC, datetime
 import pytest
 from parley.domain.export import CHUNK_BYTES, PAGE_MESSAGES, SessionTransfer
 from parley.domain.export_format import parse_export
-from parley.domain.models import Branch, Message, MessageStatus, Role, Session, StopReason
+from parley.domain.models import (
+    Branch,
+    Citation,
+    CitationSource,
+    Message,
+    MessageStatus,
+    Role,
+    Session,
+    StopReason,
+    ToolCall,
+    ToolKind,
+)
 from parley.domain.names import new_id
 from parley.storage.transfer import TransferStore
 from sqlalchemy.exc import IntegrityError
@@ -80,3 +91,29 @@ async def test_a_failed_import_transaction_leaves_no_content_and_no_session(doma
     assert await domain.sessions.get(seed.owner_id, session.id) is None
     assert await domain.content.get_many(session.id, [m.id for m in tree]) == {}
     assert await domain.messages.get(session.id, tree[0].id) is None
+
+
+async def test_every_field_of_a_message_survives_the_file(domain: Domain) -> None:
+    """Tool steps, usage, voice metadata, latencies and citations are written and read back."""
+    seed = await domain.new_session()
+    transfer, store = _transfer(domain)
+    now = datetime.now(UTC)
+    session = Session(new_id(), seed.owner_id, seed.agent_id, "rich", "main", now, now)
+    user, reply = _chain(session.id, 2, 5)
+    user = replace(
+        user, transcript_language="ar", audio_duration_s=2.5, transcription_duration_s=0.4, request_id="r1"
+    )
+    reply = replace(
+        reply,
+        run_id=reply.id,
+        time_to_first_token_s=0.1,
+        speech_duration_s=1.5,
+        time_to_first_audio_s=0.3,
+        generation_duration_s=0.9,
+        tool_calls=(ToolCall("call_1", "lookup", '{"q": "x"}', ToolKind.CLIENT, True),),
+        citations=(Citation("1: ش", 0, 3, (CitationSource("passage", "s3://kb/doc", "S3", {"page": "2"}),)),),
+    )
+    main = Branch(session.id, "main", "main", reply.id, None, 2, now, now)
+    await store.insert_session(session, None, [user, reply], [main])
+    parsed = parse_export(b"".join([c async for c in transfer.export(session.owner_id, session.id)]))
+    assert [replace(m, session_id=session.id) for m in parsed.messages] == [user, reply]

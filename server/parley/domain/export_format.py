@@ -22,6 +22,8 @@ from parley.domain.errors import FieldViolation, InvalidArgument, Reason
 from parley.domain.models import (
     Agent,
     Branch,
+    Citation,
+    CitationSource,
     McpServerConfig,
     Message,
     MessageStatus,
@@ -163,6 +165,26 @@ def encode_message(m: Message) -> dict[str, Any]:
         "tool_call_id": m.tool_call_id,
         "is_error": m.is_error,
         "run_id": m.run_id,
+        "time_to_first_audio_s": m.time_to_first_audio_s,
+        "generation_duration_s": m.generation_duration_s,
+        "transcription_duration_s": m.transcription_duration_s,
+        "citations": [
+            {
+                "text": c.text,
+                "start_index": c.start_index,
+                "end_index": c.end_index,
+                "sources": [
+                    {
+                        "text": src.text,
+                        "location": src.location,
+                        "location_type": src.location_type,
+                        "metadata": dict(src.metadata),
+                    }
+                    for src in c.sources
+                ],
+            }
+            for c in m.citations
+        ],
         "create_time": _time(m.create_time),
     }
 
@@ -318,8 +340,8 @@ def _agent(o: _Obj) -> Agent:
     )
 
 
-def _objects(o: _Obj, key: str) -> list[Mapping[str, Any]]:
-    items: list[Any] = o.get(key, list)
+def _objects(o: _Obj, key: str, *, optional: bool = False) -> list[Mapping[str, Any]]:
+    items: list[Any] = o.get(key, list, optional=optional) or []
     if not all(isinstance(x, dict) for x in items):
         raise _Bad(f"field {key!r} must be a list of objects")
     return items
@@ -394,7 +416,27 @@ def _message(o: _Obj, seen: Mapping[str, Message]) -> Message:
         tool_call_id=o.text("tool_call_id", 64),
         is_error=o.get("is_error", bool),
         run_id=run_id,
+        time_to_first_audio_s=o.seconds("time_to_first_audio_s"),
+        generation_duration_s=o.seconds("generation_duration_s"),
+        transcription_duration_s=o.seconds("transcription_duration_s"),
+        citations=tuple(_citation(_Obj(c)) for c in _objects(o, "citations", optional=True)),
     )
+
+
+def _citation(o: _Obj) -> Citation:
+    """One cited span; ``start_index``/``end_index`` are kept as the provider gave them."""
+    sources = tuple(
+        CitationSource(s.text("text"), s.text("location"), s.text("location_type"), _metadata(s))
+        for s in (_Obj(x) for x in _objects(o, "sources"))
+    )
+    return Citation(o.text("text"), o.count("start_index"), o.count("end_index"), sources)
+
+
+def _metadata(o: _Obj) -> dict[str, str]:
+    value: dict[str, Any] = o.get("metadata", dict)
+    if not all(isinstance(v, str) for v in value.values()):
+        raise _Bad("field 'metadata' must map strings to strings")
+    return dict(value)
 
 
 def _header(o: _Obj) -> None:

@@ -1,8 +1,8 @@
 """session archive: where an archived session's export file lives
 
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-02 04:00:00
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-12 04:00:00
 
 - sessions.archive_key, archive_size, archive_sha256, archive_time: set while the session's
   message content is in the archive (SessionService.ArchiveSession; domain/archive.py), NULL
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
