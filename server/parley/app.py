@@ -53,8 +53,10 @@ from parley.config import Settings
 from parley.domain.accounts import Accounts
 from parley.domain.admin import Admin
 from parley.domain.agents import Agents
+from parley.domain.archive import IdleArchiver, SessionArchive
 from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
+from parley.domain.export import SessionTransfer
 from parley.domain.leaving import LeavingUser
 from parley.domain.models import Agent, Quota
 from parley.domain.replies import Replies
@@ -76,6 +78,7 @@ from parley.runs.manager import RunManager
 from parley.runs.redis_admission import RedisAdmission
 from parley.runs.shared import RedisWatch, Shared, SharedOptions, build_shared
 from parley.runs.sweep import RunSweeper
+from parley.storage.archive import archive_from_url
 from parley.storage.content.base import ContentStore
 from parley.storage.content.sql import SqlContentStore
 from parley.storage.messages import MessageStore
@@ -89,6 +92,7 @@ from parley.storage.sql.sessions import SessionStore
 from parley.storage.sql.usage import UsageStore
 from parley.storage.sql.users import Caller, UserStore
 from parley.storage.summaries import SummaryStore
+from parley.storage.transfer import TransferStore
 from parley.telemetry.setup import Telemetry
 from parley.tools.http import HttpToolRunner
 from parley.tools.mcp import McpTools
@@ -333,7 +337,9 @@ async def build_application(settings: Settings) -> Application:
             server,
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
-            SessionServicer(Sessions(session_store, agent_store, messages, runs)),
+            await _session_servicer(
+                settings, resources, db, content, session_store, agent_store, messages, runs, leaving
+            ),
             ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
@@ -367,6 +373,40 @@ async def _watch_redis(shared: Shared, health_servicer: Any, resources: AsyncExi
     watch = RedisWatch(shared.redis, changed)
     await watch.start()
     resources.push_async_callback(watch.close)
+
+
+async def _session_servicer(
+    settings: Settings,
+    resources: AsyncExitStack,
+    db: Database,
+    content: ContentStore,
+    session_store: SessionStore,
+    agent_store: AgentStore,
+    messages: MessageStore,
+    runs: RunManager,
+    leaving: LeavingUser,
+) -> SessionServicer:
+    """SessionService with export, import and the archive; reads of an archived session's
+    content restore it (``MessageStore.restore_with``); idle sessions are archived in the
+    background when ``archive_idle_seconds`` is set."""
+    transfer = TransferStore(db, content)
+    exports = SessionTransfer(
+        session_store, agent_store, messages, transfer, import_max_bytes=settings.import_max_bytes
+    )
+    archive = SessionArchive(
+        session_store, messages, transfer, exports, archive_from_url(settings.archive_url, settings.data_dir)
+    )
+    messages.restore_with(archive.restore)
+    leaving.forget_archives_with(archive.forget)
+    if settings.archive_idle_seconds > 0:
+        idle = IdleArchiver(
+            archive, transfer, idle_s=settings.archive_idle_seconds, every_s=settings.archive_sweep_seconds
+        )
+        await idle.start()
+        resources.push_async_callback(idle.stop)
+    return SessionServicer(
+        Sessions(session_store, agent_store, messages, runs, before_delete=archive.forget), exports, archive
+    )
 
 
 def _add_servicers(

@@ -374,6 +374,32 @@ class Settings(BaseSettings):
                 )
         return self
 
+    # --- export, import, archive -----------------------------------------------------------------
+    import_max_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1,
+        description="Largest ImportSession file (bytes); a larger one is RESOURCE_EXHAUSTED "
+        "(EXPORT_TOO_LARGE). The gRPC receive limit grows with it.",
+    )
+    archive_url: str = Field(
+        default="",
+        pattern=r"^(|file:///.+|s3://[^/]+(/.*)?)$",
+        description="Where ArchiveSession puts sessions' export files: `file:///abs/dir`, or "
+        "`s3://bucket/prefix` (boto3; endpoint, region and credentials from the standard AWS chain, "
+        "e.g. `AWS_ENDPOINT_URL_S3` for an S3-compatible store). Empty: `{data_dir}/archive`.",
+    )
+    archive_idle_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Archive sessions not changed (and not restored) for this long (s), checked every "
+        "PARLEY_ARCHIVE_SWEEP_SECONDS; 0: only ArchiveSession archives.",
+    )
+    archive_sweep_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="How often idle sessions are looked for (s), when idle archiving is on.",
+    )
+
     @property
     def enabled_providers(self) -> list[str]:
         """Model providers these settings switch on (``local`` always)."""
@@ -431,9 +457,9 @@ class Settings(BaseSettings):
 
     @property
     def grpc_max_receive_bytes(self) -> int:
-        """gRPC receive limit: the voice upload limit plus 1 MiB for the other fields, and no
-        larger (the limit guards memory per in-flight call)."""
-        return self.max_audio_bytes + 1024 * 1024
+        """gRPC receive limit: the larger of the voice upload and import limits plus 1 MiB for the
+        other fields, and no larger (the limit guards memory per in-flight call)."""
+        return max(self.max_audio_bytes, self.import_max_bytes) + 1024 * 1024
 
     @cached_property
     def resolved_database_url(self) -> str:

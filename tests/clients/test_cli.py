@@ -89,6 +89,35 @@ def test_agents_and_sessions(cli_env: dict[str, str], registered: str) -> None:
     assert "NOT_FOUND (RESOURCE_NOT_FOUND)" in missing.stderr
 
 
+def test_sessions_export_import_and_archive(cli_env: dict[str, str], registered: str, tmp_path: Path) -> None:
+    agent = json.loads(parley(cli_env, "--json", "agents", "create", "Exporter").stdout)
+    session = parley(cli_env, "sessions", "create", agent["name"], "--title", "Round trip").stdout.split(
+        "\t"
+    )[0]
+    assert parley(cli_env, "chat", session, "-m", "Hello!").returncode == 0
+    file = tmp_path / "session.jsonl"
+    done = parley(cli_env, "sessions", "export", session, "-o", str(file))
+    assert done.returncode == 0, done.stderr
+    first = json.loads(file.read_text().split("\n")[0])
+    assert first["type"] == "parley.export" and first["version"] == 1
+    to_stdout = parley(cli_env, "sessions", "export", session.removeprefix("sessions/"))
+    assert len(to_stdout.stdout.splitlines()) == len(file.read_text().splitlines())
+
+    imported = parley(cli_env, "--json", "sessions", "import", str(file), "--agent", agent["name"])
+    assert imported.returncode == 0, imported.stderr
+    copy = json.loads(imported.stdout)
+    assert copy["title"] == "Round trip" and copy["agent"] == agent["name"] and copy["name"] != session
+
+    archived = parley(cli_env, "--json", "sessions", "archive", session)
+    assert archived.returncode == 0, archived.stderr
+    assert json.loads(archived.stdout)["archived"] is True
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    refused = parley(cli_env, "sessions", "import", str(bad))
+    assert refused.returncode == 1 and "INVALID_EXPORT" in refused.stderr and "line 1" in refused.stderr
+
+
 def test_expired_tokens_are_refreshed_and_saved(cli_env: dict[str, str], registered: str) -> None:
     path = credentials(cli_env)
     saved = json.loads(path.read_text())

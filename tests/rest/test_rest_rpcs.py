@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 
 from tests.rest.helpers import RestUser, assert_status, bearer, built, sse_events
@@ -28,6 +30,9 @@ COVERED = {
     "SessionService_ListSessions": "test_session_lifecycle",
     "SessionService_UpdateSession": "test_session_lifecycle",
     "SessionService_DeleteSession": "test_session_lifecycle",
+    "SessionService_ExportSession": "test_session_export_and_import",
+    "SessionService_ImportSession": "test_session_export_and_import",
+    "SessionService_ArchiveSession": "test_session_archive",
     "ChatService_SendMessage": "test_rest_streaming.py",
     "ChatService_ListMessages": "test_messages_after_a_send",
     "ChatService_GetMessage": "test_messages_after_a_send",
@@ -165,6 +170,45 @@ def test_session_lifecycle(rest_alice: RestUser) -> None:
     deleted = c.delete(f"/v1/{session['name']}")
     assert deleted.status_code == 200 and deleted.json() == {}
     assert_status(c.get(f"/v1/{session['name']}"), 404, 5, "RESOURCE_NOT_FOUND")
+
+
+def test_session_export_and_import(rest_alice: RestUser) -> None:
+    """Export streams as SSE (one ``{"data": base64}`` event per chunk); import takes the file as
+    base64 JSON; a bad file is 400 with the line in the message."""
+    c = rest_alice.client
+    session = rest_alice.create_session(title="Exported")
+    rest_alice.send(session["name"], "Hi! Name a colour.")
+    with c.stream("GET", f"/v1/{session['name']}:export") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        data = b"".join(base64.b64decode(e["data"]) for e in sse_events(response))
+    assert data.startswith(b'{"type":"parley.export","version":1,') and data.endswith(b"\n")
+
+    imported = c.post("/v1/sessions:import", json={"data": base64.b64encode(data).decode()})
+    assert imported.status_code == 200, imported.text
+    copy = imported.json()["session"]
+    assert copy["title"] == "Exported" and copy["name"] != session["name"]
+    texts = [m["text"] for m in rest_alice.messages(copy["name"])]
+    assert texts == [m["text"] for m in rest_alice.messages(session["name"])]
+
+    bad = c.post("/v1/sessions:import", json={"data": base64.b64encode(b"{}\n").decode()})
+    body = assert_status(bad, 400, 3, "INVALID_EXPORT")
+    assert body["message"].startswith("line 1: ")
+
+
+def test_session_archive(rest_alice: RestUser) -> None:
+    """Archive over REST: the session shows archived; listing its messages restores it."""
+    c = rest_alice.client
+    session = rest_alice.create_session()
+    rest_alice.send(session["name"], "Hi! Name a tree.")
+    texts = [m["text"] for m in rest_alice.messages(session["name"])]
+    archived = c.post(f"/v1/{session['name']}:archive", json={})
+    assert archived.status_code == 200, archived.text
+    assert archived.json()["session"]["archived"] is True and archived.json()["session"]["archiveTime"]
+    assert c.get(f"/v1/{session['name']}").json()["session"]["archived"] is True
+    assert [m["text"] for m in rest_alice.messages(session["name"])] == texts
+    assert c.get(f"/v1/{session['name']}").json()["session"]["archived"] is False
+    assert_status(c.post("/v1/sessions/01890a5d-ac96-774b-bcce-b302099a8057:archive", json={}), 404, 5)
 
 
 def test_messages_after_a_send(rest_alice: RestUser) -> None:

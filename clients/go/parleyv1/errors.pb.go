@@ -173,6 +173,18 @@ const (
 	// Redis, which the server's replicas share for runs, limits and caches,
 	// cannot be reached; replies already running go on (UNAVAILABLE).
 	ErrorReason_REDIS_UNAVAILABLE ErrorReason = 62
+	// An ImportSession file is not a valid export; the message and the
+	// BadRequest field violation name the line (INVALID_ARGUMENT).
+	ErrorReason_INVALID_EXPORT ErrorReason = 63
+	// An ImportSession file is over `PARLEY_IMPORT_MAX_BYTES`
+	// (RESOURCE_EXHAUSTED).
+	ErrorReason_EXPORT_TOO_LARGE ErrorReason = 64
+	// The session has a reply still being generated or waiting for tool
+	// outputs; archive it once that ends (FAILED_PRECONDITION).
+	ErrorReason_REPLY_IN_PROGRESS ErrorReason = 65
+	// The session archive (`PARLEY_ARCHIVE_URL`) cannot be reached, or an
+	// archived file is missing or does not match its checksum (UNAVAILABLE).
+	ErrorReason_ARCHIVE_UNAVAILABLE ErrorReason = 66
 )
 
 // Enum value maps for ErrorReason.
@@ -241,6 +253,10 @@ var (
 		60: "REPLY_REQUIRES_ACTION",
 		61: "UNKNOWN_TOOL_CALL",
 		62: "REDIS_UNAVAILABLE",
+		63: "INVALID_EXPORT",
+		64: "EXPORT_TOO_LARGE",
+		65: "REPLY_IN_PROGRESS",
+		66: "ARCHIVE_UNAVAILABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -306,6 +322,10 @@ var (
 		"REPLY_REQUIRES_ACTION":       60,
 		"UNKNOWN_TOOL_CALL":           61,
 		"REDIS_UNAVAILABLE":           62,
+		"INVALID_EXPORT":              63,
+		"EXPORT_TOO_LARGE":            64,
+		"REPLY_IN_PROGRESS":           65,
+		"ARCHIVE_UNAVAILABLE":         66,
 	}
 )
 
@@ -340,7 +360,7 @@ var File_parley_v1_errors_proto protoreflect.FileDescriptor
 
 const file_parley_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/errors.proto\x12\tparley.v1*\x8a\v\n" +
+	"\x16parley/v1/errors.proto\x12\tparley.v1*\xe4\v\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aABORTED\x10\x01\x12\x11\n" +
@@ -406,7 +426,11 @@ const file_parley_v1_errors_proto_rawDesc = "" +
 	"\x11REPLY_NOT_WAITING\x10;\x12\x19\n" +
 	"\x15REPLY_REQUIRES_ACTION\x10<\x12\x15\n" +
 	"\x11UNKNOWN_TOOL_CALL\x10=\x12\x15\n" +
-	"\x11REDIS_UNAVAILABLE\x10>B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x11REDIS_UNAVAILABLE\x10>\x12\x12\n" +
+	"\x0eINVALID_EXPORT\x10?\x12\x14\n" +
+	"\x10EXPORT_TOO_LARGE\x10@\x12\x15\n" +
+	"\x11REPLY_IN_PROGRESS\x10A\x12\x17\n" +
+	"\x13ARCHIVE_UNAVAILABLE\x10BB;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_errors_proto_rawDescOnce sync.Once

@@ -39,7 +39,12 @@ type Session struct {
 	// When the session was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the session was last changed (a message, a branch switch, a title).
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// True while the session's message content is in the archive
+	// (ArchiveSession); the next read of its messages restores it.
+	Archived bool `protobuf:"varint,7,opt,name=archived,proto3" json:"archived,omitempty"`
+	// When the session was archived; unset unless `archived`.
+	ArchiveTime   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=archive_time,json=archiveTime,proto3" json:"archive_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -112,6 +117,20 @@ func (x *Session) GetCreateTime() *timestamppb.Timestamp {
 func (x *Session) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Session) GetArchived() bool {
+	if x != nil {
+		return x.Archived
+	}
+	return false
+}
+
+func (x *Session) GetArchiveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ArchiveTime
 	}
 	return nil
 }
@@ -604,11 +623,299 @@ func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
 	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{10}
 }
 
+// Request for SessionService.ExportSession.
+type ExportSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `sessions/{session}`.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportSessionRequest) Reset() {
+	*x = ExportSessionRequest{}
+	mi := &file_parley_v1_session_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportSessionRequest) ProtoMessage() {}
+
+func (x *ExportSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_session_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportSessionRequest.ProtoReflect.Descriptor instead.
+func (*ExportSessionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExportSessionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// One chunk of an export file (JSON Lines, UTF-8; docs/export.md).
+type ExportSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the file, at most 64 KiB.
+	Data          []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportSessionResponse) Reset() {
+	*x = ExportSessionResponse{}
+	mi := &file_parley_v1_session_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportSessionResponse) ProtoMessage() {}
+
+func (x *ExportSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_session_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportSessionResponse.ProtoReflect.Descriptor instead.
+func (*ExportSessionResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExportSessionResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// Request for SessionService.ImportSession.
+type ImportSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A whole ExportSession file (the joined `data` of its responses), at most
+	// `PARLEY_IMPORT_MAX_BYTES`.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// One of the caller's agents, `agents/{agent}`, to attach the session to.
+	// Empty: a copy of the exported agent is created for the caller (without
+	// tool headers, which are never exported).
+	Agent         string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportSessionRequest) Reset() {
+	*x = ImportSessionRequest{}
+	mi := &file_parley_v1_session_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportSessionRequest) ProtoMessage() {}
+
+func (x *ImportSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_session_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportSessionRequest.ProtoReflect.Descriptor instead.
+func (*ImportSessionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ImportSessionRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ImportSessionRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+// Response for SessionService.ImportSession.
+type ImportSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new session.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportSessionResponse) Reset() {
+	*x = ImportSessionResponse{}
+	mi := &file_parley_v1_session_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportSessionResponse) ProtoMessage() {}
+
+func (x *ImportSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_session_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportSessionResponse.ProtoReflect.Descriptor instead.
+func (*ImportSessionResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ImportSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// Request for SessionService.ArchiveSession.
+type ArchiveSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `sessions/{session}`.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveSessionRequest) Reset() {
+	*x = ArchiveSessionRequest{}
+	mi := &file_parley_v1_session_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveSessionRequest) ProtoMessage() {}
+
+func (x *ArchiveSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_session_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveSessionRequest.ProtoReflect.Descriptor instead.
+func (*ArchiveSessionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ArchiveSessionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// Response for SessionService.ArchiveSession.
+type ArchiveSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The archived session (`archived` is true).
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveSessionResponse) Reset() {
+	*x = ArchiveSessionResponse{}
+	mi := &file_parley_v1_session_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveSessionResponse) ProtoMessage() {}
+
+func (x *ArchiveSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_session_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveSessionResponse.ProtoReflect.Descriptor instead.
+func (*ArchiveSessionResponse) Descriptor() ([]byte, []int) {
+	return file_parley_v1_session_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ArchiveSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 var File_parley_v1_session_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_session_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/v1/session_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n" +
+	"\x1fparley/v1/session_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n" +
 	"\aSession\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x120\n" +
 	"\x05agent\x18\x02 \x01(\tB\x1a\xe2A\x02\x02\x05\xfaA\x12\n" +
@@ -618,7 +925,9 @@ const file_parley_v1_session_service_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"createTime\x12A\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
-	"updateTime:>\xeaA;\n" +
+	"updateTime\x12 \n" +
+	"\barchived\x18\a \x01(\bB\x04\xe2A\x01\x03R\barchived\x12C\n" +
+	"\farchive_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\varchiveTime:>\xeaA;\n" +
 	"\x12parley.dev/Session\x12\x12sessions/{session}*\bsessions2\asession\"J\n" +
 	"\x14CreateSessionRequest\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x12.parley.v1.SessionB\x04\xe2A\x01\x02R\asession\"E\n" +
@@ -647,14 +956,33 @@ const file_parley_v1_session_service_proto_rawDesc = "" +
 	"\x14DeleteSessionRequest\x12/\n" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/SessionR\x04name\"\x17\n" +
-	"\x15DeleteSessionResponse2\xcc\x04\n" +
+	"\x15DeleteSessionResponse\"G\n" +
+	"\x14ExportSessionRequest\x12/\n" +
+	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12parley.dev/SessionR\x04name\"+\n" +
+	"\x15ExportSessionResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"]\n" +
+	"\x14ImportSessionRequest\x12\x18\n" +
+	"\x04data\x18\x01 \x01(\fB\x04\xe2A\x01\x02R\x04data\x12+\n" +
+	"\x05agent\x18\x02 \x01(\tB\x15\xfaA\x12\n" +
+	"\x10parley.dev/AgentR\x05agent\"E\n" +
+	"\x15ImportSessionResponse\x12,\n" +
+	"\asession\x18\x01 \x01(\v2\x12.parley.v1.SessionR\asession\"H\n" +
+	"\x15ArchiveSessionRequest\x12/\n" +
+	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12parley.dev/SessionR\x04name\"F\n" +
+	"\x16ArchiveSessionResponse\x12,\n" +
+	"\asession\x18\x01 \x01(\v2\x12.parley.v1.SessionR\asession2\xbd\a\n" +
 	"\x0eSessionService\x12q\n" +
 	"\rCreateSession\x12\x1f.parley.v1.CreateSessionRequest\x1a .parley.v1.CreateSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\asession\"\f/v1/sessions\x12h\n" +
 	"\n" +
 	"GetSession\x12\x1c.parley.v1.GetSessionRequest\x1a\x1d.parley.v1.GetSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=sessions/*}\x12e\n" +
 	"\fListSessions\x12\x1e.parley.v1.ListSessionsRequest\x1a\x1f.parley.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/sessions\x12\x82\x01\n" +
 	"\rUpdateSession\x12\x1f.parley.v1.UpdateSessionRequest\x1a .parley.v1.UpdateSessionResponse\".\x82\xd3\xe4\x93\x02(:\asession2\x1d/v1/{session.name=sessions/*}\x12q\n" +
-	"\rDeleteSession\x12\x1f.parley.v1.DeleteSessionRequest\x1a .parley.v1.DeleteSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=sessions/*}B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\rDeleteSession\x12\x1f.parley.v1.DeleteSessionRequest\x1a .parley.v1.DeleteSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=sessions/*}\x12z\n" +
+	"\rExportSession\x12\x1f.parley.v1.ExportSessionRequest\x1a .parley.v1.ExportSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=sessions/*}:export0\x01\x12r\n" +
+	"\rImportSession\x12\x1f.parley.v1.ImportSessionRequest\x1a .parley.v1.ImportSessionResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/sessions:import\x12\x7f\n" +
+	"\x0eArchiveSession\x12 .parley.v1.ArchiveSessionRequest\x1a!.parley.v1.ArchiveSessionResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/{name=sessions/*}:archiveB;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_session_service_proto_rawDescOnce sync.Once
@@ -668,47 +996,62 @@ func file_parley_v1_session_service_proto_rawDescGZIP() []byte {
 	return file_parley_v1_session_service_proto_rawDescData
 }
 
-var file_parley_v1_session_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_parley_v1_session_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_parley_v1_session_service_proto_goTypes = []any{
-	(*Session)(nil),               // 0: parley.v1.Session
-	(*CreateSessionRequest)(nil),  // 1: parley.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil), // 2: parley.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),     // 3: parley.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 4: parley.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 5: parley.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 6: parley.v1.ListSessionsResponse
-	(*UpdateSessionRequest)(nil),  // 7: parley.v1.UpdateSessionRequest
-	(*UpdateSessionResponse)(nil), // 8: parley.v1.UpdateSessionResponse
-	(*DeleteSessionRequest)(nil),  // 9: parley.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil), // 10: parley.v1.DeleteSessionResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 12: google.protobuf.FieldMask
+	(*Session)(nil),                // 0: parley.v1.Session
+	(*CreateSessionRequest)(nil),   // 1: parley.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),  // 2: parley.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),      // 3: parley.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),     // 4: parley.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),    // 5: parley.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),   // 6: parley.v1.ListSessionsResponse
+	(*UpdateSessionRequest)(nil),   // 7: parley.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),  // 8: parley.v1.UpdateSessionResponse
+	(*DeleteSessionRequest)(nil),   // 9: parley.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),  // 10: parley.v1.DeleteSessionResponse
+	(*ExportSessionRequest)(nil),   // 11: parley.v1.ExportSessionRequest
+	(*ExportSessionResponse)(nil),  // 12: parley.v1.ExportSessionResponse
+	(*ImportSessionRequest)(nil),   // 13: parley.v1.ImportSessionRequest
+	(*ImportSessionResponse)(nil),  // 14: parley.v1.ImportSessionResponse
+	(*ArchiveSessionRequest)(nil),  // 15: parley.v1.ArchiveSessionRequest
+	(*ArchiveSessionResponse)(nil), // 16: parley.v1.ArchiveSessionResponse
+	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 18: google.protobuf.FieldMask
 }
 var file_parley_v1_session_service_proto_depIdxs = []int32{
-	11, // 0: parley.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	11, // 1: parley.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: parley.v1.CreateSessionRequest.session:type_name -> parley.v1.Session
-	0,  // 3: parley.v1.CreateSessionResponse.session:type_name -> parley.v1.Session
-	0,  // 4: parley.v1.GetSessionResponse.session:type_name -> parley.v1.Session
-	0,  // 5: parley.v1.ListSessionsResponse.sessions:type_name -> parley.v1.Session
-	0,  // 6: parley.v1.UpdateSessionRequest.session:type_name -> parley.v1.Session
-	12, // 7: parley.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 8: parley.v1.UpdateSessionResponse.session:type_name -> parley.v1.Session
-	1,  // 9: parley.v1.SessionService.CreateSession:input_type -> parley.v1.CreateSessionRequest
-	3,  // 10: parley.v1.SessionService.GetSession:input_type -> parley.v1.GetSessionRequest
-	5,  // 11: parley.v1.SessionService.ListSessions:input_type -> parley.v1.ListSessionsRequest
-	7,  // 12: parley.v1.SessionService.UpdateSession:input_type -> parley.v1.UpdateSessionRequest
-	9,  // 13: parley.v1.SessionService.DeleteSession:input_type -> parley.v1.DeleteSessionRequest
-	2,  // 14: parley.v1.SessionService.CreateSession:output_type -> parley.v1.CreateSessionResponse
-	4,  // 15: parley.v1.SessionService.GetSession:output_type -> parley.v1.GetSessionResponse
-	6,  // 16: parley.v1.SessionService.ListSessions:output_type -> parley.v1.ListSessionsResponse
-	8,  // 17: parley.v1.SessionService.UpdateSession:output_type -> parley.v1.UpdateSessionResponse
-	10, // 18: parley.v1.SessionService.DeleteSession:output_type -> parley.v1.DeleteSessionResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 0: parley.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	17, // 1: parley.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	17, // 2: parley.v1.Session.archive_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: parley.v1.CreateSessionRequest.session:type_name -> parley.v1.Session
+	0,  // 4: parley.v1.CreateSessionResponse.session:type_name -> parley.v1.Session
+	0,  // 5: parley.v1.GetSessionResponse.session:type_name -> parley.v1.Session
+	0,  // 6: parley.v1.ListSessionsResponse.sessions:type_name -> parley.v1.Session
+	0,  // 7: parley.v1.UpdateSessionRequest.session:type_name -> parley.v1.Session
+	18, // 8: parley.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 9: parley.v1.UpdateSessionResponse.session:type_name -> parley.v1.Session
+	0,  // 10: parley.v1.ImportSessionResponse.session:type_name -> parley.v1.Session
+	0,  // 11: parley.v1.ArchiveSessionResponse.session:type_name -> parley.v1.Session
+	1,  // 12: parley.v1.SessionService.CreateSession:input_type -> parley.v1.CreateSessionRequest
+	3,  // 13: parley.v1.SessionService.GetSession:input_type -> parley.v1.GetSessionRequest
+	5,  // 14: parley.v1.SessionService.ListSessions:input_type -> parley.v1.ListSessionsRequest
+	7,  // 15: parley.v1.SessionService.UpdateSession:input_type -> parley.v1.UpdateSessionRequest
+	9,  // 16: parley.v1.SessionService.DeleteSession:input_type -> parley.v1.DeleteSessionRequest
+	11, // 17: parley.v1.SessionService.ExportSession:input_type -> parley.v1.ExportSessionRequest
+	13, // 18: parley.v1.SessionService.ImportSession:input_type -> parley.v1.ImportSessionRequest
+	15, // 19: parley.v1.SessionService.ArchiveSession:input_type -> parley.v1.ArchiveSessionRequest
+	2,  // 20: parley.v1.SessionService.CreateSession:output_type -> parley.v1.CreateSessionResponse
+	4,  // 21: parley.v1.SessionService.GetSession:output_type -> parley.v1.GetSessionResponse
+	6,  // 22: parley.v1.SessionService.ListSessions:output_type -> parley.v1.ListSessionsResponse
+	8,  // 23: parley.v1.SessionService.UpdateSession:output_type -> parley.v1.UpdateSessionResponse
+	10, // 24: parley.v1.SessionService.DeleteSession:output_type -> parley.v1.DeleteSessionResponse
+	12, // 25: parley.v1.SessionService.ExportSession:output_type -> parley.v1.ExportSessionResponse
+	14, // 26: parley.v1.SessionService.ImportSession:output_type -> parley.v1.ImportSessionResponse
+	16, // 27: parley.v1.SessionService.ArchiveSession:output_type -> parley.v1.ArchiveSessionResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_session_service_proto_init() }
@@ -722,7 +1065,7 @@ func file_parley_v1_session_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_session_service_proto_rawDesc), len(file_parley_v1_session_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

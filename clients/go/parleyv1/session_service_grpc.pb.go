@@ -19,11 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SessionService_CreateSession_FullMethodName = "/parley.v1.SessionService/CreateSession"
-	SessionService_GetSession_FullMethodName    = "/parley.v1.SessionService/GetSession"
-	SessionService_ListSessions_FullMethodName  = "/parley.v1.SessionService/ListSessions"
-	SessionService_UpdateSession_FullMethodName = "/parley.v1.SessionService/UpdateSession"
-	SessionService_DeleteSession_FullMethodName = "/parley.v1.SessionService/DeleteSession"
+	SessionService_CreateSession_FullMethodName  = "/parley.v1.SessionService/CreateSession"
+	SessionService_GetSession_FullMethodName     = "/parley.v1.SessionService/GetSession"
+	SessionService_ListSessions_FullMethodName   = "/parley.v1.SessionService/ListSessions"
+	SessionService_UpdateSession_FullMethodName  = "/parley.v1.SessionService/UpdateSession"
+	SessionService_DeleteSession_FullMethodName  = "/parley.v1.SessionService/DeleteSession"
+	SessionService_ExportSession_FullMethodName  = "/parley.v1.SessionService/ExportSession"
+	SessionService_ImportSession_FullMethodName  = "/parley.v1.SessionService/ImportSession"
+	SessionService_ArchiveSession_FullMethodName = "/parley.v1.SessionService/ArchiveSession"
 )
 
 // SessionServiceClient is the client API for SessionService service.
@@ -44,6 +47,24 @@ type SessionServiceClient interface {
 	UpdateSession(ctx context.Context, in *UpdateSessionRequest, opts ...grpc.CallOption) (*UpdateSessionResponse, error)
 	// Deletes a session with all its messages and branches.
 	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error)
+	// Streams the whole session as a JSON Lines file (docs/export.md): the
+	// session, a snapshot of its agent, every branch and every message of the
+	// tree with its parent, in creation order. The `data` of the responses,
+	// joined, is the file. An archived session is restored first.
+	ExportSession(ctx context.Context, in *ExportSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportSessionResponse], error)
+	// Creates a new session of the caller from an ExportSession file: new ids,
+	// the same tree, branches and active branch. A malformed file is
+	// INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+	// stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+	// (`EXPORT_TOO_LARGE`).
+	ImportSession(ctx context.Context, in *ImportSessionRequest, opts ...grpc.CallOption) (*ImportSessionResponse, error)
+	// Moves the session's message content to the archive (a directory or S3,
+	// `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+	// stay. The session shows `archived`; reading its messages or sending to it
+	// restores it first, transparently. A session with a reply still being
+	// generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+	// archived session returns it unchanged.
+	ArchiveSession(ctx context.Context, in *ArchiveSessionRequest, opts ...grpc.CallOption) (*ArchiveSessionResponse, error)
 }
 
 type sessionServiceClient struct {
@@ -104,6 +125,45 @@ func (c *sessionServiceClient) DeleteSession(ctx context.Context, in *DeleteSess
 	return out, nil
 }
 
+func (c *sessionServiceClient) ExportSession(ctx context.Context, in *ExportSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportSessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SessionService_ServiceDesc.Streams[0], SessionService_ExportSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportSessionRequest, ExportSessionResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionService_ExportSessionClient = grpc.ServerStreamingClient[ExportSessionResponse]
+
+func (c *sessionServiceClient) ImportSession(ctx context.Context, in *ImportSessionRequest, opts ...grpc.CallOption) (*ImportSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportSessionResponse)
+	err := c.cc.Invoke(ctx, SessionService_ImportSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) ArchiveSession(ctx context.Context, in *ArchiveSessionRequest, opts ...grpc.CallOption) (*ArchiveSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ArchiveSessionResponse)
+	err := c.cc.Invoke(ctx, SessionService_ArchiveSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility.
@@ -122,6 +182,24 @@ type SessionServiceServer interface {
 	UpdateSession(context.Context, *UpdateSessionRequest) (*UpdateSessionResponse, error)
 	// Deletes a session with all its messages and branches.
 	DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error)
+	// Streams the whole session as a JSON Lines file (docs/export.md): the
+	// session, a snapshot of its agent, every branch and every message of the
+	// tree with its parent, in creation order. The `data` of the responses,
+	// joined, is the file. An archived session is restored first.
+	ExportSession(*ExportSessionRequest, grpc.ServerStreamingServer[ExportSessionResponse]) error
+	// Creates a new session of the caller from an ExportSession file: new ids,
+	// the same tree, branches and active branch. A malformed file is
+	// INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+	// stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+	// (`EXPORT_TOO_LARGE`).
+	ImportSession(context.Context, *ImportSessionRequest) (*ImportSessionResponse, error)
+	// Moves the session's message content to the archive (a directory or S3,
+	// `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+	// stay. The session shows `archived`; reading its messages or sending to it
+	// restores it first, transparently. A session with a reply still being
+	// generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+	// archived session returns it unchanged.
+	ArchiveSession(context.Context, *ArchiveSessionRequest) (*ArchiveSessionResponse, error)
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -146,6 +224,15 @@ func (UnimplementedSessionServiceServer) UpdateSession(context.Context, *UpdateS
 }
 func (UnimplementedSessionServiceServer) DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSession not implemented")
+}
+func (UnimplementedSessionServiceServer) ExportSession(*ExportSessionRequest, grpc.ServerStreamingServer[ExportSessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportSession not implemented")
+}
+func (UnimplementedSessionServiceServer) ImportSession(context.Context, *ImportSessionRequest) (*ImportSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportSession not implemented")
+}
+func (UnimplementedSessionServiceServer) ArchiveSession(context.Context, *ArchiveSessionRequest) (*ArchiveSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ArchiveSession not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 func (UnimplementedSessionServiceServer) testEmbeddedByValue()                        {}
@@ -258,6 +345,53 @@ func _SessionService_DeleteSession_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_ExportSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportSessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SessionServiceServer).ExportSession(m, &grpc.GenericServerStream[ExportSessionRequest, ExportSessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionService_ExportSessionServer = grpc.ServerStreamingServer[ExportSessionResponse]
+
+func _SessionService_ImportSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).ImportSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_ImportSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).ImportSession(ctx, req.(*ImportSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_ArchiveSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ArchiveSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).ArchiveSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionService_ArchiveSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).ArchiveSession(ctx, req.(*ArchiveSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SessionService_ServiceDesc is the grpc.ServiceDesc for SessionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -285,7 +419,21 @@ var SessionService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "DeleteSession",
 			Handler:    _SessionService_DeleteSession_Handler,
 		},
+		{
+			MethodName: "ImportSession",
+			Handler:    _SessionService_ImportSession_Handler,
+		},
+		{
+			MethodName: "ArchiveSession",
+			Handler:    _SessionService_ArchiveSession_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportSession",
+			Handler:       _SessionService_ExportSession_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "parley/v1/session_service.proto",
 }

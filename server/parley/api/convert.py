@@ -224,6 +224,8 @@ def session_to_proto(session: Session) -> session_service_pb2.Session:
         active_branch=branch_name(session.id, session.active_branch_id),
         create_time=timestamp(session.create_time),
         update_time=timestamp(session.update_time),
+        archived=session.archive_time is not None,
+        archive_time=timestamp(session.archive_time) if session.archive_time is not None else None,
     )
 
 

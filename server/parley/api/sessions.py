@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -10,6 +11,8 @@ from parley_proto.v1 import session_service_pb2_grpc
 
 from parley.api.convert import session_title_change, session_to_proto
 from parley.auth.interceptor import current_principal
+from parley.domain.archive import SessionArchive
+from parley.domain.export import SessionTransfer
 from parley.domain.names import parse_agent, parse_session
 from parley.domain.pagination import page_request
 from parley.domain.sessions import Sessions
@@ -20,8 +23,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Sessions, transfer: SessionTransfer, archive: SessionArchive) -> None:
         self._sessions = sessions
+        self._transfer = transfer
+        self._archive = archive
 
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: Context
@@ -57,3 +62,23 @@ class SessionServicer(session_service_pb2_grpc.SessionServiceServicer):
     ) -> pb.DeleteSessionResponse:
         await self._sessions.delete(current_principal().user_id, parse_session(request.name))
         return pb.DeleteSessionResponse()
+
+    async def ExportSession(
+        self, request: pb.ExportSessionRequest, context: Context
+    ) -> AsyncIterator[pb.ExportSessionResponse]:
+        chunks = self._transfer.export(current_principal().user_id, parse_session(request.name))
+        async for chunk in chunks:
+            yield pb.ExportSessionResponse(data=chunk)
+
+    async def ImportSession(
+        self, request: pb.ImportSessionRequest, context: Context
+    ) -> pb.ImportSessionResponse:
+        agent_id = parse_agent(request.agent, "agent") if request.agent else None
+        session = await self._transfer.import_(current_principal().user_id, request.data, agent_id)
+        return pb.ImportSessionResponse(session=session_to_proto(session))
+
+    async def ArchiveSession(
+        self, request: pb.ArchiveSessionRequest, context: Context
+    ) -> pb.ArchiveSessionResponse:
+        session = await self._archive.archive(current_principal().user_id, parse_session(request.name))
+        return pb.ArchiveSessionResponse(session=session_to_proto(session))

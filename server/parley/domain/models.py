@@ -213,6 +213,8 @@ class Session:
     active_branch_id: str
     create_time: datetime
     update_time: datetime
+    #: When its message content went to the archive; None while it is not archived.
+    archive_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from parley.domain.clock import Clock, utc_now
 from parley.domain.errors import InvalidArgument, NotFound
@@ -38,8 +38,12 @@ class Sessions:
         runs: RunManager,
         *,
         clock: Clock = utc_now,
+        before_delete: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_delete(session_id)`` runs before a session is deleted (the archive drops its
+        file there)."""
         self._store = store
+        self._before_delete = before_delete
         self._agents = agents
         self._messages = messages
         self._runs = runs
@@ -80,6 +84,8 @@ class Sessions:
         if await self._store.get(owner_id, session_id) is None:
             raise NotFound.resource(session_name(session_id))
         await self._runs.cancel_session(session_id)
+        if self._before_delete is not None:
+            await self._before_delete(session_id)
         if not await self._store.delete(owner_id, session_id):
             raise NotFound.resource(session_name(session_id))
         await self._messages.delete_session_content(session_id)

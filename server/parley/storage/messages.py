@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,8 @@ __all__ = ["RECENT_PATH_MESSAGES", "MessageStore", "RunRecord"]
 
 #: Most messages :meth:`MessageStore.recent_path` is asked for (the context's read limit).
 RECENT_PATH_MESSAGES = 200
+#: Content documents per content-store call of a restore.
+_CONTENT_BATCH = 500
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,28 @@ class MessageStore:
         self._db = db
         self._content = content
         self._paths = paths or PathCache(per_path=RECENT_PATH_MESSAGES)
+        self._restore: Callable[[str], Awaitable[bool]] | None = None
+
+    def restore_with(self, restore: Callable[[str], Awaitable[bool]]) -> None:
+        """Call ``restore(session_id)`` when a read finds content missing: it brings an archived
+        session's content back and says whether it did (domain/archive.py), and the read then
+        reads the content again. Without it a missing content is logged and shown empty."""
+        self._restore = restore
+
+    # --- archive --------------------------------------------------------------------------------
+
+    async def put_contents(self, session_id: str, written: Sequence[Message]) -> None:
+        """Store the content of messages whose tree rows exist (an archive's restore)."""
+        for start in range(0, len(written), _CONTENT_BATCH):
+            batch = written[start : start + _CONTENT_BATCH]
+            await self._content.put_many(session_id, {m.id: content_of(m) for m in batch})
+
+    async def free_contents(self, session_id: str, message_ids: Sequence[str]) -> None:
+        """Delete the content of the given messages (one content-store call, so a concurrent read
+        finds all of it or none) and forget the paths this process keeps in memory for them."""
+        for message_id in message_ids:
+            self._paths.forget(message_id)
+        await self._content.delete(session_id, message_ids)
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -252,8 +276,12 @@ class MessageStore:
     async def _with_content(self, rows: Sequence[RowMapping]) -> list[Message]:
         if not rows:
             return []
-        contents = await self._content.get_many(rows[0]["session_id"], [r["id"] for r in rows])
+        session_id = rows[0]["session_id"]
+        contents = await self._content.get_many(session_id, [r["id"] for r in rows])
         missing = [r["id"] for r in rows if r["id"] not in contents]
+        if missing and self._restore is not None and await self._restore(session_id):
+            contents = {**contents, **await self._content.get_many(session_id, missing)}
+            missing = [r["id"] for r in rows if r["id"] not in contents]
         if missing:
             log.error("content missing for messages %s", missing)
         return [message_from(r, contents.get(r["id"])) for r in rows]
@@ -286,6 +314,15 @@ class MessageStore:
             .where(messages.c.session_id == session_id, messages.c.parent_id == parent_id)
             .order_by(messages.c.id)
         )
+        return await self._with_content(rows)
+
+    async def session_page(self, session_id: str, after: str | None, limit: int) -> Sequence[Message]:
+        """Up to ``limit`` messages of the session in creation order (by id: UUIDv7), after the
+        message ``after``; one SQL query plus one content-store call (the export's page)."""
+        q = select(messages).where(messages.c.session_id == session_id)
+        if after is not None:
+            q = q.where(messages.c.id > after)
+        rows = await self._db.all(q.order_by(messages.c.id).limit(limit))
         return await self._with_content(rows)
 
     async def path(self, session_id: str, head_id: str, min_depth: int, limit: int) -> Sequence[Message]:

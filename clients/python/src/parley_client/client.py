@@ -393,6 +393,36 @@ class ParleyClient:
         request = session_service_pb2.DeleteSessionRequest(name=name)
         await self._unary(self._s.sessions.DeleteSession, request)
 
+    async def export_session(self, name: str) -> AsyncIterator[bytes]:
+        """The session's export file (JSON Lines, docs/export.md) in chunks of at most 64 KiB
+        (``ExportSession``); joined, they are the file."""
+        request = session_service_pb2.ExportSessionRequest(name=name)
+        async for response in self._stream(lambda: self._s.sessions.ExportSession, request):
+            yield response.data
+
+    async def import_session(self, data: bytes, *, agent: str = "") -> session_service_pb2.Session:
+        """A new session from an export file (``ImportSession``): new ids, the same tree and
+        active branch; with ``agent`` attached to that agent, else to a new copy of the exported
+        one.
+
+        Raises:
+            InvalidArgumentError: not a valid export; the message starts with ``line N:``.
+            ResourceExhaustedError: the file is over the server's import limit.
+        """
+        request = session_service_pb2.ImportSessionRequest(data=data, agent=agent)
+        return (await self._unary(self._s.sessions.ImportSession, request)).session
+
+    async def archive_session(self, name: str) -> session_service_pb2.Session:
+        """Move a session's message content to the server's archive (``ArchiveSession``); the
+        session shows ``archived`` until its messages are next read, which restores it.
+
+        Raises:
+            FailedPreconditionError: a reply of the session is still being generated.
+            UnavailableError: the archive cannot be reached.
+        """
+        request = session_service_pb2.ArchiveSessionRequest(name=name)
+        return (await self._unary(self._s.sessions.ArchiveSession, request)).session
+
     # --- chat ------------------------------------------------------------------------------------
 
     def send_message(

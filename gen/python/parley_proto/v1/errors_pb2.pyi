@@ -182,6 +182,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Redis, which the server's replicas share for runs, limits and caches,
     cannot be reached; replies already running go on (UNAVAILABLE).
     """
+    INVALID_EXPORT: _ErrorReason.ValueType  # 63
+    """An ImportSession file is not a valid export; the message and the
+    BadRequest field violation name the line (INVALID_ARGUMENT).
+    """
+    EXPORT_TOO_LARGE: _ErrorReason.ValueType  # 64
+    """An ImportSession file is over `PARLEY_IMPORT_MAX_BYTES`
+    (RESOURCE_EXHAUSTED).
+    """
+    REPLY_IN_PROGRESS: _ErrorReason.ValueType  # 65
+    """The session has a reply still being generated or waiting for tool
+    outputs; archive it once that ends (FAILED_PRECONDITION).
+    """
+    ARCHIVE_UNAVAILABLE: _ErrorReason.ValueType  # 66
+    """The session archive (`PARLEY_ARCHIVE_URL`) cannot be reached, or an
+    archived file is missing or does not match its checksum (UNAVAILABLE).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the `reason` of the `google.rpc.ErrorInfo` (domain
@@ -351,5 +367,21 @@ metadata names them (INVALID_ARGUMENT).
 REDIS_UNAVAILABLE: ErrorReason.ValueType  # 62
 """Redis, which the server's replicas share for runs, limits and caches,
 cannot be reached; replies already running go on (UNAVAILABLE).
+"""
+INVALID_EXPORT: ErrorReason.ValueType  # 63
+"""An ImportSession file is not a valid export; the message and the
+BadRequest field violation name the line (INVALID_ARGUMENT).
+"""
+EXPORT_TOO_LARGE: ErrorReason.ValueType  # 64
+"""An ImportSession file is over `PARLEY_IMPORT_MAX_BYTES`
+(RESOURCE_EXHAUSTED).
+"""
+REPLY_IN_PROGRESS: ErrorReason.ValueType  # 65
+"""The session has a reply still being generated or waiting for tool
+outputs; archive it once that ends (FAILED_PRECONDITION).
+"""
+ARCHIVE_UNAVAILABLE: ErrorReason.ValueType  # 66
+"""The session archive (`PARLEY_ARCHIVE_URL`) cannot be reached, or an
+archived file is missing or does not match its checksum (UNAVAILABLE).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

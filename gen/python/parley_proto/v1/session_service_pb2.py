@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fparley/v1/session_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12)\n\x05\x61gent\x18\x02 \x01(\tB\x1a\xe2\x41\x02\x02\x05\xfa\x41\x12\n\x10parley.dev/Agent\x12\r\n\x05title\x18\x03 \x01(\t\x12\x1b\n\ractive_branch\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:>\xea\x41;\n\x12parley.dev/Session\x12\x12sessions/{session}*\x08sessions2\x07session\"A\n\x14\x43reateSessionRequest\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.SessionB\x04\xe2\x41\x01\x02\"<\n\x15\x43reateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\">\n\x11GetSessionRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\"9\n\x12GetSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"b\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05\x61gent\x18\x03 \x01(\tB\x15\xfa\x41\x12\n\x10parley.dev/Agent\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.parley.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x14UpdateSessionRequest\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.SessionB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x15UpdateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"A\n\x14\x44\x65leteSessionRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\"\x17\n\x15\x44\x65leteSessionResponse2\xcc\x04\n\x0eSessionService\x12q\n\rCreateSession\x12\x1f.parley.v1.CreateSessionRequest\x1a .parley.v1.CreateSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/sessions:\x07session\x12h\n\nGetSession\x12\x1c.parley.v1.GetSessionRequest\x1a\x1d.parley.v1.GetSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=sessions/*}\x12\x65\n\x0cListSessions\x12\x1e.parley.v1.ListSessionsRequest\x1a\x1f.parley.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x82\x01\n\rUpdateSession\x12\x1f.parley.v1.UpdateSessionRequest\x1a .parley.v1.UpdateSessionResponse\".\x82\xd3\xe4\x93\x02(2\x1d/v1/{session.name=sessions/*}:\x07session\x12q\n\rDeleteSession\x12\x1f.parley.v1.DeleteSessionRequest\x1a .parley.v1.DeleteSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=sessions/*}B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fparley/v1/session_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x02\n\x07Session\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12)\n\x05\x61gent\x18\x02 \x01(\tB\x1a\xe2\x41\x02\x02\x05\xfa\x41\x12\n\x10parley.dev/Agent\x12\r\n\x05title\x18\x03 \x01(\t\x12\x1b\n\ractive_branch\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61rchived\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61rchive_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:>\xea\x41;\n\x12parley.dev/Session\x12\x12sessions/{session}*\x08sessions2\x07session\"A\n\x14\x43reateSessionRequest\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.SessionB\x04\xe2\x41\x01\x02\"<\n\x15\x43reateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\">\n\x11GetSessionRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\"9\n\x12GetSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"b\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05\x61gent\x18\x03 \x01(\tB\x15\xfa\x41\x12\n\x10parley.dev/Agent\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.parley.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x14UpdateSessionRequest\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.SessionB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x15UpdateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"A\n\x14\x44\x65leteSessionRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\"\x17\n\x15\x44\x65leteSessionResponse\"A\n\x14\x45xportSessionRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\"%\n\x15\x45xportSessionResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"P\n\x14ImportSessionRequest\x12\x12\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12$\n\x05\x61gent\x18\x02 \x01(\tB\x15\xfa\x41\x12\n\x10parley.dev/Agent\"<\n\x15ImportSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"B\n\x15\x41rchiveSessionRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12parley.dev/Session\"=\n\x16\x41rchiveSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session2\xbd\x07\n\x0eSessionService\x12q\n\rCreateSession\x12\x1f.parley.v1.CreateSessionRequest\x1a .parley.v1.CreateSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/sessions:\x07session\x12h\n\nGetSession\x12\x1c.parley.v1.GetSessionRequest\x1a\x1d.parley.v1.GetSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=sessions/*}\x12\x65\n\x0cListSessions\x12\x1e.parley.v1.ListSessionsRequest\x1a\x1f.parley.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x82\x01\n\rUpdateSession\x12\x1f.parley.v1.UpdateSessionRequest\x1a .parley.v1.UpdateSessionResponse\".\x82\xd3\xe4\x93\x02(2\x1d/v1/{session.name=sessions/*}:\x07session\x12q\n\rDeleteSession\x12\x1f.parley.v1.DeleteSessionRequest\x1a .parley.v1.DeleteSessionResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=sessions/*}\x12z\n\rExportSession\x12\x1f.parley.v1.ExportSessionRequest\x1a .parley.v1.ExportSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=sessions/*}:export0\x01\x12r\n\rImportSession\x12\x1f.parley.v1.ImportSessionRequest\x1a .parley.v1.ImportSessionResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/sessions:import:\x01*\x12\x7f\n\x0e\x41rchiveSession\x12 .parley.v1.ArchiveSessionRequest\x1a!.parley.v1.ArchiveSessionResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=sessions/*}:archive:\x01*B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_SESSION'].fields_by_name['update_time']._loaded_options = None
   _globals['_SESSION'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['archived']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['archived']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['archive_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['archive_time']._serialized_options = b'\342A\001\003'
   _globals['_SESSION']._loaded_options = None
   _globals['_SESSION']._serialized_options = b'\352A;\n\022parley.dev/Session\022\022sessions/{session}*\010sessions2\007session'
   _globals['_CREATESESSIONREQUEST'].fields_by_name['session']._loaded_options = None
@@ -59,6 +63,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATESESSIONREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\002'
   _globals['_DELETESESSIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_DELETESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022parley.dev/Session'
+  _globals['_EXPORTSESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_EXPORTSESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022parley.dev/Session'
+  _globals['_IMPORTSESSIONREQUEST'].fields_by_name['data']._loaded_options = None
+  _globals['_IMPORTSESSIONREQUEST'].fields_by_name['data']._serialized_options = b'\342A\001\002'
+  _globals['_IMPORTSESSIONREQUEST'].fields_by_name['agent']._loaded_options = None
+  _globals['_IMPORTSESSIONREQUEST'].fields_by_name['agent']._serialized_options = b'\372A\022\n\020parley.dev/Agent'
+  _globals['_ARCHIVESESSIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_ARCHIVESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022parley.dev/Session'
   _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\202\323\344\223\002\027\"\014/v1/sessions:\007session'
   _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._loaded_options = None
@@ -69,28 +81,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._serialized_options = b'\202\323\344\223\002(2\035/v1/{session.name=sessions/*}:\007session'
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\202\323\344\223\002\027*\025/v1/{name=sessions/*}'
+  _globals['_SESSIONSERVICE'].methods_by_name['ExportSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['ExportSession']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/{name=sessions/*}:export'
+  _globals['_SESSIONSERVICE'].methods_by_name['ImportSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['ImportSession']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/sessions:import:\001*'
+  _globals['_SESSIONSERVICE'].methods_by_name['ArchiveSession']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['ArchiveSession']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/{name=sessions/*}:archive:\001*'
   _globals['_SESSION']._serialized_start=204
-  _globals['_SESSION']._serialized_end=494
-  _globals['_CREATESESSIONREQUEST']._serialized_start=496
-  _globals['_CREATESESSIONREQUEST']._serialized_end=561
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=563
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=623
-  _globals['_GETSESSIONREQUEST']._serialized_start=625
-  _globals['_GETSESSIONREQUEST']._serialized_end=687
-  _globals['_GETSESSIONRESPONSE']._serialized_start=689
-  _globals['_GETSESSIONRESPONSE']._serialized_end=746
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=748
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=846
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=848
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=933
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=935
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1049
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1051
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1111
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1113
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1178
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1180
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1203
-  _globals['_SESSIONSERVICE']._serialized_start=1206
-  _globals['_SESSIONSERVICE']._serialized_end=1794
+  _globals['_SESSION']._serialized_end=574
+  _globals['_CREATESESSIONREQUEST']._serialized_start=576
+  _globals['_CREATESESSIONREQUEST']._serialized_end=641
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=643
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=703
+  _globals['_GETSESSIONREQUEST']._serialized_start=705
+  _globals['_GETSESSIONREQUEST']._serialized_end=767
+  _globals['_GETSESSIONRESPONSE']._serialized_start=769
+  _globals['_GETSESSIONRESPONSE']._serialized_end=826
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=828
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=926
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=928
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1013
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1015
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1129
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1131
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1191
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1193
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1258
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1260
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1283
+  _globals['_EXPORTSESSIONREQUEST']._serialized_start=1285
+  _globals['_EXPORTSESSIONREQUEST']._serialized_end=1350
+  _globals['_EXPORTSESSIONRESPONSE']._serialized_start=1352
+  _globals['_EXPORTSESSIONRESPONSE']._serialized_end=1389
+  _globals['_IMPORTSESSIONREQUEST']._serialized_start=1391
+  _globals['_IMPORTSESSIONREQUEST']._serialized_end=1471
+  _globals['_IMPORTSESSIONRESPONSE']._serialized_start=1473
+  _globals['_IMPORTSESSIONRESPONSE']._serialized_end=1533
+  _globals['_ARCHIVESESSIONREQUEST']._serialized_start=1535
+  _globals['_ARCHIVESESSIONREQUEST']._serialized_end=1601
+  _globals['_ARCHIVESESSIONRESPONSE']._serialized_start=1603
+  _globals['_ARCHIVESESSIONRESPONSE']._serialized_end=1664
+  _globals['_SESSIONSERVICE']._serialized_start=1667
+  _globals['_SESSIONSERVICE']._serialized_end=2624
 # @@protoc_insertion_point(module_scope)

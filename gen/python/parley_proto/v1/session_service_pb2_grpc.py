@@ -61,6 +61,21 @@ class SessionServiceStub:
                 request_serializer=parley_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.ExportSession = channel.unary_stream(
+                '/parley.v1.SessionService/ExportSession',
+                request_serializer=parley_dot_v1_dot_session__service__pb2.ExportSessionRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_session__service__pb2.ExportSessionResponse.FromString,
+                _registered_method=True)
+        self.ImportSession = channel.unary_unary(
+                '/parley.v1.SessionService/ImportSession',
+                request_serializer=parley_dot_v1_dot_session__service__pb2.ImportSessionRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_session__service__pb2.ImportSessionResponse.FromString,
+                _registered_method=True)
+        self.ArchiveSession = channel.unary_unary(
+                '/parley.v1.SessionService/ArchiveSession',
+                request_serializer=parley_dot_v1_dot_session__service__pb2.ArchiveSessionRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_session__service__pb2.ArchiveSessionResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -104,6 +119,39 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportSession(self, request, context):
+        """Streams the whole session as a JSON Lines file (docs/export.md): the
+        session, a snapshot of its agent, every branch and every message of the
+        tree with its parent, in creation order. The `data` of the responses,
+        joined, is the file. An archived session is restored first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSession(self, request, context):
+        """Creates a new session of the caller from an ExportSession file: new ids,
+        the same tree, branches and active branch. A malformed file is
+        INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+        stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+        (`EXPORT_TOO_LARGE`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveSession(self, request, context):
+        """Moves the session's message content to the archive (a directory or S3,
+        `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+        stay. The session shows `archived`; reading its messages or sending to it
+        restores it first, transparently. A session with a reply still being
+        generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+        archived session returns it unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +179,21 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=parley_dot_v1_dot_session__service__pb2.DeleteSessionRequest.FromString,
                     response_serializer=parley_dot_v1_dot_session__service__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'ExportSession': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportSession,
+                    request_deserializer=parley_dot_v1_dot_session__service__pb2.ExportSessionRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_session__service__pb2.ExportSessionResponse.SerializeToString,
+            ),
+            'ImportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSession,
+                    request_deserializer=parley_dot_v1_dot_session__service__pb2.ImportSessionRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_session__service__pb2.ImportSessionResponse.SerializeToString,
+            ),
+            'ArchiveSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveSession,
+                    request_deserializer=parley_dot_v1_dot_session__service__pb2.ArchiveSessionRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_session__service__pb2.ArchiveSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +333,87 @@ class SessionService:
             '/parley.v1.SessionService/DeleteSession',
             parley_dot_v1_dot_session__service__pb2.DeleteSessionRequest.SerializeToString,
             parley_dot_v1_dot_session__service__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parley.v1.SessionService/ExportSession',
+            parley_dot_v1_dot_session__service__pb2.ExportSessionRequest.SerializeToString,
+            parley_dot_v1_dot_session__service__pb2.ExportSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.SessionService/ImportSession',
+            parley_dot_v1_dot_session__service__pb2.ImportSessionRequest.SerializeToString,
+            parley_dot_v1_dot_session__service__pb2.ImportSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.SessionService/ArchiveSession',
+            parley_dot_v1_dot_session__service__pb2.ArchiveSessionRequest.SerializeToString,
+            parley_dot_v1_dot_session__service__pb2.ArchiveSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,27 @@ class SessionServiceStub:
     """Changes the session's title."""
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.DeleteSessionRequest, _session_service_pb2.DeleteSessionResponse]
     """Deletes a session with all its messages and branches."""
+    ExportSession: _grpc.UnaryStreamMultiCallable[_session_service_pb2.ExportSessionRequest, _session_service_pb2.ExportSessionResponse]
+    """Streams the whole session as a JSON Lines file (docs/export.md): the
+    session, a snapshot of its agent, every branch and every message of the
+    tree with its parent, in creation order. The `data` of the responses,
+    joined, is the file. An archived session is restored first.
+    """
+    ImportSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ImportSessionRequest, _session_service_pb2.ImportSessionResponse]
+    """Creates a new session of the caller from an ExportSession file: new ids,
+    the same tree, branches and active branch. A malformed file is
+    INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+    stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+    (`EXPORT_TOO_LARGE`).
+    """
+    ArchiveSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ArchiveSessionRequest, _session_service_pb2.ArchiveSessionResponse]
+    """Moves the session's message content to the archive (a directory or S3,
+    `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+    stay. The session shows `archived`; reading its messages or sending to it
+    restores it first, transparently. A session with a reply still being
+    generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+    archived session returns it unchanged.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -67,6 +88,27 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Changes the session's title."""
     DeleteSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.DeleteSessionRequest, _session_service_pb2.DeleteSessionResponse]  # type: ignore[assignment]
     """Deletes a session with all its messages and branches."""
+    ExportSession: _aio.UnaryStreamMultiCallable[_session_service_pb2.ExportSessionRequest, _session_service_pb2.ExportSessionResponse]  # type: ignore[assignment]
+    """Streams the whole session as a JSON Lines file (docs/export.md): the
+    session, a snapshot of its agent, every branch and every message of the
+    tree with its parent, in creation order. The `data` of the responses,
+    joined, is the file. An archived session is restored first.
+    """
+    ImportSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ImportSessionRequest, _session_service_pb2.ImportSessionResponse]  # type: ignore[assignment]
+    """Creates a new session of the caller from an ExportSession file: new ids,
+    the same tree, branches and active branch. A malformed file is
+    INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+    stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+    (`EXPORT_TOO_LARGE`).
+    """
+    ArchiveSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ArchiveSessionRequest, _session_service_pb2.ArchiveSessionResponse]  # type: ignore[assignment]
+    """Moves the session's message content to the archive (a directory or S3,
+    `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+    stay. The session shows `archived`; reading its messages or sending to it
+    restores it first, transparently. A session with a reply still being
+    generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+    archived session returns it unchanged.
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sessions: conversations with an agent. Each session holds a tree of
@@ -114,5 +156,44 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.DeleteSessionResponse, _abc.Awaitable[_session_service_pb2.DeleteSessionResponse]]:
         """Deletes a session with all its messages and branches."""
+
+    @_abc_1.abstractmethod
+    def ExportSession(
+        self,
+        request: _session_service_pb2.ExportSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_service_pb2.ExportSessionResponse], _abc.AsyncIterator[_session_service_pb2.ExportSessionResponse]]:
+        """Streams the whole session as a JSON Lines file (docs/export.md): the
+        session, a snapshot of its agent, every branch and every message of the
+        tree with its parent, in creation order. The `data` of the responses,
+        joined, is the file. An archived session is restored first.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportSession(
+        self,
+        request: _session_service_pb2.ImportSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ImportSessionResponse, _abc.Awaitable[_session_service_pb2.ImportSessionResponse]]:
+        """Creates a new session of the caller from an ExportSession file: new ids,
+        the same tree, branches and active branch. A malformed file is
+        INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+        stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+        (`EXPORT_TOO_LARGE`).
+        """
+
+    @_abc_1.abstractmethod
+    def ArchiveSession(
+        self,
+        request: _session_service_pb2.ArchiveSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ArchiveSessionResponse, _abc.Awaitable[_session_service_pb2.ArchiveSessionResponse]]:
+        """Moves the session's message content to the archive (a directory or S3,
+        `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+        stay. The session shows `archived`; reading its messages or sending to it
+        restores it first, transparently. A session with a reply still being
+        generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+        archived session returns it unchanged.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,7 +16,7 @@ from parley.storage.read_cache import ReadCache
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import agents, sessions
 
-__all__ = ["AgentStore", "agent_from_row"]
+__all__ = ["AgentStore", "agent_from_row", "agent_values"]
 
 
 def agent_from_row(row: RowMapping) -> Agent:
@@ -98,7 +98,7 @@ def mcp_servers_from_json(text: str | None) -> tuple[McpServerConfig, ...]:
     )
 
 
-def _values(agent: Agent) -> dict[str, Any]:
+def agent_values(agent: Agent) -> dict[str, Any]:
     return {
         "id": agent.id,
         "owner_id": agent.owner_id,
@@ -129,7 +129,7 @@ class AgentStore:
         self._cache = cache
 
     async def create(self, agent: Agent) -> Agent:
-        await self._db.execute(insert(agents).values(**_values(agent)))
+        await self._db.execute(insert(agents).values(**agent_values(agent)))
         return agent
 
     async def get(self, owner_id: str, agent_id: str) -> Agent | None:

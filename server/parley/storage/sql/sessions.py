@@ -19,7 +19,7 @@ from parley.storage.sql.agents import agent_from_row
 from parley.storage.sql.engine import Database
 from parley.storage.sql.tables import agents, branches, messages, sessions
 
-__all__ = ["SendTarget", "SessionStore", "branch_values"]
+__all__ = ["SendTarget", "SessionStore", "branch_values", "session_values"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ def _session(row: RowMapping) -> Session:
         row["active_branch_id"],
         row["create_time"],
         row["update_time"],
+        row.get("archive_time"),
     )
 
 
@@ -73,6 +74,18 @@ def branch_values(branch: Branch) -> dict[str, Any]:
     }
 
 
+def session_values(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "owner_id": session.owner_id,
+        "agent_id": session.agent_id,
+        "title": session.title,
+        "active_branch_id": session.active_branch_id,
+        "create_time": session.create_time,
+        "update_time": session.update_time,
+    }
+
+
 def _prefixed(row: RowMapping, prefix: str) -> dict[str, Any]:
     return {key[len(prefix) :]: value for key, value in row.items() if key.startswith(prefix)}
 
@@ -88,17 +101,7 @@ class SessionStore:
     async def create(self, session: Session, main: Branch) -> Session:
         """Insert a session together with its first branch, atomically."""
         async with self._db.transaction() as s:
-            await s.execute(
-                insert(sessions).values(
-                    id=session.id,
-                    owner_id=session.owner_id,
-                    agent_id=session.agent_id,
-                    title=session.title,
-                    active_branch_id=session.active_branch_id,
-                    create_time=session.create_time,
-                    update_time=session.update_time,
-                )
-            )
+            await s.execute(insert(sessions).values(**session_values(session)))
             await s.execute(insert(branches).values(**branch_values(main)))
         return session
 

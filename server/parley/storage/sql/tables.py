@@ -138,6 +138,14 @@ sessions = Table(
     Column("active_branch_id", String(36), nullable=False),
     Column("create_time", UTCDateTime(), nullable=False),
     Column("update_time", UTCDateTime(), nullable=False),
+    # Set while the session's message content is in the archive (domain/archive.py): the object
+    # key of its export file, the file's size in bytes and SHA-256 (hex), and when.
+    Column("archive_key", String(1024), nullable=True),
+    Column("archive_size", BigInteger, nullable=True),
+    Column("archive_sha256", String(64), nullable=True),
+    Column("archive_time", UTCDateTime(), nullable=True),
+    # When the content last came back from the archive (idle archiving counts it as activity).
+    Column("restore_time", UTCDateTime(), nullable=True),
     Index("ix_sessions_owner_id_id", "owner_id", "id"),
 )
 

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from google.protobuf.json_format import MessageToDict
@@ -240,6 +241,42 @@ async def cmd_sessions_list(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_sessions_export(ctx: Context, args: argparse.Namespace) -> int:
+    name = resource_name("sessions", args.session)
+    async with ctx.client() as client:
+        chunks = [chunk async for chunk in client.export_session(name)]
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(b"".join(chunks))
+        sys.stdout.buffer.flush()
+        return 0
+    await asyncio.to_thread(Path(args.output).write_bytes, b"".join(chunks))
+    ctx.print(f"exported {name} to {args.output}")
+    return 0
+
+
+async def cmd_sessions_import(ctx: Context, args: argparse.Namespace) -> int:
+    if args.file == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        data = await asyncio.to_thread(Path(args.file).read_bytes)
+    agent = resource_name("agents", args.agent) if args.agent else ""
+    async with ctx.client() as client:
+        session = await client.import_session(data, agent=agent)
+    ctx.emit([session], _session_line)
+    return 0
+
+
+async def cmd_sessions_archive(ctx: Context, args: argparse.Namespace) -> int:
+    name = resource_name("sessions", args.session)
+    async with ctx.client() as client:
+        session = await client.archive_session(name)
+    if ctx.json:
+        ctx.emit([session], _session_line)
+    else:
+        ctx.print(f"archived {name} (reading its messages restores it)")
+    return 0
+
+
 async def cmd_sessions_delete(ctx: Context, args: argparse.Namespace) -> int:
     name = resource_name("sessions", args.session)
     async with ctx.client() as client:
@@ -386,7 +423,9 @@ def _add_agent_commands(commands: _Commands) -> None:
 
 
 def _add_session_commands(commands: _Commands) -> None:
-    sessions = commands.add_parser("sessions", help="create, list and delete sessions")
+    sessions = commands.add_parser(
+        "sessions", help="create, list, delete, export, import and archive sessions"
+    )
     session_commands = sessions.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
     p = session_commands.add_parser("create", help="open a session with an agent")
     p.add_argument("agent", metavar="AGENT", help="agents/ID or ID")
@@ -398,6 +437,17 @@ def _add_session_commands(commands: _Commands) -> None:
     p = session_commands.add_parser("delete", help="delete a session with its messages")
     p.add_argument("session", metavar="SESSION", help="sessions/ID or ID")
     p.set_defaults(run=cmd_sessions_delete)
+    p = session_commands.add_parser("export", help="write a session with every branch as JSON Lines")
+    p.add_argument("session", metavar="SESSION", help="sessions/ID or ID")
+    p.add_argument("--output", "-o", help="file to write (default: standard output)")
+    p.set_defaults(run=cmd_sessions_export)
+    p = session_commands.add_parser("import", help="a new session from an export file")
+    p.add_argument("file", metavar="FILE", help="the export file, or - for standard input")
+    p.add_argument("--agent", help="attach to this agent (default: a copy of the exported one)")
+    p.set_defaults(run=cmd_sessions_import)
+    p = session_commands.add_parser("archive", help="move a session's messages to the server's archive")
+    p.add_argument("session", metavar="SESSION", help="sessions/ID or ID")
+    p.set_defaults(run=cmd_sessions_archive)
 
 
 def _add_message_commands(commands: _Commands) -> None:

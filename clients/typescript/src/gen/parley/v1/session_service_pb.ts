@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/session_service.proto.
  */
 export const file_parley_v1_session_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9wYXJsZXkvdjEvc2Vzc2lvbl9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEiogIKB1Nlc3Npb24SEgoEbmFtZRgBIAEoCUIE4kEBCBIpCgVhZ2VudBgCIAEoCUIa4kECAgX6QRIKEHBhcmxleS5kZXYvQWdlbnQSDQoFdGl0bGUYAyABKAkSGwoNYWN0aXZlX2JyYW5jaBgEIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDOj7qQTsKEnBhcmxleS5kZXYvU2Vzc2lvbhISc2Vzc2lvbnMve3Nlc3Npb259KghzZXNzaW9uczIHc2Vzc2lvbiJBChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIpCgdzZXNzaW9uGAEgASgLMhIucGFybGV5LnYxLlNlc3Npb25CBOJBAQIiPAoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiMKB3Nlc3Npb24YASABKAsyEi5wYXJsZXkudjEuU2Vzc2lvbiI+ChFHZXRTZXNzaW9uUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24iOQoSR2V0U2Vzc2lvblJlc3BvbnNlEiMKB3Nlc3Npb24YASABKAsyEi5wYXJsZXkudjEuU2Vzc2lvbiJiChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEiQKBWFnZW50GAMgASgJQhX6QRIKEHBhcmxleS5kZXYvQWdlbnQiVQoUTGlzdFNlc3Npb25zUmVzcG9uc2USJAoIc2Vzc2lvbnMYASADKAsyEi5wYXJsZXkudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkicgoUVXBkYXRlU2Vzc2lvblJlcXVlc3QSKQoHc2Vzc2lvbhgBIAEoCzISLnBhcmxleS52MS5TZXNzaW9uQgTiQQECEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI8ChVVcGRhdGVTZXNzaW9uUmVzcG9uc2USIwoHc2Vzc2lvbhgBIAEoCzISLnBhcmxleS52MS5TZXNzaW9uIkEKFERlbGV0ZVNlc3Npb25SZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbiIXChVEZWxldGVTZXNzaW9uUmVzcG9uc2UyzAQKDlNlc3Npb25TZXJ2aWNlEnEKDUNyZWF0ZVNlc3Npb24SHy5wYXJsZXkudjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaIC5wYXJsZXkudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlIh2C0+STAhc6B3Nlc3Npb24iDC92MS9zZXNzaW9ucxJoCgpHZXRTZXNzaW9uEhwucGFybGV5LnYxLkdldFNlc3Npb25SZXF1ZXN0Gh0ucGFybGV5LnYxLkdldFNlc3Npb25SZXNwb25zZSIdgtPkkwIXEhUvdjEve25hbWU9c2Vzc2lvbnMvKn0SZQoMTGlzdFNlc3Npb25zEh4ucGFybGV5LnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiFILT5JMCDhIML3YxL3Nlc3Npb25zEoIBCg1VcGRhdGVTZXNzaW9uEh8ucGFybGV5LnYxLlVwZGF0ZVNlc3Npb25SZXF1ZXN0GiAucGFybGV5LnYxLlVwZGF0ZVNlc3Npb25SZXNwb25zZSIugtPkkwIoOgdzZXNzaW9uMh0vdjEve3Nlc3Npb24ubmFtZT1zZXNzaW9ucy8qfRJxCg1EZWxldGVTZXNzaW9uEh8ucGFybGV5LnYxLkRlbGV0ZVNlc3Npb25SZXF1ZXN0GiAucGFybGV5LnYxLkRlbGV0ZVNlc3Npb25SZXNwb25zZSIdgtPkkwIXKhUvdjEve25hbWU9c2Vzc2lvbnMvKn1CO1o5Z2l0aHViLmNvbS9wYXJsZXktZGV2L3BhcmxleS9jbGllbnRzL2dvL3BhcmxleXYxO3BhcmxleXYxYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch9wYXJsZXkvdjEvc2Vzc2lvbl9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEi8gIKB1Nlc3Npb24SEgoEbmFtZRgBIAEoCUIE4kEBCBIpCgVhZ2VudBgCIAEoCUIa4kECAgX6QRIKEHBhcmxleS5kZXYvQWdlbnQSDQoFdGl0bGUYAyABKAkSGwoNYWN0aXZlX2JyYW5jaBgEIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhYKCGFyY2hpdmVkGAcgASgIQgTiQQEDEjYKDGFyY2hpdmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQM6PupBOwoScGFybGV5LmRldi9TZXNzaW9uEhJzZXNzaW9ucy97c2Vzc2lvbn0qCHNlc3Npb25zMgdzZXNzaW9uIkEKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EikKB3Nlc3Npb24YASABKAsyEi5wYXJsZXkudjEuU2Vzc2lvbkIE4kEBAiI8ChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USIwoHc2Vzc2lvbhgBIAEoCzISLnBhcmxleS52MS5TZXNzaW9uIj4KEUdldFNlc3Npb25SZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbiI5ChJHZXRTZXNzaW9uUmVzcG9uc2USIwoHc2Vzc2lvbhgBIAEoCzISLnBhcmxleS52MS5TZXNzaW9uImIKE0xpc3RTZXNzaW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSJAoFYWdlbnQYAyABKAlCFfpBEgoQcGFybGV5LmRldi9BZ2VudCJVChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIkCghzZXNzaW9ucxgBIAMoCzISLnBhcmxleS52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJyChRVcGRhdGVTZXNzaW9uUmVxdWVzdBIpCgdzZXNzaW9uGAEgASgLMhIucGFybGV5LnYxLlNlc3Npb25CBOJBAQISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjwKFVVwZGF0ZVNlc3Npb25SZXNwb25zZRIjCgdzZXNzaW9uGAEgASgLMhIucGFybGV5LnYxLlNlc3Npb24iQQoURGVsZXRlU2Vzc2lvblJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uIhcKFURlbGV0ZVNlc3Npb25SZXNwb25zZSJBChRFeHBvcnRTZXNzaW9uUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24iJQoVRXhwb3J0U2Vzc2lvblJlc3BvbnNlEgwKBGRhdGEYASABKAwiUAoUSW1wb3J0U2Vzc2lvblJlcXVlc3QSEgoEZGF0YRgBIAEoDEIE4kEBAhIkCgVhZ2VudBgCIAEoCUIV+kESChBwYXJsZXkuZGV2L0FnZW50IjwKFUltcG9ydFNlc3Npb25SZXNwb25zZRIjCgdzZXNzaW9uGAEgASgLMhIucGFybGV5LnYxLlNlc3Npb24iQgoVQXJjaGl2ZVNlc3Npb25SZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbiI9ChZBcmNoaXZlU2Vzc2lvblJlc3BvbnNlEiMKB3Nlc3Npb24YASABKAsyEi5wYXJsZXkudjEuU2Vzc2lvbjK9BwoOU2Vzc2lvblNlcnZpY2UScQoNQ3JlYXRlU2Vzc2lvbhIfLnBhcmxleS52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBogLnBhcmxleS52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2UiHYLT5JMCFzoHc2Vzc2lvbiIML3YxL3Nlc3Npb25zEmgKCkdldFNlc3Npb24SHC5wYXJsZXkudjEuR2V0U2Vzc2lvblJlcXVlc3QaHS5wYXJsZXkudjEuR2V0U2Vzc2lvblJlc3BvbnNlIh2C0+STAhcSFS92MS97bmFtZT1zZXNzaW9ucy8qfRJlCgxMaXN0U2Vzc2lvbnMSHi5wYXJsZXkudjEuTGlzdFNlc3Npb25zUmVxdWVzdBofLnBhcmxleS52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIUgtPkkwIOEgwvdjEvc2Vzc2lvbnMSggEKDVVwZGF0ZVNlc3Npb24SHy5wYXJsZXkudjEuVXBkYXRlU2Vzc2lvblJlcXVlc3QaIC5wYXJsZXkudjEuVXBkYXRlU2Vzc2lvblJlc3BvbnNlIi6C0+STAig6B3Nlc3Npb24yHS92MS97c2Vzc2lvbi5uYW1lPXNlc3Npb25zLyp9EnEKDURlbGV0ZVNlc3Npb24SHy5wYXJsZXkudjEuRGVsZXRlU2Vzc2lvblJlcXVlc3QaIC5wYXJsZXkudjEuRGVsZXRlU2Vzc2lvblJlc3BvbnNlIh2C0+STAhcqFS92MS97bmFtZT1zZXNzaW9ucy8qfRJ6Cg1FeHBvcnRTZXNzaW9uEh8ucGFybGV5LnYxLkV4cG9ydFNlc3Npb25SZXF1ZXN0GiAucGFybGV5LnYxLkV4cG9ydFNlc3Npb25SZXNwb25zZSIkgtPkkwIeEhwvdjEve25hbWU9c2Vzc2lvbnMvKn06ZXhwb3J0MAEScgoNSW1wb3J0U2Vzc2lvbhIfLnBhcmxleS52MS5JbXBvcnRTZXNzaW9uUmVxdWVzdBogLnBhcmxleS52MS5JbXBvcnRTZXNzaW9uUmVzcG9uc2UiHoLT5JMCGDoBKiITL3YxL3Nlc3Npb25zOmltcG9ydBJ/Cg5BcmNoaXZlU2Vzc2lvbhIgLnBhcmxleS52MS5BcmNoaXZlU2Vzc2lvblJlcXVlc3QaIS5wYXJsZXkudjEuQXJjaGl2ZVNlc3Npb25SZXNwb25zZSIogtPkkwIiOgEqIh0vdjEve25hbWU9c2Vzc2lvbnMvKn06YXJjaGl2ZUI7WjlnaXRodWIuY29tL3BhcmxleS1kZXYvcGFybGV5L2NsaWVudHMvZ28vcGFybGV5djE7cGFybGV5djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A conversation with an agent.
@@ -65,6 +65,21 @@ export type Session = Message<"parley.v1.Session"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * True while the session's message content is in the archive
+   * (ArchiveSession); the next read of its messages restores it.
+   *
+   * @generated from field: bool archived = 7;
+   */
+  archived: boolean;
+
+  /**
+   * When the session was archived; unset unless `archived`.
+   *
+   * @generated from field: google.protobuf.Timestamp archive_time = 8;
+   */
+  archiveTime?: Timestamp | undefined;
 };
 
 /**
@@ -308,6 +323,142 @@ export const DeleteSessionResponseSchema: GenMessage<DeleteSessionResponse> = /*
   messageDesc(file_parley_v1_session_service, 10);
 
 /**
+ * Request for SessionService.ExportSession.
+ *
+ * @generated from message parley.v1.ExportSessionRequest
+ */
+export type ExportSessionRequest = Message<"parley.v1.ExportSessionRequest"> & {
+  /**
+   * `sessions/{session}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message parley.v1.ExportSessionRequest.
+ * Use `create(ExportSessionRequestSchema)` to create a new message.
+ */
+export const ExportSessionRequestSchema: GenMessage<ExportSessionRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_session_service, 11);
+
+/**
+ * One chunk of an export file (JSON Lines, UTF-8; docs/export.md).
+ *
+ * @generated from message parley.v1.ExportSessionResponse
+ */
+export type ExportSessionResponse = Message<"parley.v1.ExportSessionResponse"> & {
+  /**
+   * The next bytes of the file, at most 64 KiB.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message parley.v1.ExportSessionResponse.
+ * Use `create(ExportSessionResponseSchema)` to create a new message.
+ */
+export const ExportSessionResponseSchema: GenMessage<ExportSessionResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_session_service, 12);
+
+/**
+ * Request for SessionService.ImportSession.
+ *
+ * @generated from message parley.v1.ImportSessionRequest
+ */
+export type ImportSessionRequest = Message<"parley.v1.ImportSessionRequest"> & {
+  /**
+   * A whole ExportSession file (the joined `data` of its responses), at most
+   * `PARLEY_IMPORT_MAX_BYTES`.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * One of the caller's agents, `agents/{agent}`, to attach the session to.
+   * Empty: a copy of the exported agent is created for the caller (without
+   * tool headers, which are never exported).
+   *
+   * @generated from field: string agent = 2;
+   */
+  agent: string;
+};
+
+/**
+ * Describes the message parley.v1.ImportSessionRequest.
+ * Use `create(ImportSessionRequestSchema)` to create a new message.
+ */
+export const ImportSessionRequestSchema: GenMessage<ImportSessionRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_session_service, 13);
+
+/**
+ * Response for SessionService.ImportSession.
+ *
+ * @generated from message parley.v1.ImportSessionResponse
+ */
+export type ImportSessionResponse = Message<"parley.v1.ImportSessionResponse"> & {
+  /**
+   * The new session.
+   *
+   * @generated from field: parley.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message parley.v1.ImportSessionResponse.
+ * Use `create(ImportSessionResponseSchema)` to create a new message.
+ */
+export const ImportSessionResponseSchema: GenMessage<ImportSessionResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_session_service, 14);
+
+/**
+ * Request for SessionService.ArchiveSession.
+ *
+ * @generated from message parley.v1.ArchiveSessionRequest
+ */
+export type ArchiveSessionRequest = Message<"parley.v1.ArchiveSessionRequest"> & {
+  /**
+   * `sessions/{session}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message parley.v1.ArchiveSessionRequest.
+ * Use `create(ArchiveSessionRequestSchema)` to create a new message.
+ */
+export const ArchiveSessionRequestSchema: GenMessage<ArchiveSessionRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_session_service, 15);
+
+/**
+ * Response for SessionService.ArchiveSession.
+ *
+ * @generated from message parley.v1.ArchiveSessionResponse
+ */
+export type ArchiveSessionResponse = Message<"parley.v1.ArchiveSessionResponse"> & {
+  /**
+   * The archived session (`archived` is true).
+   *
+   * @generated from field: parley.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message parley.v1.ArchiveSessionResponse.
+ * Use `create(ArchiveSessionResponseSchema)` to create a new message.
+ */
+export const ArchiveSessionResponseSchema: GenMessage<ArchiveSessionResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_session_service, 16);
+
+/**
  * Sessions: conversations with an agent. Each session holds a tree of
  * messages and at least one branch; one branch is active.
  *
@@ -364,6 +515,48 @@ export const SessionService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSessionRequestSchema;
     output: typeof DeleteSessionResponseSchema;
+  },
+  /**
+   * Streams the whole session as a JSON Lines file (docs/export.md): the
+   * session, a snapshot of its agent, every branch and every message of the
+   * tree with its parent, in creation order. The `data` of the responses,
+   * joined, is the file. An archived session is restored first.
+   *
+   * @generated from rpc parley.v1.SessionService.ExportSession
+   */
+  exportSession: {
+    methodKind: "server_streaming";
+    input: typeof ExportSessionRequestSchema;
+    output: typeof ExportSessionResponseSchema;
+  },
+  /**
+   * Creates a new session of the caller from an ExportSession file: new ids,
+   * the same tree, branches and active branch. A malformed file is
+   * INVALID_ARGUMENT naming its line (`INVALID_EXPORT`), and nothing is
+   * stored; a file over the server's import limit is RESOURCE_EXHAUSTED
+   * (`EXPORT_TOO_LARGE`).
+   *
+   * @generated from rpc parley.v1.SessionService.ImportSession
+   */
+  importSession: {
+    methodKind: "unary";
+    input: typeof ImportSessionRequestSchema;
+    output: typeof ImportSessionResponseSchema;
+  },
+  /**
+   * Moves the session's message content to the archive (a directory or S3,
+   * `PARLEY_ARCHIVE_URL`) as its export file; the tree, branches and usage
+   * stay. The session shows `archived`; reading its messages or sending to it
+   * restores it first, transparently. A session with a reply still being
+   * generated is FAILED_PRECONDITION (`REPLY_IN_PROGRESS`). Archiving an
+   * archived session returns it unchanged.
+   *
+   * @generated from rpc parley.v1.SessionService.ArchiveSession
+   */
+  archiveSession: {
+    methodKind: "unary";
+    input: typeof ArchiveSessionRequestSchema;
+    output: typeof ArchiveSessionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_session_service, 0);
