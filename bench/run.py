@@ -265,6 +265,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-tokens", type=int, default=8, help="memory phase: tokens per reply (default 8)")
     add("--telemetry-clients", type=_csv_ints, default=[1, 50],
         help="concurrency levels of the telemetry phase (default 1,50)")  # fmt: skip
+    add("--telemetry-repeats", type=int, default=3,
+        help="telemetry phase: runs of each mode per level, pooled in the ratios (default 3)")  # fmt: skip
     add("--profile", choices=("auto", "always", "never"), default="auto",
         help="auto (default): profile when Parley is slower than LiteLLM at some level")  # fmt: skip
     add("--out", type=Path, default=ROOT / "bench" / "results", help="where results.{md,json} go")

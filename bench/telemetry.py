@@ -6,16 +6,18 @@ instrumentation) and no ``OTEL_*`` variables (no tracer provider); ``metrics``, 
 install, with the metrics endpoint on a loopback port scraped every ``SCRAPE_INTERVAL_S`` seconds
 during the run (three times Prometheus's default rate); ``tracing``, metrics as well and traces of
 every RPC exported over OTLP/HTTP to ``bench/otlp_sink.py``, always sampled (the costliest
-setting). Each concurrency level runs all three, one after the other (the order rotates from level
-to level so drift hits all); the load generator streams over gRPC, a new session per client.
-Reported per run: TTFT p50/p99, tokens/s, the Parley process's CPU per 1,000 tokens; then the
-ratios of each against ``off``.
+setting). Each concurrency level runs all three, one after the other, ``--telemetry-repeats`` times (the
+order rotates every time, so drift hits all); the load generator streams over gRPC, a new session
+per client. Reported per run: TTFT p50/p99, tokens/s, the Parley process's CPU per 1,000 tokens;
+then the ratios of each against ``off``, a mode's repeated runs pooled (CPU over all their
+tokens, mean tokens/s, median TTFT): one 10 s run on 2 shared cores varies by 10-20 %.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import statistics
 import sys
 import threading
 import time
@@ -105,11 +107,15 @@ def phase_telemetry(bench: Bench) -> None:
             procs.wait_serving(proc, target)
             users[mode] = ParleyUser(target)
         agents = {m: u.agent(model="bench/bench-model", max_output_tokens=a.tokens) for m, u in users.items()}
-        for i, clients in enumerate(a.telemetry_clients):
-            for mode in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:
-                port = metrics_ports.get(mode)
-                metrics_url = f"http://127.0.0.1:{port}/metrics" if port else None
-                runs.append(_run(bench, mode, clients, servers[mode], users[mode], agents[mode], metrics_url))
+        order = 0
+        for clients in a.telemetry_clients:
+            for _ in range(a.telemetry_repeats):
+                for mode in MODES[order % len(MODES) :] + MODES[: order % len(MODES)]:
+                    port = metrics_ports.get(mode)
+                    metrics_url = f"http://127.0.0.1:{port}/metrics" if port else None
+                    run = _run(bench, mode, clients, servers[mode], users[mode], agents[mode], metrics_url)
+                    runs.append(run)
+                order += 1
         with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as r:
             result["otlp_sink"] = json.loads(r.read())
         result["ratios"] = ratios(runs)
@@ -162,27 +168,37 @@ def _div(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _pooled(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """One mode's runs at one level together: CPU per 1,000 tokens over all of them, mean
+    tokens/s, median of the runs' TTFT p50 and p99."""
+    tokens = sum(r["tokens"] for r in runs)
+    return {
+        "ttft_p50": statistics.median(r["ttft_ms"]["p50"] for r in runs),
+        "ttft_p99": statistics.median(r["ttft_ms"]["p99"] for r in runs),
+        "tokens_per_s": statistics.fmean(r["tokens_per_s"] for r in runs),
+        "cpu_per_1k_tokens": sum(r["parley_cpu_s"] for r in runs) * 1e6 / tokens if tokens else None,
+    }
+
+
 def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each mode against ``off`` per concurrency level: above 1 means it made the run slower or
-    costlier (tokens/s: below 1 means fewer delivered)."""
-    by = {(r["clients"], r["telemetry"]): r for r in runs}
+    """Each mode against ``off`` per concurrency level, the repeated runs of a mode pooled
+    (``_pooled``): above 1 means it made the run slower or costlier (tokens/s: below 1 means
+    fewer delivered)."""
     out = []
     for clients in sorted({r["clients"] for r in runs}):
-        off = by.get((clients, "off"))
+        pooled = {}
+        for mode in MODES:
+            mine = [r for r in runs if r["clients"] == clients and r["telemetry"] == mode and r["ttft_ms"]]
+            if mine:
+                pooled[mode] = _pooled(mine)
+        off = pooled.get("off")
         for mode in MODES[1:]:
-            on = by.get((clients, mode))
+            on = pooled.get(mode)
             if on is None or off is None:
                 continue
-            out.append(
-                {
-                    "clients": clients,
-                    "ratio": f"{mode}/off",
-                    "ttft_p50": _div(on["ttft_ms"].get("p50"), off["ttft_ms"].get("p50")),
-                    "ttft_p99": _div(on["ttft_ms"].get("p99"), off["ttft_ms"].get("p99")),
-                    "tokens_per_s": _div(on["tokens_per_s"], off["tokens_per_s"]),
-                    "cpu_per_1k_tokens": _div(on["cpu_ms_per_1k_tokens"], off["cpu_ms_per_1k_tokens"]),
-                }
-            )
+            row: dict[str, Any] = {"clients": clients, "ratio": f"{mode}/off"}
+            row.update({key: _div(on[key], off[key]) for key in on})
+            out.append(row)
     return out
 
 
