@@ -327,22 +327,30 @@ def test_deleting_the_account_deletes_its_archived_files(
 
 
 def test_idle_sessions_are_archived_by_themselves(
-    server_factory: Callable[..., ServerProcess], database_url: str, mongodb_url: str | None
+    server_factory: Callable[..., ServerProcess], fresh_database: Callable[[], str], mongodb_url: str | None
 ) -> None:
     """PARLEY_ARCHIVE_IDLE_SECONDS: a session nobody touched is archived by the server; reading
-    it restores it, and a session without messages is left alone."""
-    idle = server_factory(archive_idle_seconds="5", archive_sweep_seconds="0.5")
-    with grpc.insecure_channel(idle.target) as channel:
-        user = new_user(channel, prefix="idle")
-        session = user.create_session()
-        user.send(session.name, "Hello there.")
-        empty = user.create_session()
-        texts = [m.text for m in user.messages(session.name)]
-        deadline = time.monotonic() + 60
-        while not get(user, session.name).archived:
-            assert time.monotonic() < deadline, "the idle session was not archived"
-            time.sleep(0.2)
-        assert content_count(database_url, mongodb_url, session.name) == 0
-        assert [m.text for m in user.messages(session.name)] == texts
-        assert not get(user, session.name).archived  # just restored: not idle
-        assert not get(user, empty.name).archived
+    it restores it, and a session without messages is left alone.
+
+    On a database of its own, and stopped at the end: an idle archiver archives every idle
+    session of its database into its own archive directory, so on the suite's shared database it
+    would archive other tests' sessions where their servers cannot read them back."""
+    database = fresh_database()
+    idle = server_factory(database=database, archive_idle_seconds="5", archive_sweep_seconds="0.5")
+    try:
+        with grpc.insecure_channel(idle.target) as channel:
+            user = new_user(channel, prefix="idle")
+            session = user.create_session()
+            user.send(session.name, "Hello there.")
+            empty = user.create_session()
+            texts = [m.text for m in user.messages(session.name)]
+            deadline = time.monotonic() + 60
+            while not get(user, session.name).archived:
+                assert time.monotonic() < deadline, "the idle session was not archived"
+                time.sleep(0.2)
+            assert content_count(database, mongodb_url, session.name) == 0
+            assert [m.text for m in user.messages(session.name)] == texts
+            assert not get(user, session.name).archived  # just restored: not idle
+            assert not get(user, empty.name).archived
+    finally:
+        idle.stop()
