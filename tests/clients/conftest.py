@@ -96,6 +96,11 @@ class Terminal:
             pid, fd = pty.fork()
         if pid == 0:  # the child: becomes the program, on the terminal's slave side
             try:
+                # As a terminal starts a program: SIGINT at its default and nothing blocked, whatever
+                # the test process inherited or set (an ignored SIGINT survives exec; Ctrl-C would
+                # then do nothing).
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 os.execvpe(argv[0], argv, env)
             finally:
                 os._exit(127)
