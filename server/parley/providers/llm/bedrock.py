@@ -28,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,7 +42,7 @@ from parley.domain.models import StopReason
 from parley.providers.llm.base import ChatTurn, GenerationRequest, ProviderEvent, StopEvent, UsageEvent
 from parley.providers.llm.bedrock_wire import ConverseStreamReader, converse_arguments
 from parley.providers.llm.hosted import context_window_for, estimate_tokens
-from parley.providers.llm.threads import ThreadFeed
+from parley.providers.llm.threads import ThreadFeed, pump_event_stream
 
 __all__ = ["STOP_REASONS", "BedrockProvider", "converse_arguments", "map_bedrock_error"]
 
@@ -180,37 +179,18 @@ class BedrockProvider:
         """An estimate (no tokenizer is known for hosted models; see ``hosted.py``)."""
         return estimate_tokens(turns)
 
-    def _read_blocking(
-        self,
-        arguments: dict[str, Any],
-        cancel: threading.Event,
-        opened: list[Any],
-        put: Callable[[str, Any], None],
-    ) -> None:
-        """Call ConverseStream and pass its events to ``put`` until done or cancelled (worker thread)."""
-        events: Any = None
-        try:
-            events = self._client.converse_stream(**arguments)["stream"]
-            opened.append(events)
-            for event in events:
-                if cancel.is_set():
-                    return
-                put("event", event)
-            put("end", None)
-        except Exception as exc:  # delivered to the event loop, raised there
-            put("error", exc)
-        finally:
-            if events is not None:
-                with contextlib.suppress(Exception):
-                    events.close()
-
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream a reply; raises what :func:`map_bedrock_error` gives, or ``Unavailable``
         (PROVIDER_UNAVAILABLE) for a stream that ends without ``messageStop``."""
         feed = ThreadFeed()
         opened: list[Any] = []  # the botocore EventStream, once the call has answered
+        arguments = converse_arguments(request)
         asyncio.get_running_loop().run_in_executor(
-            self._executor, self._read_blocking, converse_arguments(request), feed.cancel, opened, feed.put
+            self._executor,
+            pump_event_stream,
+            lambda: self._client.converse_stream(**arguments)["stream"],
+            feed,
+            opened,
         )
         reader = ConverseStreamReader(STOP_REASONS)
         try:

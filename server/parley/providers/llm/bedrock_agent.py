@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -66,7 +65,7 @@ from parley.providers.llm.bedrock_agent_wire import (
     parse_agent_model,
 )
 from parley.providers.llm.hosted import context_window_for, estimate_tokens
-from parley.providers.llm.threads import ThreadFeed
+from parley.providers.llm.threads import ThreadFeed, pump_event_stream
 
 __all__ = ["BedrockAgentProvider", "map_agent_error"]
 
@@ -171,30 +170,6 @@ class BedrockAgentProvider:
         memory_id = conversation.user_id if self._memory and conversation is not None else None
         return invoke_arguments(request, self.session_id(request), memory_id=memory_id)
 
-    def _read_blocking(
-        self,
-        arguments: dict[str, Any],
-        cancel: threading.Event,
-        opened: list[Any],
-        put: Callable[[str, Any], None],
-    ) -> None:
-        """Call InvokeAgent and pass its events to ``put`` until done or cancelled (worker thread)."""
-        events: Any = None
-        try:
-            events = self._client.invoke_agent(**arguments)["completion"]
-            opened.append(events)
-            for event in events:
-                if cancel.is_set():
-                    return
-                put("event", event)
-            put("end", None)
-        except Exception as exc:  # delivered to the event loop, raised there
-            put("error", exc)
-        finally:
-            if events is not None:
-                with contextlib.suppress(Exception):
-                    events.close()
-
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream one step's reply (see the module docstring); raises what :func:`map_agent_error`
         gives, and ``FailedPrecondition`` for a returnControl the request's tools cannot answer."""
@@ -204,7 +179,11 @@ class BedrockAgentProvider:
         feed = ThreadFeed()
         opened: list[Any] = []
         asyncio.get_running_loop().run_in_executor(
-            self._executor, self._read_blocking, arguments, feed.cancel, opened, feed.put
+            self._executor,
+            pump_event_stream,
+            lambda: self._client.invoke_agent(**arguments)["completion"],
+            feed,
+            opened,
         )
         try:
             while True:

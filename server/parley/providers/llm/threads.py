@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["ThreadFeed"]
+__all__ = ["ThreadFeed", "pump_event_stream"]
 
 
 class ThreadFeed:
@@ -35,3 +36,29 @@ class ThreadFeed:
     async def get(self) -> tuple[str, Any]:
         """The next pair, waiting for it."""
         return await self._queue.get()
+
+
+def pump_event_stream(open_stream: Callable[[], Iterable[Any]], feed: ThreadFeed, opened: list[Any]) -> None:
+    """Open a blocking event stream and hand its events to ``feed`` (run in a worker thread).
+
+    ``open_stream()`` makes the call and returns the stream (botocore's ``EventStream`` of
+    ConverseStream or InvokeAgent); it is appended to ``opened`` once the call has answered, so
+    the event loop can close it. Each event goes as ``("event", event)``, then ``("end", None)``;
+    any exception, of the call or the stream, as ``("error", exc)`` (raised on the loop). Stops
+    between events once ``feed.cancel`` is set, and closes the stream whatever happened.
+    """
+    events: Any = None
+    try:
+        events = open_stream()
+        opened.append(events)
+        for event in events:
+            if feed.cancel.is_set():
+                return
+            feed.put("event", event)
+        feed.put("end", None)
+    except Exception as exc:  # delivered to the event loop, raised there
+        feed.put("error", exc)
+    finally:
+        if events is not None:
+            with contextlib.suppress(Exception):
+                events.close()
