@@ -60,6 +60,9 @@ const (
 	// The reply took the most tool steps a turn may take
 	// (`PARLEY_TOOLS_MAX_STEPS`).
 	StopReason_STOP_REASON_MAX_STEPS StopReason = 13
+	// The user spoke over the reply (Converse barge-in); `text` is what the
+	// client reported as played to them, sentence by sentence.
+	StopReason_STOP_REASON_INTERRUPTED StopReason = 14
 )
 
 // Enum value maps for StopReason.
@@ -79,6 +82,7 @@ var (
 		11: "STOP_REASON_TOOL_USE",
 		12: "STOP_REASON_ACTION_EXPIRED",
 		13: "STOP_REASON_MAX_STEPS",
+		14: "STOP_REASON_INTERRUPTED",
 	}
 	StopReason_value = map[string]int32{
 		"STOP_REASON_UNSPECIFIED":       0,
@@ -95,6 +99,7 @@ var (
 		"STOP_REASON_TOOL_USE":          11,
 		"STOP_REASON_ACTION_EXPIRED":    12,
 		"STOP_REASON_MAX_STEPS":         13,
+		"STOP_REASON_INTERRUPTED":       14,
 	}
 )
 
@@ -123,6 +128,61 @@ func (x StopReason) Number() protoreflect.EnumNumber {
 // Deprecated: Use StopReason.Descriptor instead.
 func (StopReason) EnumDescriptor() ([]byte, []int) {
 	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{0}
+}
+
+// Encoding of the audio a client sends to Converse.
+type InputAudioFormat int32
+
+const (
+	// Not set: PCM16.
+	InputAudioFormat_INPUT_AUDIO_FORMAT_UNSPECIFIED InputAudioFormat = 0
+	// 16-bit little-endian signed PCM, 16 kHz, mono; a frame holds whole
+	// samples (an even number of bytes).
+	InputAudioFormat_INPUT_AUDIO_FORMAT_PCM16 InputAudioFormat = 1
+	// Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+	// one packet per frame, any Opus sample rate, mono or stereo.
+	InputAudioFormat_INPUT_AUDIO_FORMAT_OPUS InputAudioFormat = 2
+)
+
+// Enum value maps for InputAudioFormat.
+var (
+	InputAudioFormat_name = map[int32]string{
+		0: "INPUT_AUDIO_FORMAT_UNSPECIFIED",
+		1: "INPUT_AUDIO_FORMAT_PCM16",
+		2: "INPUT_AUDIO_FORMAT_OPUS",
+	}
+	InputAudioFormat_value = map[string]int32{
+		"INPUT_AUDIO_FORMAT_UNSPECIFIED": 0,
+		"INPUT_AUDIO_FORMAT_PCM16":       1,
+		"INPUT_AUDIO_FORMAT_OPUS":        2,
+	}
+)
+
+func (x InputAudioFormat) Enum() *InputAudioFormat {
+	p := new(InputAudioFormat)
+	*p = x
+	return p
+}
+
+func (x InputAudioFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InputAudioFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_v1_chat_service_proto_enumTypes[1].Descriptor()
+}
+
+func (InputAudioFormat) Type() protoreflect.EnumType {
+	return &file_parley_v1_chat_service_proto_enumTypes[1]
+}
+
+func (x InputAudioFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InputAudioFormat.Descriptor instead.
+func (InputAudioFormat) EnumDescriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{1}
 }
 
 // Who wrote a message.
@@ -166,11 +226,11 @@ func (x Message_Role) String() string {
 }
 
 func (Message_Role) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_chat_service_proto_enumTypes[1].Descriptor()
+	return file_parley_v1_chat_service_proto_enumTypes[2].Descriptor()
 }
 
 func (Message_Role) Type() protoreflect.EnumType {
-	return &file_parley_v1_chat_service_proto_enumTypes[1]
+	return &file_parley_v1_chat_service_proto_enumTypes[2]
 }
 
 func (x Message_Role) Number() protoreflect.EnumNumber {
@@ -234,11 +294,11 @@ func (x Message_Status) String() string {
 }
 
 func (Message_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_chat_service_proto_enumTypes[2].Descriptor()
+	return file_parley_v1_chat_service_proto_enumTypes[3].Descriptor()
 }
 
 func (Message_Status) Type() protoreflect.EnumType {
-	return &file_parley_v1_chat_service_proto_enumTypes[2]
+	return &file_parley_v1_chat_service_proto_enumTypes[3]
 }
 
 func (x Message_Status) Number() protoreflect.EnumNumber {
@@ -295,11 +355,11 @@ func (x ToolCall_Kind) String() string {
 }
 
 func (ToolCall_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_v1_chat_service_proto_enumTypes[3].Descriptor()
+	return file_parley_v1_chat_service_proto_enumTypes[4].Descriptor()
 }
 
 func (ToolCall_Kind) Type() protoreflect.EnumType {
-	return &file_parley_v1_chat_service_proto_enumTypes[3]
+	return &file_parley_v1_chat_service_proto_enumTypes[4]
 }
 
 func (x ToolCall_Kind) Number() protoreflect.EnumNumber {
@@ -379,9 +439,15 @@ type Message struct {
 	// (knowledge bases: `bedrock-agent/...` models), in the order the model
 	// gave them; empty for most models. Set once the model call that wrote the
 	// message has ended (not on the checkpoints of a reply being generated).
-	Citations     []*Citation `protobuf:"bytes,22,rep,name=citations,proto3" json:"citations,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Citations []*Citation `protobuf:"bytes,22,rep,name=citations,proto3" json:"citations,omitempty"`
+	// Replies in a live conversation (Converse): from the end of the user's
+	// speech (the last voiced audio of the turn, before the silence that ended
+	// it) to the first `audio_chunk` of the reply being sent. Covers the wait
+	// for the silence, speech-to-text, the first sentence and its speech. On
+	// the run's final assistant message; unset elsewhere.
+	VoiceToVoiceLatency *durationpb.Duration `protobuf:"bytes,23,opt,name=voice_to_voice_latency,json=voiceToVoiceLatency,proto3" json:"voice_to_voice_latency,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
@@ -564,6 +630,13 @@ func (x *Message) GetTranscriptionDuration() *durationpb.Duration {
 func (x *Message) GetCitations() []*Citation {
 	if x != nil {
 		return x.Citations
+	}
+	return nil
+}
+
+func (x *Message) GetVoiceToVoiceLatency() *durationpb.Duration {
+	if x != nil {
+		return x.VoiceToVoiceLatency
 	}
 	return nil
 }
@@ -2287,11 +2360,554 @@ func (x *SynthesizeSpeechRequest) GetVoice() string {
 	return ""
 }
 
+// A message from the client of ChatService.Converse.
+type ConverseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the client sends.
+	//
+	// Types that are valid to be assigned to Request:
+	//
+	//	*ConverseRequest_Config
+	//	*ConverseRequest_Audio
+	//	*ConverseRequest_Playback
+	Request       isConverseRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConverseRequest) Reset() {
+	*x = ConverseRequest{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConverseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConverseRequest) ProtoMessage() {}
+
+func (x *ConverseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConverseRequest.ProtoReflect.Descriptor instead.
+func (*ConverseRequest) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ConverseRequest) GetRequest() isConverseRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ConverseRequest) GetConfig() *ConverseConfig {
+	if x != nil {
+		if x, ok := x.Request.(*ConverseRequest_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
+func (x *ConverseRequest) GetAudio() []byte {
+	if x != nil {
+		if x, ok := x.Request.(*ConverseRequest_Audio); ok {
+			return x.Audio
+		}
+	}
+	return nil
+}
+
+func (x *ConverseRequest) GetPlayback() *Playback {
+	if x != nil {
+		if x, ok := x.Request.(*ConverseRequest_Playback); ok {
+			return x.Playback
+		}
+	}
+	return nil
+}
+
+type isConverseRequest_Request interface {
+	isConverseRequest_Request()
+}
+
+type ConverseRequest_Config struct {
+	// How the conversation runs; the first request, and only the first.
+	Config *ConverseConfig `protobuf:"bytes,1,opt,name=config,proto3,oneof"`
+}
+
+type ConverseRequest_Audio struct {
+	// One frame of recorded audio, in the config's `input_format`, at most
+	// 32,768 bytes (`PARLEY_CONVERSE_MAX_FRAME_BYTES`; about 1 s of PCM16 at
+	// 16 kHz). Frames of 20 ms are typical.
+	Audio []byte `protobuf:"bytes,2,opt,name=audio,proto3,oneof"`
+}
+
+type ConverseRequest_Playback struct {
+	// How much of a reply's audio the client has played so far.
+	Playback *Playback `protobuf:"bytes,3,opt,name=playback,proto3,oneof"`
+}
+
+func (*ConverseRequest_Config) isConverseRequest_Request() {}
+
+func (*ConverseRequest_Audio) isConverseRequest_Request() {}
+
+func (*ConverseRequest_Playback) isConverseRequest_Request() {}
+
+// The first request of a Converse stream.
+type ConverseConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `sessions/{session}`.
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// Branch to append the turns to; empty means the active branch.
+	Branch string `protobuf:"bytes,2,opt,name=branch,proto3" json:"branch,omitempty"`
+	// Encoding of the `audio` frames; PCM16 (16 kHz mono) when unset.
+	InputFormat InputAudioFormat `protobuf:"varint,3,opt,name=input_format,json=inputFormat,proto3,enum=parley.v1.InputAudioFormat" json:"input_format,omitempty"`
+	// Encoding of the reply audio; PCM16 (the voice's sample rate, mono) when
+	// unset: raw samples can be played as they arrive.
+	OutputFormat AudioFormat `protobuf:"varint,4,opt,name=output_format,json=outputFormat,proto3,enum=parley.v1.AudioFormat" json:"output_format,omitempty"`
+	// Language spoken (`en`, `ar`); empty means detect it among the languages
+	// the server supports (`PARLEY_SPEECH_LANGUAGES`).
+	Language      string `protobuf:"bytes,5,opt,name=language,proto3" json:"language,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConverseConfig) Reset() {
+	*x = ConverseConfig{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConverseConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConverseConfig) ProtoMessage() {}
+
+func (x *ConverseConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConverseConfig.ProtoReflect.Descriptor instead.
+func (*ConverseConfig) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConverseConfig) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *ConverseConfig) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *ConverseConfig) GetInputFormat() InputAudioFormat {
+	if x != nil {
+		return x.InputFormat
+	}
+	return InputAudioFormat_INPUT_AUDIO_FORMAT_UNSPECIFIED
+}
+
+func (x *ConverseConfig) GetOutputFormat() AudioFormat {
+	if x != nil {
+		return x.OutputFormat
+	}
+	return AudioFormat_AUDIO_FORMAT_UNSPECIFIED
+}
+
+func (x *ConverseConfig) GetLanguage() string {
+	if x != nil {
+		return x.Language
+	}
+	return ""
+}
+
+// A playback mark: the client has played `played_duration` of a reply's
+// audio (from its start). Send one as playback goes on (every few hundred
+// milliseconds); the server keeps the latest per reply. When the user
+// interrupts a reply, its stored text is cut to the sentences whose audio
+// ends within the last mark.
+type Playback struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The assistant message being played,
+	// `sessions/{session}/messages/{message}`.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// How much of its audio has been played.
+	PlayedDuration *durationpb.Duration `protobuf:"bytes,2,opt,name=played_duration,json=playedDuration,proto3" json:"played_duration,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Playback) Reset() {
+	*x = Playback{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Playback) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Playback) ProtoMessage() {}
+
+func (x *Playback) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Playback.ProtoReflect.Descriptor instead.
+func (*Playback) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Playback) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Playback) GetPlayedDuration() *durationpb.Duration {
+	if x != nil {
+		return x.PlayedDuration
+	}
+	return nil
+}
+
+// A message from the server of ChatService.Converse.
+type ConverseEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	//
+	// Types that are valid to be assigned to Event:
+	//
+	//	*ConverseEvent_SpeechStarted
+	//	*ConverseEvent_SpeechStopped
+	//	*ConverseEvent_Transcript
+	//	*ConverseEvent_ChatEvent
+	//	*ConverseEvent_Interrupted
+	Event         isConverseEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConverseEvent) Reset() {
+	*x = ConverseEvent{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConverseEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConverseEvent) ProtoMessage() {}
+
+func (x *ConverseEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConverseEvent.ProtoReflect.Descriptor instead.
+func (*ConverseEvent) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ConverseEvent) GetEvent() isConverseEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ConverseEvent) GetSpeechStarted() *SpeechStarted {
+	if x != nil {
+		if x, ok := x.Event.(*ConverseEvent_SpeechStarted); ok {
+			return x.SpeechStarted
+		}
+	}
+	return nil
+}
+
+func (x *ConverseEvent) GetSpeechStopped() *SpeechStopped {
+	if x != nil {
+		if x, ok := x.Event.(*ConverseEvent_SpeechStopped); ok {
+			return x.SpeechStopped
+		}
+	}
+	return nil
+}
+
+func (x *ConverseEvent) GetTranscript() *Transcript {
+	if x != nil {
+		if x, ok := x.Event.(*ConverseEvent_Transcript); ok {
+			return x.Transcript
+		}
+	}
+	return nil
+}
+
+func (x *ConverseEvent) GetChatEvent() *ChatEvent {
+	if x != nil {
+		if x, ok := x.Event.(*ConverseEvent_ChatEvent); ok {
+			return x.ChatEvent
+		}
+	}
+	return nil
+}
+
+func (x *ConverseEvent) GetInterrupted() *Interrupted {
+	if x != nil {
+		if x, ok := x.Event.(*ConverseEvent_Interrupted); ok {
+			return x.Interrupted
+		}
+	}
+	return nil
+}
+
+type isConverseEvent_Event interface {
+	isConverseEvent_Event()
+}
+
+type ConverseEvent_SpeechStarted struct {
+	// Voice activity detection heard speech begin.
+	SpeechStarted *SpeechStarted `protobuf:"bytes,1,opt,name=speech_started,json=speechStarted,proto3,oneof"`
+}
+
+type ConverseEvent_SpeechStopped struct {
+	// Speech ended: the silence that ends a turn has lasted long enough, or
+	// the turn reached its longest length.
+	SpeechStopped *SpeechStopped `protobuf:"bytes,2,opt,name=speech_stopped,json=speechStopped,proto3,oneof"`
+}
+
+type ConverseEvent_Transcript struct {
+	// What speech-to-text heard in the turn; empty `text` when nothing was
+	// recognized (the turn is then dropped, nothing is stored).
+	Transcript *Transcript `protobuf:"bytes,3,opt,name=transcript,proto3,oneof"`
+}
+
+type ConverseEvent_ChatEvent struct {
+	// An event of the turn's reply, exactly as SendVoiceMessage streams it
+	// (`message_accepted`, `transcript`, `text_delta`, `audio_chunk`, `usage`,
+	// `message_completed`; an `error` ends this reply, not the conversation).
+	ChatEvent *ChatEvent `protobuf:"bytes,4,opt,name=chat_event,json=chatEvent,proto3,oneof"`
+}
+
+type ConverseEvent_Interrupted struct {
+	// A reply was cut by the user speaking over it; no more of its audio
+	// follows. Stop playing it.
+	Interrupted *Interrupted `protobuf:"bytes,5,opt,name=interrupted,proto3,oneof"`
+}
+
+func (*ConverseEvent_SpeechStarted) isConverseEvent_Event() {}
+
+func (*ConverseEvent_SpeechStopped) isConverseEvent_Event() {}
+
+func (*ConverseEvent_Transcript) isConverseEvent_Event() {}
+
+func (*ConverseEvent_ChatEvent) isConverseEvent_Event() {}
+
+func (*ConverseEvent_Interrupted) isConverseEvent_Event() {}
+
+// Speech began.
+type SpeechStarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the stream's input audio where speech began (from the first
+	// frame after the config).
+	AudioStart    *durationpb.Duration `protobuf:"bytes,1,opt,name=audio_start,json=audioStart,proto3" json:"audio_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpeechStarted) Reset() {
+	*x = SpeechStarted{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpeechStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpeechStarted) ProtoMessage() {}
+
+func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpeechStarted.ProtoReflect.Descriptor instead.
+func (*SpeechStarted) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SpeechStarted) GetAudioStart() *durationpb.Duration {
+	if x != nil {
+		return x.AudioStart
+	}
+	return nil
+}
+
+// The turn's speech ended.
+type SpeechStopped struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the stream's input audio where the speech ended (the last
+	// voiced audio).
+	AudioEnd      *durationpb.Duration `protobuf:"bytes,1,opt,name=audio_end,json=audioEnd,proto3" json:"audio_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpeechStopped) Reset() {
+	*x = SpeechStopped{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpeechStopped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpeechStopped) ProtoMessage() {}
+
+func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpeechStopped.ProtoReflect.Descriptor instead.
+func (*SpeechStopped) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SpeechStopped) GetAudioEnd() *durationpb.Duration {
+	if x != nil {
+		return x.AudioEnd
+	}
+	return nil
+}
+
+// A reply the user interrupted.
+type Interrupted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reply as stored: INCOMPLETE, STOP_REASON_INTERRUPTED, `text` cut to
+	// what was played.
+	Message *Message `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// The client's last playback mark for it (zero if it sent none).
+	PlayedDuration *durationpb.Duration `protobuf:"bytes,2,opt,name=played_duration,json=playedDuration,proto3" json:"played_duration,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Interrupted) Reset() {
+	*x = Interrupted{}
+	mi := &file_parley_v1_chat_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interrupted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interrupted) ProtoMessage() {}
+
+func (x *Interrupted) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_v1_chat_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interrupted.ProtoReflect.Descriptor instead.
+func (*Interrupted) Descriptor() ([]byte, []int) {
+	return file_parley_v1_chat_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Interrupted) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *Interrupted) GetPlayedDuration() *durationpb.Duration {
+	if x != nil {
+		return x.PlayedDuration
+	}
+	return nil
+}
+
 var File_parley_v1_chat_service_proto protoreflect.FileDescriptor
 
 const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\x81\f\n" +
+	"\x1cparley/v1/chat_service.proto\x12\tparley.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x16parley/v1/common.proto\"\xd7\f\n" +
 	"\aMessage\x12\x18\n" +
 	"\x04name\x18\x01 \x01(\tB\x04\xe2A\x01\bR\x04name\x121\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x17.parley.v1.Message.RoleB\x04\xe2A\x01\x03R\x04role\x12\x18\n" +
@@ -2321,7 +2937,8 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x13time_to_first_audio\x18\x13 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x10timeToFirstAudio\x12P\n" +
 	"\x13generation_duration\x18\x14 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x12generationDuration\x12V\n" +
 	"\x16transcription_duration\x18\x15 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x15transcriptionDuration\x127\n" +
-	"\tcitations\x18\x16 \x03(\v2\x13.parley.v1.CitationB\x04\xe2A\x01\x03R\tcitations\"N\n" +
+	"\tcitations\x18\x16 \x03(\v2\x13.parley.v1.CitationB\x04\xe2A\x01\x03R\tcitations\x12T\n" +
+	"\x16voice_to_voice_latency\x18\x17 \x01(\v2\x19.google.protobuf.DurationB\x04\xe2A\x01\x03R\x13voiceToVoiceLatency\"N\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x12\n" +
@@ -2485,7 +3102,42 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
 	"\x12parley.dev/MessageR\x04name\x12.\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x16.parley.v1.AudioFormatR\x06format\x12\x14\n" +
-	"\x05voice\x18\x03 \x01(\tR\x05voice*\xa6\x03\n" +
+	"\x05voice\x18\x03 \x01(\tR\x05voice\"\x9c\x01\n" +
+	"\x0fConverseRequest\x123\n" +
+	"\x06config\x18\x01 \x01(\v2\x19.parley.v1.ConverseConfigH\x00R\x06config\x12\x16\n" +
+	"\x05audio\x18\x02 \x01(\fH\x00R\x05audio\x121\n" +
+	"\bplayback\x18\x03 \x01(\v2\x13.parley.v1.PlaybackH\x00R\bplaybackB\t\n" +
+	"\arequest\"\x90\x02\n" +
+	"\x0eConverseConfig\x125\n" +
+	"\asession\x18\x01 \x01(\tB\x1b\xe2A\x01\x02\xfaA\x14\n" +
+	"\x12parley.dev/SessionR\asession\x12.\n" +
+	"\x06branch\x18\x02 \x01(\tB\x16\xfaA\x13\n" +
+	"\x11parley.dev/BranchR\x06branch\x12>\n" +
+	"\finput_format\x18\x03 \x01(\x0e2\x1b.parley.v1.InputAudioFormatR\vinputFormat\x12;\n" +
+	"\routput_format\x18\x04 \x01(\x0e2\x16.parley.v1.AudioFormatR\foutputFormat\x12\x1a\n" +
+	"\blanguage\x18\x05 \x01(\tR\blanguage\"\x81\x01\n" +
+	"\bPlayback\x121\n" +
+	"\amessage\x18\x01 \x01(\tB\x17\xfaA\x14\n" +
+	"\x12parley.dev/MessageR\amessage\x12B\n" +
+	"\x0fplayed_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0eplayedDuration\"\xca\x02\n" +
+	"\rConverseEvent\x12A\n" +
+	"\x0espeech_started\x18\x01 \x01(\v2\x18.parley.v1.SpeechStartedH\x00R\rspeechStarted\x12A\n" +
+	"\x0espeech_stopped\x18\x02 \x01(\v2\x18.parley.v1.SpeechStoppedH\x00R\rspeechStopped\x127\n" +
+	"\n" +
+	"transcript\x18\x03 \x01(\v2\x15.parley.v1.TranscriptH\x00R\n" +
+	"transcript\x125\n" +
+	"\n" +
+	"chat_event\x18\x04 \x01(\v2\x14.parley.v1.ChatEventH\x00R\tchatEvent\x12:\n" +
+	"\vinterrupted\x18\x05 \x01(\v2\x16.parley.v1.InterruptedH\x00R\vinterruptedB\a\n" +
+	"\x05event\"K\n" +
+	"\rSpeechStarted\x12:\n" +
+	"\vaudio_start\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"audioStart\"G\n" +
+	"\rSpeechStopped\x126\n" +
+	"\taudio_end\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\baudioEnd\"\x7f\n" +
+	"\vInterrupted\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.parley.v1.MessageR\amessage\x12B\n" +
+	"\x0fplayed_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0eplayedDuration*\xc3\x03\n" +
 	"\n" +
 	"StopReason\x12\x1b\n" +
 	"\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -2502,7 +3154,12 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\x12\x18\n" +
 	"\x14STOP_REASON_TOOL_USE\x10\v\x12\x1e\n" +
 	"\x1aSTOP_REASON_ACTION_EXPIRED\x10\f\x12\x19\n" +
-	"\x15STOP_REASON_MAX_STEPS\x10\r2\xaa\t\n" +
+	"\x15STOP_REASON_MAX_STEPS\x10\r\x12\x1b\n" +
+	"\x17STOP_REASON_INTERRUPTED\x10\x0e*q\n" +
+	"\x10InputAudioFormat\x12\"\n" +
+	"\x1eINPUT_AUDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18INPUT_AUDIO_FORMAT_PCM16\x10\x01\x12\x1b\n" +
+	"\x17INPUT_AUDIO_FORMAT_OPUS\x10\x022\xf0\t\n" +
 	"\vChatService\x12u\n" +
 	"\vSendMessage\x12\x1d.parley.v1.SendMessageRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02):\x01*\"$/v1/{session=sessions/*}:sendMessage0\x01\x12\x84\x01\n" +
 	"\x10SendVoiceMessage\x12\".parley.v1.SendVoiceMessageRequest\x1a\x14.parley.v1.ChatEvent\"4\x82\xd3\xe4\x93\x02.:\x01*\")/v1/{session=sessions/*}:sendVoiceMessage0\x01\x12\x88\x01\n" +
@@ -2513,7 +3170,8 @@ const file_parley_v1_chat_service_proto_rawDesc = "" +
 	"\fResumeStream\x12\x1e.parley.v1.ResumeStreamRequest\x1a\x14.parley.v1.ChatEvent\"/\x82\xd3\xe4\x93\x02)\x12'/v1/{name=sessions/*/messages/*}:stream0\x01\x12\x8f\x01\n" +
 	"\x11SubmitToolOutputs\x12#.parley.v1.SubmitToolOutputsRequest\x1a\x14.parley.v1.ChatEvent\"=\x82\xd3\xe4\x93\x027:\x01*\"2/v1/{name=sessions/*/messages/*}:submitToolOutputs0\x01\x12\x86\x01\n" +
 	"\rCancelMessage\x12\x1f.parley.v1.CancelMessageRequest\x1a .parley.v1.CancelMessageResponse\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/{name=sessions/*/messages/*}:cancel\x12\x8d\x01\n" +
-	"\x10SynthesizeSpeech\x12\".parley.v1.SynthesizeSpeechRequest\x1a\x15.parley.v1.AudioChunk\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech0\x01B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x10SynthesizeSpeech\x12\".parley.v1.SynthesizeSpeechRequest\x1a\x15.parley.v1.AudioChunk\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/{name=sessions/*/messages/*}:synthesizeSpeech0\x01\x12D\n" +
+	"\bConverse\x12\x1a.parley.v1.ConverseRequest\x1a\x18.parley.v1.ConverseEvent(\x010\x01B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_chat_service_proto_rawDescOnce sync.Once
@@ -2527,109 +3185,134 @@ func file_parley_v1_chat_service_proto_rawDescGZIP() []byte {
 	return file_parley_v1_chat_service_proto_rawDescData
 }
 
-var file_parley_v1_chat_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_parley_v1_chat_service_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_parley_v1_chat_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_parley_v1_chat_service_proto_goTypes = []any{
 	(StopReason)(0),                  // 0: parley.v1.StopReason
-	(Message_Role)(0),                // 1: parley.v1.Message.Role
-	(Message_Status)(0),              // 2: parley.v1.Message.Status
-	(ToolCall_Kind)(0),               // 3: parley.v1.ToolCall.Kind
-	(*Message)(nil),                  // 4: parley.v1.Message
-	(*Citation)(nil),                 // 5: parley.v1.Citation
-	(*CitationSource)(nil),           // 6: parley.v1.CitationSource
-	(*ToolCall)(nil),                 // 7: parley.v1.ToolCall
-	(*SendMessageRequest)(nil),       // 8: parley.v1.SendMessageRequest
-	(*SendVoiceMessageRequest)(nil),  // 9: parley.v1.SendVoiceMessageRequest
-	(*RegenerateMessageRequest)(nil), // 10: parley.v1.RegenerateMessageRequest
-	(*ResumeStreamRequest)(nil),      // 11: parley.v1.ResumeStreamRequest
-	(*CancelMessageRequest)(nil),     // 12: parley.v1.CancelMessageRequest
-	(*CancelMessageResponse)(nil),    // 13: parley.v1.CancelMessageResponse
-	(*ChatEvent)(nil),                // 14: parley.v1.ChatEvent
-	(*ToolResult)(nil),               // 15: parley.v1.ToolResult
-	(*RequiresAction)(nil),           // 16: parley.v1.RequiresAction
-	(*SubmitToolOutputsRequest)(nil), // 17: parley.v1.SubmitToolOutputsRequest
-	(*ToolOutput)(nil),               // 18: parley.v1.ToolOutput
-	(*ToolApproval)(nil),             // 19: parley.v1.ToolApproval
-	(*MessageAccepted)(nil),          // 20: parley.v1.MessageAccepted
-	(*Transcript)(nil),               // 21: parley.v1.Transcript
-	(*TextDelta)(nil),                // 22: parley.v1.TextDelta
-	(*MessageCompleted)(nil),         // 23: parley.v1.MessageCompleted
-	(*ListMessagesRequest)(nil),      // 24: parley.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),     // 25: parley.v1.ListMessagesResponse
-	(*GetMessageRequest)(nil),        // 26: parley.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),       // 27: parley.v1.GetMessageResponse
-	(*SynthesizeSpeechRequest)(nil),  // 28: parley.v1.SynthesizeSpeechRequest
-	nil,                              // 29: parley.v1.CitationSource.MetadataEntry
-	(*Usage)(nil),                    // 30: parley.v1.Usage
-	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
-	(AudioFormat)(0),                 // 33: parley.v1.AudioFormat
-	(*AudioChunk)(nil),               // 34: parley.v1.AudioChunk
-	(*status.Status)(nil),            // 35: google.rpc.Status
+	(InputAudioFormat)(0),            // 1: parley.v1.InputAudioFormat
+	(Message_Role)(0),                // 2: parley.v1.Message.Role
+	(Message_Status)(0),              // 3: parley.v1.Message.Status
+	(ToolCall_Kind)(0),               // 4: parley.v1.ToolCall.Kind
+	(*Message)(nil),                  // 5: parley.v1.Message
+	(*Citation)(nil),                 // 6: parley.v1.Citation
+	(*CitationSource)(nil),           // 7: parley.v1.CitationSource
+	(*ToolCall)(nil),                 // 8: parley.v1.ToolCall
+	(*SendMessageRequest)(nil),       // 9: parley.v1.SendMessageRequest
+	(*SendVoiceMessageRequest)(nil),  // 10: parley.v1.SendVoiceMessageRequest
+	(*RegenerateMessageRequest)(nil), // 11: parley.v1.RegenerateMessageRequest
+	(*ResumeStreamRequest)(nil),      // 12: parley.v1.ResumeStreamRequest
+	(*CancelMessageRequest)(nil),     // 13: parley.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),    // 14: parley.v1.CancelMessageResponse
+	(*ChatEvent)(nil),                // 15: parley.v1.ChatEvent
+	(*ToolResult)(nil),               // 16: parley.v1.ToolResult
+	(*RequiresAction)(nil),           // 17: parley.v1.RequiresAction
+	(*SubmitToolOutputsRequest)(nil), // 18: parley.v1.SubmitToolOutputsRequest
+	(*ToolOutput)(nil),               // 19: parley.v1.ToolOutput
+	(*ToolApproval)(nil),             // 20: parley.v1.ToolApproval
+	(*MessageAccepted)(nil),          // 21: parley.v1.MessageAccepted
+	(*Transcript)(nil),               // 22: parley.v1.Transcript
+	(*TextDelta)(nil),                // 23: parley.v1.TextDelta
+	(*MessageCompleted)(nil),         // 24: parley.v1.MessageCompleted
+	(*ListMessagesRequest)(nil),      // 25: parley.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),     // 26: parley.v1.ListMessagesResponse
+	(*GetMessageRequest)(nil),        // 27: parley.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),       // 28: parley.v1.GetMessageResponse
+	(*SynthesizeSpeechRequest)(nil),  // 29: parley.v1.SynthesizeSpeechRequest
+	(*ConverseRequest)(nil),          // 30: parley.v1.ConverseRequest
+	(*ConverseConfig)(nil),           // 31: parley.v1.ConverseConfig
+	(*Playback)(nil),                 // 32: parley.v1.Playback
+	(*ConverseEvent)(nil),            // 33: parley.v1.ConverseEvent
+	(*SpeechStarted)(nil),            // 34: parley.v1.SpeechStarted
+	(*SpeechStopped)(nil),            // 35: parley.v1.SpeechStopped
+	(*Interrupted)(nil),              // 36: parley.v1.Interrupted
+	nil,                              // 37: parley.v1.CitationSource.MetadataEntry
+	(*Usage)(nil),                    // 38: parley.v1.Usage
+	(*durationpb.Duration)(nil),      // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 40: google.protobuf.Timestamp
+	(AudioFormat)(0),                 // 41: parley.v1.AudioFormat
+	(*AudioChunk)(nil),               // 42: parley.v1.AudioChunk
+	(*status.Status)(nil),            // 43: google.rpc.Status
 }
 var file_parley_v1_chat_service_proto_depIdxs = []int32{
-	1,  // 0: parley.v1.Message.role:type_name -> parley.v1.Message.Role
-	2,  // 1: parley.v1.Message.status:type_name -> parley.v1.Message.Status
+	2,  // 0: parley.v1.Message.role:type_name -> parley.v1.Message.Role
+	3,  // 1: parley.v1.Message.status:type_name -> parley.v1.Message.Status
 	0,  // 2: parley.v1.Message.stop_reason:type_name -> parley.v1.StopReason
-	30, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
-	31, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
-	31, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
-	32, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	31, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
-	7,  // 8: parley.v1.Message.tool_calls:type_name -> parley.v1.ToolCall
-	31, // 9: parley.v1.Message.time_to_first_audio:type_name -> google.protobuf.Duration
-	31, // 10: parley.v1.Message.generation_duration:type_name -> google.protobuf.Duration
-	31, // 11: parley.v1.Message.transcription_duration:type_name -> google.protobuf.Duration
-	5,  // 12: parley.v1.Message.citations:type_name -> parley.v1.Citation
-	6,  // 13: parley.v1.Citation.sources:type_name -> parley.v1.CitationSource
-	29, // 14: parley.v1.CitationSource.metadata:type_name -> parley.v1.CitationSource.MetadataEntry
-	3,  // 15: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
-	33, // 16: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
-	4,  // 17: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
-	20, // 18: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
-	21, // 19: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
-	22, // 20: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
-	34, // 21: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
-	30, // 22: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
-	23, // 23: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
-	35, // 24: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
-	7,  // 25: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
-	15, // 26: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
-	16, // 27: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
-	7,  // 28: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
-	7,  // 29: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
-	32, // 30: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 31: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
-	19, // 32: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
-	4,  // 33: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
-	31, // 34: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
-	4,  // 35: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
-	4,  // 36: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
-	4,  // 37: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
-	33, // 38: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
-	8,  // 39: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
-	9,  // 40: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
-	10, // 41: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
-	24, // 42: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
-	26, // 43: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
-	11, // 44: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
-	17, // 45: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
-	12, // 46: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
-	28, // 47: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
-	14, // 48: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
-	14, // 49: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
-	14, // 50: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
-	25, // 51: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
-	27, // 52: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
-	14, // 53: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
-	14, // 54: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
-	13, // 55: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
-	34, // 56: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
-	48, // [48:57] is the sub-list for method output_type
-	39, // [39:48] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	38, // 3: parley.v1.Message.usage:type_name -> parley.v1.Usage
+	39, // 4: parley.v1.Message.audio_duration:type_name -> google.protobuf.Duration
+	39, // 5: parley.v1.Message.time_to_first_token:type_name -> google.protobuf.Duration
+	40, // 6: parley.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	39, // 7: parley.v1.Message.speech_duration:type_name -> google.protobuf.Duration
+	8,  // 8: parley.v1.Message.tool_calls:type_name -> parley.v1.ToolCall
+	39, // 9: parley.v1.Message.time_to_first_audio:type_name -> google.protobuf.Duration
+	39, // 10: parley.v1.Message.generation_duration:type_name -> google.protobuf.Duration
+	39, // 11: parley.v1.Message.transcription_duration:type_name -> google.protobuf.Duration
+	6,  // 12: parley.v1.Message.citations:type_name -> parley.v1.Citation
+	39, // 13: parley.v1.Message.voice_to_voice_latency:type_name -> google.protobuf.Duration
+	7,  // 14: parley.v1.Citation.sources:type_name -> parley.v1.CitationSource
+	37, // 15: parley.v1.CitationSource.metadata:type_name -> parley.v1.CitationSource.MetadataEntry
+	4,  // 16: parley.v1.ToolCall.kind:type_name -> parley.v1.ToolCall.Kind
+	41, // 17: parley.v1.SendVoiceMessageRequest.output_format:type_name -> parley.v1.AudioFormat
+	5,  // 18: parley.v1.CancelMessageResponse.message:type_name -> parley.v1.Message
+	21, // 19: parley.v1.ChatEvent.message_accepted:type_name -> parley.v1.MessageAccepted
+	22, // 20: parley.v1.ChatEvent.transcript:type_name -> parley.v1.Transcript
+	23, // 21: parley.v1.ChatEvent.text_delta:type_name -> parley.v1.TextDelta
+	42, // 22: parley.v1.ChatEvent.audio_chunk:type_name -> parley.v1.AudioChunk
+	38, // 23: parley.v1.ChatEvent.usage:type_name -> parley.v1.Usage
+	24, // 24: parley.v1.ChatEvent.message_completed:type_name -> parley.v1.MessageCompleted
+	43, // 25: parley.v1.ChatEvent.error:type_name -> google.rpc.Status
+	8,  // 26: parley.v1.ChatEvent.tool_call:type_name -> parley.v1.ToolCall
+	16, // 27: parley.v1.ChatEvent.tool_result:type_name -> parley.v1.ToolResult
+	17, // 28: parley.v1.ChatEvent.requires_action:type_name -> parley.v1.RequiresAction
+	8,  // 29: parley.v1.RequiresAction.tool_outputs:type_name -> parley.v1.ToolCall
+	8,  // 30: parley.v1.RequiresAction.approvals:type_name -> parley.v1.ToolCall
+	40, // 31: parley.v1.RequiresAction.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 32: parley.v1.SubmitToolOutputsRequest.tool_outputs:type_name -> parley.v1.ToolOutput
+	20, // 33: parley.v1.SubmitToolOutputsRequest.approvals:type_name -> parley.v1.ToolApproval
+	5,  // 34: parley.v1.MessageAccepted.user_message:type_name -> parley.v1.Message
+	39, // 35: parley.v1.Transcript.audio_duration:type_name -> google.protobuf.Duration
+	5,  // 36: parley.v1.MessageCompleted.message:type_name -> parley.v1.Message
+	5,  // 37: parley.v1.ListMessagesResponse.messages:type_name -> parley.v1.Message
+	5,  // 38: parley.v1.GetMessageResponse.message:type_name -> parley.v1.Message
+	41, // 39: parley.v1.SynthesizeSpeechRequest.format:type_name -> parley.v1.AudioFormat
+	31, // 40: parley.v1.ConverseRequest.config:type_name -> parley.v1.ConverseConfig
+	32, // 41: parley.v1.ConverseRequest.playback:type_name -> parley.v1.Playback
+	1,  // 42: parley.v1.ConverseConfig.input_format:type_name -> parley.v1.InputAudioFormat
+	41, // 43: parley.v1.ConverseConfig.output_format:type_name -> parley.v1.AudioFormat
+	39, // 44: parley.v1.Playback.played_duration:type_name -> google.protobuf.Duration
+	34, // 45: parley.v1.ConverseEvent.speech_started:type_name -> parley.v1.SpeechStarted
+	35, // 46: parley.v1.ConverseEvent.speech_stopped:type_name -> parley.v1.SpeechStopped
+	22, // 47: parley.v1.ConverseEvent.transcript:type_name -> parley.v1.Transcript
+	15, // 48: parley.v1.ConverseEvent.chat_event:type_name -> parley.v1.ChatEvent
+	36, // 49: parley.v1.ConverseEvent.interrupted:type_name -> parley.v1.Interrupted
+	39, // 50: parley.v1.SpeechStarted.audio_start:type_name -> google.protobuf.Duration
+	39, // 51: parley.v1.SpeechStopped.audio_end:type_name -> google.protobuf.Duration
+	5,  // 52: parley.v1.Interrupted.message:type_name -> parley.v1.Message
+	39, // 53: parley.v1.Interrupted.played_duration:type_name -> google.protobuf.Duration
+	9,  // 54: parley.v1.ChatService.SendMessage:input_type -> parley.v1.SendMessageRequest
+	10, // 55: parley.v1.ChatService.SendVoiceMessage:input_type -> parley.v1.SendVoiceMessageRequest
+	11, // 56: parley.v1.ChatService.RegenerateMessage:input_type -> parley.v1.RegenerateMessageRequest
+	25, // 57: parley.v1.ChatService.ListMessages:input_type -> parley.v1.ListMessagesRequest
+	27, // 58: parley.v1.ChatService.GetMessage:input_type -> parley.v1.GetMessageRequest
+	12, // 59: parley.v1.ChatService.ResumeStream:input_type -> parley.v1.ResumeStreamRequest
+	18, // 60: parley.v1.ChatService.SubmitToolOutputs:input_type -> parley.v1.SubmitToolOutputsRequest
+	13, // 61: parley.v1.ChatService.CancelMessage:input_type -> parley.v1.CancelMessageRequest
+	29, // 62: parley.v1.ChatService.SynthesizeSpeech:input_type -> parley.v1.SynthesizeSpeechRequest
+	30, // 63: parley.v1.ChatService.Converse:input_type -> parley.v1.ConverseRequest
+	15, // 64: parley.v1.ChatService.SendMessage:output_type -> parley.v1.ChatEvent
+	15, // 65: parley.v1.ChatService.SendVoiceMessage:output_type -> parley.v1.ChatEvent
+	15, // 66: parley.v1.ChatService.RegenerateMessage:output_type -> parley.v1.ChatEvent
+	26, // 67: parley.v1.ChatService.ListMessages:output_type -> parley.v1.ListMessagesResponse
+	28, // 68: parley.v1.ChatService.GetMessage:output_type -> parley.v1.GetMessageResponse
+	15, // 69: parley.v1.ChatService.ResumeStream:output_type -> parley.v1.ChatEvent
+	15, // 70: parley.v1.ChatService.SubmitToolOutputs:output_type -> parley.v1.ChatEvent
+	14, // 71: parley.v1.ChatService.CancelMessage:output_type -> parley.v1.CancelMessageResponse
+	42, // 72: parley.v1.ChatService.SynthesizeSpeech:output_type -> parley.v1.AudioChunk
+	33, // 73: parley.v1.ChatService.Converse:output_type -> parley.v1.ConverseEvent
+	64, // [64:74] is the sub-list for method output_type
+	54, // [54:64] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_chat_service_proto_init() }
@@ -2650,13 +3333,25 @@ func file_parley_v1_chat_service_proto_init() {
 		(*ChatEvent_ToolResult)(nil),
 		(*ChatEvent_RequiresAction)(nil),
 	}
+	file_parley_v1_chat_service_proto_msgTypes[25].OneofWrappers = []any{
+		(*ConverseRequest_Config)(nil),
+		(*ConverseRequest_Audio)(nil),
+		(*ConverseRequest_Playback)(nil),
+	}
+	file_parley_v1_chat_service_proto_msgTypes[28].OneofWrappers = []any{
+		(*ConverseEvent_SpeechStarted)(nil),
+		(*ConverseEvent_SpeechStopped)(nil),
+		(*ConverseEvent_Transcript)(nil),
+		(*ConverseEvent_ChatEvent)(nil),
+		(*ConverseEvent_Interrupted)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_v1_chat_service_proto_rawDesc), len(file_parley_v1_chat_service_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   26,
+			NumEnums:      5,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

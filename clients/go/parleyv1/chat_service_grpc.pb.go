@@ -28,6 +28,7 @@ const (
 	ChatService_SubmitToolOutputs_FullMethodName = "/parley.v1.ChatService/SubmitToolOutputs"
 	ChatService_CancelMessage_FullMethodName     = "/parley.v1.ChatService/CancelMessage"
 	ChatService_SynthesizeSpeech_FullMethodName  = "/parley.v1.ChatService/SynthesizeSpeech"
+	ChatService_Converse_FullMethodName          = "/parley.v1.ChatService/Converse"
 )
 
 // ChatServiceClient is the client API for ChatService service.
@@ -76,6 +77,15 @@ type ChatServiceClient interface {
 	CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error)
 	// Speaks a stored message: streams its text as audio, sentence by sentence.
 	SynthesizeSpeech(ctx context.Context, in *SynthesizeSpeechRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AudioChunk], error)
+	// A live spoken conversation over one bidirectional stream (gRPC only:
+	// REST transcoding cannot carry a client stream). The client sends a
+	// `config` first, then audio frames as they are recorded and `playback`
+	// marks as it plays replies. The server detects speech (voice activity
+	// detection), ends a turn after a stated silence, stores each turn as a
+	// spoken user message and streams the reply (text and audio) as
+	// `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+	// the stored reply is cut to what the client reported as played.
+	Converse(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConverseRequest, ConverseEvent], error)
 }
 
 type chatServiceClient struct {
@@ -230,6 +240,19 @@ func (c *chatServiceClient) SynthesizeSpeech(ctx context.Context, in *Synthesize
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_SynthesizeSpeechClient = grpc.ServerStreamingClient[AudioChunk]
 
+func (c *chatServiceClient) Converse(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConverseRequest, ConverseEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ChatService_ServiceDesc.Streams[6], ChatService_Converse_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConverseRequest, ConverseEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChatService_ConverseClient = grpc.BidiStreamingClient[ConverseRequest, ConverseEvent]
+
 // ChatServiceServer is the server API for ChatService service.
 // All implementations must embed UnimplementedChatServiceServer
 // for forward compatibility.
@@ -276,6 +299,15 @@ type ChatServiceServer interface {
 	CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error)
 	// Speaks a stored message: streams its text as audio, sentence by sentence.
 	SynthesizeSpeech(*SynthesizeSpeechRequest, grpc.ServerStreamingServer[AudioChunk]) error
+	// A live spoken conversation over one bidirectional stream (gRPC only:
+	// REST transcoding cannot carry a client stream). The client sends a
+	// `config` first, then audio frames as they are recorded and `playback`
+	// marks as it plays replies. The server detects speech (voice activity
+	// detection), ends a turn after a stated silence, stores each turn as a
+	// spoken user message and streams the reply (text and audio) as
+	// `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+	// the stored reply is cut to what the client reported as played.
+	Converse(grpc.BidiStreamingServer[ConverseRequest, ConverseEvent]) error
 	mustEmbedUnimplementedChatServiceServer()
 }
 
@@ -312,6 +344,9 @@ func (UnimplementedChatServiceServer) CancelMessage(context.Context, *CancelMess
 }
 func (UnimplementedChatServiceServer) SynthesizeSpeech(*SynthesizeSpeechRequest, grpc.ServerStreamingServer[AudioChunk]) error {
 	return status.Error(codes.Unimplemented, "method SynthesizeSpeech not implemented")
+}
+func (UnimplementedChatServiceServer) Converse(grpc.BidiStreamingServer[ConverseRequest, ConverseEvent]) error {
+	return status.Error(codes.Unimplemented, "method Converse not implemented")
 }
 func (UnimplementedChatServiceServer) mustEmbedUnimplementedChatServiceServer() {}
 func (UnimplementedChatServiceServer) testEmbeddedByValue()                     {}
@@ -454,6 +489,13 @@ func _ChatService_SynthesizeSpeech_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ChatService_SynthesizeSpeechServer = grpc.ServerStreamingServer[AudioChunk]
 
+func _ChatService_Converse_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ChatServiceServer).Converse(&grpc.GenericServerStream[ConverseRequest, ConverseEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChatService_ConverseServer = grpc.BidiStreamingServer[ConverseRequest, ConverseEvent]
+
 // ChatService_ServiceDesc is the grpc.ServiceDesc for ChatService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -504,6 +546,12 @@ var ChatService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "SynthesizeSpeech",
 			Handler:       _ChatService_SynthesizeSpeech_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Converse",
+			Handler:       _ChatService_Converse_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "parley/v1/chat_service.proto",

@@ -9,6 +9,7 @@ package parleyv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -33,6 +34,10 @@ const (
 	AudioFormat_AUDIO_FORMAT_OPUS AudioFormat = 2
 	// 16-bit little-endian PCM in a RIFF/WAVE container.
 	AudioFormat_AUDIO_FORMAT_WAV AudioFormat = 3
+	// Raw 16-bit little-endian signed PCM, mono, at the chunk's
+	// `sample_rate_hz`, without a header (Converse's default: playable as it
+	// arrives).
+	AudioFormat_AUDIO_FORMAT_PCM16 AudioFormat = 4
 )
 
 // Enum value maps for AudioFormat.
@@ -42,12 +47,14 @@ var (
 		1: "AUDIO_FORMAT_MP3",
 		2: "AUDIO_FORMAT_OPUS",
 		3: "AUDIO_FORMAT_WAV",
+		4: "AUDIO_FORMAT_PCM16",
 	}
 	AudioFormat_value = map[string]int32{
 		"AUDIO_FORMAT_UNSPECIFIED": 0,
 		"AUDIO_FORMAT_MP3":         1,
 		"AUDIO_FORMAT_OPUS":        2,
 		"AUDIO_FORMAT_WAV":         3,
+		"AUDIO_FORMAT_PCM16":       4,
 	}
 )
 
@@ -159,7 +166,11 @@ type AudioChunk struct {
 	// The text this chunk speaks; set on the first chunk of a segment only.
 	Text string `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
 	// Language of the voice speaking this chunk (`en`, `ar`).
-	Language      string `protobuf:"bytes,6,opt,name=language,proto3" json:"language,omitempty"`
+	Language string `protobuf:"bytes,6,opt,name=language,proto3" json:"language,omitempty"`
+	// Length of the speech of this chunk's segment; set with `text`, on the
+	// first chunk of a segment. Summed over the segments sent, it is the
+	// position in the audio where the next segment starts.
+	Duration      *durationpb.Duration `protobuf:"bytes,7,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,15 +247,22 @@ func (x *AudioChunk) GetLanguage() string {
 	return ""
 }
 
+func (x *AudioChunk) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
 var File_parley_v1_common_proto protoreflect.FileDescriptor
 
 const file_parley_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/common.proto\x12\tparley.v1\"r\n" +
+	"\x16parley/v1/common.proto\x12\tparley.v1\x1a\x1egoogle/protobuf/duration.proto\"r\n" +
 	"\x05Usage\x12!\n" +
 	"\finput_tokens\x18\x01 \x01(\x05R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x02 \x01(\x05R\foutputTokens\x12!\n" +
-	"\ftotal_tokens\x18\x03 \x01(\x05R\vtotalTokens\"\xcb\x01\n" +
+	"\ftotal_tokens\x18\x03 \x01(\x05R\vtotalTokens\"\x82\x02\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12.\n" +
@@ -252,12 +270,14 @@ const file_parley_v1_common_proto_rawDesc = "" +
 	"\x0esample_rate_hz\x18\x03 \x01(\x05R\fsampleRateHz\x12#\n" +
 	"\rsegment_index\x18\x04 \x01(\x05R\fsegmentIndex\x12\x12\n" +
 	"\x04text\x18\x05 \x01(\tR\x04text\x12\x1a\n" +
-	"\blanguage\x18\x06 \x01(\tR\blanguage*n\n" +
+	"\blanguage\x18\x06 \x01(\tR\blanguage\x125\n" +
+	"\bduration\x18\a \x01(\v2\x19.google.protobuf.DurationR\bduration*\x86\x01\n" +
 	"\vAudioFormat\x12\x1c\n" +
 	"\x18AUDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10AUDIO_FORMAT_MP3\x10\x01\x12\x15\n" +
 	"\x11AUDIO_FORMAT_OPUS\x10\x02\x12\x14\n" +
-	"\x10AUDIO_FORMAT_WAV\x10\x03B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x10AUDIO_FORMAT_WAV\x10\x03\x12\x16\n" +
+	"\x12AUDIO_FORMAT_PCM16\x10\x04B;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_common_proto_rawDescOnce sync.Once
@@ -274,17 +294,19 @@ func file_parley_v1_common_proto_rawDescGZIP() []byte {
 var file_parley_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_parley_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_parley_v1_common_proto_goTypes = []any{
-	(AudioFormat)(0),   // 0: parley.v1.AudioFormat
-	(*Usage)(nil),      // 1: parley.v1.Usage
-	(*AudioChunk)(nil), // 2: parley.v1.AudioChunk
+	(AudioFormat)(0),            // 0: parley.v1.AudioFormat
+	(*Usage)(nil),               // 1: parley.v1.Usage
+	(*AudioChunk)(nil),          // 2: parley.v1.AudioChunk
+	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
 }
 var file_parley_v1_common_proto_depIdxs = []int32{
 	0, // 0: parley.v1.AudioChunk.format:type_name -> parley.v1.AudioFormat
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 1: parley.v1.AudioChunk.duration:type_name -> google.protobuf.Duration
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_parley_v1_common_proto_init() }

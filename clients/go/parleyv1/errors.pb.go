@@ -185,6 +185,16 @@ const (
 	// The session archive (`PARLEY_ARCHIVE_URL`) cannot be reached, or an
 	// archived file is missing or does not match its checksum (UNAVAILABLE).
 	ErrorReason_ARCHIVE_UNAVAILABLE ErrorReason = 66
+	// A Converse stream's first request is not a `config`, or a second `config`
+	// was sent (INVALID_ARGUMENT).
+	ErrorReason_CONVERSE_CONFIG_REQUIRED ErrorReason = 67
+	// A Converse audio frame is over `PARLEY_CONVERSE_MAX_FRAME_BYTES`
+	// (INVALID_ARGUMENT).
+	ErrorReason_AUDIO_FRAME_TOO_LARGE ErrorReason = 68
+	// A Converse stream sends audio faster than `PARLEY_CONVERSE_MAX_SPEED`
+	// times real time, beyond a burst of `PARLEY_CONVERSE_BURST_SECONDS`
+	// (RESOURCE_EXHAUSTED).
+	ErrorReason_AUDIO_TOO_FAST ErrorReason = 69
 )
 
 // Enum value maps for ErrorReason.
@@ -257,6 +267,9 @@ var (
 		64: "EXPORT_TOO_LARGE",
 		65: "REPLY_IN_PROGRESS",
 		66: "ARCHIVE_UNAVAILABLE",
+		67: "CONVERSE_CONFIG_REQUIRED",
+		68: "AUDIO_FRAME_TOO_LARGE",
+		69: "AUDIO_TOO_FAST",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":    0,
@@ -326,6 +339,9 @@ var (
 		"EXPORT_TOO_LARGE":            64,
 		"REPLY_IN_PROGRESS":           65,
 		"ARCHIVE_UNAVAILABLE":         66,
+		"CONVERSE_CONFIG_REQUIRED":    67,
+		"AUDIO_FRAME_TOO_LARGE":       68,
+		"AUDIO_TOO_FAST":              69,
 	}
 )
 
@@ -360,7 +376,7 @@ var File_parley_v1_errors_proto protoreflect.FileDescriptor
 
 const file_parley_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x16parley/v1/errors.proto\x12\tparley.v1*\xe4\v\n" +
+	"\x16parley/v1/errors.proto\x12\tparley.v1*\xb1\f\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aABORTED\x10\x01\x12\x11\n" +
@@ -430,7 +446,10 @@ const file_parley_v1_errors_proto_rawDesc = "" +
 	"\x0eINVALID_EXPORT\x10?\x12\x14\n" +
 	"\x10EXPORT_TOO_LARGE\x10@\x12\x15\n" +
 	"\x11REPLY_IN_PROGRESS\x10A\x12\x17\n" +
-	"\x13ARCHIVE_UNAVAILABLE\x10BB;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
+	"\x13ARCHIVE_UNAVAILABLE\x10B\x12\x1c\n" +
+	"\x18CONVERSE_CONFIG_REQUIRED\x10C\x12\x19\n" +
+	"\x15AUDIO_FRAME_TOO_LARGE\x10D\x12\x12\n" +
+	"\x0eAUDIO_TOO_FAST\x10EB;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3"
 
 var (
 	file_parley_v1_errors_proto_rawDescOnce sync.Once

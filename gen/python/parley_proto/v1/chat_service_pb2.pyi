@@ -63,6 +63,10 @@ class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason
     """The reply took the most tool steps a turn may take
     (`PARLEY_TOOLS_MAX_STEPS`).
     """
+    STOP_REASON_INTERRUPTED: _StopReason.ValueType  # 14
+    """The user spoke over the reply (Converse barge-in); `text` is what the
+    client reported as played to them, sentence by sentence.
+    """
 
 class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
     """Why a model stopped generating."""
@@ -101,7 +105,43 @@ STOP_REASON_MAX_STEPS: StopReason.ValueType  # 13
 """The reply took the most tool steps a turn may take
 (`PARLEY_TOOLS_MAX_STEPS`).
 """
+STOP_REASON_INTERRUPTED: StopReason.ValueType  # 14
+"""The user spoke over the reply (Converse barge-in); `text` is what the
+client reported as played to them, sentence by sentence.
+"""
 Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
+
+class _InputAudioFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InputAudioFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InputAudioFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INPUT_AUDIO_FORMAT_UNSPECIFIED: _InputAudioFormat.ValueType  # 0
+    """Not set: PCM16."""
+    INPUT_AUDIO_FORMAT_PCM16: _InputAudioFormat.ValueType  # 1
+    """16-bit little-endian signed PCM, 16 kHz, mono; a frame holds whole
+    samples (an even number of bytes).
+    """
+    INPUT_AUDIO_FORMAT_OPUS: _InputAudioFormat.ValueType  # 2
+    """Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+    one packet per frame, any Opus sample rate, mono or stereo.
+    """
+
+class InputAudioFormat(_InputAudioFormat, metaclass=_InputAudioFormatEnumTypeWrapper):
+    """Encoding of the audio a client sends to Converse."""
+
+INPUT_AUDIO_FORMAT_UNSPECIFIED: InputAudioFormat.ValueType  # 0
+"""Not set: PCM16."""
+INPUT_AUDIO_FORMAT_PCM16: InputAudioFormat.ValueType  # 1
+"""16-bit little-endian signed PCM, 16 kHz, mono; a frame holds whole
+samples (an even number of bytes).
+"""
+INPUT_AUDIO_FORMAT_OPUS: InputAudioFormat.ValueType  # 2
+"""Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+one packet per frame, any Opus sample rate, mono or stereo.
+"""
+Global___InputAudioFormat: _TypeAlias = InputAudioFormat  # noqa: Y015
 
 @_typing.final
 class Message(_message.Message):
@@ -205,6 +245,7 @@ class Message(_message.Message):
     GENERATION_DURATION_FIELD_NUMBER: _builtins.int
     TRANSCRIPTION_DURATION_FIELD_NUMBER: _builtins.int
     CITATIONS_FIELD_NUMBER: _builtins.int
+    VOICE_TO_VOICE_LATENCY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `sessions/{session}/messages/{message}`; the id is a
     UUIDv7.
@@ -298,6 +339,15 @@ class Message(_message.Message):
         message has ended (not on the checkpoints of a reply being generated).
         """
 
+    @_builtins.property
+    def voice_to_voice_latency(self) -> _duration_pb2.Duration:
+        """Replies in a live conversation (Converse): from the end of the user's
+        speech (the last voiced audio of the turn, before the silence that ended
+        it) to the first `audio_chunk` of the reply being sent. Covers the wait
+        for the silence, speech-to-text, the first sentence and its speech. On
+        the run's final assistant message; unset elsewhere.
+        """
+
     def __init__(
         self,
         *,
@@ -323,10 +373,11 @@ class Message(_message.Message):
         generation_duration: _duration_pb2.Duration | None = ...,
         transcription_duration: _duration_pb2.Duration | None = ...,
         citations: _abc.Iterable[Global___Citation] | None = ...,
+        voice_to_voice_latency: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "generation_duration", b"generation_duration", "speech_duration", b"speech_duration", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "create_time", b"create_time", "generation_duration", b"generation_duration", "speech_duration", b"speech_duration", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "transcription_duration", b"transcription_duration", "usage", b"usage", "voice_to_voice_latency", b"voice_to_voice_latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "citations", b"citations", "create_time", b"create_time", "error_message", b"error_message", "generation_duration", b"generation_duration", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "transcription_duration", b"transcription_duration", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "citations", b"citations", "create_time", b"create_time", "error_message", b"error_message", "generation_duration", b"generation_duration", "is_error", b"is_error", "model", b"model", "name", b"name", "parent", b"parent", "request_id", b"request_id", "role", b"role", "speech_duration", b"speech_duration", "status", b"status", "stop_reason", b"stop_reason", "text", b"text", "time_to_first_audio", b"time_to_first_audio", "time_to_first_token", b"time_to_first_token", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls", "transcript_language", b"transcript_language", "transcription_duration", b"transcription_duration", "usage", b"usage", "voice_to_voice_latency", b"voice_to_voice_latency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1225,3 +1276,262 @@ class SynthesizeSpeechRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SynthesizeSpeechRequest: _TypeAlias = SynthesizeSpeechRequest  # noqa: Y015
+
+@_typing.final
+class ConverseRequest(_message.Message):
+    """A message from the client of ChatService.Converse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    PLAYBACK_FIELD_NUMBER: _builtins.int
+    audio: _builtins.bytes
+    """One frame of recorded audio, in the config's `input_format`, at most
+    32,768 bytes (`PARLEY_CONVERSE_MAX_FRAME_BYTES`; about 1 s of PCM16 at
+    16 kHz). Frames of 20 ms are typical.
+    """
+    @_builtins.property
+    def config(self) -> Global___ConverseConfig:
+        """How the conversation runs; the first request, and only the first."""
+
+    @_builtins.property
+    def playback(self) -> Global___Playback:
+        """How much of a reply's audio the client has played so far."""
+
+    def __init__(
+        self,
+        *,
+        config: Global___ConverseConfig | None = ...,
+        audio: _builtins.bytes = ...,
+        playback: Global___Playback | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "playback", b"playback", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "playback", b"playback", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["config", "audio", "playback"]  # noqa: Y015
+    _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
+
+Global___ConverseRequest: _TypeAlias = ConverseRequest  # noqa: Y015
+
+@_typing.final
+class ConverseConfig(_message.Message):
+    """The first request of a Converse stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    INPUT_FORMAT_FIELD_NUMBER: _builtins.int
+    OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    session: _builtins.str
+    """`sessions/{session}`."""
+    branch: _builtins.str
+    """Branch to append the turns to; empty means the active branch."""
+    input_format: Global___InputAudioFormat.ValueType
+    """Encoding of the `audio` frames; PCM16 (16 kHz mono) when unset."""
+    output_format: _common_pb2.AudioFormat.ValueType
+    """Encoding of the reply audio; PCM16 (the voice's sample rate, mono) when
+    unset: raw samples can be played as they arrive.
+    """
+    language: _builtins.str
+    """Language spoken (`en`, `ar`); empty means detect it among the languages
+    the server supports (`PARLEY_SPEECH_LANGUAGES`).
+    """
+    def __init__(
+        self,
+        *,
+        session: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        input_format: Global___InputAudioFormat.ValueType = ...,
+        output_format: _common_pb2.AudioFormat.ValueType = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "input_format", b"input_format", "language", b"language", "output_format", b"output_format", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseConfig: _TypeAlias = ConverseConfig  # noqa: Y015
+
+@_typing.final
+class Playback(_message.Message):
+    """A playback mark: the client has played `played_duration` of a reply's
+    audio (from its start). Send one as playback goes on (every few hundred
+    milliseconds); the server keeps the latest per reply. When the user
+    interrupts a reply, its stored text is cut to the sentences whose audio
+    ends within the last mark.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PLAYED_DURATION_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """The assistant message being played,
+    `sessions/{session}/messages/{message}`.
+    """
+    @_builtins.property
+    def played_duration(self) -> _duration_pb2.Duration:
+        """How much of its audio has been played."""
+
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        played_duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["played_duration", b"played_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "played_duration", b"played_duration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Playback: _TypeAlias = Playback  # noqa: Y015
+
+@_typing.final
+class ConverseEvent(_message.Message):
+    """A message from the server of ChatService.Converse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEECH_STARTED_FIELD_NUMBER: _builtins.int
+    SPEECH_STOPPED_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    CHAT_EVENT_FIELD_NUMBER: _builtins.int
+    INTERRUPTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def speech_started(self) -> Global___SpeechStarted:
+        """Voice activity detection heard speech begin."""
+
+    @_builtins.property
+    def speech_stopped(self) -> Global___SpeechStopped:
+        """Speech ended: the silence that ends a turn has lasted long enough, or
+        the turn reached its longest length.
+        """
+
+    @_builtins.property
+    def transcript(self) -> Global___Transcript:
+        """What speech-to-text heard in the turn; empty `text` when nothing was
+        recognized (the turn is then dropped, nothing is stored).
+        """
+
+    @_builtins.property
+    def chat_event(self) -> Global___ChatEvent:
+        """An event of the turn's reply, exactly as SendVoiceMessage streams it
+        (`message_accepted`, `transcript`, `text_delta`, `audio_chunk`, `usage`,
+        `message_completed`; an `error` ends this reply, not the conversation).
+        """
+
+    @_builtins.property
+    def interrupted(self) -> Global___Interrupted:
+        """A reply was cut by the user speaking over it; no more of its audio
+        follows. Stop playing it.
+        """
+
+    def __init__(
+        self,
+        *,
+        speech_started: Global___SpeechStarted | None = ...,
+        speech_stopped: Global___SpeechStopped | None = ...,
+        transcript: Global___Transcript | None = ...,
+        chat_event: Global___ChatEvent | None = ...,
+        interrupted: Global___Interrupted | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat_event", b"chat_event", "event", b"event", "interrupted", b"interrupted", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "transcript", b"transcript"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_event", b"chat_event", "event", b"event", "interrupted", b"interrupted", "speech_started", b"speech_started", "speech_stopped", b"speech_stopped", "transcript", b"transcript"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["speech_started", "speech_stopped", "transcript", "chat_event", "interrupted"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___ConverseEvent: _TypeAlias = ConverseEvent  # noqa: Y015
+
+@_typing.final
+class SpeechStarted(_message.Message):
+    """Speech began."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_START_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def audio_start(self) -> _duration_pb2.Duration:
+        """Position in the stream's input audio where speech began (from the first
+        frame after the config).
+        """
+
+    def __init__(
+        self,
+        *,
+        audio_start: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_start", b"audio_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_start", b"audio_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpeechStarted: _TypeAlias = SpeechStarted  # noqa: Y015
+
+@_typing.final
+class SpeechStopped(_message.Message):
+    """The turn's speech ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def audio_end(self) -> _duration_pb2.Duration:
+        """Position in the stream's input audio where the speech ended (the last
+        voiced audio).
+        """
+
+    def __init__(
+        self,
+        *,
+        audio_end: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_end", b"audio_end"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_end", b"audio_end"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpeechStopped: _TypeAlias = SpeechStopped  # noqa: Y015
+
+@_typing.final
+class Interrupted(_message.Message):
+    """A reply the user interrupted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PLAYED_DURATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """The reply as stored: INCOMPLETE, STOP_REASON_INTERRUPTED, `text` cut to
+        what was played.
+        """
+
+    @_builtins.property
+    def played_duration(self) -> _duration_pb2.Duration:
+        """The client's last playback mark for it (zero if it sent none)."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___Message | None = ...,
+        played_duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "played_duration", b"played_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "played_duration", b"played_duration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Interrupted: _TypeAlias = Interrupted  # noqa: Y015

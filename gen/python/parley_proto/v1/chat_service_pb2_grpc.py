@@ -91,6 +91,11 @@ class ChatServiceStub:
                 request_serializer=parley_dot_v1_dot_chat__service__pb2.SynthesizeSpeechRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_common__pb2.AudioChunk.FromString,
                 _registered_method=True)
+        self.Converse = channel.stream_stream(
+                '/parley.v1.ChatService/Converse',
+                request_serializer=parley_dot_v1_dot_chat__service__pb2.ConverseRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_chat__service__pb2.ConverseEvent.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -182,6 +187,20 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Converse(self, request_iterator, context):
+        """A live spoken conversation over one bidirectional stream (gRPC only:
+        REST transcoding cannot carry a client stream). The client sends a
+        `config` first, then audio frames as they are recorded and `playback`
+        marks as it plays replies. The server detects speech (voice activity
+        detection), ends a turn after a stated silence, stores each turn as a
+        spoken user message and streams the reply (text and audio) as
+        `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+        the stored reply is cut to what the client reported as played.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +248,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SynthesizeSpeech,
                     request_deserializer=parley_dot_v1_dot_chat__service__pb2.SynthesizeSpeechRequest.FromString,
                     response_serializer=parley_dot_v1_dot_common__pb2.AudioChunk.SerializeToString,
+            ),
+            'Converse': grpc.stream_stream_rpc_method_handler(
+                    servicer.Converse,
+                    request_deserializer=parley_dot_v1_dot_chat__service__pb2.ConverseRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_chat__service__pb2.ConverseEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +509,33 @@ class ChatService:
             '/parley.v1.ChatService/SynthesizeSpeech',
             parley_dot_v1_dot_chat__service__pb2.SynthesizeSpeechRequest.SerializeToString,
             parley_dot_v1_dot_common__pb2.AudioChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Converse(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/parley.v1.ChatService/Converse',
+            parley_dot_v1_dot_chat__service__pb2.ConverseRequest.SerializeToString,
+            parley_dot_v1_dot_chat__service__pb2.ConverseEvent.FromString,
             options,
             channel_credentials,
             insecure,

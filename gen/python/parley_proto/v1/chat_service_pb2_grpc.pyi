@@ -82,6 +82,16 @@ class ChatServiceStub:
     """
     SynthesizeSpeech: _grpc.UnaryStreamMultiCallable[_chat_service_pb2.SynthesizeSpeechRequest, _common_pb2.AudioChunk]
     """Speaks a stored message: streams its text as audio, sentence by sentence."""
+    Converse: _grpc.StreamStreamMultiCallable[_chat_service_pb2.ConverseRequest, _chat_service_pb2.ConverseEvent]
+    """A live spoken conversation over one bidirectional stream (gRPC only:
+    REST transcoding cannot carry a client stream). The client sends a
+    `config` first, then audio frames as they are recorded and `playback`
+    marks as it plays replies. The server detects speech (voice activity
+    detection), ends a turn after a stated silence, stores each turn as a
+    spoken user message and streams the reply (text and audio) as
+    `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+    the stored reply is cut to what the client reported as played.
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -136,6 +146,16 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """
     SynthesizeSpeech: _aio.UnaryStreamMultiCallable[_chat_service_pb2.SynthesizeSpeechRequest, _common_pb2.AudioChunk]  # type: ignore[assignment]
     """Speaks a stored message: streams its text as audio, sentence by sentence."""
+    Converse: _aio.StreamStreamMultiCallable[_chat_service_pb2.ConverseRequest, _chat_service_pb2.ConverseEvent]  # type: ignore[assignment]
+    """A live spoken conversation over one bidirectional stream (gRPC only:
+    REST transcoding cannot carry a client stream). The client sends a
+    `config` first, then audio frames as they are recorded and `playback`
+    marks as it plays replies. The server detects speech (voice activity
+    detection), ends a turn after a stated silence, stores each turn as a
+    spoken user message and streams the reply (text and audio) as
+    `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+    the stored reply is cut to what the client reported as played.
+    """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """Talking to an agent: send text or voice, get the reply streamed back.
@@ -241,5 +261,21 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_common_pb2.AudioChunk], _abc.AsyncIterator[_common_pb2.AudioChunk]]:
         """Speaks a stored message: streams its text as audio, sentence by sentence."""
+
+    @_abc_1.abstractmethod
+    def Converse(
+        self,
+        request_iterator: _MaybeAsyncIterator[_chat_service_pb2.ConverseRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_chat_service_pb2.ConverseEvent], _abc.AsyncIterator[_chat_service_pb2.ConverseEvent]]:
+        """A live spoken conversation over one bidirectional stream (gRPC only:
+        REST transcoding cannot carry a client stream). The client sends a
+        `config` first, then audio frames as they are recorded and `playback`
+        marks as it plays replies. The server detects speech (voice activity
+        detection), ends a turn after a stated silence, stores each turn as a
+        spoken user message and streams the reply (text and audio) as
+        `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+        the stored reply is cut to what the client reported as played.
+        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

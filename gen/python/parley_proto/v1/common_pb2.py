@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16parley/v1/common.proto\x12\tparley.v1\"J\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\x91\x01\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.parley.v1.AudioFormat\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x15\n\rsegment_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t*n\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_MP3\x10\x01\x12\x15\n\x11\x41UDIO_FORMAT_OPUS\x10\x02\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x03\x42;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16parley/v1/common.proto\x12\tparley.v1\x1a\x1egoogle/protobuf/duration.proto\"J\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xbe\x01\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.parley.v1.AudioFormat\x12\x16\n\x0esample_rate_hz\x18\x03 \x01(\x05\x12\x15\n\rsegment_index\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration*\x86\x01\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_MP3\x10\x01\x12\x15\n\x11\x41UDIO_FORMAT_OPUS\x10\x02\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x03\x12\x16\n\x12\x41UDIO_FORMAT_PCM16\x10\x04\x42;Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.v1.common_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z9github.com/parley-dev/parley/clients/go/parleyv1;parleyv1'
-  _globals['_AUDIOFORMAT']._serialized_start=261
-  _globals['_AUDIOFORMAT']._serialized_end=371
-  _globals['_USAGE']._serialized_start=37
-  _globals['_USAGE']._serialized_end=111
-  _globals['_AUDIOCHUNK']._serialized_start=114
-  _globals['_AUDIOCHUNK']._serialized_end=259
+  _globals['_AUDIOFORMAT']._serialized_start=339
+  _globals['_AUDIOFORMAT']._serialized_end=473
+  _globals['_USAGE']._serialized_start=69
+  _globals['_USAGE']._serialized_end=143
+  _globals['_AUDIOCHUNK']._serialized_start=146
+  _globals['_AUDIOCHUNK']._serialized_end=336
 # @@protoc_insertion_point(module_scope)

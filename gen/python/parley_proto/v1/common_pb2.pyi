@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -31,6 +32,11 @@ class _AudioFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AudioForm
     """Opus in an Ogg container."""
     AUDIO_FORMAT_WAV: _AudioFormat.ValueType  # 3
     """16-bit little-endian PCM in a RIFF/WAVE container."""
+    AUDIO_FORMAT_PCM16: _AudioFormat.ValueType  # 4
+    """Raw 16-bit little-endian signed PCM, mono, at the chunk's
+    `sample_rate_hz`, without a header (Converse's default: playable as it
+    arrives).
+    """
 
 class AudioFormat(_AudioFormat, metaclass=_AudioFormatEnumTypeWrapper):
     """Encoding of audio produced by Parley."""
@@ -43,6 +49,11 @@ AUDIO_FORMAT_OPUS: AudioFormat.ValueType  # 2
 """Opus in an Ogg container."""
 AUDIO_FORMAT_WAV: AudioFormat.ValueType  # 3
 """16-bit little-endian PCM in a RIFF/WAVE container."""
+AUDIO_FORMAT_PCM16: AudioFormat.ValueType  # 4
+"""Raw 16-bit little-endian signed PCM, mono, at the chunk's
+`sample_rate_hz`, without a header (Converse's default: playable as it
+arrives).
+"""
 Global___AudioFormat: _TypeAlias = AudioFormat  # noqa: Y015
 
 @_typing.final
@@ -93,6 +104,7 @@ class AudioChunk(_message.Message):
     SEGMENT_INDEX_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """Encoded bytes of this chunk."""
     format: Global___AudioFormat.ValueType
@@ -105,6 +117,13 @@ class AudioChunk(_message.Message):
     """The text this chunk speaks; set on the first chunk of a segment only."""
     language: _builtins.str
     """Language of the voice speaking this chunk (`en`, `ar`)."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """Length of the speech of this chunk's segment; set with `text`, on the
+        first chunk of a segment. Summed over the segments sent, it is the
+        position in the audio where the next segment starts.
+        """
+
     def __init__(
         self,
         *,
@@ -114,10 +133,11 @@ class AudioChunk(_message.Message):
         segment_index: _builtins.int = ...,
         text: _builtins.str = ...,
         language: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "language", b"language", "sample_rate_hz", b"sample_rate_hz", "segment_index", b"segment_index", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "duration", b"duration", "format", b"format", "language", b"language", "sample_rate_hz", b"sample_rate_hz", "segment_index", b"segment_index", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

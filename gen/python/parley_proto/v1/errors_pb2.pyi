@@ -198,6 +198,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The session archive (`PARLEY_ARCHIVE_URL`) cannot be reached, or an
     archived file is missing or does not match its checksum (UNAVAILABLE).
     """
+    CONVERSE_CONFIG_REQUIRED: _ErrorReason.ValueType  # 67
+    """A Converse stream's first request is not a `config`, or a second `config`
+    was sent (INVALID_ARGUMENT).
+    """
+    AUDIO_FRAME_TOO_LARGE: _ErrorReason.ValueType  # 68
+    """A Converse audio frame is over `PARLEY_CONVERSE_MAX_FRAME_BYTES`
+    (INVALID_ARGUMENT).
+    """
+    AUDIO_TOO_FAST: _ErrorReason.ValueType  # 69
+    """A Converse stream sends audio faster than `PARLEY_CONVERSE_MAX_SPEED`
+    times real time, beyond a burst of `PARLEY_CONVERSE_BURST_SECONDS`
+    (RESOURCE_EXHAUSTED).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the `reason` of the `google.rpc.ErrorInfo` (domain
@@ -383,5 +396,18 @@ outputs; archive it once that ends (FAILED_PRECONDITION).
 ARCHIVE_UNAVAILABLE: ErrorReason.ValueType  # 66
 """The session archive (`PARLEY_ARCHIVE_URL`) cannot be reached, or an
 archived file is missing or does not match its checksum (UNAVAILABLE).
+"""
+CONVERSE_CONFIG_REQUIRED: ErrorReason.ValueType  # 67
+"""A Converse stream's first request is not a `config`, or a second `config`
+was sent (INVALID_ARGUMENT).
+"""
+AUDIO_FRAME_TOO_LARGE: ErrorReason.ValueType  # 68
+"""A Converse audio frame is over `PARLEY_CONVERSE_MAX_FRAME_BYTES`
+(INVALID_ARGUMENT).
+"""
+AUDIO_TOO_FAST: ErrorReason.ValueType  # 69
+"""A Converse stream sends audio faster than `PARLEY_CONVERSE_MAX_SPEED`
+times real time, beyond a burst of `PARLEY_CONVERSE_BURST_SECONDS`
+(RESOURCE_EXHAUSTED).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

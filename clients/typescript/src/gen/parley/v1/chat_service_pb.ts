@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat_service.proto.
  */
 export const file_parley_v1_chat_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEi8wkKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKD3NwZWVjaF9kdXJhdGlvbhgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxItCgp0b29sX2NhbGxzGBAgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsQgTiQQEDEhoKDHRvb2xfY2FsbF9pZBgRIAEoCUIE4kEBAxIWCghpc19lcnJvchgSIAEoCEIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X2F1ZGlvGBMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEjwKE2dlbmVyYXRpb25fZHVyYXRpb24YFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSPwoWdHJhbnNjcmlwdGlvbl9kdXJhdGlvbhgVIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxIsCgljaXRhdGlvbnMYFiADKAsyEy5wYXJsZXkudjEuQ2l0YXRpb25CBOJBAQMiTgoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDQoJUk9MRV9VU0VSEAESEgoOUk9MRV9BU1NJU1RBTlQQAhINCglST0xFX1RPT0wQAyKTAQoGU3RhdHVzEhYKElNUQVRVU19VTlNQRUNJRklFRBAAEhMKD1NUQVRVU19DT01QTEVURRABEhUKEVNUQVRVU19JTkNPTVBMRVRFEAISEQoNU1RBVFVTX0ZBSUxFRBADEhYKElNUQVRVU19JTl9QUk9HUkVTUxAEEhoKFlNUQVRVU19SRVFVSVJFU19BQ1RJT04QBTpR6kFOChJwYXJsZXkuZGV2L01lc3NhZ2USJXNlc3Npb25zL3tzZXNzaW9ufS9tZXNzYWdlcy97bWVzc2FnZX0qCG1lc3NhZ2VzMgdtZXNzYWdlImwKCENpdGF0aW9uEgwKBHRleHQYASABKAkSEwoLc3RhcnRfaW5kZXgYAiABKAUSEQoJZW5kX2luZGV4GAMgASgFEioKB3NvdXJjZXMYBCADKAsyGS5wYXJsZXkudjEuQ2l0YXRpb25Tb3VyY2UiswEKDkNpdGF0aW9uU291cmNlEgwKBHRleHQYASABKAkSEAoIbG9jYXRpb24YAiABKAkSFQoNbG9jYXRpb25fdHlwZRgDIAEoCRI5CghtZXRhZGF0YRgEIAMoCzInLnBhcmxleS52MS5DaXRhdGlvblNvdXJjZS5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLXAQoIVG9vbENhbGwSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIRCglhcmd1bWVudHMYAyABKAkSJgoEa2luZBgEIAEoDjIYLnBhcmxleS52MS5Ub29sQ2FsbC5LaW5kEhgKEHJlcXVpcmVfYXBwcm92YWwYBSABKAgiXAoES2luZBIUChBLSU5EX1VOU1BFQ0lGSUVEEAASDwoLS0lORF9DTElFTlQQARINCglLSU5EX0hUVFAQAhIMCghLSU5EX01DUBADEhAKDEtJTkRfVU5LTk9XThAEIqYBChJTZW5kTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhIKBHRleHQYAiABKAlCBOJBAQISJgoGYnJhbmNoGAMgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBCABKAkSEgoKYmFja2dyb3VuZBgFIAEoCCLtAQoXU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QSLAoHc2Vzc2lvbhgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhMKBWF1ZGlvGAIgASgMQgTiQQECEhAKCGxhbmd1YWdlGAMgASgJEi0KDW91dHB1dF9mb3JtYXQYBCABKA4yFi5wYXJsZXkudjEuQXVkaW9Gb3JtYXQSJgoGYnJhbmNoGAUgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoEhIKCnJlcXVlc3RfaWQYBiABKAkSEgoKYmFja2dyb3VuZBgHIAEoCCJZChhSZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEhIKCmJhY2tncm91bmQYAiABKAgiWAoTUmVzdW1lU3RyZWFtUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USFgoOc3RhcnRpbmdfYWZ0ZXIYAiABKAMiQQoUQ2FuY2VsTWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlIjwKFUNhbmNlbE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2Ui/AMKCUNoYXRFdmVudBIXCg9zZXF1ZW5jZV9udW1iZXIYASABKAMSNgoQbWVzc2FnZV9hY2NlcHRlZBgCIAEoCzIaLnBhcmxleS52MS5NZXNzYWdlQWNjZXB0ZWRIABIrCgp0cmFuc2NyaXB0GAMgASgLMhUucGFybGV5LnYxLlRyYW5zY3JpcHRIABIqCgp0ZXh0X2RlbHRhGAQgASgLMhQucGFybGV5LnYxLlRleHREZWx0YUgAEiwKC2F1ZGlvX2NodW5rGAUgASgLMhUucGFybGV5LnYxLkF1ZGlvQ2h1bmtIABIhCgV1c2FnZRgGIAEoCzIQLnBhcmxleS52MS5Vc2FnZUgAEjgKEW1lc3NhZ2VfY29tcGxldGVkGAcgASgLMhsucGFybGV5LnYxLk1lc3NhZ2VDb21wbGV0ZWRIABIjCgVlcnJvchgIIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzSAASKAoJdG9vbF9jYWxsGAkgASgLMhMucGFybGV5LnYxLlRvb2xDYWxsSAASLAoLdG9vbF9yZXN1bHQYCiABKAsyFS5wYXJsZXkudjEuVG9vbFJlc3VsdEgAEjQKD3JlcXVpcmVzX2FjdGlvbhgLIAEoCzIZLnBhcmxleS52MS5SZXF1aXJlc0FjdGlvbkgAQgcKBWV2ZW50Im4KClRvb2xSZXN1bHQSFAoMdG9vbF9jYWxsX2lkGAEgASgJEg4KBm91dHB1dBgCIAEoCRIQCghpc19lcnJvchgDIAEoCBIoCgdtZXNzYWdlGAQgASgJQhf6QRQKEnBhcmxleS5kZXYvTWVzc2FnZSK+AQoOUmVxdWlyZXNBY3Rpb24SKAoHbWVzc2FnZRgBIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USKQoMdG9vbF9vdXRwdXRzGAIgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsEiYKCWFwcHJvdmFscxgDIAMoCzITLnBhcmxleS52MS5Ub29sQ2FsbBIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAingEKGFN1Ym1pdFRvb2xPdXRwdXRzUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USKwoMdG9vbF9vdXRwdXRzGAIgAygLMhUucGFybGV5LnYxLlRvb2xPdXRwdXQSKgoJYXBwcm92YWxzGAMgAygLMhcucGFybGV5LnYxLlRvb2xBcHByb3ZhbCJKCgpUb29sT3V0cHV0EhoKDHRvb2xfY2FsbF9pZBgBIAEoCUIE4kEBAhIOCgZvdXRwdXQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgiTAoMVG9vbEFwcHJvdmFsEhoKDHRvb2xfY2FsbF9pZBgBIAEoCUIE4kEBAhIQCghhcHByb3ZlZBgCIAEoCBIOCgZyZWFzb24YAyABKAkilwEKD01lc3NhZ2VBY2NlcHRlZBIoCgx1c2VyX21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIyChFhc3Npc3RhbnRfbWVzc2FnZRgCIAEoCUIX+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USJgoGYnJhbmNoGAMgASgJQhb6QRMKEXBhcmxleS5kZXYvQnJhbmNoIl8KClRyYW5zY3JpcHQSDAoEdGV4dBgBIAEoCRIQCghsYW5ndWFnZRgCIAEoCRIxCg5hdWRpb19kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIZCglUZXh0RGVsdGESDAoEdGV4dBgBIAEoCSI3ChBNZXNzYWdlQ29tcGxldGVkEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSKRAQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIrCgZwYXJlbnQYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRImCgZicmFuY2gYBCABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2giVQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USJAoIbWVzc2FnZXMYASADKAsyEi5wYXJsZXkudjEuTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoRR2V0TWVzc2FnZVJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlIjkKEkdldE1lc3NhZ2VSZXNwb25zZRIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2UiewoXU3ludGhlc2l6ZVNwZWVjaFJlcXVlc3QSKQoEbmFtZRgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9NZXNzYWdlEiYKBmZvcm1hdBgCIAEoDjIWLnBhcmxleS52MS5BdWRpb0Zvcm1hdBINCgV2b2ljZRgDIAEoCSqmAwoKU3RvcFJlYXNvbhIbChdTVE9QX1JFQVNPTl9VTlNQRUNJRklFRBAAEhgKFFNUT1BfUkVBU09OX0VORF9UVVJOEAESIQodU1RPUF9SRUFTT05fTUFYX09VVFBVVF9UT0tFTlMQAhIdChlTVE9QX1JFQVNPTl9TVE9QX1NFUVVFTkNFEAMSGQoVU1RPUF9SRUFTT05fQ0FOQ0VMTEVEEAQSIQodU1RPUF9SRUFTT05fREVBRExJTkVfRVhDRUVERUQQBRIVChFTVE9QX1JFQVNPTl9FUlJPUhAGEhgKFFNUT1BfUkVBU09OX1NIVVRET1dOEAcSHgoaU1RPUF9SRUFTT05fQ09OVEVOVF9GSUxURVIQCBIbChdTVE9QX1JFQVNPTl9TRVJWRVJfTE9TVBAJEh4KGlNUT1BfUkVBU09OX1FVT1RBX0VYQ0VFREVEEAoSGAoUU1RPUF9SRUFTT05fVE9PTF9VU0UQCxIeChpTVE9QX1JFQVNPTl9BQ1RJT05fRVhQSVJFRBAMEhkKFVNUT1BfUkVBU09OX01BWF9TVEVQUxANMqoJCgtDaGF0U2VydmljZRJ1CgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50Ii+C0+STAik6ASoiJC92MS97c2Vzc2lvbj1zZXNzaW9ucy8qfTpzZW5kTWVzc2FnZTABEoQBChBTZW5kVm9pY2VNZXNzYWdlEiIucGFybGV5LnYxLlNlbmRWb2ljZU1lc3NhZ2VSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCI0gtPkkwIuOgEqIikvdjEve3Nlc3Npb249c2Vzc2lvbnMvKn06c2VuZFZvaWNlTWVzc2FnZTABEogBChFSZWdlbmVyYXRlTWVzc2FnZRIjLnBhcmxleS52MS5SZWdlbmVyYXRlTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50IjaC0+STAjA6ASoiKy92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9OnJlZ2VuZXJhdGUwARJ5CgxMaXN0TWVzc2FnZXMSHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdBofLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZSIogtPkkwIiEiAvdjEve3BhcmVudD1zZXNzaW9ucy8qfS9tZXNzYWdlcxJzCgpHZXRNZXNzYWdlEhwucGFybGV5LnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh0ucGFybGV5LnYxLkdldE1lc3NhZ2VSZXNwb25zZSIogtPkkwIiEiAvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfRJ3CgxSZXN1bWVTdHJlYW0SHi5wYXJsZXkudjEuUmVzdW1lU3RyZWFtUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiL4LT5JMCKRInL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3RyZWFtMAESjwEKEVN1Ym1pdFRvb2xPdXRwdXRzEiMucGFybGV5LnYxLlN1Ym1pdFRvb2xPdXRwdXRzUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiPYLT5JMCNzoBKiIyL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3VibWl0VG9vbE91dHB1dHMwARKGAQoNQ2FuY2VsTWVzc2FnZRIfLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVxdWVzdBogLnBhcmxleS52MS5DYW5jZWxNZXNzYWdlUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06Y2FuY2VsEo0BChBTeW50aGVzaXplU3BlZWNoEiIucGFybGV5LnYxLlN5bnRoZXNpemVTcGVlY2hSZXF1ZXN0GhUucGFybGV5LnYxLkF1ZGlvQ2h1bmsiPILT5JMCNjoBKiIxL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06c3ludGhlc2l6ZVNwZWVjaDABQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
+  fileDesc("ChxwYXJsZXkvdjEvY2hhdF9zZXJ2aWNlLnByb3RvEglwYXJsZXkudjEitAoKB01lc3NhZ2USEgoEbmFtZRgBIAEoCUIE4kEBCBIrCgRyb2xlGAIgASgOMhcucGFybGV5LnYxLk1lc3NhZ2UuUm9sZUIE4kEBAxISCgR0ZXh0GAMgASgJQgTiQQEDEisKBnBhcmVudBgEIAEoCUIb4kEBA/pBFAoScGFybGV5LmRldi9NZXNzYWdlEi8KBnN0YXR1cxgFIAEoDjIZLnBhcmxleS52MS5NZXNzYWdlLlN0YXR1c0IE4kEBAxIwCgtzdG9wX3JlYXNvbhgGIAEoDjIVLnBhcmxleS52MS5TdG9wUmVhc29uQgTiQQEDEhMKBW1vZGVsGAcgASgJQgTiQQEDEiUKBXVzYWdlGAggASgLMhAucGFybGV5LnYxLlVzYWdlQgTiQQEDEiEKE3RyYW5zY3JpcHRfbGFuZ3VhZ2UYCSABKAlCBOJBAQMSNwoOYXVkaW9fZHVyYXRpb24YCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSGAoKcmVxdWVzdF9pZBgLIAEoCUIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X3Rva2VuGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEhsKDWVycm9yX21lc3NhZ2UYDSABKAlCBOJBAQMSNQoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjgKD3NwZWVjaF9kdXJhdGlvbhgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxItCgp0b29sX2NhbGxzGBAgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsQgTiQQEDEhoKDHRvb2xfY2FsbF9pZBgRIAEoCUIE4kEBAxIWCghpc19lcnJvchgSIAEoCEIE4kEBAxI8ChN0aW1lX3RvX2ZpcnN0X2F1ZGlvGBMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgTiQQEDEjwKE2dlbmVyYXRpb25fZHVyYXRpb24YFCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQMSPwoWdHJhbnNjcmlwdGlvbl9kdXJhdGlvbhgVIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAxIsCgljaXRhdGlvbnMYFiADKAsyEy5wYXJsZXkudjEuQ2l0YXRpb25CBOJBAQMSPwoWdm9pY2VfdG9fdm9pY2VfbGF0ZW5jeRgXIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBAyJOCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABINCglST0xFX1VTRVIQARISCg5ST0xFX0FTU0lTVEFOVBACEg0KCVJPTEVfVE9PTBADIpMBCgZTdGF0dXMSFgoSU1RBVFVTX1VOU1BFQ0lGSUVEEAASEwoPU1RBVFVTX0NPTVBMRVRFEAESFQoRU1RBVFVTX0lOQ09NUExFVEUQAhIRCg1TVEFUVVNfRkFJTEVEEAMSFgoSU1RBVFVTX0lOX1BST0dSRVNTEAQSGgoWU1RBVFVTX1JFUVVJUkVTX0FDVElPThAFOlHqQU4KEnBhcmxleS5kZXYvTWVzc2FnZRIlc2Vzc2lvbnMve3Nlc3Npb259L21lc3NhZ2VzL3ttZXNzYWdlfSoIbWVzc2FnZXMyB21lc3NhZ2UibAoIQ2l0YXRpb24SDAoEdGV4dBgBIAEoCRITCgtzdGFydF9pbmRleBgCIAEoBRIRCgllbmRfaW5kZXgYAyABKAUSKgoHc291cmNlcxgEIAMoCzIZLnBhcmxleS52MS5DaXRhdGlvblNvdXJjZSKzAQoOQ2l0YXRpb25Tb3VyY2USDAoEdGV4dBgBIAEoCRIQCghsb2NhdGlvbhgCIAEoCRIVCg1sb2NhdGlvbl90eXBlGAMgASgJEjkKCG1ldGFkYXRhGAQgAygLMicucGFybGV5LnYxLkNpdGF0aW9uU291cmNlLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItcBCghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCRImCgRraW5kGAQgASgOMhgucGFybGV5LnYxLlRvb2xDYWxsLktpbmQSGAoQcmVxdWlyZV9hcHByb3ZhbBgFIAEoCCJcCgRLaW5kEhQKEEtJTkRfVU5TUEVDSUZJRUQQABIPCgtLSU5EX0NMSUVOVBABEg0KCUtJTkRfSFRUUBACEgwKCEtJTkRfTUNQEAMSEAoMS0lORF9VTktOT1dOEAQipgEKElNlbmRNZXNzYWdlUmVxdWVzdBIsCgdzZXNzaW9uGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEgoEdGV4dBgCIAEoCUIE4kEBAhImCgZicmFuY2gYAyABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2gSEgoKcmVxdWVzdF9pZBgEIAEoCRISCgpiYWNrZ3JvdW5kGAUgASgIIu0BChdTZW5kVm9pY2VNZXNzYWdlUmVxdWVzdBIsCgdzZXNzaW9uGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L1Nlc3Npb24SEwoFYXVkaW8YAiABKAxCBOJBAQISEAoIbGFuZ3VhZ2UYAyABKAkSLQoNb3V0cHV0X2Zvcm1hdBgEIAEoDjIWLnBhcmxleS52MS5BdWRpb0Zvcm1hdBImCgZicmFuY2gYBSABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2gSEgoKcmVxdWVzdF9pZBgGIAEoCRISCgpiYWNrZ3JvdW5kGAcgASgIIlkKGFJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USEgoKYmFja2dyb3VuZBgCIAEoCCJYChNSZXN1bWVTdHJlYW1SZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRIWCg5zdGFydGluZ19hZnRlchgCIAEoAyJBChRDYW5jZWxNZXNzYWdlUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2UiPAoVQ2FuY2VsTWVzc2FnZVJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSL8AwoJQ2hhdEV2ZW50EhcKD3NlcXVlbmNlX251bWJlchgBIAEoAxI2ChBtZXNzYWdlX2FjY2VwdGVkGAIgASgLMhoucGFybGV5LnYxLk1lc3NhZ2VBY2NlcHRlZEgAEisKCnRyYW5zY3JpcHQYAyABKAsyFS5wYXJsZXkudjEuVHJhbnNjcmlwdEgAEioKCnRleHRfZGVsdGEYBCABKAsyFC5wYXJsZXkudjEuVGV4dERlbHRhSAASLAoLYXVkaW9fY2h1bmsYBSABKAsyFS5wYXJsZXkudjEuQXVkaW9DaHVua0gAEiEKBXVzYWdlGAYgASgLMhAucGFybGV5LnYxLlVzYWdlSAASOAoRbWVzc2FnZV9jb21wbGV0ZWQYByABKAsyGy5wYXJsZXkudjEuTWVzc2FnZUNvbXBsZXRlZEgAEiMKBWVycm9yGAggASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXNIABIoCgl0b29sX2NhbGwYCSABKAsyEy5wYXJsZXkudjEuVG9vbENhbGxIABIsCgt0b29sX3Jlc3VsdBgKIAEoCzIVLnBhcmxleS52MS5Ub29sUmVzdWx0SAASNAoPcmVxdWlyZXNfYWN0aW9uGAsgASgLMhkucGFybGV5LnYxLlJlcXVpcmVzQWN0aW9uSABCBwoFZXZlbnQibgoKVG9vbFJlc3VsdBIUCgx0b29sX2NhbGxfaWQYASABKAkSDgoGb3V0cHV0GAIgASgJEhAKCGlzX2Vycm9yGAMgASgIEigKB21lc3NhZ2UYBCABKAlCF/pBFAoScGFybGV5LmRldi9NZXNzYWdlIr4BCg5SZXF1aXJlc0FjdGlvbhIoCgdtZXNzYWdlGAEgASgJQhf6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRIpCgx0b29sX291dHB1dHMYAiADKAsyEy5wYXJsZXkudjEuVG9vbENhbGwSJgoJYXBwcm92YWxzGAMgAygLMhMucGFybGV5LnYxLlRvb2xDYWxsEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKeAQoYU3VibWl0VG9vbE91dHB1dHNSZXF1ZXN0EikKBG5hbWUYASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRIrCgx0b29sX291dHB1dHMYAiADKAsyFS5wYXJsZXkudjEuVG9vbE91dHB1dBIqCglhcHByb3ZhbHMYAyADKAsyFy5wYXJsZXkudjEuVG9vbEFwcHJvdmFsIkoKClRvb2xPdXRwdXQSGgoMdG9vbF9jYWxsX2lkGAEgASgJQgTiQQECEg4KBm91dHB1dBgCIAEoCRIQCghpc19lcnJvchgDIAEoCCJMCgxUb29sQXBwcm92YWwSGgoMdG9vbF9jYWxsX2lkGAEgASgJQgTiQQECEhAKCGFwcHJvdmVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSKXAQoPTWVzc2FnZUFjY2VwdGVkEigKDHVzZXJfbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlEjIKEWFzc2lzdGFudF9tZXNzYWdlGAIgASgJQhf6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRImCgZicmFuY2gYAyABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2giXwoKVHJhbnNjcmlwdBIMCgR0ZXh0GAEgASgJEhAKCGxhbmd1YWdlGAIgASgJEjEKDmF1ZGlvX2R1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIjcKEE1lc3NhZ2VDb21wbGV0ZWQSIwoHbWVzc2FnZRgBIAEoCzISLnBhcmxleS52MS5NZXNzYWdlIpEBChNMaXN0TWVzc2FnZXNSZXF1ZXN0EisKBnBhcmVudBgBIAEoCUIb4kEBAvpBFAoScGFybGV5LmRldi9TZXNzaW9uEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEiYKBmJyYW5jaBgEIAEoCUIW+kETChFwYXJsZXkuZGV2L0JyYW5jaCJVChRMaXN0TWVzc2FnZXNSZXNwb25zZRIkCghtZXNzYWdlcxgBIAMoCzISLnBhcmxleS52MS5NZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI+ChFHZXRNZXNzYWdlUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2UiOQoSR2V0TWVzc2FnZVJlc3BvbnNlEiMKB21lc3NhZ2UYASABKAsyEi5wYXJsZXkudjEuTWVzc2FnZSJ7ChdTeW50aGVzaXplU3BlZWNoUmVxdWVzdBIpCgRuYW1lGAEgASgJQhviQQEC+kEUChJwYXJsZXkuZGV2L01lc3NhZ2USJgoGZm9ybWF0GAIgASgOMhYucGFybGV5LnYxLkF1ZGlvRm9ybWF0Eg0KBXZvaWNlGAMgASgJIoMBCg9Db252ZXJzZVJlcXVlc3QSKwoGY29uZmlnGAEgASgLMhkucGFybGV5LnYxLkNvbnZlcnNlQ29uZmlnSAASDwoFYXVkaW8YAiABKAxIABInCghwbGF5YmFjaxgDIAEoCzITLnBhcmxleS52MS5QbGF5YmFja0gAQgkKB3JlcXVlc3Qi2gEKDkNvbnZlcnNlQ29uZmlnEiwKB3Nlc3Npb24YASABKAlCG+JBAQL6QRQKEnBhcmxleS5kZXYvU2Vzc2lvbhImCgZicmFuY2gYAiABKAlCFvpBEwoRcGFybGV5LmRldi9CcmFuY2gSMQoMaW5wdXRfZm9ybWF0GAMgASgOMhsucGFybGV5LnYxLklucHV0QXVkaW9Gb3JtYXQSLQoNb3V0cHV0X2Zvcm1hdBgEIAEoDjIWLnBhcmxleS52MS5BdWRpb0Zvcm1hdBIQCghsYW5ndWFnZRgFIAEoCSJoCghQbGF5YmFjaxIoCgdtZXNzYWdlGAEgASgJQhf6QRQKEnBhcmxleS5kZXYvTWVzc2FnZRIyCg9wbGF5ZWRfZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iiAIKDUNvbnZlcnNlRXZlbnQSMgoOc3BlZWNoX3N0YXJ0ZWQYASABKAsyGC5wYXJsZXkudjEuU3BlZWNoU3RhcnRlZEgAEjIKDnNwZWVjaF9zdG9wcGVkGAIgASgLMhgucGFybGV5LnYxLlNwZWVjaFN0b3BwZWRIABIrCgp0cmFuc2NyaXB0GAMgASgLMhUucGFybGV5LnYxLlRyYW5zY3JpcHRIABIqCgpjaGF0X2V2ZW50GAQgASgLMhQucGFybGV5LnYxLkNoYXRFdmVudEgAEi0KC2ludGVycnVwdGVkGAUgASgLMhYucGFybGV5LnYxLkludGVycnVwdGVkSABCBwoFZXZlbnQiPwoNU3BlZWNoU3RhcnRlZBIuCgthdWRpb19zdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI9Cg1TcGVlY2hTdG9wcGVkEiwKCWF1ZGlvX2VuZBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJmCgtJbnRlcnJ1cHRlZBIjCgdtZXNzYWdlGAEgASgLMhIucGFybGV5LnYxLk1lc3NhZ2USMgoPcGxheWVkX2R1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKsMDCgpTdG9wUmVhc29uEhsKF1NUT1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoUU1RPUF9SRUFTT05fRU5EX1RVUk4QARIhCh1TVE9QX1JFQVNPTl9NQVhfT1VUUFVUX1RPS0VOUxACEh0KGVNUT1BfUkVBU09OX1NUT1BfU0VRVUVOQ0UQAxIZChVTVE9QX1JFQVNPTl9DQU5DRUxMRUQQBBIhCh1TVE9QX1JFQVNPTl9ERUFETElORV9FWENFRURFRBAFEhUKEVNUT1BfUkVBU09OX0VSUk9SEAYSGAoUU1RPUF9SRUFTT05fU0hVVERPV04QBxIeChpTVE9QX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAIEhsKF1NUT1BfUkVBU09OX1NFUlZFUl9MT1NUEAkSHgoaU1RPUF9SRUFTT05fUVVPVEFfRVhDRUVERUQQChIYChRTVE9QX1JFQVNPTl9UT09MX1VTRRALEh4KGlNUT1BfUkVBU09OX0FDVElPTl9FWFBJUkVEEAwSGQoVU1RPUF9SRUFTT05fTUFYX1NURVBTEA0SGwoXU1RPUF9SRUFTT05fSU5URVJSVVBURUQQDipxChBJbnB1dEF1ZGlvRm9ybWF0EiIKHklOUFVUX0FVRElPX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhwKGElOUFVUX0FVRElPX0ZPUk1BVF9QQ00xNhABEhsKF0lOUFVUX0FVRElPX0ZPUk1BVF9PUFVTEAIy8AkKC0NoYXRTZXJ2aWNlEnUKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiL4LT5JMCKToBKiIkL3YxL3tzZXNzaW9uPXNlc3Npb25zLyp9OnNlbmRNZXNzYWdlMAEShAEKEFNlbmRWb2ljZU1lc3NhZ2USIi5wYXJsZXkudjEuU2VuZFZvaWNlTWVzc2FnZVJlcXVlc3QaFC5wYXJsZXkudjEuQ2hhdEV2ZW50IjSC0+STAi46ASoiKS92MS97c2Vzc2lvbj1zZXNzaW9ucy8qfTpzZW5kVm9pY2VNZXNzYWdlMAESiAEKEVJlZ2VuZXJhdGVNZXNzYWdlEiMucGFybGV5LnYxLlJlZ2VuZXJhdGVNZXNzYWdlUmVxdWVzdBoULnBhcmxleS52MS5DaGF0RXZlbnQiNoLT5JMCMDoBKiIrL3YxL3tuYW1lPXNlc3Npb25zLyovbWVzc2FnZXMvKn06cmVnZW5lcmF0ZTABEnkKDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIiiC0+STAiISIC92MS97cGFyZW50PXNlc3Npb25zLyp9L21lc3NhZ2VzEnMKCkdldE1lc3NhZ2USHC5wYXJsZXkudjEuR2V0TWVzc2FnZVJlcXVlc3QaHS5wYXJsZXkudjEuR2V0TWVzc2FnZVJlc3BvbnNlIiiC0+STAiISIC92MS97bmFtZT1zZXNzaW9ucy8qL21lc3NhZ2VzLyp9EncKDFJlc3VtZVN0cmVhbRIeLnBhcmxleS52MS5SZXN1bWVTdHJlYW1SZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCIvgtPkkwIpEicvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpzdHJlYW0wARKPAQoRU3VibWl0VG9vbE91dHB1dHMSIy5wYXJsZXkudjEuU3VibWl0VG9vbE91dHB1dHNSZXF1ZXN0GhQucGFybGV5LnYxLkNoYXRFdmVudCI9gtPkkwI3OgEqIjIvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpzdWJtaXRUb29sT3V0cHV0czABEoYBCg1DYW5jZWxNZXNzYWdlEh8ucGFybGV5LnYxLkNhbmNlbE1lc3NhZ2VSZXF1ZXN0GiAucGFybGV5LnYxLkNhbmNlbE1lc3NhZ2VSZXNwb25zZSIygtPkkwIsOgEqIicvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpjYW5jZWwSjQEKEFN5bnRoZXNpemVTcGVlY2gSIi5wYXJsZXkudjEuU3ludGhlc2l6ZVNwZWVjaFJlcXVlc3QaFS5wYXJsZXkudjEuQXVkaW9DaHVuayI8gtPkkwI2OgEqIjEvdjEve25hbWU9c2Vzc2lvbnMvKi9tZXNzYWdlcy8qfTpzeW50aGVzaXplU3BlZWNoMAESRAoIQ29udmVyc2USGi5wYXJsZXkudjEuQ29udmVyc2VSZXF1ZXN0GhgucGFybGV5LnYxLkNvbnZlcnNlRXZlbnQoATABQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_status, file_parley_v1_common]);
 
 /**
  * A message of a conversation.
@@ -202,6 +202,17 @@ export type Message = Message$1<"parley.v1.Message"> & {
    * @generated from field: repeated parley.v1.Citation citations = 22;
    */
   citations: Citation[];
+
+  /**
+   * Replies in a live conversation (Converse): from the end of the user's
+   * speech (the last voiced audio of the turn, before the silence that ended
+   * it) to the first `audio_chunk` of the reply being sent. Covers the wait
+   * for the silence, speech-to-text, the first sentence and its speech. On
+   * the run's final assistant message; unset elsewhere.
+   *
+   * @generated from field: google.protobuf.Duration voice_to_voice_latency = 23;
+   */
+  voiceToVoiceLatency?: Duration | undefined;
 };
 
 /**
@@ -1291,6 +1302,276 @@ export const SynthesizeSpeechRequestSchema: GenMessage<SynthesizeSpeechRequest> 
   messageDesc(file_parley_v1_chat_service, 24);
 
 /**
+ * A message from the client of ChatService.Converse.
+ *
+ * @generated from message parley.v1.ConverseRequest
+ */
+export type ConverseRequest = Message$1<"parley.v1.ConverseRequest"> & {
+  /**
+   * What the client sends.
+   *
+   * @generated from oneof parley.v1.ConverseRequest.request
+   */
+  request: {
+    /**
+     * How the conversation runs; the first request, and only the first.
+     *
+     * @generated from field: parley.v1.ConverseConfig config = 1;
+     */
+    value: ConverseConfig;
+    case: "config";
+  } | {
+    /**
+     * One frame of recorded audio, in the config's `input_format`, at most
+     * 32,768 bytes (`PARLEY_CONVERSE_MAX_FRAME_BYTES`; about 1 s of PCM16 at
+     * 16 kHz). Frames of 20 ms are typical.
+     *
+     * @generated from field: bytes audio = 2;
+     */
+    value: Uint8Array;
+    case: "audio";
+  } | {
+    /**
+     * How much of a reply's audio the client has played so far.
+     *
+     * @generated from field: parley.v1.Playback playback = 3;
+     */
+    value: Playback;
+    case: "playback";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message parley.v1.ConverseRequest.
+ * Use `create(ConverseRequestSchema)` to create a new message.
+ */
+export const ConverseRequestSchema: GenMessage<ConverseRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 25);
+
+/**
+ * The first request of a Converse stream.
+ *
+ * @generated from message parley.v1.ConverseConfig
+ */
+export type ConverseConfig = Message$1<"parley.v1.ConverseConfig"> & {
+  /**
+   * `sessions/{session}`.
+   *
+   * @generated from field: string session = 1;
+   */
+  session: string;
+
+  /**
+   * Branch to append the turns to; empty means the active branch.
+   *
+   * @generated from field: string branch = 2;
+   */
+  branch: string;
+
+  /**
+   * Encoding of the `audio` frames; PCM16 (16 kHz mono) when unset.
+   *
+   * @generated from field: parley.v1.InputAudioFormat input_format = 3;
+   */
+  inputFormat: InputAudioFormat;
+
+  /**
+   * Encoding of the reply audio; PCM16 (the voice's sample rate, mono) when
+   * unset: raw samples can be played as they arrive.
+   *
+   * @generated from field: parley.v1.AudioFormat output_format = 4;
+   */
+  outputFormat: AudioFormat;
+
+  /**
+   * Language spoken (`en`, `ar`); empty means detect it among the languages
+   * the server supports (`PARLEY_SPEECH_LANGUAGES`).
+   *
+   * @generated from field: string language = 5;
+   */
+  language: string;
+};
+
+/**
+ * Describes the message parley.v1.ConverseConfig.
+ * Use `create(ConverseConfigSchema)` to create a new message.
+ */
+export const ConverseConfigSchema: GenMessage<ConverseConfig> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 26);
+
+/**
+ * A playback mark: the client has played `played_duration` of a reply's
+ * audio (from its start). Send one as playback goes on (every few hundred
+ * milliseconds); the server keeps the latest per reply. When the user
+ * interrupts a reply, its stored text is cut to the sentences whose audio
+ * ends within the last mark.
+ *
+ * @generated from message parley.v1.Playback
+ */
+export type Playback = Message$1<"parley.v1.Playback"> & {
+  /**
+   * The assistant message being played,
+   * `sessions/{session}/messages/{message}`.
+   *
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * How much of its audio has been played.
+   *
+   * @generated from field: google.protobuf.Duration played_duration = 2;
+   */
+  playedDuration?: Duration | undefined;
+};
+
+/**
+ * Describes the message parley.v1.Playback.
+ * Use `create(PlaybackSchema)` to create a new message.
+ */
+export const PlaybackSchema: GenMessage<Playback> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 27);
+
+/**
+ * A message from the server of ChatService.Converse.
+ *
+ * @generated from message parley.v1.ConverseEvent
+ */
+export type ConverseEvent = Message$1<"parley.v1.ConverseEvent"> & {
+  /**
+   * What happened.
+   *
+   * @generated from oneof parley.v1.ConverseEvent.event
+   */
+  event: {
+    /**
+     * Voice activity detection heard speech begin.
+     *
+     * @generated from field: parley.v1.SpeechStarted speech_started = 1;
+     */
+    value: SpeechStarted;
+    case: "speechStarted";
+  } | {
+    /**
+     * Speech ended: the silence that ends a turn has lasted long enough, or
+     * the turn reached its longest length.
+     *
+     * @generated from field: parley.v1.SpeechStopped speech_stopped = 2;
+     */
+    value: SpeechStopped;
+    case: "speechStopped";
+  } | {
+    /**
+     * What speech-to-text heard in the turn; empty `text` when nothing was
+     * recognized (the turn is then dropped, nothing is stored).
+     *
+     * @generated from field: parley.v1.Transcript transcript = 3;
+     */
+    value: Transcript;
+    case: "transcript";
+  } | {
+    /**
+     * An event of the turn's reply, exactly as SendVoiceMessage streams it
+     * (`message_accepted`, `transcript`, `text_delta`, `audio_chunk`, `usage`,
+     * `message_completed`; an `error` ends this reply, not the conversation).
+     *
+     * @generated from field: parley.v1.ChatEvent chat_event = 4;
+     */
+    value: ChatEvent;
+    case: "chatEvent";
+  } | {
+    /**
+     * A reply was cut by the user speaking over it; no more of its audio
+     * follows. Stop playing it.
+     *
+     * @generated from field: parley.v1.Interrupted interrupted = 5;
+     */
+    value: Interrupted;
+    case: "interrupted";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message parley.v1.ConverseEvent.
+ * Use `create(ConverseEventSchema)` to create a new message.
+ */
+export const ConverseEventSchema: GenMessage<ConverseEvent> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 28);
+
+/**
+ * Speech began.
+ *
+ * @generated from message parley.v1.SpeechStarted
+ */
+export type SpeechStarted = Message$1<"parley.v1.SpeechStarted"> & {
+  /**
+   * Position in the stream's input audio where speech began (from the first
+   * frame after the config).
+   *
+   * @generated from field: google.protobuf.Duration audio_start = 1;
+   */
+  audioStart?: Duration | undefined;
+};
+
+/**
+ * Describes the message parley.v1.SpeechStarted.
+ * Use `create(SpeechStartedSchema)` to create a new message.
+ */
+export const SpeechStartedSchema: GenMessage<SpeechStarted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 29);
+
+/**
+ * The turn's speech ended.
+ *
+ * @generated from message parley.v1.SpeechStopped
+ */
+export type SpeechStopped = Message$1<"parley.v1.SpeechStopped"> & {
+  /**
+   * Position in the stream's input audio where the speech ended (the last
+   * voiced audio).
+   *
+   * @generated from field: google.protobuf.Duration audio_end = 1;
+   */
+  audioEnd?: Duration | undefined;
+};
+
+/**
+ * Describes the message parley.v1.SpeechStopped.
+ * Use `create(SpeechStoppedSchema)` to create a new message.
+ */
+export const SpeechStoppedSchema: GenMessage<SpeechStopped> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 30);
+
+/**
+ * A reply the user interrupted.
+ *
+ * @generated from message parley.v1.Interrupted
+ */
+export type Interrupted = Message$1<"parley.v1.Interrupted"> & {
+  /**
+   * The reply as stored: INCOMPLETE, STOP_REASON_INTERRUPTED, `text` cut to
+   * what was played.
+   *
+   * @generated from field: parley.v1.Message message = 1;
+   */
+  message?: Message | undefined;
+
+  /**
+   * The client's last playback mark for it (zero if it sent none).
+   *
+   * @generated from field: google.protobuf.Duration played_duration = 2;
+   */
+  playedDuration?: Duration | undefined;
+};
+
+/**
+ * Describes the message parley.v1.Interrupted.
+ * Use `create(InterruptedSchema)` to create a new message.
+ */
+export const InterruptedSchema: GenMessage<Interrupted> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat_service, 31);
+
+/**
  * Why a model stopped generating.
  *
  * @generated from enum parley.v1.StopReason
@@ -1396,6 +1677,14 @@ export enum StopReason {
    * @generated from enum value: STOP_REASON_MAX_STEPS = 13;
    */
   MAX_STEPS = 13,
+
+  /**
+   * The user spoke over the reply (Converse barge-in); `text` is what the
+   * client reported as played to them, sentence by sentence.
+   *
+   * @generated from enum value: STOP_REASON_INTERRUPTED = 14;
+   */
+  INTERRUPTED = 14,
 }
 
 /**
@@ -1403,6 +1692,42 @@ export enum StopReason {
  */
 export const StopReasonSchema: GenEnum<StopReason> = /*@__PURE__*/
   enumDesc(file_parley_v1_chat_service, 0);
+
+/**
+ * Encoding of the audio a client sends to Converse.
+ *
+ * @generated from enum parley.v1.InputAudioFormat
+ */
+export enum InputAudioFormat {
+  /**
+   * Not set: PCM16.
+   *
+   * @generated from enum value: INPUT_AUDIO_FORMAT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * 16-bit little-endian signed PCM, 16 kHz, mono; a frame holds whole
+   * samples (an even number of bytes).
+   *
+   * @generated from enum value: INPUT_AUDIO_FORMAT_PCM16 = 1;
+   */
+  PCM16 = 1,
+
+  /**
+   * Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+   * one packet per frame, any Opus sample rate, mono or stereo.
+   *
+   * @generated from enum value: INPUT_AUDIO_FORMAT_OPUS = 2;
+   */
+  OPUS = 2,
+}
+
+/**
+ * Describes the enum parley.v1.InputAudioFormat.
+ */
+export const InputAudioFormatSchema: GenEnum<InputAudioFormat> = /*@__PURE__*/
+  enumDesc(file_parley_v1_chat_service, 1);
 
 /**
  * Talking to an agent: send text or voice, get the reply streamed back.
@@ -1521,6 +1846,23 @@ export const ChatService: GenService<{
     methodKind: "server_streaming";
     input: typeof SynthesizeSpeechRequestSchema;
     output: typeof AudioChunkSchema;
+  },
+  /**
+   * A live spoken conversation over one bidirectional stream (gRPC only:
+   * REST transcoding cannot carry a client stream). The client sends a
+   * `config` first, then audio frames as they are recorded and `playback`
+   * marks as it plays replies. The server detects speech (voice activity
+   * detection), ends a turn after a stated silence, stores each turn as a
+   * spoken user message and streams the reply (text and audio) as
+   * `chat_event`s; speech while a reply plays interrupts it (barge-in) and
+   * the stored reply is cut to what the client reported as played.
+   *
+   * @generated from rpc parley.v1.ChatService.Converse
+   */
+  converse: {
+    methodKind: "bidi_streaming";
+    input: typeof ConverseRequestSchema;
+    output: typeof ConverseEventSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_parley_v1_chat_service, 0);

@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/common.proto.
  */
 export const file_parley_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChZwYXJsZXkvdjEvY29tbW9uLnByb3RvEglwYXJsZXkudjEiSgoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgFEhUKDW91dHB1dF90b2tlbnMYAiABKAUSFAoMdG90YWxfdG9rZW5zGAMgASgFIpEBCgpBdWRpb0NodW5rEgwKBGRhdGEYASABKAwSJgoGZm9ybWF0GAIgASgOMhYucGFybGV5LnYxLkF1ZGlvRm9ybWF0EhYKDnNhbXBsZV9yYXRlX2h6GAMgASgFEhUKDXNlZ21lbnRfaW5kZXgYBCABKAUSDAoEdGV4dBgFIAEoCRIQCghsYW5ndWFnZRgGIAEoCSpuCgtBdWRpb0Zvcm1hdBIcChhBVURJT19GT1JNQVRfVU5TUEVDSUZJRUQQABIUChBBVURJT19GT1JNQVRfTVAzEAESFQoRQVVESU9fRk9STUFUX09QVVMQAhIUChBBVURJT19GT1JNQVRfV0FWEANCO1o5Z2l0aHViLmNvbS9wYXJsZXktZGV2L3BhcmxleS9jbGllbnRzL2dvL3BhcmxleXYxO3BhcmxleXYxYgZwcm90bzM");
+  fileDesc("ChZwYXJsZXkvdjEvY29tbW9uLnByb3RvEglwYXJsZXkudjEiSgoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgFEhUKDW91dHB1dF90b2tlbnMYAiABKAUSFAoMdG90YWxfdG9rZW5zGAMgASgFIr4BCgpBdWRpb0NodW5rEgwKBGRhdGEYASABKAwSJgoGZm9ybWF0GAIgASgOMhYucGFybGV5LnYxLkF1ZGlvRm9ybWF0EhYKDnNhbXBsZV9yYXRlX2h6GAMgASgFEhUKDXNlZ21lbnRfaW5kZXgYBCABKAUSDAoEdGV4dBgFIAEoCRIQCghsYW5ndWFnZRgGIAEoCRIrCghkdXJhdGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiqGAQoLQXVkaW9Gb3JtYXQSHAoYQVVESU9fRk9STUFUX1VOU1BFQ0lGSUVEEAASFAoQQVVESU9fRk9STUFUX01QMxABEhUKEUFVRElPX0ZPUk1BVF9PUFVTEAISFAoQQVVESU9fRk9STUFUX1dBVhADEhYKEkFVRElPX0ZPUk1BVF9QQ00xNhAEQjtaOWdpdGh1Yi5jb20vcGFybGV5LWRldi9wYXJsZXkvY2xpZW50cy9nby9wYXJsZXl2MTtwYXJsZXl2MWIGcHJvdG8z", [file_google_protobuf_duration]);
 
 /**
  * Token counts of one model call, as reported by the provider (or counted
@@ -97,6 +99,15 @@ export type AudioChunk = Message<"parley.v1.AudioChunk"> & {
    * @generated from field: string language = 6;
    */
   language: string;
+
+  /**
+   * Length of the speech of this chunk's segment; set with `text`, on the
+   * first chunk of a segment. Summed over the segments sent, it is the
+   * position in the audio where the next segment starts.
+   *
+   * @generated from field: google.protobuf.Duration duration = 7;
+   */
+  duration?: Duration | undefined;
 };
 
 /**
@@ -139,6 +150,15 @@ export enum AudioFormat {
    * @generated from enum value: AUDIO_FORMAT_WAV = 3;
    */
   WAV = 3,
+
+  /**
+   * Raw 16-bit little-endian signed PCM, mono, at the chunk's
+   * `sample_rate_hz`, without a header (Converse's default: playable as it
+   * arrives).
+   *
+   * @generated from enum value: AUDIO_FORMAT_PCM16 = 4;
+   */
+  PCM16 = 4,
 }
 
 /**
