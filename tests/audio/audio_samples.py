@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-__all__ = ["FORMATS", "SENTENCE", "espeak_wav", "pcm_file", "transcode"]
+__all__ = ["FORMATS", "SENTENCE", "espeak_pcm16k", "espeak_wav", "pcm_file", "transcode"]
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 
@@ -83,3 +83,11 @@ def pcm_file(
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return out_buf.getvalue()
+
+
+def espeak_pcm16k(text: str, voice: str = "en-us") -> npt.NDArray[np.float32]:
+    """espeak-ng speech for ``text`` as 16 kHz mono float32 (resampled by PyAV)."""
+    from parley.audio.decode import decode_to_pcm
+
+    return decode_to_pcm(espeak_wav(text, voice), max_duration_s=600).samples
+
