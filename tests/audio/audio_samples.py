@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-__all__ = ["FORMATS", "SENTENCE", "espeak_wav", "pcm_file", "transcode"]
+__all__ = ["FORMATS", "SENTENCE", "espeak_pcm16k", "espeak_wav", "opus_packets", "pcm_file", "transcode"]
 
 SENTENCE = "The quick brown fox jumps over the lazy dog"
 
@@ -83,3 +83,50 @@ def pcm_file(
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return out_buf.getvalue()
+
+
+def espeak_pcm16k(text: str, voice: str = "en-us") -> npt.NDArray[np.float32]:
+    """espeak-ng speech for ``text`` as 16 kHz mono float32 (resampled by PyAV)."""
+    from parley.audio.decode import decode_to_pcm
+
+    return decode_to_pcm(espeak_wav(text, voice), max_duration_s=600).samples
+
+
+def opus_packets(
+    pcm: npt.NDArray[np.float32], rate: int, layout: str = "mono", frame_ms: int = 20
+) -> list[bytes]:
+    """Raw Opus packets (libopus, 48 kHz, ``frame_ms`` each, no container) of float32 ``pcm``.
+
+    ``pcm`` has shape ``(n,)`` for mono or ``(2, n)`` for stereo, at ``rate`` Hz (resampled to 48 kHz
+    first). This is what WebRTC or WebCodecs' AudioEncoder hand a client.
+    """
+    channels = 1 if layout == "mono" else 2
+    planar = pcm.reshape(channels, -1)
+    resampler = av.AudioResampler(format="flt", layout=layout, rate=48000)
+    source = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(planar.T.reshape(1, -1)), format="flt", layout=layout
+    )
+    source.sample_rate = rate
+    at_48k = [
+        f.to_ndarray().reshape(-1, channels).T
+        for f in [*resampler.resample(source), *resampler.resample(None)]
+    ]
+    audio = np.concatenate(at_48k, axis=1)
+    encoder = av.CodecContext.create("libopus", "w")
+    assert isinstance(encoder, av.AudioCodecContext)
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, layout, "flt"
+    encoder.bit_rate = 32_000 * channels
+    encoder.options = {"frame_duration": str(frame_ms)}
+    encoder.open()
+    step = 48 * frame_ms
+    packets: list[bytes] = []
+    for start in range(0, audio.shape[1], step):
+        block = audio[:, start : start + step]
+        block = np.pad(block, ((0, 0), (0, step - block.shape[1])))
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(block.T.reshape(1, -1), dtype=np.float32), format="flt", layout=layout
+        )
+        frame.sample_rate, frame.time_base, frame.pts = 48000, Fraction(1, 48000), start
+        packets.extend(bytes(p) for p in encoder.encode(frame))
+    packets.extend(bytes(p) for p in encoder.encode(None))
+    return packets
