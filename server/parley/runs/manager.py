@@ -102,6 +102,7 @@ class _Run:
         "began",
         "body",
         "done",
+        "ended",
         "final",
         "last_sequence_number",
         "outcome",
@@ -129,9 +130,11 @@ class _Run:
         self.paused_at: int | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        #: The final reply is stored and its last event appended: nothing can stop it any more.
+        self.ended = False
 
     def stop(self, reason: StopReason) -> None:
-        if self.stop_reason is not None or self.done.done():
+        if self.stop_reason is not None or self.done.done() or self.ended:
             return
         self.stop_reason = reason
         if self.started and self.task is not None:
@@ -367,11 +370,14 @@ class RunManager:
                             await checkpoints.stop()
                             final = await self._store(run, event.message, run.last_sequence_number + 1)
                             await self._append(run, Completed(final))
+                            run.ended = True
                         else:
                             await self._append(run, event)
                         if isinstance(event, ActionRequired):
                             run.paused_at = run.last_sequence_number
             except asyncio.CancelledError:
+                if run.ended:  # cancelled while its body closed, after its last event: done
+                    return
                 reason = run.stop_reason or (
                     StopReason.SHUTDOWN if self.shutting_down else StopReason.CANCELLED
                 )
