@@ -16,6 +16,8 @@ from parley.audio.encode import AudioEncoder, OutputFormat
 from parley.audio.sniff import AudioType, sniff
 
 FORMATS: tuple[OutputFormat, ...] = typing.get_args(OutputFormat)
+#: The formats with a container (a file a decoder can probe); ``pcm16`` is raw samples.
+FILE_FORMATS = tuple(fmt for fmt in FORMATS if fmt != "pcm16")
 SNIFFED = {"mp3": AudioType.MP3, "opus": AudioType.OGG, "wav": AudioType.WAV}
 
 
@@ -38,7 +40,7 @@ def probe(data: bytes) -> tuple[str, int, float]:
         return stream.codec_context.name, stream.rate, samples / stream.rate
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 @pytest.mark.parametrize("rate", [16000, 22050, 24000])
 def test_chunked_output_is_one_valid_file(fmt: OutputFormat, rate: int) -> None:
     encoder = AudioEncoder(fmt, rate)
@@ -140,9 +142,22 @@ def test_bad_arguments() -> None:
 
 def test_speech_survives_every_format(speech_wav: bytes) -> None:
     speech = decode_to_pcm(speech_wav, max_duration_s=10, sample_rate_hz=22050)
-    for fmt in FORMATS:
+    for fmt in FILE_FORMATS:
         encoder = AudioEncoder(fmt, 22050)
         data = b"".join(encode_in_chunks(encoder, speech.samples, pieces=3))
         again = decode_to_pcm(data, max_duration_s=10, sample_rate_hz=22050)
         assert again.duration_s == pytest.approx(speech.duration_s, abs=0.1), fmt
         assert float(np.sqrt(np.mean(np.square(again.samples)))) > 0.02, fmt
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 24000])
+def test_pcm16_is_the_samples_themselves(rate: int) -> None:
+    """Raw 16-bit little-endian mono at the input rate, no header: chunks are playable as they
+    arrive, and joined they are exactly the input, quantized."""
+    encoder = AudioEncoder("pcm16", rate)
+    assert encoder.output_sample_rate_hz == rate and encoder.mime_type == "audio/pcm"
+    pcm = tone(1.0, rate)
+    data = b"".join(encode_in_chunks(encoder, pcm, pieces=5))
+    samples = np.frombuffer(data, dtype="<i2")
+    assert samples.shape[0] == pcm.shape[0]
+    assert np.max(np.abs(samples / 32768.0 - pcm)) < 2e-4

@@ -16,6 +16,8 @@ The muxer writes to a sink that cannot seek, so nothing already returned is ever
   pipe). FFmpeg/PyAV and browsers decode up to the end of the bytes; ``sox`` does too but warns
   ("premature EOF") and ``soxi`` reports a bogus duration from the placeholder size. Writing the
   header only at flush would fix the sizes but hold every byte back until the end.
+* ``pcm16``: raw 16-bit little-endian mono samples at the input rate, no header: a live player
+  (Converse) can play every chunk as it arrives.
 
 All methods are CPU-bound and blocking (MP3 and Opus: about 25 ms per second of audio, WAV nearly
 free); run them in a worker thread from async code. An encoder is not thread-safe: use one per stream.
@@ -34,7 +36,7 @@ import numpy.typing as npt
 
 __all__ = ["OGG_PAGE_DURATION_S", "AudioEncoder", "OutputFormat"]
 
-OutputFormat = Literal["mp3", "opus", "wav"]
+OutputFormat = Literal["mp3", "opus", "wav", "pcm16"]
 
 #: Longest audio an Ogg page holds before it is written out (s). libopus's tools use 1 s; shorter
 #: pages cost ~30 bytes each but let a sentence's audio leave with that sentence.
@@ -70,6 +72,9 @@ _SPECS: dict[str, _Spec] = {
         muxer_options={"page_duration": str(round(OGG_PAGE_DURATION_S * 1_000_000))},
     ),
     "wav": _Spec(muxer="wav", codec="pcm_s16le", mime_type="audio/wav", bit_rate=None, rates_hz=None),
+    # Raw samples, no header (RFC 2586's audio/L16 is big-endian; this is little-endian, as
+    # OpenAI's Realtime API and WebRTC stacks send pcm16).
+    "pcm16": _Spec(muxer="s16le", codec="pcm_s16le", mime_type="audio/pcm", bit_rate=None, rates_hz=None),
 }
 
 
@@ -93,7 +98,8 @@ class AudioEncoder:
     """Encode mono float32 PCM at ``sample_rate_hz`` into one ``format`` file, incrementally.
 
     Args:
-        format: ``"mp3"``, ``"opus"`` (Ogg Opus) or ``"wav"`` (16-bit PCM).
+        format: ``"mp3"``, ``"opus"`` (Ogg Opus), ``"wav"`` (16-bit PCM) or ``"pcm16"`` (raw
+            16-bit PCM, no header).
         sample_rate_hz: rate of the PCM given to :meth:`encode` (Hz), e.g. 22050 for espeak-ng or
             24000 for OpenAI's ``pcm``. MP3 keeps it when MPEG allows it (else the next allowed rate
             up), Opus always runs at 48 kHz, WAV keeps it.
@@ -133,7 +139,7 @@ class AudioEncoder:
 
     @property
     def mime_type(self) -> str:
-        """MIME type of the output: ``audio/mpeg``, ``audio/ogg`` or ``audio/wav``."""
+        """MIME type of the output: ``audio/mpeg``, ``audio/ogg``, ``audio/wav`` or ``audio/pcm``."""
         return self._spec.mime_type
 
     @property

@@ -63,8 +63,9 @@ class Delta:
 @dataclass(frozen=True, slots=True)
 class AudioReady:
     """A piece of the spoken reply: encoded bytes of ``format`` at ``sample_rate_hz`` Hz.
-    ``text`` is the sentence it starts speaking (empty for the trailing flush). The ``data`` of a
-    run's chunks, joined in order, is one audio file."""
+    ``text`` is the sentence it starts speaking (empty for the trailing flush) and ``duration_s``
+    the seconds of speech of that sentence (0 with no text). The ``data`` of a run's chunks,
+    joined in order, is one audio file."""
 
     data: bytes
     format: str
@@ -72,6 +73,7 @@ class AudioReady:
     segment_index: int
     text: str = ""
     language: str = ""
+    duration_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

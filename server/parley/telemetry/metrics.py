@@ -30,6 +30,7 @@ __all__ = [
     "TEXT_TO_SPEECH",
     "TIME_TO_FIRST_AUDIO",
     "TIME_TO_FIRST_TOKEN",
+    "VOICE_TO_VOICE_LATENCY",
     "model_labels",
     "provider_error",
     "run_finished",
@@ -55,6 +56,13 @@ TIME_TO_FIRST_TOKEN = Histogram(
 TIME_TO_FIRST_AUDIO = Histogram(
     "parley_time_to_first_audio_seconds",
     "Seconds from the start of a voice reply's run (after speech-to-text) to its first audio chunk.",
+    ["provider"],
+    buckets=_FIRST_BUCKETS,
+)
+VOICE_TO_VOICE_LATENCY = Histogram(
+    "parley_voice_to_voice_latency_seconds",
+    "Live conversations (Converse): seconds from the end of the user's speech to the reply's "
+    "first audio chunk (the silence wait, speech-to-text, first sentence, its speech).",
     ["provider"],
     buckets=_FIRST_BUCKETS,
 )
