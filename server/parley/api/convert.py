@@ -276,6 +276,8 @@ def message_to_proto(message: Message) -> chat_service_pb2.Message:
         msg.generation_duration.CopyFrom(duration(message.generation_duration_s))
     if message.transcription_duration_s is not None:
         msg.transcription_duration.CopyFrom(duration(message.transcription_duration_s))
+    if message.voice_to_voice_latency_s is not None:
+        msg.voice_to_voice_latency.CopyFrom(duration(message.voice_to_voice_latency_s))
     msg.tool_calls.extend(tool_call_to_proto(c) for c in message.tool_calls)
     msg.tool_call_id = message.tool_call_id
     msg.is_error = message.is_error
@@ -302,6 +304,7 @@ _AUDIO_FORMAT = {
     "mp3": common_pb2.AUDIO_FORMAT_MP3,
     "opus": common_pb2.AUDIO_FORMAT_OPUS,
     "wav": common_pb2.AUDIO_FORMAT_WAV,
+    "pcm16": common_pb2.AUDIO_FORMAT_PCM16,
 }
 #: Output formats by proto enum; unset means MP3 (docs/api.md).
 OUTPUT_FORMATS: dict[int, OutputFormat] = {
@@ -309,6 +312,7 @@ OUTPUT_FORMATS: dict[int, OutputFormat] = {
     common_pb2.AUDIO_FORMAT_MP3: "mp3",
     common_pb2.AUDIO_FORMAT_OPUS: "opus",
     common_pb2.AUDIO_FORMAT_WAV: "wav",
+    common_pb2.AUDIO_FORMAT_PCM16: "pcm16",
 }
 
 
@@ -321,7 +325,7 @@ def output_format(value: int, field: str) -> OutputFormat:
 
 
 def audio_chunk_to_proto(event: run_events.AudioReady) -> common_pb2.AudioChunk:
-    return common_pb2.AudioChunk(
+    chunk = common_pb2.AudioChunk(
         data=event.data,
         format=_AUDIO_FORMAT[event.format],
         sample_rate_hz=event.sample_rate_hz,
@@ -329,6 +333,9 @@ def audio_chunk_to_proto(event: run_events.AudioReady) -> common_pb2.AudioChunk:
         text=event.text,
         language=event.language,
     )
+    if event.text:
+        chunk.duration.CopyFrom(duration(event.duration_s))
+    return chunk
 
 
 def chat_event_to_proto(item: run_events.Sequenced) -> chat_service_pb2.ChatEvent:

@@ -168,6 +168,7 @@ def encode_message(m: Message) -> dict[str, Any]:
         "time_to_first_audio_s": m.time_to_first_audio_s,
         "generation_duration_s": m.generation_duration_s,
         "transcription_duration_s": m.transcription_duration_s,
+        "voice_to_voice_latency_s": m.voice_to_voice_latency_s,
         "citations": [
             {
                 "text": c.text,
@@ -419,6 +420,7 @@ def _message(o: _Obj, seen: Mapping[str, Message]) -> Message:
         time_to_first_audio_s=o.seconds("time_to_first_audio_s"),
         generation_duration_s=o.seconds("generation_duration_s"),
         transcription_duration_s=o.seconds("transcription_duration_s"),
+        voice_to_voice_latency_s=o.seconds("voice_to_voice_latency_s"),
         citations=tuple(_citation(_Obj(c)) for c in _objects(o, "citations", optional=True)),
     )
 

@@ -75,6 +75,8 @@ class StopReason(StrEnum):
     ACTION_EXPIRED = "action_expired"
     #: The run took the most tool steps a turn may take.
     MAX_STEPS = "max_steps"
+    #: The user spoke over the reply (Converse barge-in); the text is what was played to them.
+    INTERRUPTED = "interrupted"
 
 
 class ToolKind(StrEnum):
@@ -270,3 +272,6 @@ class Message:
     #: Assistant messages: the spans of ``text`` backed by retrieved sources (knowledge bases),
     #: set when the model call that wrote it ends.
     citations: tuple[Citation, ...] = ()
+    #: Replies in a live conversation (Converse): seconds from the end of the user's speech to
+    #: the reply's first audio chunk.
+    voice_to_voice_latency_s: float | None = None

@@ -70,6 +70,7 @@ def tree_values(m: Message) -> dict[str, Any]:
         "time_to_first_audio_s": m.time_to_first_audio_s,
         "generation_duration_s": m.generation_duration_s,
         "transcription_duration_s": m.transcription_duration_s,
+        "voice_to_voice_latency_s": m.voice_to_voice_latency_s,
     }
 
 
@@ -83,6 +84,7 @@ def outcome_values(m: Message) -> dict[str, Any]:
         "speech_duration_s": m.speech_duration_s,
         "time_to_first_audio_s": m.time_to_first_audio_s,
         "generation_duration_s": m.generation_duration_s,
+        "voice_to_voice_latency_s": m.voice_to_voice_latency_s,
     }
 
 
@@ -114,6 +116,7 @@ def message_from(row: RowMapping, content: MessageContent | None) -> Message:
         time_to_first_audio_s=row["time_to_first_audio_s"],
         generation_duration_s=row["generation_duration_s"],
         transcription_duration_s=row["transcription_duration_s"],
+        voice_to_voice_latency_s=row["voice_to_voice_latency_s"],
         citations=tuple(_citation(cited) for cited in c.citations),
     )
 

@@ -230,6 +230,30 @@ class MessageStore:
             self._paths.forget(reply.id)
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
+    async def cut_reply(self, reply: Message) -> bool:
+        """Store a finished reply cut short after the fact: its new ``text``, status and stop
+        reason (a Converse barge-in keeps what the listener heard). Only a finished assistant
+        message (COMPLETE or INCOMPLETE) changes; False when it is gone or not finished."""
+        row = await self._db.first(
+            select(messages.c.id).where(
+                messages.c.id == reply.id,
+                messages.c.session_id == reply.session_id,
+                messages.c.role == Role.ASSISTANT.value,
+                messages.c.status.in_(_FINISHED_TEXT),
+            )
+        )
+        if row is None:
+            return False
+        await self._content.put(reply.session_id, reply.id, content_of(reply))
+        done = await self._db.execute(
+            update(messages)
+            .where(messages.c.id == reply.id, messages.c.status.in_(_FINISHED_TEXT))
+            .values(status=reply.status.value, stop_reason=reply.stop_reason.value)
+        )
+        if done:
+            self._paths.replace(reply)
+        return bool(done)
+
     async def store_step(self, message: Message) -> None:
         """Store the new state of an assistant message of a tool step (its text, tool calls,
         status: COMPLETE with stop reason TOOL_USE, or REQUIRES_ACTION while the run waits)."""
@@ -402,6 +426,7 @@ def _path_query(session_id: str, head_id: str, min_depth: int) -> Select[Any]:
 
 #: Statuses of a message its run may still change.
 _UNFINISHED = (MessageStatus.IN_PROGRESS.value, MessageStatus.REQUIRES_ACTION.value)
+_FINISHED_TEXT = (MessageStatus.COMPLETE.value, MessageStatus.INCOMPLETE.value)
 
 
 class _HeadMoved(Exception):

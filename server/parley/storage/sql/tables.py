@@ -194,6 +194,8 @@ messages = Table(
     Column("time_to_first_audio_s", Float, nullable=True),
     Column("generation_duration_s", Float, nullable=True),
     Column("transcription_duration_s", Float, nullable=True),
+    # Replies in a live conversation: seconds from the end of the user's speech to first audio.
+    Column("voice_to_voice_latency_s", Float, nullable=True),
     ForeignKeyConstraint(["parent_id"], ["messages.id"], ondelete="CASCADE"),
     Index("ix_messages_session_id_request_id", "session_id", "request_id", unique=True),
     Index("ix_messages_parent_id", "parent_id"),
