@@ -45,6 +45,7 @@ from parley.api.chat import ChatServicer
 from parley.api.interceptors import RequestInterceptor
 from parley.api.sessions import SessionServicer
 from parley.api.usage import UsageServicer
+from parley.audio.turns import TurnSettings
 from parley.auth.interceptor import Authenticator
 from parley.auth.passwords import Passwords
 from parley.auth.secret import install_secret
@@ -58,6 +59,8 @@ from parley.domain.branches import Branches
 from parley.domain.chat import ChatEngine, ChatLimits, ToolSettings
 from parley.domain.export import SessionTransfer
 from parley.domain.leaving import LeavingUser
+from parley.domain.live.listener import ListenerSettings
+from parley.domain.live.voice import LiveVoice
 from parley.domain.models import Agent, Quota
 from parley.domain.replies import Replies
 from parley.domain.sessions import Sessions
@@ -222,7 +225,9 @@ async def _speech_providers(
         stt = OpenAISpeechToText(client, model=settings.openai_stt_model)
     else:
         model_dir = await asyncio.to_thread(ensure_whisper_model, settings.data_dir / "models")
-        stt = WhisperSpeechToText(model_dir, cpu_threads=settings.whisper_threads)
+        stt = WhisperSpeechToText(
+            model_dir, cpu_threads=settings.whisper_threads, detect_languages=settings.speech_languages
+        )
         # Load before serving: loading holds the GIL for ~0.2 s (measured by bench/: a 171 ms
         # event-loop stall on the first voice message when it was loaded on demand).
         await stt.load()
@@ -233,6 +238,20 @@ async def _speech_providers(
     else:
         tts = EspeakTextToSpeech()
     return stt, tts
+
+
+def _listener_settings(settings: Settings) -> ListenerSettings:
+    """Turn detection and input limits of live conversations (``PARLEY_CONVERSE_*``)."""
+    return ListenerSettings(
+        max_frame_bytes=settings.converse_max_frame_bytes,
+        max_speed=settings.converse_max_speed,
+        burst_s=settings.converse_burst_seconds,
+        turns=TurnSettings(
+            threshold=settings.converse_vad_threshold,
+            silence_s=settings.converse_silence_seconds,
+            max_turn_s=settings.converse_max_turn_seconds,
+        ),
+    )
 
 
 async def build_application(settings: Settings) -> Application:
@@ -332,6 +351,7 @@ async def build_application(settings: Settings) -> Application:
             tts,
             max_audio_bytes=settings.max_audio_bytes,
             max_audio_seconds=settings.max_audio_seconds,
+            languages=tuple(settings.speech_languages),
         )
         _add_servicers(
             server,
@@ -340,7 +360,12 @@ async def build_application(settings: Settings) -> Application:
             await _session_servicer(
                 settings, resources, db, content, session_store, agent_store, messages, runs, leaving
             ),
-            ChatServicer(chat, Replies(session_store, messages, runs, sweeper, shared.signals), speech),
+            ChatServicer(
+                chat,
+                Replies(session_store, messages, runs, sweeper, shared.signals),
+                speech,
+                LiveVoice(chat, speech, runs, messages, _listener_settings(settings)),
+            ),
             BranchServicer(Branches(session_store, messages, runs)),
             AdminServicer(Admin(users, runtime)),
             UsageServicer(Usage(usage, agent_store, session_store, messages)),

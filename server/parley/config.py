@@ -252,6 +252,43 @@ class Settings(BaseSettings):
         ge=1,
         description="CTranslate2 threads for Whisper; default: the number of CPUs.",
     )
+    speech_languages: list[str] = Field(
+        default_factory=lambda: ["en", "ar"],
+        min_length=1,
+        description='Languages speech may be in (ISO 639-1), e.g. ["en", "ar"]: language detection '
+        "picks the likeliest of these, never another; hints must be one of them.",
+    )
+
+    # --- live voice (Converse) -------------------------------------------------------------------
+    converse_silence_seconds: float = Field(
+        default=0.5,
+        ge=0.1,
+        le=5.0,
+        description="Silence that ends a turn (s); OpenAI Realtime's server VAD default is 0.5.",
+    )
+    converse_vad_threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Silero VAD speech probability at or above which audio is speech.",
+    )
+    converse_max_turn_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="Longest turn (s): the turn ends there even if speech goes on.",
+    )
+    converse_max_frame_bytes: int = Field(
+        default=32_768, ge=320, description="Largest audio frame (bytes): about 1 s of PCM16 at 16 kHz."
+    )
+    converse_max_speed: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="Most seconds of audio a Converse stream may send per second (x real time).",
+    )
+    converse_burst_seconds: float = Field(
+        default=2.0, ge=0, description="Audio a Converse stream may send ahead of that pace (s)."
+    )
 
     # --- hosted models ---------------------------------------------------------------------------
     model_aliases: dict[str, str] = Field(

@@ -28,7 +28,9 @@ from parley_proto.v1 import (
 __all__ = ["Stubs", "UserClient", "error_info", "expect_error", "new_user", "wait_finished"]
 
 
-class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _BearerInterceptor(  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamStreamClientInterceptor
+):
     def __init__(self, token: Callable[[], str | None]) -> None:
         self._token = token
 
@@ -44,6 +46,9 @@ class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
 
 
 @dataclass

@@ -11,10 +11,12 @@ import grpc
 from parley_proto.v1 import chat_service_pb2 as pb
 from parley_proto.v1 import chat_service_pb2_grpc, common_pb2
 
+from parley.api.converse import converse
 from parley.api.convert import audio_chunk_to_proto, chat_event_to_proto, message_to_proto, output_format
 from parley.api.convert_tools import tool_inputs
 from parley.auth.interceptor import current_principal
 from parley.domain.chat import ChatEngine
+from parley.domain.live.voice import LiveVoice
 from parley.domain.names import parse_message, parse_session
 from parley.domain.pagination import page_request
 from parley.domain.replies import Replies
@@ -46,10 +48,16 @@ async def _stream(opening: Awaitable[Subscription]) -> AsyncIterator[pb.ChatEven
 
 
 class ChatServicer(chat_service_pb2_grpc.ChatServiceServicer):
-    def __init__(self, chat: ChatEngine, replies: Replies, speech: Speech) -> None:
+    def __init__(self, chat: ChatEngine, replies: Replies, speech: Speech, live: LiveVoice) -> None:
         self._chat = chat
         self._replies = replies
         self._speech = speech
+        self._live = live
+
+    def Converse(
+        self, request_iterator: AsyncIterator[pb.ConverseRequest], context: Context
+    ) -> AsyncIterator[pb.ConverseEvent]:
+        return converse(self._live, request_iterator, context)
 
     def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> AsyncIterator[pb.ChatEvent]:
         return _stream(

@@ -13,7 +13,7 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
@@ -199,6 +199,22 @@ def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[.
     return stream
 
 
+def _bidi(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """A bidirectional stream: the caller is authenticated once, before the first request is
+    read; each request is parsed as it arrives (a malformed one fails the call)."""
+
+    async def requests(raw_requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for raw in raw_requests:
+            yield _parse(call.deserialize, raw)
+
+    async def prepared(raw_requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        await _Call(call.method, call.request_id, None, call.auth).prepare(None, context)
+        async for response in inner(requests(raw_requests), context):
+            yield response
+
+    return _stream(replace(call, deserialize=None, auth=None), prepared)
+
+
 class RequestInterceptor(_ServerInterceptor):
     """The one interceptor of ``parley.v1`` calls: assign a request id, parse the request,
     authenticate (``auth``), map errors, log one line per call, and record the call's
@@ -220,7 +236,13 @@ class RequestInterceptor(_ServerInterceptor):
         if handler is None or not method.startswith("/parley.v1."):
             return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
-        kind = "unary" if handler.unary_unary is not None else "server_stream"
+        kind = (
+            "unary"
+            if handler.unary_unary is not None
+            else "server_stream"
+            if handler.unary_stream is not None
+            else "bidi_stream"
+        )
         call = _Call(
             method,
             str(metadata.get("x-request-id") or new_id())[:128],
@@ -235,5 +257,9 @@ class RequestInterceptor(_ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _stream(call, handler.unary_stream), None, handler.response_serializer
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _bidi(call, handler.stream_stream), None, handler.response_serializer
             )
         return handler
