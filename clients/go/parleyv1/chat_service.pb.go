@@ -139,7 +139,7 @@ const (
 	// 16-bit little-endian signed PCM, 16 kHz, mono; a frame holds whole
 	// samples (an even number of bytes).
 	InputAudioFormat_INPUT_AUDIO_FORMAT_PCM16 InputAudioFormat = 1
-	// Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+	// Opus packets (RFC 6716) as WebRTC or WebCodecs' AudioEncoder give them
 	// one packet per frame, any Opus sample rate, mono or stereo.
 	InputAudioFormat_INPUT_AUDIO_FORMAT_OPUS InputAudioFormat = 2
 )

@@ -124,7 +124,7 @@ class _InputAudioFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inpu
     samples (an even number of bytes).
     """
     INPUT_AUDIO_FORMAT_OPUS: _InputAudioFormat.ValueType  # 2
-    """Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+    """Opus packets (RFC 6716) as WebRTC or WebCodecs' AudioEncoder give them
     one packet per frame, any Opus sample rate, mono or stereo.
     """
 
@@ -138,7 +138,7 @@ INPUT_AUDIO_FORMAT_PCM16: InputAudioFormat.ValueType  # 1
 samples (an even number of bytes).
 """
 INPUT_AUDIO_FORMAT_OPUS: InputAudioFormat.ValueType  # 2
-"""Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+"""Opus packets (RFC 6716) as WebRTC or WebCodecs' AudioEncoder give them
 one packet per frame, any Opus sample rate, mono or stereo.
 """
 Global___InputAudioFormat: _TypeAlias = InputAudioFormat  # noqa: Y015

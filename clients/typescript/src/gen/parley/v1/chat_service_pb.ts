@@ -1715,7 +1715,7 @@ export enum InputAudioFormat {
   PCM16 = 1,
 
   /**
-   * Opus packets (RFC 6716) as a WebRTC or MediaRecorder encoder gives them,
+   * Opus packets (RFC 6716) as WebRTC or WebCodecs' AudioEncoder give them
    * one packet per frame, any Opus sample rate, mono or stereo.
    *
    * @generated from enum value: INPUT_AUDIO_FORMAT_OPUS = 2;
