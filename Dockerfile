@@ -2,7 +2,7 @@
 # Parley container images (multi-stage).
 #
 #   docker build -t parley .                          # the gRPC server (default target)
-#   docker build -t parley-envoy --target envoy .     # Envoy: REST/JSON, /healthz, /docs on :8080
+#   docker build -t parley-envoy --target envoy .     # Envoy: REST/JSON, /healthz, /docs, /playground on :8080
 #   docker compose up                                 # both, with PostgreSQL and MongoDB
 #
 # The server image runs as an unprivileged user, listens on :50051 on every interface

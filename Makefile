@@ -36,8 +36,9 @@ test-fast: setup
 # What `make run` needs: system packages, the Python environment, the API docs assets.
 setup: $(STAMPS)/system $(STAMPS)/python $(STAMPS)/docs
 
-# What `make test` needs on top: code generators, client toolchains, the FerretDB test server.
-setup-dev: setup $(STAMPS)/go-tools $(STAMPS)/client-tools $(STAMPS)/ferretdb
+# What `make test` needs on top: code generators, client toolchains, the FerretDB test server,
+# the browser of the playground's tests.
+setup-dev: setup $(STAMPS)/go-tools $(STAMPS)/client-tools $(STAMPS)/ferretdb $(STAMPS)/browser
 
 # System packages (Debian/Ubuntu): espeak-ng, libmagic, PostgreSQL, npm, jq, curl, buf.
 $(STAMPS)/system: scripts/install-system-deps.sh
@@ -72,6 +73,12 @@ $(STAMPS)/client-tools: scripts/install-client-tools.sh clients/typescript/packa
 	bash scripts/install-client-tools.sh
 	@touch $@
 
+# Debian's Chromium, which the playground's browser tests (tests/browser/) drive with Playwright.
+$(STAMPS)/browser: scripts/install-test-browser.sh
+	@mkdir -p $(STAMPS)
+	bash scripts/install-test-browser.sh
+	@touch $@
+
 $(STAMPS)/ferretdb: tests/ferretdb/build.sh tests/ferretdb/main.go tests/ferretdb/go.mod
 	@mkdir -p $(STAMPS)
 	bash tests/ferretdb/build.sh
@@ -100,16 +107,19 @@ pytest: pytest-sqlite pytest-postgres pytest-postgres-mongo
 # The replica tests start their own PostgreSQL and Redis whatever the configuration: they run
 # once, in the production configuration (PostgreSQL + MongoDB-wire content).
 REPLICA_TESTS := tests/replicas
+# The playground's browser tests exercise the web page, not the storage: they run once, in the
+# SQLite configuration (the reverse of the replica tests).
+BROWSER_TESTS := tests/browser
 
 pytest-sqlite: setup-dev
 	$(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS) $(REPLICA_TESTS))
 
 # The fast tests use their own SQLite files whatever the configuration: once (above) is enough.
 pytest-postgres: setup-dev
-	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS) $(REPLICA_TESTS))
+	PARLEY_TEST_DATABASE=postgres $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS) $(REPLICA_TESTS) $(BROWSER_TESTS))
 
 pytest-postgres-mongo: setup-dev
-	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS))
+	PARLEY_TEST_DATABASE=postgres PARLEY_TEST_MESSAGE_STORE=mongo $(PY) -m pytest $(addprefix --ignore=,$(FAST_TESTS) $(BROWSER_TESTS))
 
 # Parley's overhead next to the bare upstream and LiteLLM (about 7 minutes; results in
 # bench/results/). Waits for the machine to be idle first.

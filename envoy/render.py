@@ -29,6 +29,8 @@ from pathlib import Path
 __all__ = [
     "MAX_REQUEST_BYTES",
     "MAX_RESPONSE_BYTES",
+    "PLAYGROUND_CSP",
+    "PLAYGROUND_FILES",
     "PROFILES",
     "ROOT",
     "TEMPLATE",
@@ -55,6 +57,32 @@ refused by the server with RESOURCE_EXHAUSTED, which Envoy maps to 429."""
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """Largest unary JSON response the transcoder buffers, bytes (a ListMessages page of 1,000 long
 messages stays well under it); streamed responses are transcoded message by message."""
+
+PLAYGROUND_FILES: dict[str, str] = {
+    "index.html": "text/html; charset=utf-8",
+    "playground.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+    "app.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "chat.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
+    "sidebar.js": "text/javascript; charset=utf-8",
+    "sse.js": "text/javascript; charset=utf-8",
+    "store.js": "text/javascript; charset=utf-8",
+    "stream.js": "text/javascript; charset=utf-8",
+    "tree.js": "text/javascript; charset=utf-8",
+    "voice.js": "text/javascript; charset=utf-8",
+}
+"""The files of the playground (``envoy/playground/``) and their content types. Each is served
+at ``/playground/<file>`` (``index.html`` at ``/playground``); a path not listed is a 404. Envoy
+reads them when it loads its config: restart it (``make run``) to serve edited files."""
+
+PLAYGROUND_CSP = (
+    "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The playground's Content-Security-Policy: its own files and this origin's API only (no inline
+script or style); ``blob:`` media for the reply audio it assembles from the stream."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +256,48 @@ class EnvoySettings:
     def swagger_ui_dir(self) -> Path:
         return self.docs_dir / "node_modules" / "swagger-ui-dist"
 
+    @property
+    def playground_dir(self) -> Path:
+        return self.root / "envoy" / "playground"
+
+    def playground_routes(self) -> str:
+        """The ``/playground`` routes (YAML lines of the route list): one direct response per
+        file of ``PLAYGROUND_FILES``."""
+        pad = " " * 24
+        headers = (
+            "- header: {{key: content-type, value: {type}}}",
+            "  append_action: OVERWRITE_IF_EXISTS_OR_ADD",
+            "- header: {{key: cache-control, value: no-cache}}",
+            "  append_action: OVERWRITE_IF_EXISTS_OR_ADD",
+            "- header: {{key: x-content-type-options, value: nosniff}}",
+            "  append_action: OVERWRITE_IF_EXISTS_OR_ADD",
+        )
+        lines = ["# --- the playground (envoy/playground/; render.py PLAYGROUND_FILES) ---"]
+        for name, content_type in PLAYGROUND_FILES.items():
+            path = "/playground" if name == "index.html" else f"/playground/{name}"
+            lines += [
+                f"- match: {{path: {json.dumps(path)}}}",
+                "  direct_response:",
+                "    status: 200",
+                f"    body: {{filename: {json.dumps(str(self.playground_dir / name))}}}",
+                "  response_headers_to_add:",
+                *(f"    {line.format(type=json.dumps(content_type))}" for line in headers),
+            ]
+            if name == "index.html":
+                lines += [
+                    "    - header:",
+                    "        key: content-security-policy",
+                    f"        value: {json.dumps(PLAYGROUND_CSP)}",
+                    "      append_action: OVERWRITE_IF_EXISTS_OR_ADD",
+                ]
+            lines.append("  typed_per_filter_config: *no_transcoding")
+        lines += [
+            '- match: {path: "/playground/"}',
+            '  redirect: {path_redirect: "/playground"}',
+            "  typed_per_filter_config: *no_transcoding",
+        ]
+        return "\n".join(f"{pad}{line}" for line in lines)
+
     def files(self) -> dict[str, Path]:
         """Every file the rendered config reads, by what it is."""
         return {
@@ -236,6 +306,7 @@ class EnvoySettings:
             "docs page": self.docs_dir / "index.html",
             "docs script": self.docs_dir / "init.js",
             "Swagger UI (bash scripts/install-docs-assets.sh)": self.swagger_ui_dir / "swagger-ui-bundle.js",
+            **{f"playground file {name}": self.playground_dir / name for name in PLAYGROUND_FILES},
         }
 
     def values(self) -> dict[str, str]:
@@ -259,6 +330,7 @@ class EnvoySettings:
             "HEALTHZ_MIN_HEALTHY_PERCENT": str(self.healthz_min_healthy_percent),
             "MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "MAX_RESPONSE_BYTES": str(self.max_response_bytes),
+            "PLAYGROUND_ROUTES": self.playground_routes(),
             "METRICS_ROUTE": self.metrics_route(),
             "METRICS_CLUSTER": self.metrics_cluster(),
             "STATS_LISTENER": self.stats_listener(),

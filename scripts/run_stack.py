@@ -191,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     host = f"[{rest_host}]" if ":" in rest_host else rest_host  # an IPv6 address in a URL
     rest = f"http://{host}:{rest_port}"
-    print(f"run_stack: gRPC on {settings.grpc_listen}, REST on {rest} (docs: {rest}/docs)", flush=True)
+    print(
+        f"run_stack: gRPC on {settings.grpc_listen}, REST on {rest} "
+        f"(docs: {rest}/docs, playground: {rest}/playground)",
+        flush=True,
+    )
 
     # Exit when either process dies.
     while server.poll() is None and envoy.poll() is None:

@@ -1,4 +1,4 @@
-"""What Envoy serves besides the RPCs: /healthz, /openapi.json, /docs, CORS."""
+"""What Envoy serves besides the RPCs: /healthz, /openapi.json, /docs, /playground, CORS."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.rest.helpers import assert_status
 from tests.support.client import UserClient
-from tests.support.envoy import EnvoyProcess
+from tests.support.envoy import EnvoyProcess, render_module
 from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,49 @@ def test_docs_page_works_offline(http: httpx.Client) -> None:
     bundle = http.get("/docs/swagger-ui-bundle.js")
     assert len(bundle.content) > 500_000  # the whole Swagger UI, not a stub
     assert http.get("/docs/").status_code in (301, 302)
+
+
+PLAYGROUND = ROOT / "envoy" / "playground"
+
+
+def test_every_playground_file_is_routed() -> None:
+    """render.py's list is the directory: a file added but not listed would be a 404, a file
+    listed but missing stops render.py (missing_files)."""
+    assert sorted(render_module().PLAYGROUND_FILES) == sorted(p.name for p in PLAYGROUND.iterdir())
+
+
+def test_playground_is_served_with_its_content_types(http: httpx.Client) -> None:
+    page = http.get("/playground")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "media-src 'self' blob:" in csp
+    assert "unsafe-inline" not in csp  # no inline script or style anywhere
+    assert page.text == (PLAYGROUND / "index.html").read_text(encoding="utf-8")
+    expected_types = {
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".svg": "image/svg+xml",
+    }
+    # Every asset the page and its modules name is served from /playground/, with its type.
+    wanted = set(re.findall(r'(?:src|href)="(/[^"]+)"', page.text))
+    for module in PLAYGROUND.glob("*.js"):
+        imports = re.findall(r'from "\./([\w-]+\.js)"', module.read_text(encoding="utf-8"))
+        wanted |= {f"/playground/{name}" for name in imports}
+    assert "/playground/app.js" in wanted and "/playground/sse.js" in wanted, wanted
+    for asset in sorted(wanted):
+        assert asset.startswith("/playground/"), f"{asset} is not served by Envoy"
+        response = http.get(asset)
+        assert response.status_code == 200, asset
+        assert response.headers["content-type"] == expected_types[Path(asset).suffix], asset
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.content == (PLAYGROUND / Path(asset).name).read_bytes(), asset
+    assert http.get("/playground/").headers["location"].endswith("/playground")
+
+
+def test_a_missing_playground_asset_is_404(http: httpx.Client) -> None:
+    for path in ("/playground/missing.js", "/playground/../envoy.yaml", "/playground/app.js/x"):
+        assert_status(http.get(path), 404, 5, "NOT_FOUND")
 
 
 def test_cors_preflight_and_response_headers(http: httpx.Client, alice: UserClient) -> None:
