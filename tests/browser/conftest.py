@@ -87,13 +87,15 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API runs an event loop in this thread while it is open, and
+# the async tests after this package (pytest-asyncio) need the thread without one.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(
     playwright: Playwright, stack: EnvoyProcess, question_wav: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrowserContext]:
