@@ -1,10 +1,11 @@
 """Async Python SDK for Parley, a gRPC backend for AI agents.
 
 :class:`ParleyClient` wraps every ``parley.v1`` service with typed methods; streamed replies are
-async iterators of ``ChatEvent``; failures raise :class:`ParleyError` subclasses carrying the gRPC
-code and the ``google.rpc.ErrorInfo`` reason (one of :data:`ErrorReason`'s names, e.g.
-``err.reason == ErrorReason.Name(ErrorReason.TOKEN_EXPIRED)``) and metadata. The ``parley`` command (``parley
---help``) is built on it.
+async iterators of ``ChatEvent``; live voice (``ParleyClient.converse``) is a
+:class:`Conversation`, with WAV file helpers in :mod:`parley_client.audio`; failures raise
+:class:`ParleyError` subclasses carrying the gRPC code and the ``google.rpc.ErrorInfo`` reason
+(one of :data:`ErrorReason`'s names, e.g. ``err.reason == ErrorReason.Name(ErrorReason.TOKEN_EXPIRED)``)
+and metadata. The ``parley`` command (``parley --help``) is built on it.
 """
 
 from parley_proto.v1.agent_service_pb2 import Agent
@@ -34,6 +35,7 @@ from parley_client.errors import (
     UnimplementedError,
     error_from_rpc,
 )
+from parley_client.live import Conversation
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -45,6 +47,7 @@ __all__ = [
     "Branch",
     "CallCancelledError",
     "ChatEvent",
+    "Conversation",
     "DeadlineExceededError",
     "ErrorReason",
     "FailedPreconditionError",

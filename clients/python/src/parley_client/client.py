@@ -49,6 +49,7 @@ from parley_proto.v1 import (
 
 from parley_client.admin import AdminClient
 from parley_client.errors import ParleyError, UnauthenticatedError, error_from_rpc
+from parley_client.live import Conversation
 
 __all__ = ["DEFAULT_SERVER", "ParleyClient", "Tokens", "channel_for"]
 
@@ -527,6 +528,51 @@ class ParleyClient:
             approved, reason = decision if isinstance(decision, tuple) else (decision, "")
             request.approvals.add(tool_call_id=call_id, approved=approved, reason=reason)
         return self._stream(lambda: self._s.chat.SubmitToolOutputs, request)
+
+    def converse(
+        self,
+        session: str,
+        *,
+        branch: str = "",
+        input_format: chat_service_pb2.InputAudioFormat.ValueType = chat_service_pb2.INPUT_AUDIO_FORMAT_PCM16,
+        output_format: common_pb2.AudioFormat.ValueType = common_pb2.AUDIO_FORMAT_PCM16,
+        language: str = "",
+    ) -> Conversation:
+        """A live spoken conversation (``Converse``, a bidirectional stream; gRPC only): use the
+        result as ``async with client.converse(session) as talk:``, send audio with
+        ``talk.send_audio(frame)`` or ``talk.send_wav(path)``, playback marks with
+        ``talk.send_playback(message, seconds)``, read ``ConverseEvent``s with ``async for event
+        in talk``, and ``await talk.close_send()`` when done (see :mod:`parley_client.live`).
+
+        Args:
+            session: ``sessions/{session}``.
+            branch: ``sessions/{session}/branches/{branch}``; empty: the active branch.
+            input_format: ``INPUT_AUDIO_FORMAT_PCM16`` (16 kHz mono 16-bit little-endian frames)
+                or ``INPUT_AUDIO_FORMAT_OPUS`` (one raw Opus packet per frame).
+            output_format: the reply audio: ``AUDIO_FORMAT_PCM16`` (raw mono samples at each
+                chunk's ``sample_rate_hz``), MP3, Opus or WAV.
+            language: ``en``, ``ar``, or empty to detect it.
+
+        Opening checks the access token first (``GetCurrentToken``, which refreshes an expired
+        one): a stream that has sent audio cannot be retried. The call has the client's
+        ``stream_timeout``. Errors are raised as for :class:`~parley_client.live.Conversation`.
+        """
+        config = chat_service_pb2.ConverseConfig(
+            session=session,
+            branch=branch,
+            input_format=input_format,
+            output_format=output_format,
+            language=language,
+        )
+        return Conversation(self._open_converse, config)
+
+    async def _open_converse(self) -> grpc.aio.StreamStreamCall[Any, Any]:
+        await self.get_current_token()
+        # No request iterator: the asyncio call's write()/done_writing() send (the stubs type the
+        # sync API, which needs one).
+        return self._s.chat.Converse(  # type: ignore[call-arg]
+            timeout=self.stream_timeout, metadata=self._metadata(True)
+        )
 
     async def cancel_message(self, name: str) -> chat_service_pb2.Message:
         """Stop the reply ``name`` from any connection (``CancelMessage``, within about a second);
