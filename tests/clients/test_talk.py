@@ -1,4 +1,4 @@
-"""Live voice from the clients: the SDK's ``ParleyClient.converse``
+"""Live voice from the clients: the SDK's ``ParleyClient.converse`` and ``parley talk --file``
 against the suite's live server (Silero VAD, Whisper base, the local model, espeak-ng: all real).
 An espeak-ng question is streamed from a WAV file at real-time pace (22.05 kHz, converted to
 16 kHz by the SDK); one conversation each, to keep the wall time small."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import re
 import time
 import wave
 from pathlib import Path
@@ -20,7 +21,7 @@ from parley_client.audio import write_wav
 from parley_proto.v1.chat_service_pb2 import INPUT_AUDIO_FORMAT_OPUS
 
 from tests.audio.audio_samples import espeak_wav
-from tests.clients.conftest import LoggedIn
+from tests.clients.conftest import LoggedIn, parley
 
 QUESTION = "What is the capital of France?"
 MISSING_SESSION = "sessions/01890a5d-ac96-774b-bcce-b302099a8057"
@@ -153,3 +154,52 @@ async def test_an_opus_conversation_does_not_take_wav_frames(logged_in: LoggedIn
     async with client.converse(session.name, input_format=INPUT_AUDIO_FORMAT_OPUS) as talk:
         with pytest.raises(ValueError, match="PCM16"):
             await talk.send_wav(question)
+
+
+# --- parley talk -------------------------------------------------------------------------------
+
+
+def test_parley_talk_prints_what_was_heard_and_the_reply_and_writes_a_wav(
+    cli_env: dict[str, str], registered: str, question: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "reply.wav"
+    done = parley(cli_env, "talk", "--file", str(question), "--language", "en", "--out", str(out), "-v")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("new session sessions/")
+    heard = [line for line in lines if line.startswith("you (spoken, en): ")]
+    assert len(heard) == 1 and "capital" in heard[0].lower(), done.stdout
+    replies = [line.removeprefix("Assistant> ") for line in lines if line.startswith("Assistant> ")]
+    assert len(replies) == 1 and replies[0].strip(), done.stdout
+    assert any(re.search(r"voice to voice \d+\.\d\d s\]$", line) for line in lines), done.stdout
+    written = re.search(rf"\[reply audio: (\d+\.\d\d) s written to {re.escape(str(out))}\]", done.stdout)
+    assert written, done.stdout
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2) and w.getframerate() > 0
+    seconds, peak = decoded_seconds(out.read_bytes())
+    assert seconds == pytest.approx(float(written.group(1)), abs=0.01) and peak > 1000
+
+
+def test_parley_talk_refuses_what_it_cannot_send(
+    cli_env: dict[str, str], registered: str, question: Path, tmp_path: Path
+) -> None:
+    missing = parley(cli_env, "talk", "--file", str(tmp_path / "nope.wav"))
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr and "No such file" in missing.stderr
+    text = tmp_path / "notes.wav"
+    text.write_text("not a recording")
+    not_wav = parley(cli_env, "talk", "--file", str(text))
+    assert not_wav.returncode == 2 and "not a PCM WAV file" in not_wav.stderr
+    no_session = parley(cli_env, "talk", "--file", str(question), "--session", MISSING_SESSION)
+    assert no_session.returncode == 1 and "NOT_FOUND (RESOURCE_NOT_FOUND)" in no_session.stderr
+
+
+def test_parley_talk_with_no_speech_in_the_file_says_so(
+    cli_env: dict[str, str], registered: str, tmp_path: Path
+) -> None:
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, bytes(16_000), 16_000)  # 0.5 s
+    done = parley(cli_env, "talk", "--file", str(silence))
+    assert done.returncode == 1
+    assert "no speech was recognized" in done.stderr
+    assert "you (spoken" not in done.stdout

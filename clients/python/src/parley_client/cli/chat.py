@@ -27,7 +27,7 @@ from parley_client.cli.main import CliError, Context, resource_name
 from parley_client.client import ParleyClient
 from parley_client.errors import ParleyError, UnimplementedError
 
-__all__ = ["ChatRepl", "run_chat", "timings"]
+__all__ = ["ChatRepl", "open_session", "run_chat", "timings"]
 
 T = TypeVar("T")
 
@@ -342,8 +342,12 @@ class ChatRepl:
                 return 0
 
 
-async def _open(client: ParleyClient, args: argparse.Namespace) -> tuple[Any, Any, bool]:
-    """The session to chat in (given, or a new one), its agent, and whether it is new."""
+async def open_session(
+    client: ParleyClient, args: argparse.Namespace, *, title: str = "parley chat"
+) -> tuple[Any, Any, bool]:
+    """The session to talk in (``args.session``, else a new one titled ``title`` with
+    ``args.agent`` or the newest agent, created if there is none), its agent, and whether it is
+    new."""
     if args.session:
         session = await client.get_session(resource_name("sessions", args.session))
         return session, await client.get_agent(session.agent), False
@@ -356,7 +360,7 @@ async def _open(client: ParleyClient, args: argparse.Namespace) -> tuple[Any, An
             if agents
             else await client.create_agent("Assistant", instructions="You are a helpful, concise assistant.")
         )
-    return await client.create_session(agent.name, title="parley chat"), agent, True
+    return await client.create_session(agent.name, title=title), agent, True
 
 
 def run_chat(ctx: Context, args: argparse.Namespace) -> int:
@@ -366,7 +370,7 @@ def run_chat(ctx: Context, args: argparse.Namespace) -> int:
     with asyncio.Runner() as runner:
         client = ctx.client()
         try:
-            session, agent, new = runner.run(_open(client, args))
+            session, agent, new = runner.run(open_session(client, args))
             repl = ChatRepl(
                 client,
                 session,

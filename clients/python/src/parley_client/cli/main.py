@@ -376,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_message_commands(commands)
     _add_usage_command(commands)
     _add_chat_command(commands)
+    _add_talk_command(commands)
     return parser
 
 
@@ -500,6 +501,37 @@ def _add_chat_command(commands: _Commands) -> None:
         help="after each reply, print its timings (time to first token and audio, transcription, total)",
     )
     p.set_defaults(run=None, chat=True)
+
+
+async def _talk(ctx: Context, args: argparse.Namespace) -> int:
+    from parley_client.cli.talk import cmd_talk  # it imports this module
+
+    return await cmd_talk(ctx, args)
+
+
+def _add_talk_command(commands: _Commands) -> None:
+    p = commands.add_parser(
+        "talk",
+        help="a spoken conversation (live voice) from a WAV file",
+        description="Stream a PCM WAV file to an agent as if it were being recorded (live voice, "
+        "ChatService.Converse), print what the server heard and the reply as it streams, and write "
+        "the reply audio to --out. Reply audio counts as played as it arrives. Without --session a "
+        "new session is opened with --agent, or with your newest agent. Exit status: 0 every turn "
+        "got a reply; 1 the server refused, heard no speech, or a reply failed; 2 a file that "
+        "cannot be read or is not a PCM WAV file.",
+    )
+    p.add_argument("--file", "-f", required=True, metavar="FILE", help="the question, a PCM WAV file")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--session", metavar="SESSION", help="sessions/ID or ID to continue")
+    target.add_argument("--agent", "-a", metavar="AGENT", help="agent of a new session (agents/ID or ID)")
+    p.add_argument(
+        "--language", default="", choices=["", "en", "ar"], help="language spoken (default: detect)"
+    )
+    p.add_argument("--out", "-o", metavar="FILE", help="write the spoken reply to FILE (WAV)")
+    p.add_argument(
+        "--verbose", "-v", action="store_true", help="print speech detection and each reply's timings"
+    )
+    p.set_defaults(run=_talk)
 
 
 def _server(args: argparse.Namespace, store: CredentialStore) -> str:
