@@ -601,6 +601,11 @@ def markdown(results: dict[str, Any]) -> str:
         import telemetry  # here: it imports phases, which imports this module
 
         md += telemetry.markdown_section(tele)
+    conv = results.get("converse")
+    if conv and conv.get("turns"):
+        import converse  # here: it imports phases, which imports this module
+
+        md += converse.markdown_section(conv)
     profile = results.get("profile")
     if profile and profile.get("runs"):
         md += ["## Profile of the Parley server under streaming load", "", profile["note"], ""]

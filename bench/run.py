@@ -27,7 +27,10 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
    ``--skip replicas`` leaves it out);
 9. ``telemetry``: three Parleys of their own, telemetry off, metrics (the default, scraped) and
    metrics + tracing (every RPC traced to an OTLP sink), gRPC streams at 1 and 50 clients: TTFT,
-   tokens/s, CPU per 1,000 tokens and the ratios against off (``bench/telemetry.py``).
+   tokens/s, CPU per 1,000 tokens and the ratios against off (``bench/telemetry.py``);
+10. ``converse``: a Parley of its own in the embedded default configuration, live voice turns
+   (``ChatService.Converse``, espeak-ng speech at real-time pace): voice-to-voice latency per
+   turn and where it goes (``bench/converse.py``; ``--only converse`` runs just this phase).
 
 At the end, every target of the issue "Performance" (``bench/targets.py``) is checked against
 the run's figures: a Targets table at the top of results.md, ``targets`` in results.json, and
@@ -73,6 +76,7 @@ if (
 
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import converse  # noqa: E402
 import memory  # noqa: E402
 import phases  # noqa: E402
 import procs  # noqa: E402
@@ -89,9 +93,20 @@ PATHS = ("direct", "parley-grpc", "parley-rest", "litellm")
 KEEP_RUNS = 5
 #: A difference smaller than this (5 %) is noise, not "slower".
 SLOWER_MARGIN = 0.05
-PHASES = ("stream", "floors", "profile", "unary", "llama", "loop", "memory", "replicas", "telemetry")
+PHASES = (
+    "stream",
+    "floors",
+    "profile",
+    "unary",
+    "llama",
+    "loop",
+    "memory",
+    "replicas",
+    "telemetry",
+    "converse",
+)
 #: Phases that run on their own stack and need neither the SQLite Parley nor LiteLLM.
-OWN_STACK = ("memory", "replicas", "telemetry")
+OWN_STACK = ("memory", "replicas", "telemetry", "converse")
 #: Phases that measure LiteLLM: without them it is not started.
 WITH_LITELLM = ("stream", "profile", "llama")
 
@@ -263,6 +278,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-step", type=int, default=100, help="memory phase: RSS sampled every N replies (100)")
     add("--memory-clients", type=int, default=2, help="memory phase: concurrent clients (default 2)")
     add("--memory-tokens", type=int, default=8, help="memory phase: tokens per reply (default 8)")
+    add("--converse-turns", type=int, default=5, help="converse phase: English turns counted (default 5)")
+    add("--converse-arabic", type=int, default=2, help="converse phase: Arabic turns (default 2)")
     add("--telemetry-clients", type=_csv_ints, default=[1, 50],
         help="concurrency levels of the telemetry phase (default 1,50)")  # fmt: skip
     add("--telemetry-repeats", type=int, default=3,
@@ -434,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             phase("replicas", lambda: replicas.phase_replicas(bench))
         if "telemetry" in args.phases:
             phase("telemetry", lambda: telemetry.phase_telemetry(bench))
+        if "converse" in args.phases:
+            phase("converse", lambda: converse.phase_converse(bench))
     except Exception as exc:
         status = 1
         log(f"failed: {exc}")

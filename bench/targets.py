@@ -28,6 +28,8 @@ UNARY_FLOOR_SHARE = 0.5
 REST_SHARE = 0.8
 #: The event loop's longest stall while the local model, speech and the streams run (ms).
 LOOP_MAX_MS = 25.0
+#: Live voice: the English turns' median voice-to-voice latency, below this (s; issue 18).
+VOICE_MAX_S = 1.5
 
 
 def result_text(passed: bool | None) -> str:
@@ -201,6 +203,30 @@ def _memory(results: dict[str, Any]) -> dict[str, Any]:
     return _row("memory", target, measured, threshold, ratio, ratio <= 1)
 
 
+def _voice(results: dict[str, Any]) -> dict[str, Any]:
+    conv = results.get("converse") or {}
+    limit_s = conv.get("target_s", VOICE_MAX_S)
+    target = (
+        f"Live voice (issue 18): end of a one-sentence English question to the first reply audio, "
+        f"embedded models, median < {limit_s:g} s"
+    )
+    threshold = f"< 1 (median < {limit_s:g} s)"
+    med = conv.get("median_en") or {}
+    if med.get("total_ms") is None:
+        return _missing("voice", target, threshold, "no converse phase")
+    counted = sum(1 for t in conv.get("turns", []) if t["language"] == "en" and t["turn"] != "warm-up")
+    measured = (
+        f"median {med['total_ms']:.0f} ms over {counted} turns (server {med.get('server_ms')} ms): "
+        + ", ".join(
+            f"{k.removesuffix('_ms').replace('_', ' ')} {v:.0f}"
+            for k, v in med.items()
+            if v is not None and k not in ("total_ms", "server_ms")
+        )
+    )
+    ratio = med["total_ms"] / 1000 / limit_s
+    return _row("voice", target, measured, threshold, ratio, ratio < 1)
+
+
 _TARGETS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     lambda r: _ttft(r, "parley-grpc", "gRPC"),
     lambda r: _ttft(r, "parley-rest", "REST/SSE through Envoy"),
@@ -210,6 +236,7 @@ _TARGETS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (
     _unary_rest,
     _loop,
     _memory,
+    _voice,
 )
 
 
