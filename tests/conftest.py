@@ -3,6 +3,13 @@
 ``PARLEY_TEST_DATABASE=postgres`` runs the whole suite against a throwaway PostgreSQL cluster
 instead of the embedded SQLite file. ``PARLEY_TEST_MESSAGE_STORE=mongo`` keeps message content in
 a MongoDB-wire server (FerretDB, see ``tests/support/ferretdb.py``) instead of SQL.
+
+In those two configurations only the tests that touch the configured storage run: those that use
+(directly or through other fixtures: ``server``, ``alice``, ``server_factory`` ...) the
+``database_url``, ``mongodb_url`` or ``ferretdb_url`` fixtures, and the replica tests (which
+start their own PostgreSQL). The others (audio, tokens, providers against scripted peers, a
+server on its own SQLite file ...) would repeat unchanged: they run once, in the SQLite
+configuration. ``PARLEY_TEST_EVERYWHERE=1`` keeps every test in every configuration.
 """
 
 from __future__ import annotations
@@ -24,6 +31,35 @@ from tests.support.server import ServerProcess
 TEST_MAX_OUTPUT_TOKENS = "24"
 #: The signing key of test servers, so tests can forge tokens (expired, wrong type ...).
 TEST_JWT_SECRET = "test-secret-for-the-parley-suite-0123456789abcdef-0123456789abcdef"
+
+
+#: Fixtures whose tests touch the configured storage (see the module docstring).
+STORAGE_FIXTURES = frozenset({"database_url", "mongodb_url", "ferretdb_url"})
+#: Tests that touch storage without those fixtures: the replicas start their own PostgreSQL.
+STORAGE_PATHS = ("tests/replicas/",)
+
+
+def _storage_configuration() -> bool:
+    return (
+        os.environ.get("PARLEY_TEST_DATABASE") == "postgres"
+        or os.environ.get("PARLEY_TEST_MESSAGE_STORE") == "mongo"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the PostgreSQL and MongoDB configurations, deselect the tests that do not touch storage."""
+    if not _storage_configuration() or os.environ.get("PARLEY_TEST_EVERYWHERE") == "1":
+        return
+    root = Path(str(config.rootpath))
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        path = Path(str(item.path)).relative_to(root).as_posix()
+        uses = STORAGE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        (keep if uses or path.startswith(STORAGE_PATHS) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
