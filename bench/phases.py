@@ -439,13 +439,14 @@ class Bench:
     # --- the real model ----------------------------------------------------------------------------
 
     def phase_llama(self, paths: list[str]) -> None:
-        """The same paths in front of ``llama_cpp.server`` running SmolLM2, one client."""
+        """The same paths in front of llama.cpp's server engine (scripts/llama_server.py) running
+        SmolLM2, one client."""
         from parley.providers.llm.local import default_model_path
 
         a = self.args
         n = a.llama_requests
         model_path = default_model_path()
-        log(f"starting llama_cpp.server with {model_path.name} ({a.llama_threads} thread(s))")
+        log(f"starting the llama.cpp server with {model_path.name} ({a.llama_threads} thread(s))")
         server, base = procs.start_llama_server(
             self.work, model_path, self.llama_port, threads=a.llama_threads
         )
@@ -453,7 +454,8 @@ class Bench:
         runs: list[dict[str, Any]] = []
         self.results["llama"] = {
             "note": (
-                f"`python -m llama_cpp.server` ({a.llama_threads} thread(s), n_ctx 2048) on this machine, "
+                f"llama.cpp's server engine (`scripts/llama_server.py`, xllamacpp; "
+                f"{a.llama_threads} thread(s), n_ctx 2048) on this machine, "
                 f"model alias `smollm2`; 1 client, {n} requests per path, at most {a.llama_tokens} tokens, "
                 "temperature 0, the same system + user messages on every path (Parley: a new session per "
                 "request, so no history). A token here is a streamed content event. `proxy CPU` excludes "

@@ -386,29 +386,23 @@ def wait_litellm(proc: Proc, base: str, key: str, timeout: float = 180.0) -> Non
 
 
 def start_llama_server(work: Path, model_path: Path, port: int, threads: int) -> tuple[Proc, str]:
-    """``python -m llama_cpp.server`` on ``port`` serving ``model_path``; waits until it answers."""
+    """``scripts/llama_server.py`` (llama.cpp's server engine) on ``port`` serving ``model_path``;
+    waits until it answers."""
     proc = Proc(
         "llama.cpp server",
         [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            str(Path(__file__).resolve().parent.parent / "scripts" / "llama_server.py"),
             "--model",
             str(model_path),
-            "--model_alias",
+            "--alias",
             "smollm2",
-            "--host",
-            "127.0.0.1",
             "--port",
             str(port),
-            "--n_ctx",
+            "--ctx",
             "2048",
-            "--n_threads",
+            "--threads",
             str(threads),
-            "--n_threads_batch",
-            str(threads),
-            "--verbose",
-            "False",
         ],
         work / "llama-server.log",
     )

@@ -15,7 +15,7 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
 4. ``unary``: GetAgent with a bearer token at a fixed concurrency, gRPC (ghz, and the load
    generator) against REST through Envoy and against a bare grpc.aio unary server answering the
    same bytes (the floor): requests/s, p50/p99;
-5. ``llama``: the same streaming paths in front of ``llama_cpp.server`` running SmolLM2;
+5. ``llama``: the same streaming paths in front of llama.cpp's server engine running SmolLM2;
 6. ``loop``: health-check pings against Parley while its local model and speech (Whisper,
    espeak-ng) run, alone and at once, and then with 50 streams besides; the slowest ping bounds
    the longest event-loop stall (target: 25 ms at most);
@@ -198,7 +198,7 @@ def versions(have_litellm: bool, have_ghz: bool) -> dict[str, str]:
         "Python": platform.python_version(),
         "grpcio": metadata.version("grpcio"),
         "openai SDK": metadata.version("openai"),
-        "llama-cpp-python": metadata.version("llama_cpp_python"),
+        "xllamacpp": metadata.version("xllamacpp"),
         "Envoy": found.group(1) if found else envoy[:60],
         "Go": _output([_go() or "go", "version"]).removeprefix("go version ").split(" ")[0],
     }

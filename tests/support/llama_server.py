@@ -1,7 +1,7 @@
-"""A real OpenAI-compatible server for tests: ``python -m llama_cpp.server`` running SmolLM2.
+"""A real OpenAI-compatible server for tests: llama.cpp's server engine running SmolLM2.
 
-llama-cpp-python ships the server; its extra dependencies (fastapi, uvicorn, sse-starlette,
-starlette-context, pydantic-settings, PyYAML) come with Parley's ``dev`` extras.
+``scripts/llama_server.py`` starts it in its own process (xllamacpp, the engine of the embedded
+model): ``/v1/models`` and ``/v1/chat/completions`` as llama.cpp's ``llama-server`` answers them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ MODEL_ALIAS = "smollm2"
 
 START_TIMEOUT_S = 120.0
 
+LLAMA_SERVER = Path(__file__).resolve().parents[2] / "scripts" / "llama_server.py"
+
 
 @contextlib.contextmanager
 def running_llama_server(model_path: Path, log_dir: Path, *, n_ctx: int = 2048) -> Iterator[str]:
@@ -40,19 +42,16 @@ def running_llama_server(model_path: Path, log_dir: Path, *, n_ctx: int = 2048) 
         proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                str(LLAMA_SERVER),
                 "--model",
                 str(model_path),
-                "--model_alias",
+                "--alias",
                 MODEL_ALIAS,
-                "--host",
-                "127.0.0.1",
                 "--port",
                 str(port),
-                "--n_ctx",
+                "--ctx",
                 str(n_ctx),
-                "--n_threads",
+                "--threads",
                 "1",
                 "--seed",
                 "42",
@@ -68,13 +67,13 @@ def running_llama_server(model_path: Path, log_dir: Path, *, n_ctx: int = 2048) 
                 while True:
                     if proc.poll() is not None:
                         raise RuntimeError(
-                            f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()}"
+                            f"the llama.cpp server exited with {proc.returncode}:\n{log_path.read_text()}"
                         )
                     with contextlib.suppress(httpx.TransportError):
                         if client.get(f"{base_url}/models").status_code == 200:
                             break
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"llama_cpp.server was not ready:\n{log_path.read_text()}")
+                        raise RuntimeError(f"the llama.cpp server was not ready:\n{log_path.read_text()}")
                     time.sleep(0.3)
             yield base_url
         finally:

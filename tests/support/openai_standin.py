@@ -30,9 +30,9 @@ Every request body is recorded in ``requests`` (oldest first), so tests can chec
 and tool turns sent, and the client's address of every request in ``peers`` (a reused
 connection has the same port).
 
-Real successful generations are tested against a real OpenAI-compatible server
-(``python -m llama_cpp.server``); this stand-in only covers what that server cannot be asked to do
-(SmolLM2 does not make tool calls on demand).
+Real successful generations are tested against a real OpenAI-compatible server (llama.cpp's
+server engine, ``scripts/llama_server.py``); this stand-in only covers what that server cannot
+be asked to do (SmolLM2 does not make tool calls on demand).
 """
 
 from __future__ import annotations

