@@ -54,8 +54,8 @@ def _latest_step(log_path: Path) -> str:
     with log_path.open(errors="replace") as log:
         for line in log:
             if line.lstrip().startswith(STEPS):
-                step = line.strip()[:100]
-    return step
+                step = line.strip()
+    return step if len(step) <= 90 else step[:89] + "…"
 
 
 if __name__ == "__main__":
