@@ -9,6 +9,12 @@ reproducible sampling under a seed, UTF-8 kept whole in Arabic, and clear errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
+import json
+import os
+import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -187,6 +193,52 @@ async def test_a_prompt_larger_than_the_context_window_is_a_provider_error(local
     assert "context" in str(caught.value)
     # The engine serves the next request normally.
     assert isinstance((await _collect(local, _request("Say hi.", max_output_tokens=4)))[-1], StopEvent)
+
+
+async def test_the_engine_listens_on_a_private_unix_socket_behind_a_key() -> None:
+    """llama.cpp always starts its HTTP front: it must open no TCP port, sit in a directory only
+    this user can enter, refuse requests without the provider's key, and go away on close."""
+    before = _tcp_listen_inodes()
+    provider = await LocalLlamaProvider.load(_settings(local_context_window=256, local_parallel=1))
+    socket_path: Path = provider._socket_path
+    try:
+        _check_private_socket(socket_path, before)
+    finally:
+        await provider.close()
+    assert socket_path.parent.name not in os.listdir(socket_path.parent.parent)  # removed
+
+
+def _check_private_socket(socket_path: Path, tcp_listening_before: set[str]) -> None:
+    assert stat.S_ISSOCK(os.stat(socket_path).st_mode)
+    assert stat.S_IMODE(os.stat(socket_path.parent).st_mode) == 0o700
+    assert not (_tcp_listen_inodes() - tcp_listening_before) & _own_socket_inodes()
+    conn = http.client.HTTPConnection("localhost")
+    conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.sock.connect(str(socket_path))
+    body = json.dumps({"content": "hi"})
+    conn.request("POST", "/tokenize", body=body, headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status == 401  # no key, no service
+    conn.close()
+
+
+def _own_socket_inodes() -> set[str]:
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def _tcp_listen_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                inodes.add(fields[9])
+    return inodes
 
 
 async def test_a_file_that_is_not_a_model_fails_to_load(tmp_path: Path) -> None:

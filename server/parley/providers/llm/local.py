@@ -11,9 +11,10 @@ chunks reach the event loop through a :class:`~parley.providers.llm.threads.Thre
 Closing the stream makes the chunk callback return ``True``, which llama.cpp takes as a cancel:
 generation stops within one token's time (about 12 ms for SmolLM2-135M on 2 cores).
 
-The engine also listens on a random loopback port, guarded by a random API key that never
-leaves this process; :meth:`LocalLlamaProvider.count_tokens` uses its ``/apply-template`` and
-``/tokenize`` endpoints, so prompt counts are the engine's own (cached per message).
+The engine always runs llama.cpp's HTTP front too; here it listens on a Unix socket in a private
+temporary directory (mode 0700), guarded by a random API key that never leaves this process, so
+no TCP port is opened. :meth:`LocalLlamaProvider.count_tokens` uses its ``/apply-template`` and
+``/tokenize`` endpoints there, so prompt counts are the engine's own (cached per message).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import itertools
 import json
 import logging
 import secrets
+import shutil
+import socket
+import tempfile
 import threading
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from parley.config import Settings
 from parley.domain.errors import Reason, Unavailable
@@ -86,12 +89,14 @@ def engine_params(
     parallel: int,
     threads: int,
     port: int = 0,
+    socket_path: Path | None = None,
     api_key: str | None = None,
     alias: str | None = None,
 ) -> Any:
     """xllamacpp ``CommonParams`` for ``model_path``: ``parallel`` slots of ``context_window``
-    tokens, ``threads`` CPU threads for prompt and generation, listening on 127.0.0.1:``port``
-    (0: a free port) behind ``api_key``, answering to ``alias``; llama.cpp's log silenced.
+    tokens, ``threads`` CPU threads for prompt and generation, listening on the Unix socket
+    ``socket_path`` if given, else on 127.0.0.1:``port`` (0: a free port), behind ``api_key``,
+    answering to ``alias``; llama.cpp's log silenced.
 
     Shared with ``scripts/llama_server.py`` (the OpenAI-compatible peer of tests and benchmark).
     """
@@ -107,7 +112,7 @@ def engine_params(
     # A final assistant message is a finished turn, not a prefix to continue: prompts (and
     # count_tokens of a history that ends with a reply) always end with the assistant header.
     params.prefill_assistant = False
-    params.hostnames = ["127.0.0.1"]
+    params.hostnames = [str(socket_path)] if socket_path else ["127.0.0.1"]  # llama.cpp: *.sock is AF_UNIX
     params.port = port
     if api_key:
         params.api_keys = [api_key]
@@ -125,7 +130,15 @@ class LocalLlamaProvider:
     name = "local"
 
     def __init__(
-        self, server: Any, model_id: str, *, api_key: str, n_ctx: int, parallel: int, seed: int
+        self,
+        server: Any,
+        model_id: str,
+        *,
+        socket_path: Path,
+        api_key: str,
+        n_ctx: int,
+        parallel: int,
+        seed: int,
     ) -> None:
         self._server = server
         self.model_id = model_id
@@ -134,8 +147,7 @@ class LocalLlamaProvider:
         self._seed = seed
         self._generations = itertools.count()
         self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llama")
-        address = urlsplit(server.listening_address)
-        self._http_host, self._http_port = address.hostname or "127.0.0.1", address.port or 80
+        self._socket_path = socket_path
         self._http = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
 
@@ -150,11 +162,13 @@ class LocalLlamaProvider:
         if not path.is_file():
             raise Unavailable(f"model file {path} not found", reason=Reason.MODEL_UNAVAILABLE)
         api_key = secrets.token_urlsafe(24)
+        socket_path = Path(tempfile.mkdtemp(prefix="parley-llama-")) / "engine.sock"  # mode 0700
         params = engine_params(
             path,
             context_window=settings.local_context_window,
             parallel=settings.local_parallel,
             threads=settings.local_threads,
+            socket_path=socket_path,
             api_key=api_key,
         )
 
@@ -166,6 +180,7 @@ class LocalLlamaProvider:
         try:
             server = await asyncio.to_thread(start)
         except Exception as exc:  # llama.cpp reports a bad file as a RuntimeError
+            shutil.rmtree(socket_path.parent, ignore_errors=True)
             raise Unavailable(f"could not load {path.name}: {exc}", reason=Reason.MODEL_UNAVAILABLE) from exc
         model_id = path.stem.lower().removesuffix(".q4_1").replace(".", "-")
         log.info(
@@ -178,6 +193,7 @@ class LocalLlamaProvider:
         return cls(
             server,
             model_id,
+            socket_path=socket_path,
             api_key=api_key,
             n_ctx=settings.local_context_window,
             parallel=settings.local_parallel,
@@ -206,13 +222,11 @@ class LocalLlamaProvider:
         return len(tokens["tokens"])
 
     def _engine(self, path: str, body: dict[str, Any]) -> Any:
-        """POST to the engine's loopback HTTP endpoint (one kept-alive connection per thread)."""
+        """POST to the engine's HTTP endpoint on its Unix socket (one kept-alive connection per thread)."""
         for attempt in range(2):
             conn = getattr(self._http, "conn", None)
             if conn is None:
-                conn = self._http.conn = http.client.HTTPConnection(
-                    self._http_host, self._http_port, timeout=30
-                )
+                conn = self._http.conn = _UnixHTTPConnection(self._socket_path)
                 self._connections.append(conn)
             try:
                 conn.request(
@@ -303,4 +317,23 @@ class LocalLlamaProvider:
         self._count.cache_clear()
         for conn in self._connections:
             conn.close()
+        shutil.rmtree(self._socket_path.parent, ignore_errors=True)
         self._server = None  # the engine stops when the last reference goes
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 to the engine's Unix socket (``http.client`` speaks TCP only by itself)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=30)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
