@@ -5,8 +5,12 @@ SmolLM2-135M, Whisper base, espeak-ng; the Converse settings' defaults: a turn e
 of silence, and is transcribed speculatively after a pause of 0.15 s). A client streams espeak-ng
 speech at real-time pace in 20 ms frames over ``ChatService.Converse`` (``tests/support/live.py``'s
 ``LiveCall``, the live-voice tests' microphone), one turn per call, each in a new session, so no
-turn carries history. First a warm-up turn (reported, not counted), then ``--converse-turns``
-one-sentence English questions, then ``--converse-arabic`` Arabic ones (reported for information).
+turn carries history. The English agent has ``language: "en"`` (so Whisper is given the hint, as
+for any agent that declares its language). First a warm-up turn (reported, not counted), then
+``--converse-turns`` one-sentence English questions, then, reported for information,
+``--converse-arabic`` Arabic ones (an agent with ``language: "ar"``) and ``--converse-detect``
+English ones to an agent without a language (``en?`` in the table: Whisper first detects the
+language among PARLEY_SPEECH_LANGUAGES, one more pass of its encoder).
 
 Per turn, on the client's clock, from the instant a microphone would have delivered the end of the
 voiced audio (the end of the last frame sent, less the silence espeak-ng leaves at the end of its
@@ -51,6 +55,9 @@ ENGLISH = (
 ARABIC = ("ما هي عاصمة فرنسا؟", "كم يوما في الأسبوع؟", "ما لون السماء؟")
 INSTRUCTIONS = "You are a friendly guide. Answer briefly."
 MAX_OUTPUT_TOKENS = 40
+#: A turn's ``language`` column → the key of its group's median in results.json (median_<key>).
+GROUPS = {"en": "en", "ar": "ar", "en?": "en_detected"}
+GROUP_NAMES = {"en": "English", "ar": "Arabic", "en?": "English, language detected (agent without one),"}
 #: (key in a turn's row, column title): the stages in the order they happen, then the sums.
 STAGES = (
     ("vad_tail_ms", "VAD tail"),
@@ -116,7 +123,9 @@ def _stages(speech_end: float, arrivals: list[tuple[float, Any]]) -> dict[str, f
     return out
 
 
-def _turn(user: ParleyUser, agent: str, text: str, voice: str, label: str) -> dict[str, Any]:
+def _turn(
+    user: ParleyUser, agent: str, text: str, voice: str, label: str, *, group: str = ""
+) -> dict[str, Any]:
     from parley_proto.v1 import chat_service_pb2 as pb
 
     from tests.support.live import FRAME_S, pcm16_speech
@@ -139,7 +148,7 @@ def _turn(user: ParleyUser, agent: str, text: str, voice: str, label: str) -> di
     heard = next((e.transcript.text for _, e in call.arrivals if e.WhichOneof("event") == "transcript"), "")
     row: dict[str, Any] = {
         "turn": label,
-        "language": voice.split("-", maxsplit=1)[0],
+        "language": group or voice.split("-", maxsplit=1)[0],
         "said": text,
         "heard": heard,
     }
@@ -178,8 +187,10 @@ def phase_converse(bench: Bench) -> None:
     try:
         procs.wait_serving(parley, target)
         user = ParleyUser(target)
-        agent = user.agent(instructions=INSTRUCTIONS, max_output_tokens=MAX_OUTPUT_TOKENS,
+        agent = user.agent(instructions=INSTRUCTIONS, max_output_tokens=MAX_OUTPUT_TOKENS, language="en",
                            display_name="Converse agent")  # fmt: skip
+        any_agent = user.agent(instructions=INSTRUCTIONS, max_output_tokens=MAX_OUTPUT_TOKENS,
+                               display_name="Converse agent without a language")  # fmt: skip
         ar_agent = user.agent(instructions="أجب باختصار بالعربية.", language="ar",
                               max_output_tokens=MAX_OUTPUT_TOKENS, display_name="Arabic agent")  # fmt: skip
         turns.append(_turn(user, agent, ENGLISH[0], "en-us", "warm-up"))
@@ -187,14 +198,18 @@ def phase_converse(bench: Bench) -> None:
             turns.append(_turn(user, agent, ENGLISH[i % len(ENGLISH)], "en-us", str(i + 1)))
         for i in range(a.converse_arabic):
             turns.append(_turn(user, ar_agent, ARABIC[i % len(ARABIC)], "ar", f"ar {i + 1}"))
+        for i in range(a.converse_detect):
+            turns.append(
+                _turn(user, any_agent, ENGLISH[i % len(ENGLISH)], "en-us", f"en? {i + 1}", group="en?")
+            )
     finally:
         if user is not None:
             user.close()
         parley.stop()
-    for language in ("en", "ar"):
+    for language, group_key in GROUPS.items():
         counted = [r for r in turns if r["language"] == language and r["turn"] != "warm-up"]
         if counted:
-            result[f"median_{language}"] = {
+            result[f"median_{group_key}"] = {
                 key: _median(counted, key) for key in (*(k for k, _ in STAGES), "total_ms", "server_ms")
             }
 
@@ -209,8 +224,9 @@ def markdown_section(conv: dict[str, Any]) -> list[str]:
     lines = ["## Live voice: voice-to-voice latency per turn (ChatService.Converse)", "", conv["note"], ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in conv["turns"]]
-    for language, name in (("en", "English"), ("ar", "Arabic")):
-        med = conv.get(f"median_{language}")
+    for language, key in GROUPS.items():
+        name = GROUP_NAMES[language]
+        med = conv.get(f"median_{key}")
         if med:
             parts = ", ".join(f"{title} {cell(med[k])}" for k, title in STAGES)
             lines += ["", f"Median of the {name} turns (ms): {parts}; total {cell(med['total_ms'])}, "

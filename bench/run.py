@@ -280,6 +280,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-tokens", type=int, default=8, help="memory phase: tokens per reply (default 8)")
     add("--converse-turns", type=int, default=5, help="converse phase: English turns counted (default 5)")
     add("--converse-arabic", type=int, default=2, help="converse phase: Arabic turns (default 2)")
+    add("--converse-detect", type=int, default=2,
+        help="converse phase: English turns to an agent without a language (default 2)")  # fmt: skip
     add("--telemetry-clients", type=_csv_ints, default=[1, 50],
         help="concurrency levels of the telemetry phase (default 1,50)")  # fmt: skip
     add("--telemetry-repeats", type=int, default=3,
