@@ -14,7 +14,7 @@ from parley_proto.v1 import chat_service_pb2 as pb
 
 from tests.support.client import new_user
 from tests.support.http_tool_server import HttpToolServer
-from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support.prometheus import scrape, value, wait_for_metrics
 from tests.support.server import ServerProcess
 
@@ -57,9 +57,19 @@ def test_content_store_commands_are_timed_and_traced(
 
     after = wait_for_metrics(url, lambda s: writes(s) > writes(before))
     assert writes(after) > writes(before)
-    spans = receiver.wait_for(
-        lambda got: any(s.trace_id == trace_id and s.scope.endswith("pymongo") for s in got)
-    )
+
+    def parented(got: list[ReceivedSpan]) -> bool:
+        """pymongo spans of the trace arrived, and so did their parents: spans come in export
+        batches, and a parent (the RPC, the run) ends, so is exported, after its children."""
+        ours = [s for s in got if s.trace_id == trace_id]
+        known = {s.span_id for s in ours}
+        mongo = [s for s in ours if s.scope.endswith("pymongo")]
+        return bool(mongo) and all(s.parent_span_id in known for s in mongo)
+
+    try:
+        spans = receiver.wait_for(parented)
+    except AssertionError:  # report what is missing below
+        spans = receiver.snapshot()
     ours = [s for s in spans if s.trace_id == trace_id]
     mongo = [s for s in ours if s.scope.endswith("pymongo")]
     assert mongo and all(s.kind == "SPAN_KIND_CLIENT" for s in mongo)
