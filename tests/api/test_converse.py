@@ -18,6 +18,9 @@ from tests.support.live import LiveCall, Reply, pcm16_speech
 
 #: A sentence counts as played within this much of its end (domain/live/playback.py).
 PLAYED_TOLERANCE_S = 0.08
+#: Audio a reply must still have to play when the barge-in starts (s): the VAD needs a few of its
+#: 32 ms windows to hear speech begin, and the cut must land before the reply's end.
+BARGE_ROOM_S = 1.0
 
 
 def _config(session: str, **kw: object) -> pb.ConverseConfig:
@@ -44,8 +47,11 @@ def _conversation(user: UserClient, session: str, turns: list[np.ndarray], **con
     call.say(turns[0])
     call.wait(lambda: len(call.replies) == 1 and call.replies[0].completed is not None)
     first = call.replies[0]
-    # Speak once the first sentence has been played, while the rest still plays.
-    barge_at = first.sentences[0][1] + 0.3 if len(first.sentences) > 1 else first.audio_s / 2
+    # Speak once the first sentence has been played, while the rest still plays: with at least
+    # BARGE_ROOM_S of audio left, so the speech is detected before the reply has been heard whole
+    # (else halfway through the reply, which may then cut it before its first sentence ends).
+    after_first = first.sentences[0][1] + 0.3
+    barge_at = after_first if first.audio_s - after_first >= BARGE_ROOM_S else first.audio_s / 2
     call.wait(lambda: first.played_s(time.monotonic()) >= barge_at)
     call.say(turns[1])
     call.wait(lambda: first.interrupted is not None)

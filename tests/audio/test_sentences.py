@@ -90,3 +90,44 @@ def test_run_on_text_is_cut_at_clauses_then_words() -> None:
 def test_bad_max_chars() -> None:
     with pytest.raises(ValueError):
         SentenceSplitter(max_chars=0)
+
+
+FIRST_CLAUSE_CASES = [
+    # The first piece ends at the first clause mark that makes it long enough; the rest are sentences.
+    (
+        "The sky can be described as blue, but it is not. Yes, it is, really. Done",
+        ["The sky can be described as blue,", "but it is not.", "Yes, it is, really.", "Done"],
+    ),
+    ("Well, the sky is blue, mostly. Yes", ["Well, the sky is blue,", "mostly.", "Yes"]),  # "Well," too short
+    ("Short. The sky is very blue, always.", ["Short.", "The sky is very blue, always."]),  # a sentence first
+    (
+        "It costs 1,000 dollars today, I think.",
+        ["It costs 1,000 dollars today,", "I think."],
+    ),  # no space: no mark
+    ("السماء زرقاء جدا اليوم، والبحر أيضا. نعم", ["السماء زرقاء جدا اليوم،", "والبحر أيضا.", "نعم"]),
+    ("No clause mark at all here. Fine", ["No clause mark at all here.", "Fine"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FIRST_CLAUSE_CASES)
+@pytest.mark.parametrize("seed", range(5))
+def test_the_first_piece_may_end_at_a_clause(text: str, expected: list[str], seed: int) -> None:
+    assert split_all(text, first_clause_chars=16) == expected
+    assert split_all(text, random_chunks(text, seed), first_clause_chars=16) == expected
+    assert split_all(text, list(text), first_clause_chars=16) == expected
+
+
+def test_the_first_clause_comes_out_as_soon_as_its_mark_is_followed_by_a_space() -> None:
+    splitter = SentenceSplitter(first_clause_chars=16)
+    assert splitter.feed("The sky can be described as blue,") == []  # "blue,5" would be a number
+    assert splitter.feed(" but") == ["The sky can be described as blue,"]
+    assert splitter.feed(" it is not, you see, at all.") == []  # later pieces wait for their sentence
+    assert splitter.feed(" Next") == ["but it is not, you see, at all."]
+    assert splitter.flush() == "Next"
+    # After a flush the splitter starts over: the next reply's first piece may end at a clause.
+    assert splitter.feed("Another reply begins here, and goes on") == ["Another reply begins here,"]
+
+
+def test_bad_first_clause_chars() -> None:
+    with pytest.raises(ValueError):
+        SentenceSplitter(first_clause_chars=-1)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_MAX_SENTENCE_CHARS", "SentenceSplitter"]
+__all__ = ["DEFAULT_MAX_SENTENCE_CHARS", "FIRST_CLAUSE_MIN_CHARS", "SentenceSplitter"]
 
 #: A sentence longer than this (characters) is cut at a clause or word boundary anyway, so a
 #: run-on reply without punctuation still yields audio every few seconds (~15 s of speech).
 DEFAULT_MAX_SENTENCE_CHARS = 240
+#: A streamed voice reply's first piece may end at a clause mark once it is at least this long
+#: (characters): its audio starts a clause earlier (measured on SmolLM2's replies: first sentences
+#: of 40-60 characters, about 0.2 s of generation to the first comma that a sentence would wait).
+#: Long enough that the clause is a phrase ("The sky can be described as blue,"), not "Well,".
+FIRST_CLAUSE_MIN_CHARS = 16
 
 # A sentence ends at a run of terminators (. ! ? and the ellipsis, the Arabic question mark and
 # full stop, the CJK full stop and full-width ! ?) plus any closing quotes or brackets, when
@@ -46,18 +51,28 @@ class SentenceSplitter:
     Args:
         max_chars: cut a sentence with no terminator at a clause or word boundary once it is this
             long (characters); see ``DEFAULT_MAX_SENTENCE_CHARS``.
+        first_clause_chars: when positive, the first piece may end at a clause mark (, ; : and
+            the Arabic comma and semicolon, followed by whitespace) once it is at least this long
+            (characters), before its sentence ends; later pieces are whole sentences. 0 (the
+            default): sentences only. Voice replies use ``FIRST_CLAUSE_MIN_CHARS``.
     """
 
-    def __init__(self, *, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS) -> None:
+    def __init__(self, *, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS, first_clause_chars: int = 0) -> None:
         if max_chars < 1:
             raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+        if first_clause_chars < 0:
+            raise ValueError(f"first_clause_chars must not be negative, got {first_clause_chars}")
         self._max_chars = max_chars
+        self._first_clause_chars = first_clause_chars
+        self._emitted = False
         self._buffer = ""
 
     def feed(self, delta: str) -> list[str]:
         """Add ``delta`` and return the sentences completed so far (oldest first, maybe none)."""
         self._buffer += delta
         sentences: list[str] = []
+        if self._first_clause_chars and not self._emitted:
+            self._buffer = self._first_clause(sentences, self._buffer)
         start = 0
         for match in _BOUNDARY.finditer(self._buffer):
             if match.start() < start or not _ends_sentence(self._buffer, start, match):
@@ -71,12 +86,27 @@ class SentenceSplitter:
             self._emit(sentences, rest[:cut])
             rest = rest[cut:]
         self._buffer = rest
+        self._emitted = self._emitted or bool(sentences)
         return sentences
+
+    def _first_clause(self, sentences: list[str], text: str) -> str:
+        """Emit ``text`` up to its first clause mark that ends a piece of ``first_clause_chars``
+        or more, if no sentence ends before it; return what is left. Both marks need the
+        whitespace after them, so how the text was chunked does not change where it is cut."""
+        first_end = next(
+            (m.start() for m in _BOUNDARY.finditer(text) if _ends_sentence(text, 0, m)), len(text)
+        )
+        for match in _CLAUSE.finditer(text, 0, first_end + 1):
+            if len(text[: match.end()].strip()) >= self._first_clause_chars:
+                self._emit(sentences, text[: match.end()])
+                return text[match.end() :]
+        return text
 
     def flush(self) -> str | None:
         """Return what is left (stripped), or None if nothing but whitespace; then start over."""
         rest = self._buffer.strip()
         self._buffer = ""
+        self._emitted = False
         return rest or None
 
     @staticmethod

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from parley.audio.decode import DecodedAudio, decode_to_pcm
 from parley.audio.encode import AudioEncoder, OutputFormat
-from parley.audio.sentences import SentenceSplitter
+from parley.audio.sentences import FIRST_CLAUSE_MIN_CHARS, SentenceSplitter
 from parley.audio.sniff import sniff
 from parley.domain.accounts import Principal
 from parley.domain.chat import ChatEngine
@@ -170,7 +170,8 @@ class SpokenReply:
     async def events(self) -> AsyncIterator[RunEvent]:
         self._started = time.monotonic()
         speaker = self._speaker = _Speaker(self._tts, self._format, self._language, self._voice)
-        splitter = SentenceSplitter()
+        # The first piece may end at a clause: the reply is heard sooner (audio/sentences.py).
+        splitter = SentenceSplitter(first_clause_chars=FIRST_CLAUSE_MIN_CHARS)
         usage: UsageReport | None = None
         try:
             async with contextlib.aclosing(self._text.events()) as events:  # type: ignore[type-var]
