@@ -278,7 +278,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-step", type=int, default=100, help="memory phase: RSS sampled every N replies (100)")
     add("--memory-clients", type=int, default=2, help="memory phase: concurrent clients (default 2)")
     add("--memory-tokens", type=int, default=8, help="memory phase: tokens per reply (default 8)")
-    add("--converse-turns", type=int, default=5, help="converse phase: English turns counted (default 5)")
+    add("--converse-turns", type=int, default=9, help="converse phase: English turns counted (default 9)")
     add("--converse-arabic", type=int, default=2, help="converse phase: Arabic turns (default 2)")
     add("--converse-detect", type=int, default=2,
         help="converse phase: English turns to an agent without a language (default 2)")  # fmt: skip
