@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,10 +19,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from parley.audio.decode import DecodedAudio, decode_to_pcm
 from parley.domain.errors import InvalidArgument
+from parley.providers.stt import short_form
 from parley.providers.stt.base import SpeechToText
 from parley.providers.stt.local import WHISPER_MODEL_DIR_NAME, WhisperSpeechToText, ensure_whisper_model
 
@@ -214,3 +217,50 @@ async def test_detection_can_be_narrowed(model_dir: Path) -> None:
     finally:
         await stt.aclose()
     assert result.language == "ar"  # the only candidate, however English it sounds
+
+
+# --- short clips: a 15 s audio context (providers/stt/short_form.py) --------------------------
+
+
+def test_what_counts_as_a_short_clip_and_as_a_loop() -> None:
+    assert short_form.fits(np.zeros(13 * 16_000, dtype=np.float32))  # 13 s leaves 2 s of the 15 s
+    assert not short_form.fits(np.zeros(13 * 16_000 + 1, dtype=np.float32))
+    assert short_form.looks_like_a_loop("What color is the sky? " * 6)
+    assert not short_form.looks_like_a_loop("What color is the sky? It is blue, mostly, by day.")
+    assert not short_form.looks_like_a_loop("")
+
+
+@session_loop
+async def test_a_long_clip_takes_the_full_window(whisper: WhisperSpeechToText) -> None:
+    """Over 13 s of speech: faster-whisper's own 30 s pass, with the same result quality."""
+    long = speak(
+        "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a "
+        "single step. The early bird catches the worm, and every cloud has a silver lining. "
+        "Actions speak louder than words, and practice makes perfect, as the old saying goes.",
+        "en-us",
+    )
+    assert not short_form.fits(long.samples)
+    result = await whisper.transcribe(long, language="en")
+    assert "fox" in result.text.lower() and "worm" in result.text.lower()
+
+
+@session_loop
+async def test_a_loop_in_the_short_pass_falls_back_to_the_full_window(
+    whisper: WhisperSpeechToText,
+    english: DecodedAudio,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The loop check is Whisper's own; here it is made to fire, to show that the fallback runs."""
+    monkeypatch.setattr(short_form, "looks_like_a_loop", lambda text: True)
+    with caplog.at_level(logging.INFO, logger="parley.providers.stt.local"):
+        result = await whisper.transcribe(english, language="en")
+    assert "fox" in result.text.lower()
+    assert any("looped" in r.getMessage() for r in caplog.records)
+
+
+@session_loop
+async def test_silence_is_heard_as_nothing(whisper: WhisperSpeechToText) -> None:
+    silence = DecodedAudio(np.zeros(2 * 16_000, dtype=np.float32), 16_000)
+    result = await whisper.transcribe(silence, language="en")
+    assert result.text == ""
