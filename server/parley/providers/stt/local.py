@@ -171,7 +171,7 @@ class WhisperSpeechToText:
 
     Construction is cheap; the model (≈145 MB, int8) is loaded by :meth:`load`, or by the first
     :meth:`transcribe`. Measured on a busy 2-core machine: load 0.6-2.5 s; a 3 s English clip
-    2-3.5 s through the full 30 s window. Clips of up to 13 s of speech go through a 15 s window
+    2-3.5 s through the full 30 s window. Clips of up to 13 s go through a 15 s window
     instead (:mod:`parley.providers.stt.short_form`: about 0.43 s for a 2 s question on an idle
     2-core machine, against 0.83 s), falling back to the full window if that text loops.
     Transcription time is dominated by decoding tokens, and Whisper retries a window at
@@ -315,8 +315,12 @@ class WhisperSpeechToText:
     ) -> tuple[str, str]:
         """Runs in the worker thread. Returns (text, language used or detected)."""
         model = self._model
-        speech = _speech_only(samples) if self._vad_filter else samples
-        if speech is not None and short_form.fits(speech):
+        # Only a clip short as recorded is trimmed here: a longer one goes to the full pass, whose
+        # own vad_filter trims it, so the VAD never runs twice over the same audio.
+        speech = None
+        if short_form.fits(samples):
+            speech = _speech_only(samples) if self._vad_filter else samples
+        if speech is not None:
             duration_s = speech.shape[0] / WHISPER_SAMPLE_RATE_HZ
             heard = short_form.transcribe_short(
                 model,
