@@ -147,7 +147,9 @@ def _unary(call: _Call, inner: Callable[..., Awaitable[Any]]) -> Callable[..., A
         if call.metrics is not None:
             call.metrics.started()
         try:
-            await context.send_initial_metadata((("x-request-id", call.request_id),))
+            # In the trailers, sent with the response and status in one batch (initial metadata
+            # of its own would be one more batch, a round through grpc's completion queue).
+            context.set_trailing_metadata((("x-request-id", call.request_id),))
             return await inner(await call.prepare(raw, context), context)
         except grpc.aio.AbortError:
             code = str(context.code())
