@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 
 from parley.domain.models import Agent, Branch, MessageStatus, Session
@@ -114,22 +114,11 @@ class SessionStore:
     async def send_target(self, owner_id: str, session_id: str, branch_id: str | None) -> SendTarget | None:
         """The session, its agent and the branch ``branch_id`` (``None``: the active one), in one
         query; ``None`` when the session is absent or another user's."""
-        branch_key = branches.c.id == (branch_id if branch_id is not None else sessions.c.active_branch_id)
-        q = (
-            select(
-                *(c.label(f"s_{c.name}") for c in sessions.c),
-                *(c.label(f"a_{c.name}") for c in agents.c),
-                *(c.label(f"b_{c.name}") for c in branches.c),
-                messages.c.status.label("head_status"),
-            )
-            .select_from(
-                sessions.join(agents, agents.c.id == sessions.c.agent_id)
-                .outerjoin(branches, (branches.c.session_id == sessions.c.id) & branch_key)
-                .outerjoin(messages, messages.c.id == branches.c.head_id)
-            )
-            .where(sessions.c.id == session_id, sessions.c.owner_id == owner_id)
-        )
-        row = await self._db.first(q)
+        params = {"session_id": session_id, "owner_id": owner_id}
+        if branch_id is None:
+            row = await self._db.first(_SEND_TARGET_ACTIVE, params)
+        else:
+            row = await self._db.first(_SEND_TARGET_BRANCH, {**params, "branch_id": branch_id})
         if row is None:
             return None
         branch = _prefixed(row, "b_")
@@ -231,3 +220,28 @@ class SessionStore:
             delete(branches).where(branches.c.session_id == session_id, branches.c.id == branch_id)
         )
         return result > 0
+
+
+def _send_target_query(branch_key: ColumnElement[bool]) -> Select[Any]:
+    """Session + agent + branch (+ its head's status) of one owner's session, the branch picked by
+    ``branch_key``; bound parameters ``session_id``, ``owner_id`` (and ``branch_id``)."""
+    return (
+        select(
+            *(c.label(f"s_{c.name}") for c in sessions.c),
+            *(c.label(f"a_{c.name}") for c in agents.c),
+            *(c.label(f"b_{c.name}") for c in branches.c),
+            messages.c.status.label("head_status"),
+        )
+        .select_from(
+            sessions.join(agents, agents.c.id == sessions.c.agent_id)
+            .outerjoin(branches, (branches.c.session_id == sessions.c.id) & branch_key)
+            .outerjoin(messages, messages.c.id == branches.c.head_id)
+        )
+        .where(sessions.c.id == bindparam("session_id"), sessions.c.owner_id == bindparam("owner_id"))
+    )
+
+
+# Built once: a send reads its target with one of these (building and keying the statement cost
+# about as much as running it on SQLite).
+_SEND_TARGET_ACTIVE = _send_target_query(branches.c.id == sessions.c.active_branch_id)
+_SEND_TARGET_BRANCH = _send_target_query(branches.c.id == bindparam("branch_id"))
