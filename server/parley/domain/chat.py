@@ -33,6 +33,7 @@ from parley.domain.summary import ContextSummarizer
 from parley.domain.toolbox import Toolbox, Toolboxes
 from parley.domain.turn import AgentTurn
 from parley.providers.llm.base import GenerationRequest
+from parley.providers.llm.early import EarlyStream
 from parley.providers.llm.registry import ModelRegistry, ResolvedModel
 from parley.runs.admission import Admission, Ticket
 from parley.runs.events import Accepted
@@ -243,15 +244,20 @@ class ChatEngine:
                     audio_seconds=audio_s,
                     max_output_tokens=self._output_budget(request, toolbox),
                 )
+                early = self._early(resolved, request, toolbox)  # sent while the turn is written
                 try:
                     stored = await self._messages.start_reply(
                         reply, run, user=user, expected_head=b.head_id, usage=usage
                     )
                 except BaseException:
                     self._quotas.refund(quota, input_tokens=input_tokens, audio_seconds=audio_s)
+                    if early is not None:
+                        early.discard()
                     raise
                 if stored:
                     break
+                if early is not None:
+                    early.discard()
                 self._quotas.refund(quota, input_tokens=input_tokens, audio_seconds=audio_s)
                 # Another writer moved the head since it was read (an earlier send that held the
                 # lock): read the branch again and retry once.
@@ -259,7 +265,7 @@ class ChatEngine:
                 if attempt:
                     raise Aborted("the branch moved during the send; retry", reason=Reason.BRANCH_CONFLICT)
             reply_body = self._body(
-                Accepted(user, reply.id, b.id), reply, agent, resolved, request, quota, toolbox
+                Accepted(user, reply.id, b.id), reply, agent, resolved, request, quota, toolbox, early
             )
             return self._start(run, ticket, quota, body(reply_body) if body else reply_body, deadline)
         except BaseException:
@@ -319,13 +325,16 @@ class ChatEngine:
                 input_tokens=input_tokens,
                 max_output_tokens=self._output_budget(request, toolbox),
             )
+            early = self._early(resolved, request, toolbox)
             try:
                 await self._messages.start_reply(reply, run, new_branch=branch, usage=usage)
             except BaseException:
                 self._quotas.refund(quota, input_tokens=input_tokens)
+                if early is not None:
+                    early.discard()
                 raise
             accepted = Accepted(user, reply.id, branch.id)
-            reply_body = self._body(accepted, reply, target.agent, resolved, request, quota, toolbox)
+            reply_body = self._body(accepted, reply, target.agent, resolved, request, quota, toolbox, early)
             return self._start(run, ticket, quota, reply_body, deadline)
         except BaseException:
             ticket.release()
@@ -374,6 +383,15 @@ class ChatEngine:
             return None
         return await self._tools.toolboxes.for_agent(agent)
 
+    def _early(
+        self, resolved: ResolvedModel, request: GenerationRequest, toolbox: Toolbox | None
+    ) -> EarlyStream | None:
+        """A text reply's model call, sent now (``parley.providers.llm.early``); a tool turn's
+        first request is built by its loop."""
+        if toolbox is not None and self._tools is not None:
+            return None
+        return EarlyStream(resolved.provider, request)
+
     def _body(
         self,
         accepted: Accepted,
@@ -383,10 +401,13 @@ class ChatEngine:
         request: GenerationRequest,
         quota: Reservation,
         toolbox: Toolbox | None,
+        early: EarlyStream | None = None,
     ) -> TextReply | AgentTurn:
         """The run body: the tool loop for an agent with tools, else a plain text reply."""
         if toolbox is None or self._tools is None:
-            return TextReply(accepted, reply, resolved.provider, request, meter=quota.take_output)
+            return TextReply(
+                accepted, reply, resolved.provider, request, meter=quota.take_output, early=early
+            )
         return AgentTurn(
             accepted,
             reply,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from parley.domain.models import Citation, Message, MessageStatus, StopReason
 from parley.providers.llm.base import GenerationRequest, LLMProvider, StopEvent, TextDeltaEvent, UsageEvent
+from parley.providers.llm.early import EarlyStream
 from parley.runs.events import Accepted, Completed, Delta, RunEvent, UsageReport
 from parley.telemetry.genai import ChatCall
 
@@ -81,6 +82,8 @@ class TextReply:
         meter: counts each delta's ``tokens`` as output tokens of the user's day before it is
             sent; when it answers False (no quota left for them) the reply stops there (stop
             reason QUOTA_EXCEEDED).
+        early: the provider's stream for ``request``, started while the turn was written
+            (``parley.providers.llm.early``); without it the run starts the stream itself.
     """
 
     def __init__(
@@ -91,8 +94,10 @@ class TextReply:
         request: GenerationRequest,
         *,
         meter: Callable[[int], bool] | None = None,
+        early: EarlyStream | None = None,
     ) -> None:
         self._accepted = accepted
+        self._early = early
         self._meter = meter
         self._reply = reply
         self._provider = provider
@@ -109,9 +114,9 @@ class TextReply:
         self._text.started = time.monotonic()
         out_of_quota = False
         call = chat_call(self._provider.name, self._request)
-        stream = self._provider.stream(self._request)
         try:
-            async with contextlib.aclosing(stream):
+            stream = await self._early.take() if self._early else self._provider.stream(self._request)
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 async for event in stream:
                     if isinstance(event, TextDeltaEvent):
                         if self._meter is not None and not self._meter(event.tokens):
@@ -144,6 +149,8 @@ class TextReply:
         return message.input_tokens, message.output_tokens
 
     def cut_short(self, reason: StopReason, detail: str) -> Message:
+        if self._early is not None:
+            self._early.discard()  # stopped before the run read it: no-op once taken
         status = MessageStatus.INCOMPLETE if self._text.parts else MessageStatus.FAILED
         return self._message(status, reason, detail)
 

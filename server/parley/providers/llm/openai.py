@@ -8,8 +8,8 @@ server does) get the stated estimate instead: the prompt estimate of
 :mod:`parley.providers.llm.hosted` for input, one token per streamed chunk (text or tool-call
 fragment) for output.
 
-Reading the stream: the SDK builds and sends the request (auth, timeouts, retries, its errors)
-through its raw streaming response, and the Server-Sent Events of the body are decoded here
+Reading the stream: the SDK sends the request (auth, timeouts, retries, its errors) with its
+client's own ``post`` and leaves the body unread, and the Server-Sent Events of the body are decoded here
 (:class:`~parley.providers.llm.openai_wire.EventStream`, msgspec structs of only the fields
 used), not into the SDK's pydantic models, which cost most of a token's CPU. The text of the
 chunks that have arrived when the provider reads again is yielded as one ``TextDeltaEvent``
@@ -98,6 +98,10 @@ _CALLS_COMPLETE = frozenset({"tool_calls", "function_call", "stop"})
 #: maps to ``APIConnectionError``, ``APITimeoutError`` for timeouts).
 _TRANSPORT_ERRORS = (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream)
 
+#: Request options that leave the response body unread for the caller to stream (the header the
+#: SDK's ``with_streaming_response`` sends: ``openai._constants.RAW_RESPONSE_HEADER``).
+_STREAMED: Any = {"headers": {"X-Stainless-Raw-Response": "stream"}}
+
 #: The longest wait for the end of the body after ``[DONE]`` (s), as the SDK's.
 _DRAIN_S = 0.1
 
@@ -175,6 +179,21 @@ class OpenAIChatProvider:
             arguments["temperature"] = request.temperature
         return arguments
 
+    async def open(self, request: GenerationRequest) -> _OpenedReply:
+        """Send the request and return once the response has started (HTTP status checked, the
+        SDK's retries done): :class:`~parley.providers.llm.early.EarlyStream` sends it while the
+        turn is written. Raises what :meth:`stream` raises before its first event."""
+        try:
+            # The client's own POST (the SDK's way to any endpoint: auth, retries, errors) with the
+            # arguments as they are: they are JSON already, and the SDK's check of a typed
+            # ``create`` call costs more CPU than the rest of the request.
+            response = await self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=self._arguments(request), options=_STREAMED
+            )
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc, provider=self.name) from exc
+        return _OpenedReply(self.name, request, response)
+
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
         """Stream a reply: text deltas, then the step's tool calls (if any), usage and the stop
         reason (see the module docstring).
@@ -184,38 +203,73 @@ class OpenAIChatProvider:
         a stream that ends without a finish reason raises ``Unavailable`` (PROVIDER_UNAVAILABLE),
         one that is not JSON ``Unavailable`` (PROVIDER_ERROR).
         """
-        reply = _StreamedReply(self.name)
-        http: httpx2.Response | None = None
+        opened = await self.open(request)
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
-                **self._arguments(request)
-            ) as response:
-                http = response.http_response
-                async with contextlib.aclosing(http.aiter_bytes()) as pieces, ReadAhead(pieces) as body:
-                    while piece := await body.take():
-                        for event in reply.read(piece, http.request):
-                            yield event
-                        if reply.failure is not None:
-                            raise reply.failure
-                        if reply.done:
-                            await _drain(body, http)
-                            break
+            async for event in opened:
+                yield event
+        finally:
+            await opened.aclose()
+
+    async def close(self) -> None:
+        """Close the HTTP client if this provider created it."""
+        if self._owns_client:
+            await self._client.close()
+
+
+class _OpenedReply:
+    """A streamed chat completion whose response has started: its events once (``async for``),
+    :meth:`aclose` to end it, read or not (it closes the HTTP response)."""
+
+    def __init__(self, provider: str, request: GenerationRequest, http: httpx2.Response) -> None:
+        self._provider = provider
+        self._request = request
+        self._http = http
+        self._events: AsyncGenerator[ProviderEvent, None] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncGenerator[ProviderEvent, None]:
+        if self._events is not None:
+            raise RuntimeError("the stream is read once")
+        self._events = self._read()
+        return self._events
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._events is not None:
+                await self._events.aclose()
+        finally:
+            await self._http.aclose()
+
+    async def _read(self) -> AsyncGenerator[ProviderEvent, None]:
+        name, http, request = self._provider, self._http, self._request
+        reply = _StreamedReply(name)
+        try:
+            async with contextlib.aclosing(http.aiter_bytes()) as pieces, ReadAhead(pieces) as body:
+                while piece := await body.take():
+                    for event in reply.read(piece, http.request):
+                        yield event
+                    if reply.failure is not None:
+                        raise reply.failure
+                    if reply.done:
+                        await _drain(body, http)
+                        break
         except openai.OpenAIError as exc:
-            raise map_openai_error(exc, provider=self.name) from exc
+            raise map_openai_error(exc, provider=name) from exc
         except _TRANSPORT_ERRORS as exc:  # reading the body (the SDK maps the request's own)
-            if http is None:
-                raise
             lost = (
                 openai.APITimeoutError(http.request)
                 if isinstance(exc, httpx2.TimeoutException)
                 else openai.APIConnectionError(request=http.request)
             )
-            raise map_openai_error(lost, provider=self.name) from exc
+            raise map_openai_error(lost, provider=name) from exc
         if reply.finish is None:
             raise Unavailable(
-                f"{self.name} ended the stream before the reply was finished",
+                f"{name} ended the stream before the reply was finished",
                 reason=Reason.PROVIDER_UNAVAILABLE,
-                metadata={"provider": self.name},
+                metadata={"provider": name},
             )
         usage = reply.usage or (estimate_tokens(request.turns), reply.chunks)
         stop = FINISH_REASONS.get(reply.finish, StopReason.END_TURN)
@@ -225,11 +279,6 @@ class OpenAIChatProvider:
             stop = StopReason.END_TURN  # no call came: nothing to run
         yield UsageEvent(*usage)
         yield StopEvent(stop)
-
-    async def close(self) -> None:
-        """Close the HTTP client if this provider created it."""
-        if self._owns_client:
-            await self._client.close()
 
 
 class _StreamedReply:
