@@ -36,9 +36,10 @@ from parley.storage.message_rows import (
     tree_values,
 )
 from parley.storage.path_cache import PathCache
+from parley.storage.sql import hot
 from parley.storage.sql.engine import Database
 from parley.storage.sql.sessions import branch_values
-from parley.storage.sql.tables import branches, messages, runs, sessions, usage_records
+from parley.storage.sql.tables import branches, messages, runs, sessions
 from parley.storage.sql.usage import UsageRecord
 
 __all__ = ["RECENT_PATH_MESSAGES", "MessageStore", "RunRecord"]
@@ -139,26 +140,25 @@ class MessageStore:
                         .where(sessions.c.id == session_id)
                         .values(active_branch_id=new_branch.id, update_time=head.create_time)
                     )
-                await s.execute(insert(messages), [tree_values(m) for m in written])
-                head_is = (
-                    branches.c.head_id.is_(None)
-                    if expected_head is None
-                    else branches.c.head_id == expected_head
-                )
+                await s.execute(hot.INSERT_MESSAGES, [tree_values(m) for m in written])
                 moved = await s.execute(
-                    update(branches)
-                    .where(branches.c.session_id == session_id, branches.c.id == branch_id, head_is)
-                    .values(head_id=head.id, message_count=head.depth + 1, update_time=head.create_time)
+                    hot.MOVE_EMPTY_HEAD if expected_head is None else hot.MOVE_HEAD,
+                    {
+                        "b_session": session_id,
+                        "b_branch": branch_id,
+                        "b_expected": expected_head,
+                        "head_id": head.id,
+                        "message_count": head.depth + 1,
+                        "update_time": head.create_time,
+                    },
                 )
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     raise _HeadMoved
                 if run is not None:
-                    await s.execute(insert(runs).values(**run_values(run)))
+                    await s.execute(hot.INSERT_RUN, run_values(run))
                 if usage is not None:
-                    await s.execute(insert(usage_records).values(**usage.values()))
-                await s.execute(
-                    update(sessions).where(sessions.c.id == session_id).values(update_time=head.create_time)
-                )
+                    await s.execute(hot.INSERT_USAGE, usage.values())
+                await s.execute(hot.TOUCH_SESSION, {"b_session": session_id, "update_time": head.create_time})
         except _HeadMoved:
             await self._forget_content(session_id, [m.id for m in written])
             return False
@@ -178,13 +178,15 @@ class MessageStore:
         still being generated."""
         await self._content.put(reply.session_id, reply.id, content_of(reply))
         await self._db.execute(
-            update(messages)
-            .where(messages.c.id == reply.id, messages.c.status == MessageStatus.IN_PROGRESS.value)
-            .values(
-                output_tokens=reply.output_tokens,
-                time_to_first_token_s=reply.time_to_first_token_s,
-                time_to_first_audio_s=reply.time_to_first_audio_s,
-            )
+            hot.CHECKPOINT,
+            [
+                {
+                    "b_id": reply.id,
+                    "output_tokens": reply.output_tokens,
+                    "time_to_first_token_s": reply.time_to_first_token_s,
+                    "time_to_first_audio_s": reply.time_to_first_audio_s,
+                }
+            ],
         )
 
     async def finish_reply(
@@ -203,26 +205,26 @@ class MessageStore:
         input_tokens, output_tokens = spent or (reply.input_tokens, reply.output_tokens)
         await self._content.put(reply.session_id, reply.id, content_of(reply))
         async with self._db.transaction() as s:
-            done = await s.execute(
-                update(messages)
-                .where(messages.c.id == reply.id, messages.c.status.in_(_UNFINISHED))
-                .values(**outcome_values(reply))
-            )
+            done = await s.execute(hot.FINISH_MESSAGE, {"b_id": reply.id, **outcome_values(reply)})
             if done.rowcount:  # type: ignore[attr-defined]
                 await s.execute(
-                    update(usage_records)
-                    .where(usage_records.c.message_id == run_id)
-                    .values(
-                        input_tokens=input_tokens,
-                        output_tokens=output_tokens,
-                        audio_output_s=reply.speech_duration_s or 0.0,
-                        status=reply.status.value,
-                    )
+                    hot.FINISH_USAGE,
+                    {
+                        "b_run": run_id,
+                        "input_tokens": input_tokens,
+                        "output_tokens": output_tokens,
+                        "audio_output_s": reply.speech_duration_s or 0.0,
+                        "status": reply.status.value,
+                    },
                 )
             await s.execute(
-                update(runs)
-                .where(runs.c.id == run_id)
-                .values(replica_id=None, last_sequence_number=last_sequence_number, finish_time=finish_time)
+                hot.FINISH_RUN,
+                {
+                    "b_run": run_id,
+                    "replica_id": None,
+                    "last_sequence_number": last_sequence_number,
+                    "finish_time": finish_time,
+                },
             )
         if done.rowcount:  # type: ignore[attr-defined]
             self._paths.replace(reply)
@@ -425,7 +427,7 @@ def _path_query(session_id: str, head_id: str, min_depth: int) -> Select[Any]:
 
 
 #: Statuses of a message its run may still change.
-_UNFINISHED = (MessageStatus.IN_PROGRESS.value, MessageStatus.REQUIRES_ACTION.value)
+_UNFINISHED = hot.UNFINISHED
 _FINISHED_TEXT = (MessageStatus.COMPLETE.value, MessageStatus.INCOMPLETE.value)
 
 

@@ -14,12 +14,29 @@ from parley.storage.sql.tables import message_contents
 
 __all__ = ["SqlContentStore"]
 
+#: The columns an upsert replaces.
+_CONTENT_COLUMNS = (
+    "text",
+    "transcript_language",
+    "audio_duration_s",
+    "error_message",
+    "tool_calls",
+    "citations",
+)
+
 
 class SqlContentStore:
     """``ContentStore`` on the ``message_contents`` table."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Built once (see parley.storage.sql.hot): every reply writes content two or three times.
+        dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+        upsert = dialect.insert(message_contents)
+        self._upsert = upsert.on_conflict_do_update(
+            index_elements=[message_contents.c.message_id],
+            set_={name: upsert.excluded[name] for name in _CONTENT_COLUMNS},
+        )
 
     async def start(self) -> None:
         """Nothing to prepare: the table comes from the migrations."""
@@ -35,22 +52,8 @@ class SqlContentStore:
         (message_id) DO UPDATE``, which SQLite and PostgreSQL both have)."""
         if not contents:
             return
-        dialect = postgresql if self._db.engine.dialect.name == "postgresql" else sqlite
-        upsert = dialect.insert(message_contents)
-        columns = (
-            "text",
-            "transcript_language",
-            "audio_duration_s",
-            "error_message",
-            "tool_calls",
-            "citations",
-        )
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[message_contents.c.message_id],
-            set_={name: upsert.excluded[name] for name in columns},
-        )
         await self._db.execute(
-            upsert,
+            self._upsert,
             [
                 {
                     "message_id": message_id,
