@@ -4,7 +4,9 @@ Every read of a page costs one SQL query plus one content-store call, whatever t
 Writing stores the content first, then inserts the tree rows and moves the branch head in one
 SQL transaction: a head never points at a missing message, and a reply is never stored without
 its user message (its parent row exists, enforced by a foreign key). A crash between the two
-leaves an unreachable content document at worst.
+leaves an unreachable content document at worst. When the content store is a table of the same
+database (the embedded default), the hot writes (a turn, a checkpoint, a reply's end) put the
+content inside that transaction instead: one commit, and nothing left over if it fails.
 
 A reply is written three times: when its run starts (status IN_PROGRESS, empty text, together
 with its user message and its ``runs`` row), at checkpoints while it is generated (text and
@@ -26,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from parley.domain.errors import AlreadyExists, Reason
 from parley.domain.models import Branch, Message, MessageStatus, Role
 from parley.storage.content.base import ContentStore
+from parley.storage.content.sql import SqlContentStore
 from parley.storage.message_rows import (
     RunRecord,
     content_of,
@@ -58,6 +61,10 @@ class MessageStore:
     def __init__(self, db: Database, content: ContentStore, *, paths: PathCache | None = None) -> None:
         self._db = db
         self._content = content
+        #: The content store when it is a table of this database (the embedded default): the hot
+        #: writes then put a message's content in the same transaction as its metadata (one
+        #: commit instead of two, and no content without its row if the transaction fails).
+        self._joint = content if isinstance(content, SqlContentStore) and content.db is db else None
         self._paths = paths or PathCache(per_path=RECENT_PATH_MESSAGES)
         self._restore: Callable[[str], Awaitable[bool]] | None = None
 
@@ -126,11 +133,14 @@ class MessageStore:
         new_branch: Branch | None = None,
         usage: UsageRecord | None = None,
     ) -> bool:
-        """Content first, then one transaction: tree rows, the head move (compare-and-set),
-        the run and usage rows, the session's update time."""
+        """Content first (or, in the table of this database, inside the transaction), then one
+        transaction: tree rows, the head move (compare-and-set), the run and usage rows, the
+        session's update time."""
         head = written[-1]
         session_id = head.session_id
-        await self._content.put_many(session_id, {m.id: content_of(m) for m in written})
+        contents = {m.id: content_of(m) for m in written}
+        if self._joint is None:
+            await self._content.put_many(session_id, contents)
         try:
             async with self._db.transaction() as s:
                 if new_branch is not None:
@@ -141,6 +151,8 @@ class MessageStore:
                         .values(active_branch_id=new_branch.id, update_time=head.create_time)
                     )
                 await s.execute(hot.INSERT_MESSAGES, [tree_values(m) for m in written])
+                if self._joint is not None:
+                    await self._joint.put_many_in(s, session_id, contents)
                 moved = await s.execute(
                     hot.MOVE_EMPTY_HEAD if expected_head is None else hot.MOVE_HEAD,
                     {
@@ -176,18 +188,19 @@ class MessageStore:
     async def checkpoint(self, reply: Message) -> None:
         """Store the text, output tokens and first-token and first-audio times of a reply that is
         still being generated."""
-        await self._content.put(reply.session_id, reply.id, content_of(reply))
-        await self._db.execute(
-            hot.CHECKPOINT,
-            [
-                {
-                    "b_id": reply.id,
-                    "output_tokens": reply.output_tokens,
-                    "time_to_first_token_s": reply.time_to_first_token_s,
-                    "time_to_first_audio_s": reply.time_to_first_audio_s,
-                }
-            ],
-        )
+        counts = {
+            "b_id": reply.id,
+            "output_tokens": reply.output_tokens,
+            "time_to_first_token_s": reply.time_to_first_token_s,
+            "time_to_first_audio_s": reply.time_to_first_audio_s,
+        }
+        if self._joint is None:
+            await self._content.put(reply.session_id, reply.id, content_of(reply))
+            await self._db.execute(hot.CHECKPOINT, [counts])
+            return
+        async with self._db.transaction() as s:
+            await self._joint.put_many_in(s, reply.session_id, {reply.id: content_of(reply)})
+            await s.execute(hot.CHECKPOINT, counts)
 
     async def finish_reply(
         self,
@@ -203,8 +216,11 @@ class MessageStore:
         finished (by a sweep) or is gone (its session or branch was deleted)."""
         run_id = reply.run_id or reply.id
         input_tokens, output_tokens = spent or (reply.input_tokens, reply.output_tokens)
-        await self._content.put(reply.session_id, reply.id, content_of(reply))
+        if self._joint is None:
+            await self._content.put(reply.session_id, reply.id, content_of(reply))
         async with self._db.transaction() as s:
+            if self._joint is not None:
+                await self._joint.put_many_in(s, reply.session_id, {reply.id: content_of(reply)})
             done = await s.execute(hot.FINISH_MESSAGE, {"b_id": reply.id, **outcome_values(reply)})
             if done.rowcount:  # type: ignore[attr-defined]
                 await s.execute(
@@ -294,6 +310,8 @@ class MessageStore:
         return found[0] if found else None
 
     async def _forget_content(self, session_id: str, message_ids: list[str]) -> None:
+        if self._joint is not None:  # written in the transaction that was rolled back
+            return
         with contextlib.suppress(Exception):
             await self._content.delete(session_id, message_ids)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.storage.content.base import MessageContent
 from parley.storage.sql.engine import Database
@@ -52,22 +54,20 @@ class SqlContentStore:
         (message_id) DO UPDATE``, which SQLite and PostgreSQL both have)."""
         if not contents:
             return
-        await self._db.execute(
-            self._upsert,
-            [
-                {
-                    "message_id": message_id,
-                    "session_id": session_id,
-                    "text": content.text,
-                    "transcript_language": content.transcript_language,
-                    "audio_duration_s": content.audio_duration_s,
-                    "error_message": content.error_message,
-                    "tool_calls": json.dumps(list(content.tool_calls)) if content.tool_calls else None,
-                    "citations": json.dumps(list(content.citations)) if content.citations else None,
-                }
-                for message_id, content in contents.items()
-            ],
-        )
+        await self._db.execute(self._upsert, _rows(session_id, contents))
+
+    @property
+    def db(self) -> Database:
+        """The database of the table (the metadata's, in every configuration that uses it)."""
+        return self._db
+
+    async def put_many_in(
+        self, transaction: AsyncSession, session_id: str, contents: Mapping[str, MessageContent]
+    ) -> None:
+        """:meth:`put_many` as part of ``transaction`` (a session of :attr:`db`): the message
+        store writes a message's content and its metadata in one transaction, with one commit."""
+        if contents:
+            await transaction.execute(self._upsert, _rows(session_id, contents))
 
     async def get_many(self, session_id: str, message_ids: Sequence[str]) -> Mapping[str, MessageContent]:
         if not message_ids:
@@ -100,3 +100,19 @@ class SqlContentStore:
 
     async def delete_session(self, session_id: str) -> None:
         await self._db.execute(delete(message_contents).where(message_contents.c.session_id == session_id))
+
+
+def _rows(session_id: str, contents: Mapping[str, MessageContent]) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": message_id,
+            "session_id": session_id,
+            "text": content.text,
+            "transcript_language": content.transcript_language,
+            "audio_duration_s": content.audio_duration_s,
+            "error_message": content.error_message,
+            "tool_calls": json.dumps(list(content.tool_calls)) if content.tool_calls else None,
+            "citations": json.dumps(list(content.citations)) if content.citations else None,
+        }
+        for message_id, content in contents.items()
+    ]
