@@ -21,6 +21,9 @@ for the agent the unary phase reads), parsed once and serialized by grpc on ever
 Parley's are: no auth, no database, no interceptors. ``loadgen unary -kind grpc`` drives it like
 Parley (its bearer token is ignored), so Parley's GetAgent requests/s over this floor's is the
 share of a bare grpc.aio unary server that Parley keeps.
+
+Each runs on the event loop Parley runs on by default (``--event-loop``, default ``uvloop``, as
+``PARLEY_EVENT_LOOP``): a floor is the same libraries on the same loop, minus Parley.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import json
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 async def _grpc_server(address: str, tokens: int, rate: float) -> None:
@@ -121,6 +126,15 @@ async def _sdk_client(base_url: str, clients: int, seconds: float, max_tokens: i
     }
 
 
+def _runner(event_loop: str) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """``asyncio.run`` or ``uvloop.run``."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run
+    return asyncio.run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,21 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--clients", type=int, default=50)
     client.add_argument("--seconds", type=float, default=8.0)
     client.add_argument("--max-tokens", type=int, default=64)
+    for command in (server, unary, client):
+        command.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                             help="the event loop (default uvloop: Parley's default)")  # fmt: skip
     args = parser.parse_args(argv)
+    run = _runner(args.event_loop)
     if args.command in ("grpc-server", "grpc-unary-server"):
         if not args.address.startswith(("127.", "localhost:", "[::1]:")):
             parser.error(f"{args.command} binds loopback addresses only")
         if args.command == "grpc-server":
-            asyncio.run(_grpc_server(args.address, args.tokens, args.tokens_per_second))
+            run(_grpc_server(args.address, args.tokens, args.tokens_per_second))
         else:
             with open(args.response, "rb") as f:
-                asyncio.run(_grpc_unary_server(args.address, f.read()))
+                run(_grpc_unary_server(args.address, f.read()))
     else:
         if not args.base_url.startswith(("http://127.", "http://localhost:", "http://[::1]:")):
             parser.error("sdk-client talks to loopback addresses only")
-        print(
-            json.dumps(asyncio.run(_sdk_client(args.base_url, args.clients, args.seconds, args.max_tokens)))
-        )
+        print(json.dumps(run(_sdk_client(args.base_url, args.clients, args.seconds, args.max_tokens))))
     return 0
 
 

@@ -378,7 +378,8 @@ class Bench:
             "HTTP/2 connection shared by the workers (ghz's default); REST: one HTTP/1.1 connection per "
             "worker to Envoy, which multiplexes them onto HTTP/2 connections to Parley. "
             f"`{UNARY_FLOOR_PATH}`: the load generator's gRPC run against a bare grpc.aio server "
-            "(`bench/floors.py grpc-unary-server`, default options, no interceptor) that answers every "
+            "(`bench/floors.py grpc-unary-server`, default options, no interceptor, on uvloop like "
+            "Parley) that answers every "
             "GetAgent with the response bytes Parley returned for the same agent: no auth, no database."
         )
         if have_ghz:

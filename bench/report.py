@@ -360,7 +360,8 @@ def _floor_section(results: dict[str, Any]) -> list[str]:
         "",
         "CPU time per 1000 tokens delivered. The two floors are the libraries on Parley's token path run "
         "alone (`bench/floors.py`): a grpc.aio server streaming the same ChatEvents with no auth, database "
-        "or model call, and the openai SDK's streaming client reading the same upstream.",
+        "or model call, and the openai SDK's streaming client reading the same upstream, each on uvloop "
+        "like Parley.",
         "",
         *_table(("process", "CPU ms / 1k tokens", "tokens/s"), rows),
         "",

@@ -199,6 +199,7 @@ def versions(have_litellm: bool, have_ghz: bool) -> dict[str, str]:
         "grpcio": metadata.version("grpcio"),
         "openai SDK": metadata.version("openai"),
         "xllamacpp": metadata.version("xllamacpp"),
+        "uvloop": metadata.version("uvloop"),
         "Envoy": found.group(1) if found else envoy[:60],
         "Go": _output([_go() or "go", "version"]).removeprefix("go version ").split(" ")[0],
     }
@@ -389,11 +390,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             "prompt": phases.PROMPT,
             "system": phases.SYSTEM,
             "parley": (
-                "one process (`python -m parley`: SQLite, log level INFO, default event loop); the agent's "
-                "model is `bench/bench-model` (PARLEY_OPENAI_COMPATIBLE names the upstream `bench`). All "
-                "clients are one user, with PARLEY_MAX_CONCURRENT_REPLIES_PER_USER raised from 4 to "
-                f"{phases.PER_USER_LIMIT}, and a new session per client per run (a client's later requests "
-                "carry its earlier turns, as in a chat)."
+                "one process (`python -m parley`: SQLite, log level INFO, its default uvloop event loop); "
+                "the agent's model is `bench/bench-model` (PARLEY_OPENAI_COMPATIBLE names the upstream "
+                "`bench`). All clients are one user, with PARLEY_MAX_CONCURRENT_REPLIES_PER_USER raised "
+                f"from 4 to {phases.PER_USER_LIMIT}, and a new session per client per run (a client's "
+                "later requests carry its earlier turns, as in a chat)."
             ),
             "litellm": (
                 "`litellm --num_workers 1` from bench/.venv-litellm (uvloop), model `openai/bench-model` at "

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from parley.app import serve
 from parley.config import Settings
@@ -45,6 +48,20 @@ def _password(from_stdin: bool) -> str:
     return first
 
 
+def run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run ``main`` on ``event_loop`` (``PARLEY_EVENT_LOOP``): uvloop when it is installed and
+    chosen, else the standard library's loop."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger("parley").warning("uvloop is not installed: the standard event loop runs")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     settings = Settings()
@@ -59,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         )
-    asyncio.run(serve(settings))
+    run(serve(settings), settings.event_loop)
 
 
 if __name__ == "__main__":

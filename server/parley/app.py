@@ -377,7 +377,12 @@ async def build_application(settings: Settings) -> Application:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if shared.redis is not None:
             await _watch_redis(shared, health_servicer, resources)
-        log.info("serving gRPC on %s (port %d)", settings.grpc_listen, port)
+        log.info(
+            "serving gRPC on %s (port %d, %s event loop)",
+            settings.grpc_listen,
+            port,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         return Application(settings, server, health_servicer, runs, port, resources, telemetry)
     except BaseException:
         await resources.aclose()
