@@ -49,6 +49,7 @@ from parley.providers.llm.base import (
     UsageEvent,
 )
 from parley.providers.llm.threads import ThreadFeed
+from parley.providers.priority import lower_this_thread
 
 __all__ = ["LocalLlamaProvider", "default_model_path", "engine_params"]
 
@@ -146,7 +147,9 @@ class LocalLlamaProvider:
         self._n_ctx = n_ctx
         self._seed = seed
         self._generations = itertools.count()
-        self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llama")
+        self._executor = ThreadPoolExecutor(
+            max_workers=parallel, thread_name_prefix="llama", initializer=lower_this_thread
+        )
         self._socket_path = socket_path
         self._http = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
@@ -177,11 +180,18 @@ class LocalLlamaProvider:
 
             return xllamacpp.Server(params)
 
+        # Started from a thread below the event loop's priority: the engine's threads inherit it
+        # (priority.py).
+        loader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="llama-load", initializer=lower_this_thread
+        )
         try:
-            server = await asyncio.to_thread(start)
+            server = await asyncio.get_running_loop().run_in_executor(loader, start)
         except Exception as exc:  # llama.cpp reports a bad file as a RuntimeError
             shutil.rmtree(socket_path.parent, ignore_errors=True)
             raise Unavailable(f"could not load {path.name}: {exc}", reason=Reason.MODEL_UNAVAILABLE) from exc
+        finally:
+            loader.shutdown(wait=False)
         model_id = path.stem.lower().removesuffix(".q4_1").replace(".", "-")
         log.info(
             "loaded %s (%d slot(s) of %d tokens, %d thread(s))",

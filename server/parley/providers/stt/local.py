@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from parley.audio.decode import WHISPER_SAMPLE_RATE_HZ, DecodedAudio
 from parley.domain.errors import InvalidArgument, Reason, Unavailable
+from parley.providers.priority import lower_this_thread
 from parley.providers.stt import short_form
 from parley.providers.stt.base import Transcription
 
@@ -211,7 +212,10 @@ class WhisperSpeechToText:
         self._detect_languages = tuple(_normalize(code) for code in detect_languages or ())
         self._compute_type = compute_type
         self._vad_filter = vad_filter
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-whisper")
+        # Below the event loop's priority, as the threads CTranslate2 starts from it (priority.py).
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="parley-whisper", initializer=lower_this_thread
+        )
         self._lock = asyncio.Lock()
         self._model: Any = None  # faster_whisper.WhisperModel (untyped library)
         self._supported: frozenset[str] = frozenset()
@@ -307,6 +311,11 @@ class WhisperSpeechToText:
         unknown = [code for code in self._detect_languages if code not in self._supported]
         if unknown:
             raise ValueError(f"detect_languages has codes Whisper does not know: {unknown}")
+        if self._vad_filter:
+            # faster-whisper loads its Silero VAD (an onnxruntime session) on first use, holding
+            # the GIL for some 25 ms: load it here, not during the first voice message (bench/,
+            # the loop phase's "voice message, first" stall).
+            _speech_only(np.zeros(WHISPER_SAMPLE_RATE_HZ, dtype=np.float32))
         self._model = model
         _log.info("loaded Whisper base from %s in %.1f s", self._model_dir, time.monotonic() - started)
 

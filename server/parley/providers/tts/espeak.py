@@ -18,6 +18,7 @@ from types import MappingProxyType
 import numpy as np
 
 from parley.domain.errors import InvalidArgument, Reason, Unavailable
+from parley.providers.priority import lower_process
 from parley.providers.tts.base import SynthesizedAudio
 
 __all__ = ["ESPEAK_VOICES", "EspeakTextToSpeech"]
@@ -125,6 +126,7 @@ class EspeakTextToSpeech:
                 reason=Reason.PROVIDER_UNAVAILABLE,
                 metadata={"provider": _PROVIDER},
             ) from exc
+        lower_process(process.pid)  # below the event loop's priority (priority.py)
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(stdin), self._timeout_s)
         except TimeoutError as exc:

@@ -1,0 +1,55 @@
+"""The embedded models' threads run at a lower CPU priority than the event loop.
+
+One Parley process serves every RPC on one asyncio event loop thread, and runs the local model
+(llama.cpp's threads), Whisper (CTranslate2's) and espeak-ng beside it. When they all want the
+cores (a voice message and a local reply while 50 streams run, on 2 cores: ``bench/``, the
+``loop`` phase), the kernel shares the CPU equally between runnable threads, and the loop waits
+behind the models for a time slice: every stream stalls at once (148 ms seen). Compute threads
+at a lower priority still get every core the loop leaves idle, but yield it to the loop, and to
+anything else on the machine at normal priority, when it wants it back.
+
+On Linux the priority (``nice``) belongs to each thread, and threads inherit their creator's:
+a pool's worker threads lower their own (:func:`lower_this_thread`, an executor
+``initializer``) before they load or call a model, so the threads the model's library starts
+from them (OpenMP, llama.cpp's pool) run at that priority too. Raising a priority back needs
+privileges; lowering it never does. Elsewhere (or where the call is refused) nothing changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+
+__all__ = ["MODEL_NICE", "lower_process", "lower_this_thread"]
+
+log = logging.getLogger(__name__)
+
+#: How much lower (in ``nice`` steps, of 0-19) the models' threads run than the rest of the
+#: process. At 10 a thread gets about a tenth of the CPU time of a normal one it competes with
+#: (the kernel weighs each step by about 1.25x), and all of an idle core.
+MODEL_NICE = 10
+
+
+def lower_this_thread(increment: int = MODEL_NICE) -> None:
+    """Lower the calling OS thread's priority by ``increment`` ``nice`` steps (at most to 19);
+    the threads it starts afterwards inherit it. A no-op where per-thread priorities are not
+    available (only Linux has them) or the call is refused."""
+    if not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
+    except OSError as exc:  # pragma: no cover - depends on the platform's policy
+        log.debug("could not lower the priority of thread %d: %s", tid, exc)
+
+
+def lower_process(pid: int, increment: int = MODEL_NICE) -> None:
+    """Lower a child process's priority (espeak-ng) by ``increment`` ``nice`` steps; a no-op if it
+    has already exited or the call is refused."""
+    if not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + increment))
