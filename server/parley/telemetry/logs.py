@@ -68,8 +68,15 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+#: Each pattern of ``_REDACTIONS`` matches only text holding one of these (``bearer`` in any case):
+#: a line with none of them (nearly every line) skips the patterns.
+_MARKERS = ("eyJ", "://", "sk-")
+
+
 def redact(text: str) -> str:
     """``text`` with tokens, credentials and keys masked (see the module docstring)."""
+    if not any(marker in text for marker in _MARKERS) and "bearer" not in text.lower():
+        return text
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
@@ -157,6 +164,12 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     logger ``py.warnings``; the libraries of :data:`QUIET_LOGGERS` log WARNING and above; in
     ``json``, an uncaught exception is logged (logger ``parley``, level CRITICAL) instead of
     printed as a bare traceback."""
+    # Fields no format here uses, which logging would otherwise gather for every record (the
+    # logging HOWTO's "Optimization"): the caller's file and line, thread, process names.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_formatter(log_format))
     handler.addFilter(ContextFilter())
