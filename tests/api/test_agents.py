@@ -118,6 +118,22 @@ def test_update_with_mask_changes_only_named_fields(alice: UserClient) -> None:
     assert replaced.instructions == "" and replaced.temperature == 1.0
 
 
+def test_get_after_an_update_returns_the_new_agent(alice: UserClient) -> None:
+    """GetAgent reuses its response while the agent is unchanged (api/agents.py), never after."""
+    agent = alice.create_agent(display_name="Before", instructions="Old.")
+    get = pb.GetAgentRequest(name=agent.name)
+    assert alice.stubs.agents.GetAgent(get).agent == agent
+    assert alice.stubs.agents.GetAgent(get).agent == agent  # the reused response
+    updated = alice.stubs.agents.UpdateAgent(
+        pb.UpdateAgentRequest(
+            agent=pb.Agent(name=agent.name, instructions="New."),
+            update_mask=field_mask_pb2.FieldMask(paths=["instructions"]),
+        )
+    ).agent
+    got = alice.stubs.agents.GetAgent(get).agent
+    assert got == updated and got.instructions == "New." and got.display_name == "Before"
+
+
 def test_bad_updates_leave_the_agent_intact(alice: UserClient) -> None:
     agent = alice.create_agent(display_name="Stable")
     for mask, reason in [
