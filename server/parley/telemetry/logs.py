@@ -166,7 +166,7 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     printed as a bare traceback."""
     # Fields no format here uses, which logging would otherwise gather for every record (the
     # logging HOWTO's "Optimization"): the caller's file and line, thread, process names.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
