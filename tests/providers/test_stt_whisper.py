@@ -198,7 +198,11 @@ async def test_concurrent_calls_queue_in_order_without_blocking_the_loop(
 async def test_cancel_returns_promptly_and_the_next_call_works(
     whisper: WhisperSpeechToText, english: DecodedAudio
 ) -> None:
-    task = asyncio.create_task(whisper.transcribe(english, language="en"))
+    # About 23 s of speech: past the 15 s short form, Whisper's full 30 s pass takes over a second
+    # here, so the job is still in the worker thread when it is cancelled (a 3 s clip can be done
+    # within the 0.3 s below).
+    long = DecodedAudio(np.tile(english.samples, 8), english.sample_rate_hz)
+    task = asyncio.create_task(whisper.transcribe(long, language="en"))
     await asyncio.sleep(0.3)  # running in the worker thread by now
     started = time.perf_counter()
     task.cancel()
