@@ -17,7 +17,6 @@ privileges; lowering it never does. Elsewhere (or where the call is refused) not
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -36,20 +35,24 @@ def lower_this_thread(increment: int = MODEL_NICE) -> None:
     """Lower the calling OS thread's priority by ``increment`` ``nice`` steps (at most to 19);
     the threads it starts afterwards inherit it. A no-op where per-thread priorities are not
     available (only Linux has them) or the call is refused."""
-    if not hasattr(os, "setpriority"):
-        return
     tid = threading.get_native_id()
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
-    except OSError as exc:  # pragma: no cover - depends on the platform's policy
-        log.debug("could not lower the priority of thread %d: %s", tid, exc)
+    if not _lower(tid, increment):
+        log.debug("could not lower the priority of thread %d", tid)
 
 
 def lower_process(pid: int, increment: int = MODEL_NICE) -> None:
     """Lower a child process's priority (espeak-ng) by ``increment`` ``nice`` steps; a no-op if it
     has already exited or the call is refused."""
+    _lower(pid, increment)
+
+
+def _lower(who: int, increment: int) -> bool:
+    """``setpriority`` of thread or process ``who`` to its nice value + ``increment`` (at most 19);
+    False where it is not available or refused."""
     if not hasattr(os, "setpriority"):
-        return
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + increment))
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, who, min(19, os.getpriority(os.PRIO_PROCESS, who) + increment))
+    except OSError:
+        return False
+    return True

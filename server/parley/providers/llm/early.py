@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from parley.providers.llm.base import GenerationRequest, LLMProvider, ProviderEvent
@@ -60,12 +60,9 @@ class EarlyStream:
     def __init__(self, provider: LLMProvider, request: GenerationRequest) -> None:
         self._provider = provider
         self._request = request
-        opener: Callable[[GenerationRequest], Coroutine[Any, Any, OpenedStream]] | None = getattr(
-            provider, "open", None
-        )
-        self._task: asyncio.Task[OpenedStream] | None = (
-            asyncio.create_task(opener(request), name=f"open {provider.name}") if opener else None
-        )
+        self._task: asyncio.Task[OpenedStream] | None = None
+        if isinstance(provider, OpensStreams):
+            self._task = asyncio.create_task(provider.open(request), name=f"open {provider.name}")
 
     async def take(self) -> OpenedStream | AsyncIterator[ProviderEvent]:
         """The stream to read: the opened one (raising what opening it raised: the provider's

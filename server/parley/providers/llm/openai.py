@@ -225,7 +225,6 @@ class _OpenedReply:
         self._request = request
         self._http = http
         self._events: AsyncGenerator[ProviderEvent, None] | None = None
-        self._closed = False
 
     def __aiter__(self) -> AsyncGenerator[ProviderEvent, None]:
         if self._events is not None:
@@ -234,9 +233,7 @@ class _OpenedReply:
         return self._events
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Idempotent, as the generator's and the response's own ``aclose``."""
         try:
             if self._events is not None:
                 await self._events.aclose()

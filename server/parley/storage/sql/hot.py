@@ -27,6 +27,7 @@ __all__ = [
     "MOVE_EMPTY_HEAD",
     "MOVE_HEAD",
     "TOUCH_SESSION",
+    "UNFINISHED",
 ]
 
 #: The states a reply can still be finished from.
