@@ -10,6 +10,7 @@ INCOMPLETE (stop reason SHUTDOWN) before the engine is disposed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
@@ -42,7 +43,7 @@ from parley.api.agents import AgentServicer
 from parley.api.auth import AuthServicer
 from parley.api.branches import BranchServicer
 from parley.api.chat import ChatServicer
-from parley.api.interceptors import RequestInterceptor
+from parley.api.interceptors import RequestHandlers
 from parley.api.sessions import SessionServicer
 from parley.api.usage import UsageServicer
 from parley.audio.turns import TurnSettings
@@ -335,10 +336,7 @@ async def build_application(settings: Settings) -> Application:
         )
 
         server = grpc.aio.server(
-            interceptors=[
-                *telemetry.server_interceptors(),
-                RequestInterceptor(Authenticator(accounts), metrics=telemetry.grpc_metrics),
-            ],
+            interceptors=telemetry.server_interceptors() or None,
             options=[
                 ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -355,6 +353,7 @@ async def build_application(settings: Settings) -> Application:
         )
         _add_servicers(
             server,
+            RequestHandlers(Authenticator(accounts), metrics=telemetry.grpc_metrics),
             AuthServicer(accounts),
             AgentServicer(Agents(agent_store, messages, runs, models)),
             await _session_servicer(
@@ -441,6 +440,7 @@ async def _session_servicer(
 
 def _add_servicers(
     server: grpc.aio.Server,
+    handlers: RequestHandlers,
     auth: AuthServicer,
     agents: AgentServicer,
     sessions: SessionServicer,
@@ -449,13 +449,13 @@ def _add_servicers(
     admin: AdminServicer,
     usage: UsageServicer,
 ) -> None:
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agents, server)
-    session_service_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
-    chat_service_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
-    branch_service_pb2_grpc.add_BranchServiceServicer_to_server(branches, server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
+    handlers.add(auth_service_pb2_grpc.add_AuthServiceServicer_to_server, auth, server)
+    handlers.add(agent_service_pb2_grpc.add_AgentServiceServicer_to_server, agents, server)
+    handlers.add(session_service_pb2_grpc.add_SessionServiceServicer_to_server, sessions, server)
+    handlers.add(chat_service_pb2_grpc.add_ChatServiceServicer_to_server, chat, server)
+    handlers.add(branch_service_pb2_grpc.add_BranchServiceServicer_to_server, branches, server)
+    handlers.add(admin_service_pb2_grpc.add_AdminServiceServicer_to_server, admin, server)
+    handlers.add(usage_service_pb2_grpc.add_UsageServiceServicer_to_server, usage, server)
 
 
 def _add_health_and_reflection(server: grpc.aio.Server) -> Any:
@@ -469,10 +469,21 @@ def _add_health_and_reflection(server: grpc.aio.Server) -> Any:
     return health_servicer
 
 
+def freeze_start_up() -> None:
+    """Move what start-up made out of the garbage collector's reach: modules, protobuf
+    descriptors, SQLAlchemy metadata, the models' Python objects (about 270,000 objects in the
+    embedded default) live as long as the process, and each full collection walked them all,
+    45-80 ms with the event loop stopped (bench/, loop phase). Start-up's own garbage is collected
+    first; what is frozen is never collected (``gc.freeze``, the Python docs' ``gc`` module)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     settings = settings or Settings()
     app = await build_application(settings)
+    freeze_start_up()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

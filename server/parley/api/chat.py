@@ -36,7 +36,7 @@ def _deadline(context: Context) -> float | None:
 
 async def _stream(opening: Awaitable[Subscription]) -> AsyncIterator[pb.ChatEvent]:
     """The events of the run ``opening`` subscribes to, as ``ChatEvent``s. After an ``error``
-    event the call ends with the same status (raised here, mapped by the request interceptor).
+    event the call ends with the same status (raised here, mapped by the request handlers).
     Leaving early (the client went away) closes the subscription, which cancels a non-background
     run left without readers."""
     subscription = await opening

@@ -1,4 +1,4 @@
-"""The request interceptor: request ids, access logs, request parsing, and the one error mapping.
+"""The request handlers: request ids, access logs, request parsing, and the one error mapping.
 
 Domain exceptions (``parley.domain.errors``) become gRPC statuses carrying
 ``google.rpc.ErrorInfo`` (reason, domain ``parley.dev``, metadata), ``google.rpc.RequestInfo``
@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -27,19 +27,14 @@ from parley.domain.errors import InvalidArgument, ParleyError, Reason
 from parley.domain.names import new_id
 from parley.telemetry.grpc_metrics import GrpcServerMetrics, MethodMetrics
 
-if TYPE_CHECKING:
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-
-__all__ = ["ERROR_DOMAIN", "RequestInterceptor", "request_id_var", "status_for", "status_proto"]
+__all__ = ["ERROR_DOMAIN", "RequestHandlers", "request_id_var", "status_for", "status_proto"]
 
 ERROR_DOMAIN = "parley.dev"
 log = logging.getLogger("parley.access")
 errlog = logging.getLogger("parley.errors")
 
 
-#: The request id of the current RPC (set by :class:`RequestInterceptor`).
+#: The request id of the current RPC (set by :class:`RequestHandlers`).
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
@@ -111,76 +106,87 @@ def _parse(deserializer: Callable[[bytes], Any] | None, raw: Any) -> Any:
         raise InvalidArgument(f"malformed request message: {exc}", reason=Reason.MALFORMED_REQUEST) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """What the wrappers of one call need."""
+def _request_id(metadata: Any) -> str:
+    """The caller's ``x-request-id`` (at most 128 characters), or a new id."""
+    for key, value in metadata or ():
+        if key == "x-request-id" and value:
+            return str(value)[:128]
+    return new_id()
 
-    method: str
-    request_id: str
+
+@dataclass(frozen=True, slots=True)
+class _Method:
+    """What the wrapper of one method needs, built once when the method is registered."""
+
+    name: str
     deserialize: Callable[[bytes], Any] | None
     auth: Authenticator | None
     metrics: MethodMetrics | None = None
 
-    async def prepare(self, raw: Any, context: Any) -> Any:
-        """The parsed request, once the caller is authenticated."""
-        request_id_var.set(self.request_id)
+    async def prepare(self, raw: Any, context: Any) -> tuple[Any, str]:
+        """The parsed request and the call's request id, once the caller is authenticated."""
+        metadata = context.invocation_metadata()
+        request_id = _request_id(metadata)
+        request_id_var.set(request_id)
         request = _parse(self.deserialize, raw)
         if self.auth is not None:
-            await self.auth.authenticate(context.invocation_metadata())
-        return request
+            await self.auth.authenticate(metadata)
+        return request, request_id
 
-    def log(self, started: float, code: str) -> None:
+    def log(self, started: float, code: str, request_id: str) -> None:
         principal = principal_var.get()
         log.info(
             "%s %s %.1fms request_id=%s user=%s",
-            self.method,
+            self.name,
             code,
             (time.perf_counter() - started) * 1e3,
-            self.request_id,
+            request_id,
             principal.user_id if principal else "-",
         )
 
 
-def _unary(call: _Call, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _unary(method: _Method, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def unary(raw: Any, context: Any) -> Any:
-        started, code = time.perf_counter(), "OK"
-        if call.metrics is not None:
-            call.metrics.started()
+        started, code, request_id = time.perf_counter(), "OK", ""
+        if method.metrics is not None:
+            method.metrics.started()
         try:
+            request, request_id = await method.prepare(raw, context)
             # In the trailers, sent with the response and status in one batch (initial metadata
             # of its own would be one more batch, a round through grpc's completion queue).
-            context.set_trailing_metadata((("x-request-id", call.request_id),))
-            return await inner(await call.prepare(raw, context), context)
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            return await inner(request, context)
         except grpc.aio.AbortError:
             code = str(context.code())
             raise
         except Exception as exc:
             code = getattr(exc, "code_name", "INTERNAL")
-            await _abort(context, exc, call.request_id, call.method)
+            await _abort(context, exc, request_id or request_id_var.get(), method.name)
         except BaseException:  # cancelled by the client or the server's shutdown
             code = "CANCELLED"
             raise
         finally:
-            call.log(started, code)
-            if call.metrics is not None:
-                call.metrics.handled(code, time.perf_counter() - started, int(code == "OK"))
+            method.log(started, code, request_id or request_id_var.get())
+            if method.metrics is not None:
+                method.metrics.handled(code, time.perf_counter() - started, int(code == "OK"))
 
     return unary
 
 
-def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _stream(method: _Method, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def stream(raw: Any, context: Any) -> AsyncIterator[Any]:
-        started, code = time.perf_counter(), "OK"
+        started, code, request_id = time.perf_counter(), "OK", ""
         headers_sent = False
         sent = 0
-        if call.metrics is not None:
-            call.metrics.started()
+        if method.metrics is not None:
+            method.metrics.started()
         try:
-            async for response in inner(await call.prepare(raw, context), context):
+            request, request_id = await method.prepare(raw, context)
+            async for response in inner(request, context):
                 # Headers go with the first event, not before: an error before it must still be
                 # able to become a plain HTTP error status through Envoy.
                 if not headers_sent:
-                    await context.send_initial_metadata((("x-request-id", call.request_id),))
+                    await context.send_initial_metadata((("x-request-id", request_id),))
                     headers_sent = True
                 sent += 1
                 yield response
@@ -192,76 +198,98 @@ def _stream(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[.
                 code = "CANCELLED"
                 raise
             code = getattr(exc, "code_name", "INTERNAL")
-            await _abort(context, exc, call.request_id, call.method)
+            await _abort(context, exc, request_id or request_id_var.get(), method.name)
         finally:
-            call.log(started, code)
-            if call.metrics is not None:
-                call.metrics.handled(code, time.perf_counter() - started, sent)
+            method.log(started, code, request_id or request_id_var.get())
+            if method.metrics is not None:
+                method.metrics.handled(code, time.perf_counter() - started, sent)
 
     return stream
 
 
-def _bidi(call: _Call, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _bidi(method: _Method, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     """A bidirectional stream: the caller is authenticated once, before the first request is
     read; each request is parsed as it arrives (a malformed one fails the call)."""
 
     async def requests(raw_requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for raw in raw_requests:
-            yield _parse(call.deserialize, raw)
+            yield _parse(method.deserialize, raw)
 
-    async def prepared(raw_requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        await _Call(call.method, call.request_id, None, call.auth).prepare(None, context)
+    async def opened(raw_requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         async for response in inner(requests(raw_requests), context):
             yield response
 
-    return _stream(replace(call, deserialize=None, auth=None), prepared)
+    # The stream wrapper authenticates (``prepare``) and passes the request iterator through.
+    return _stream(replace(method, deserialize=None), opened)
 
 
-class RequestInterceptor(_ServerInterceptor):
-    """The one interceptor of ``parley.v1`` calls: assign a request id, parse the request,
-    authenticate (``auth``), map errors, log one line per call, and record the call's
-    ``grpc_server_*`` metrics when ``metrics`` is given (``parley.telemetry.grpc_metrics``)."""
+def _kind(handler: Any) -> str:
+    if handler.unary_unary is not None:
+        return "unary"
+    if handler.unary_stream is not None:
+        return "server_stream"
+    return "bidi_stream"
+
+
+class RequestHandlers:
+    """What every ``parley.v1`` call goes through: assign a request id (the caller's
+    ``x-request-id``, else a new one), parse the request, authenticate (``auth``), map errors,
+    log one line per call, and record the call's ``grpc_server_*`` metrics when ``metrics`` is
+    given (``parley.telemetry.grpc_metrics``).
+
+    Each method's handler is wrapped once, when its service is registered (:meth:`add`), not on
+    every call as a ``grpc.aio.ServerInterceptor`` would: an interceptor builds a new handler per
+    call, and without one grpc.aio finds the handler without a coroutine of its own (bench/,
+    unary phase). Health and reflection are grpcio's own servicers (some write via
+    ``context.write`` rather than yielding) and are registered unwrapped.
+    """
 
     def __init__(self, auth: Authenticator, *, metrics: GrpcServerMetrics | None = None) -> None:
         self._auth = auth
         self._metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        # Health and reflection are grpcio's own servicers (some write via context.write rather than
-        # yielding), so only Parley's methods are wrapped.
-        if handler is None or not method.startswith("/parley.v1."):
-            return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        kind = (
-            "unary"
-            if handler.unary_unary is not None
-            else "server_stream"
-            if handler.unary_stream is not None
-            else "bidi_stream"
-        )
-        call = _Call(
+    def add(self, add_to_server: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server) -> None:
+        """Register ``servicer`` with a generated ``add_*Servicer_to_server`` function, its
+        methods wrapped."""
+        add_to_server(servicer, _Registrar(server, self))
+
+    def wrap(self, method: str, handler: Any) -> Any:
+        """``handler`` (a ``grpc.RpcMethodHandler`` of async functions) of ``method``
+        (``/parley.v1.Service/Method``), wrapped as described above."""
+        wrapped = _Method(
             method,
-            str(metadata.get("x-request-id") or new_id())[:128],
             handler.request_deserializer,
             self._auth if self._auth.needed(method) else None,
-            self._metrics.method(kind, method) if self._metrics is not None else None,
+            self._metrics.method(_kind(handler), method) if self._metrics is not None else None,
         )
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(call, handler.unary_unary), None, handler.response_serializer
+                _unary(wrapped, handler.unary_unary), None, handler.response_serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _stream(call, handler.unary_stream), None, handler.response_serializer
+                _stream(wrapped, handler.unary_stream), None, handler.response_serializer
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _bidi(call, handler.stream_stream), None, handler.response_serializer
+                _bidi(wrapped, handler.stream_stream), None, handler.response_serializer
             )
-        return handler
+        raise ValueError(f"{method}: client-streaming methods are not wrapped")
+
+
+class _Registrar:
+    """The ``server`` a generated ``add_*Servicer_to_server`` function registers with: it hands
+    over the service's method handlers (``add_registered_method_handlers``), which are wrapped
+    and then registered with the real server both ways grpcio's generated code does."""
+
+    def __init__(self, server: Any, handlers: RequestHandlers) -> None:
+        self._server = server  # grpc.aio.Server; its stubs lack add_registered_method_handlers
+        self._handlers = handlers
+
+    def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
+        """Ignored: the same handlers arrive by name through ``add_registered_method_handlers``."""
+
+    def add_registered_method_handlers(self, service: str, method_handlers: dict[str, Any]) -> None:
+        wrapped = {name: self._handlers.wrap(f"/{service}/{name}", h) for name, h in method_handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        self._server.add_registered_method_handlers(service, wrapped)

@@ -52,8 +52,8 @@ def _bearer(metadata: Any) -> str:
 
 class Authenticator:
     """Checks the bearer token of every ``parley.v1`` call outside ``OPEN_METHODS`` and sets
-    :func:`current_principal` for the handler. The request interceptor
-    (``parley.api.interceptors``) calls it once per call, before the handler runs."""
+    :func:`current_principal` for the handler. The request handlers
+    (``parley.api.interceptors``) call it once per call, before the handler runs."""
 
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts

@@ -1,7 +1,7 @@
 """gRPC server metrics with the names of the go-grpc-prometheus / py-grpc-prometheus convention.
 
-Recorded by the request interceptor (``api/interceptors.py``), which already times every
-``parley.v1`` call and knows its final code, so a streamed reply costs one integer increment per
+Recorded by the request handlers (``api/interceptors.py``), which already time every
+``parley.v1`` call and know its final code, so a streamed reply costs one integer increment per
 event and nothing else (docs/observability.md says why this is not grpcio-observability):
 
 =====================================  =========  ==============================================

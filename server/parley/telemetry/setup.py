@@ -3,7 +3,7 @@
 :meth:`Telemetry.start` reads the settings once:
 
 - ``PARLEY_METRICS_LISTEN`` (default ``127.0.0.1:9464``; empty: off): the ``/metrics`` endpoint,
-  the ``grpc_server_*`` metrics of the request interceptor, the database and MongoDB latency
+  the ``grpc_server_*`` metrics of the request handlers, the database and MongoDB latency
   listeners and the event-loop lag monitor. Parley's run, token and speech metrics are counted
   either way (a few per reply), they are only not served without the endpoint.
 - tracing (``parley.telemetry.tracing``): the tracer provider, the RPC span interceptor, and the
@@ -39,7 +39,7 @@ class Telemetry:
     """The process's metrics endpoint, tracer provider and instrumentations.
 
     Attributes:
-        grpc_metrics: what the request interceptor records ``grpc_server_*`` metrics into (None:
+        grpc_metrics: what the request handlers record ``grpc_server_*`` metrics into (None:
             metrics are off).
         metrics: the running ``/metrics`` endpoint, if any (``metrics.port``: the bound port).
         tracer_provider: the SDK's tracer provider, if tracing is on.
@@ -93,7 +93,7 @@ class Telemetry:
         return cls(endpoint, loop_lag, provider, metrics_on=endpoint is not None)
 
     def server_interceptors(self) -> list[Any]:
-        """Interceptors that go before the request interceptor (the RPC span, when tracing)."""
+        """The server's interceptors (the RPC span, when tracing): each wraps the request handlers."""
         if self.tracer_provider is None:
             return []
         return [tracing.server_interceptor(self.tracer_provider)]
