@@ -201,13 +201,13 @@ class RedisRunSignals:
                         task.add_done_callback(self._handling.discard)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 raise
             except (RedisError, OSError) as exc:
                 self.connected.clear()
                 log.warning("run signals: Redis subscription lost (%s); retrying in %.1fs", exc, delay)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

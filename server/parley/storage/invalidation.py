@@ -92,7 +92,7 @@ class RedisInvalidations:
                         self._tell(bytes(message["data"]).decode())
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 raise
             except (RedisError, OSError) as exc:
                 if not lost:
@@ -100,5 +100,5 @@ class RedisInvalidations:
                 lost = True
                 self._tell(None)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 await asyncio.sleep(0.5)
