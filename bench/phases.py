@@ -48,14 +48,19 @@ A Go client calls grpc.health.v1.Health/Check on Parley one call at a time, {LOO
 apart, at nice -10 so its own scheduling adds little (the health servicer runs on the server's one
 asyncio event loop, like every RPC). No call is answered while the loop is blocked, so the slowest call
 bounds the longest stall: from below to within {LOOP_PING_INTERVAL_MS} ms, from above by one round trip
-plus any wait for a CPU. `control` is the same client pinging an idle asyncio process (the upstream's
-/health) at the same time: when it stays low while Parley's pings are slow, the stall is Parley's (its
-loop blocked, or waiting for the GIL), not the machine being busy. Local model: SmolLM2-135M in
+plus any wait for a CPU. `control` is the same client pinging, at the same time, an idle asyncio
+process (the /health of a second bench upstream that serves nothing else): when it stays low while
+Parley's pings are slow, the stall is Parley's (its loop blocked or busy, or waiting for the GIL), not
+the machine being too busy to run a process that wakes up. Local model: SmolLM2-135M in
 llama.cpp (PARLEY_LOCAL_THREADS default); speech: Whisper base (faster-whisper, PARLEY_WHISPER_THREADS
 default), espeak-ng, MP3 encoding. In the step with streams, `--loop-streams` clients stream from the
 bench upstream over gRPC (as in the stream phase) while a voice message and a local-model reply run;
 its row covers only the time when all three ran (from when the streams had all started to when the
-voice and text replies were done).
+voice and text replies were done). Where the kernel's scheduler autogroup is on (the Set-up's Machine
+line says), the kernel shares the CPU between sessions (each of these processes is one) before
+threads, and a thread's nice orders it only within its own process (sched(7)): the model threads,
+niced below the loop, still spend the Parley process's share, and on saturated cores a process that
+wakes up, Parley's loop or the idle control, can wait long for a CPU.
 """.split()
 )
 
@@ -542,8 +547,11 @@ class Bench:
             name = LOOP_ALL_AT_ONCE.replace("streams", f"{n_streams} streams", 1)
             steps.append((name, lambda: self._with_streams(stream_sessions, lambda: both(2))))
         steps.append(("idle after", lambda: time.sleep(2)))
-        assert self.upstream is not None
-        control = self.upstream_url.removesuffix("/v1") + "/health"  # an idle asyncio process
+        # The control: a second upstream nobody streams from, an asyncio process that stays idle
+        # (the first one serves the 50 streams, so its /health waits behind them).
+        idle, idle_url = procs.start_upstream(self.work, tokens=1, rate=1.0, name="control")
+        self.procs.append(idle)
+        control = idle_url.removesuffix("/v1") + "/health"
         argv = [str(LOADGEN), "ping", "-target", self.target, "-control-url", control, "-duration", "600s",
                 "-interval", f"{LOOP_PING_INTERVAL_MS}ms", "-stop-on-stdin-eof"]  # fmt: skip
         self.commands["event-loop ping"] = redact(argv) + "  (at nice -10)"

@@ -168,11 +168,14 @@ def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
     return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
 
 
-def start_upstream(work: Path, *, tokens: int, rate: float, model: str = "bench-model") -> tuple[Proc, str]:
-    """The fixed-rate upstream (bench/upstream.py); returns it and its base URL (``…/v1``)."""
+def start_upstream(
+    work: Path, *, tokens: int, rate: float, model: str = "bench-model", name: str = "upstream"
+) -> tuple[Proc, str]:
+    """The fixed-rate upstream (bench/upstream.py); returns it and its base URL (``…/v1``).
+    ``name`` names the process and its log (``<work>/<name>.log``)."""
     port = free_port()
     proc = Proc(
-        "upstream",
+        name,
         [
             sys.executable,
             str(ROOT / "bench" / "upstream.py"),
@@ -185,7 +188,7 @@ def start_upstream(work: Path, *, tokens: int, rate: float, model: str = "bench-
             "--model",
             model,
         ],
-        work / "upstream.log",
+        work / f"{name}.log",
     )
     base = f"http://127.0.0.1:{port}"
     proc.wait_ready(lambda: _http_ok(f"{base}/health"), 30)

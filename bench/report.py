@@ -486,7 +486,11 @@ def markdown(results: dict[str, Any]) -> str:
         "## Set-up",
         "",
         f"- **Machine**: {machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
-        f"{machine['os']} (kernel {machine['kernel']}).",
+        f"{machine['os']} (kernel {machine['kernel']}"
+        + {True: ", scheduler autogroup on", False: ", scheduler autogroup off"}.get(
+            machine.get("sched_autogroup"), ""
+        )
+        + ").",
         f"- **Load** (1-min average from `uptime`): {load['before'][0]:.2f} before the run, "
         f"{load['after'][0]:.2f} after"
         + (

@@ -166,7 +166,8 @@ def _output(argv: list[str]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, memory (GiB), OS and kernel."""
+    """CPU model, cores, memory (GiB), OS, kernel, and whether the kernel's scheduler autogroups
+    (``sched_autogroup``: True, False, or None where the setting does not exist)."""
     model = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
     mem = re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)
     os_name = "Linux"
@@ -179,7 +180,18 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
         "os": os_name,
         "kernel": platform.release(),
+        "sched_autogroup": _autogroup(),
     }
+
+
+def _autogroup() -> bool | None:
+    """/proc/sys/kernel/sched_autogroup_enabled: the kernel shares the CPU between sessions (each
+    process started with its own session is one group) before it shares a group's time between
+    its threads, so a thread's ``nice`` orders it only against threads of its own process."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
 
 
 def versions(have_litellm: bool, have_ghz: bool) -> dict[str, str]:

@@ -5,8 +5,15 @@ One Parley process serves every RPC on one asyncio event loop thread, and runs t
 cores (a voice message and a local reply while 50 streams run, on 2 cores: ``bench/``, the
 ``loop`` phase), the kernel shares the CPU equally between runnable threads, and the loop waits
 behind the models for a time slice: every stream stalls at once (148 ms seen). Compute threads
-at a lower priority still get every core the loop leaves idle, but yield it to the loop, and to
-anything else on the machine at normal priority, when it wants it back.
+at a lower priority still get every core the loop leaves idle, but yield it to the loop when it
+wants it back.
+
+The kernel weighs ``nice`` only between threads of one scheduling group. Where processes are
+grouped (Linux's ``sched_autogroup_enabled``, one group per session; or a cgroup per service or
+container), the models' threads still spend the group's share of the CPU: on saturated cores the
+loop then waits behind other groups' processes, however low the models' priority (the ``loop``
+benchmark phase, 50 streams with speech and the local model on 2 cores: 100-190 ms with
+autogroup on, 18 ms with it off, in one sitting).
 
 On Linux the priority (``nice``) belongs to each thread, and threads inherit their creator's:
 a pool's worker threads lower their own (:func:`lower_this_thread`, an executor
