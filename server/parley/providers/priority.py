@@ -12,8 +12,8 @@ The kernel weighs ``nice`` only between threads of one scheduling group. Where p
 grouped (Linux's ``sched_autogroup_enabled``, one group per session; or a cgroup per service or
 container), the models' threads still spend the group's share of the CPU: on saturated cores the
 loop then waits behind other groups' processes, however low the models' priority (the ``loop``
-benchmark phase, 50 streams with speech and the local model on 2 cores: 100-190 ms with
-autogroup on, 18 ms with it off, in one sitting).
+benchmark phase, 50 streams with speech and the local model on 2 cores, in one sitting: 71-208 ms
+over four runs with autogroup on, 18 ms in one run with it off).
 
 On Linux the priority (``nice``) belongs to each thread, and threads inherit their creator's:
 a pool's worker threads lower their own (:func:`lower_this_thread`, an executor
