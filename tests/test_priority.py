@@ -7,9 +7,10 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from parley.providers.priority import MODEL_NICE, lower_process, lower_this_thread
+from parley.providers.priority import MODEL_NICE, background_command, lower_process, lower_this_thread
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 
@@ -42,3 +43,54 @@ def test_a_child_process_runs_lower() -> None:
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, before + MODEL_NICE)
     finally:
         child.communicate(b"")
+
+
+def _autogroup_nice(pid: int | str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/autogroup") as file:
+            return int(file.read().split()[-1])
+    except OSError:
+        return None
+
+
+def test_a_child_in_a_session_of_its_own_runs_lower_as_a_group_and_one_in_ours_leaves_ours_alone() -> None:
+    ours = _autogroup_nice("self")
+    if ours is None:
+        pytest.skip("the kernel has no autogroups")
+    argv = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    own = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
+    shared = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    try:
+        before = _autogroup_nice(own.pid)
+        assert before is not None
+        lower_process(own.pid)
+        lower_process(shared.pid)
+        assert _autogroup_nice(own.pid) == min(19, before + MODEL_NICE)
+        assert _autogroup_nice("self") == ours  # the shared session's group: not touched
+    finally:
+        own.communicate(b"")
+        shared.communicate(b"")
+
+
+def test_a_background_command_lowers_its_priority_before_it_imports_its_module(tmp_path: Path) -> None:
+    """The module's own import (where NumPy starts OpenBLAS's threads) already runs lower."""
+    (tmp_path / "probe_module.py").write_text(
+        "import os, threading\n"
+        "AT_IMPORT = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+        "def main():\n"
+        "    print(AT_IMPORT, os.getsid(0) == os.getpid(), flush=True)\n"
+        "    return 3\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        background_command("probe_module"),
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert done.returncode == 3  # main()'s
+    nice, own_session = done.stdout.split()
+    assert int(nice) == min(19, _nice() + MODEL_NICE)
+    assert own_session == "True"

@@ -1,34 +1,41 @@
-"""The embedded models' threads run at a lower CPU priority than the event loop.
+"""The embedded models run at a lower CPU priority than the event loop, in processes of their own.
 
-One Parley process serves every RPC on one asyncio event loop thread, and runs the local model
-(llama.cpp's threads), Whisper (CTranslate2's) and espeak-ng beside it. When they all want the
+One Parley process serves every RPC on one asyncio event loop thread. The local model (llama.cpp)
+and Whisper (CTranslate2) run beside it, and espeak-ng is a child process. When they all want the
 cores (a voice message and a local reply while 50 streams run, on 2 cores: ``bench/``, the
-``loop`` phase), the kernel shares the CPU equally between runnable threads, and the loop waits
-behind the models for a time slice: every stream stalls at once (148 ms seen). Compute threads
-at a lower priority still get every core the loop leaves idle, but yield it to the loop when it
-wants it back.
+``loop`` phase), the kernel shares the CPU between whatever is runnable, and the loop waits
+behind the models for a time slice: every stream stalls at once (148 ms seen). Compute at a lower
+priority still gets every core the loop leaves idle, but yields it when the loop wants it back.
 
-The kernel weighs ``nice`` only between threads of one scheduling group. Where processes are
-grouped (Linux's ``sched_autogroup_enabled``, one group per session; or a cgroup per service or
-container), the models' threads still spend the group's share of the CPU: on saturated cores the
-loop then waits behind other groups' processes, however low the models' priority (the ``loop``
-benchmark phase, 50 streams with speech and the local model on 2 cores, in one sitting: 71-208 ms
-over four runs with autogroup on, 18 ms in one run with it off).
+The kernel weighs a thread's ``nice`` only against threads of its own scheduling group. Where
+processes are grouped (Linux's ``sched_autogroup_enabled``: one group per session; or a cgroup
+per service or container), threads of the Parley process, however low their priority, spend the
+process's share of the CPU: on saturated cores the loop then waits behind other groups' work
+(with the models' threads in the server process: 71-208 ms over four ``loop`` runs with autogroup
+on, 18 ms in one with it off). So each model runs in a process of its own (the local model's
+engine, Whisper's worker, espeak-ng), started in a session of its own, which
+:func:`enter_background` gives a lower priority both as a group and as threads. A Python model
+process is started as :func:`background_command` (``python -m parley.providers.priority MODULE``):
+it lowers its priority before it imports ``MODULE``, whose imports (NumPy's, OpenBLAS's threads)
+already start threads, then runs ``MODULE.main()``.
 
 On Linux the priority (``nice``) belongs to each thread, and threads inherit their creator's:
-a pool's worker threads lower their own (:func:`lower_this_thread`, an executor
-``initializer``) before they load or call a model, so the threads the model's library starts
-from them (OpenMP, llama.cpp's pool) run at that priority too. Raising a priority back needs
-privileges; lowering it never does. Elsewhere (or where the call is refused) nothing changes.
+a process lowers its main thread's before it loads a model, so the threads the model's library
+starts (OpenMP, llama.cpp's pool) run at that priority too; a pool's worker threads lower their
+own (:func:`lower_this_thread`, an executor ``initializer``). Raising a priority back needs
+privileges; lowering it never does. Elsewhere (or where a call is refused) nothing changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
+import sys
 import threading
 
-__all__ = ["MODEL_NICE", "lower_process", "lower_this_thread"]
+__all__ = ["MODEL_NICE", "background_command", "enter_background", "lower_process", "lower_this_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +55,44 @@ def lower_this_thread(increment: int = MODEL_NICE) -> None:
 
 
 def lower_process(pid: int, increment: int = MODEL_NICE) -> None:
-    """Lower a child process's priority (espeak-ng) by ``increment`` ``nice`` steps; a no-op if it
-    has already exited or the call is refused."""
+    """Lower a child process's priority (espeak-ng, started with ``start_new_session``) by
+    ``increment`` ``nice`` steps, as a process and as its session's autogroup; a no-op if it has
+    already exited or a call is refused."""
     _lower(pid, increment)
+    with contextlib.suppress(OSError):
+        if os.getsid(pid) == pid:  # never the autogroup of a session it shares with this process
+            _lower_autogroup(pid, increment)
+
+
+def enter_background(increment: int = MODEL_NICE) -> None:
+    """In a model's own process, before it loads the model: lower this process's priority by
+    ``increment`` ``nice`` steps as an autogroup (where the kernel groups sessions and this
+    process leads its own, ``start_new_session``) and as threads (the calling thread's, which
+    the threads it starts afterwards inherit)."""
+    if os.getsid(0) == os.getpid():
+        _lower_autogroup(os.getpid(), increment)
+    lower_this_thread(increment)
+
+
+def background_command(module: str) -> list[str]:
+    """The command that runs ``module``'s ``main()`` (its exit status) in a new Python process
+    that first enters the background (:func:`enter_background`); start it with
+    ``start_new_session=True`` so that its autogroup is its own."""
+    return [sys.executable, "-m", "parley.providers.priority", module]
+
+
+def _lower_autogroup(pid: int, increment: int) -> bool:
+    """Raise the ``nice`` of process ``pid``'s autogroup (``/proc/PID/autogroup``, sched(7)) by
+    ``increment`` (at most to 19); False where there are no autogroups or it is refused."""
+    path = f"/proc/{pid}/autogroup"
+    try:
+        with open(path) as file:  # "/autogroup-42 nice 0"
+            current = int(file.read().split()[-1])
+        with open(path, "w") as file:
+            file.write(f"{min(19, current + increment)}\n")
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def _lower(who: int, increment: int) -> bool:
@@ -63,3 +105,8 @@ def _lower(who: int, increment: int) -> bool:
     except OSError:
         return False
     return True
+
+
+if __name__ == "__main__":  # background_command's process
+    enter_background()
+    sys.exit(importlib.import_module(sys.argv[1]).main())

@@ -131,7 +131,11 @@ class EspeakTextToSpeech:
     ) -> tuple[bytes, bytes, int]:
         try:
             process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a scheduling group of its own (priority.py)
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise Unavailable(
