@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 
 import xllamacpp
-from parley.providers.llm.local import default_model_path, engine_params
+from parley.providers.llm.engine import engine_params
+from parley.providers.llm.local import default_model_path
 
 TOOLS = [
     {

@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from parley.providers.llm.local import engine_params
+from parley.providers.llm.engine import engine_params
 
 
 def main(argv: list[str] | None = None) -> int:

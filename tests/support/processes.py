@@ -1,0 +1,36 @@
+"""Checks on the embedded models' own processes (the local model's engine, Whisper's worker):
+that one runs below the test process's priority in a session of its own, and whether it runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from parley.providers.priority import MODEL_NICE
+
+__all__ = ["alive", "assert_in_background"]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by init, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_in_background(pid: int) -> None:
+    """``pid`` leads a session of its own (its own scheduling group where the kernel groups
+    sessions), has threads besides its main one, and every one of them, like its autogroup
+    (where there are autogroups), runs ``MODEL_NICE`` below this thread."""
+    assert os.getsid(pid) == pid != os.getsid(0)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    threads = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    assert len(threads) > 2  # the model library's threads, not only the main one
+    for tid in threads:
+        assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, mine + MODEL_NICE), f"thread {tid}"
+    autogroup, own = Path(f"/proc/{pid}/autogroup"), Path("/proc/self/autogroup")
+    if autogroup.exists() and own.exists():
+        ours = int(own.read_text().split()[-1])
+        assert int(autogroup.read_text().split()[-1]) == min(19, ours + MODEL_NICE)
