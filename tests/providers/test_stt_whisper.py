@@ -14,7 +14,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,10 +26,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from parley.audio.decode import DecodedAudio, decode_to_pcm
-from parley.domain.errors import InvalidArgument
+from parley.domain.errors import InvalidArgument, Reason, Unavailable
 from parley.providers.stt import short_form
 from parley.providers.stt.base import SpeechToText
 from parley.providers.stt.local import WHISPER_MODEL_DIR_NAME, WhisperSpeechToText, ensure_whisper_model
+from parley.providers.stt.worker import _Transcriber
+
+from tests.support.processes import alive, assert_in_background
 
 pytestmark = pytest.mark.slow
 #: The provider (and its lock and worker thread) lives across tests: one event loop for all of them.
@@ -199,11 +205,11 @@ async def test_cancel_returns_promptly_and_the_next_call_works(
     whisper: WhisperSpeechToText, english: DecodedAudio
 ) -> None:
     # About 23 s of speech: past the 15 s short form, Whisper's full 30 s pass takes over a second
-    # here, so the job is still in the worker thread when it is cancelled (a 3 s clip can be done
+    # here, so the job is still in the worker when it is cancelled (a 3 s clip can be done
     # within the 0.3 s below).
     long = DecodedAudio(np.tile(english.samples, 8), english.sample_rate_hz)
     task = asyncio.create_task(whisper.transcribe(long, language="en"))
-    await asyncio.sleep(0.3)  # running in the worker thread by now
+    await asyncio.sleep(0.3)  # running in the worker by now
     started = time.perf_counter()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -248,18 +254,29 @@ async def test_a_long_clip_takes_the_full_window(whisper: WhisperSpeechToText) -
     assert "fox" in result.text.lower() and "worm" in result.text.lower()
 
 
-@session_loop
-async def test_a_loop_in_the_short_pass_falls_back_to_the_full_window(
-    whisper: WhisperSpeechToText,
+def test_a_loop_in_the_short_pass_falls_back_to_the_full_window(
+    model_dir: Path,
     english: DecodedAudio,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The loop check is Whisper's own; here it is made to fire, to show that the fallback runs."""
+    """The loop check is Whisper's own; here it is made to fire, to show that the fallback runs.
+    The worker's transcriber runs in this process for it (the check is patched here)."""
     monkeypatch.setattr(short_form, "looks_like_a_loop", lambda text: True)
-    with caplog.at_level(logging.INFO, logger="parley.providers.stt.local"):
-        result = await whisper.transcribe(english, language="en")
-    assert "fox" in result.text.lower()
+    transcriber = _Transcriber(
+        {
+            "model_dir": str(model_dir),
+            "cpu_threads": 2,
+            "beam_size": 1,
+            "compute_type": "int8",
+            "vad_filter": True,
+            "detect_languages": [],
+        }
+    )
+    pcm = english.samples.astype(np.float32).tobytes()
+    with caplog.at_level(logging.INFO, logger="parley.providers.stt.worker"):
+        text, _ = transcriber.transcribe(pcm, "en", threading.Event())
+    assert "fox" in text.lower()
     assert any("looped" in r.getMessage() for r in caplog.records)
 
 
@@ -268,3 +285,64 @@ async def test_silence_is_heard_as_nothing(whisper: WhisperSpeechToText) -> None
     silence = DecodedAudio(np.zeros(2 * 16_000, dtype=np.float32), 16_000)
     result = await whisper.transcribe(silence, language="en")
     assert result.text == ""
+
+
+# --- the worker process -------------------------------------------------------------------------
+
+
+@session_loop
+async def test_the_worker_runs_in_a_session_of_its_own_below_the_servers_priority(
+    whisper: WhisperSpeechToText,
+) -> None:
+    """Its own session is its own scheduling group where the kernel groups sessions (priority.py);
+    its threads, the model library's included, run MODEL_NICE below this process, and so does the
+    group."""
+    pid = whisper.worker_pid
+    assert pid is not None
+    await asyncio.to_thread(assert_in_background, pid)
+
+
+@session_loop
+async def test_a_dead_worker_fails_its_transcription_and_is_replaced(
+    whisper: WhisperSpeechToText, english: DecodedAudio
+) -> None:
+    old = whisper.worker_pid
+    assert old is not None
+    long = DecodedAudio(np.tile(english.samples, 8), english.sample_rate_hz)  # the full pass: > 1 s
+    task = asyncio.create_task(whisper.transcribe(long, language="en"))
+    await asyncio.sleep(0.3)
+    os.kill(old, signal.SIGKILL)
+    with pytest.raises(Unavailable) as caught:
+        await task
+    assert caught.value.reason is Reason.PROVIDER_UNAVAILABLE
+    result = await whisper.transcribe(english, language="en")
+    assert "dog" in result.text.lower()
+    assert whisper.worker_pid not in (None, old)
+
+
+def test_the_worker_exits_when_the_server_is_killed(model_dir: Path) -> None:
+    """SIGKILL leaves the server no time to stop its worker: the worker sees its standard input
+    close and exits by itself."""
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from parley.providers.stt.local import WhisperSpeechToText\n"
+        "async def main():\n"
+        "    stt = WhisperSpeechToText(Path(sys.argv[1]))\n"
+        "    await stt.load()\n"
+        "    print(stt.worker_pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    argv = [sys.executable, "-c", script, str(model_dir)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            worker_pid = int(server.stdout.readline())
+            assert alive(worker_pid)
+        finally:
+            server.kill()
+    deadline = time.monotonic() + 15
+    while alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker_pid)

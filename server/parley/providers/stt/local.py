@@ -20,26 +20,20 @@ import asyncio
 import importlib.resources
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from parley.audio.decode import WHISPER_SAMPLE_RATE_HZ, DecodedAudio
 from parley.domain.errors import InvalidArgument, Reason, Unavailable
-from parley.providers.priority import lower_this_thread
-from parley.providers.stt import short_form
 from parley.providers.stt.base import Transcription
+from parley.providers.stt.worker import WhisperWorker, WorkerFailed
 
 __all__ = ["WHISPER_MODEL_DIR_NAME", "WHISPER_MODEL_PACKAGES", "WhisperSpeechToText", "ensure_whisper_model"]
 
@@ -56,14 +50,6 @@ _MANIFEST = "parley-manifest.json"
 _COPY_BUFFER_BYTES = 1 << 20
 
 _PROVIDER = "whisper"
-
-#: Cap on tokens decoded per 30 s window: ``_TOKENS_BASE + _TOKENS_PER_SECOND * duration``, at most
-#: Whisper's own 224. Fast speech is ~3 words/s, i.e. under 10 tokens/s even in Arabic, so the cap
-#: never cuts real speech, but it bounds a hallucination loop (a 1 s clip decoded as a foreign
-#: language can otherwise run 6 temperature fallbacks x 224 tokens: 40 s on 2 cores).
-_TOKENS_BASE = 16
-_TOKENS_PER_SECOND = 15
-_MAX_TOKENS_PER_WINDOW = 224
 
 
 def ensure_whisper_model(cache_dir: Path) -> Path:
@@ -165,19 +151,22 @@ def _unavailable(message: str) -> Unavailable:
 class WhisperSpeechToText:
     """Transcribe with faster-whisper on the CPU, one request at a time, first come first served.
 
-    Inference runs in one dedicated worker thread, so the event loop never blocks; CTranslate2
-    itself uses ``cpu_threads`` threads. Concurrent :meth:`transcribe` calls wait on an
-    ``asyncio.Lock`` (FIFO) rather than piling up in the thread: a caller cancelled while waiting
-    costs nothing, and one cancelled while running stops after the current 30 s window.
+    Inference runs in a worker process (:mod:`parley.providers.stt.worker`), in a scheduling
+    group of its own below the server's priority (priority.py), so the event loop never blocks
+    on it nor loses its share of the CPU to it; CTranslate2 there uses ``cpu_threads`` threads.
+    Concurrent :meth:`transcribe` calls wait on an ``asyncio.Lock`` (FIFO) rather than piling up
+    in the worker: a caller cancelled while waiting costs nothing, and one cancelled while
+    running stops after the current 30 s window. A worker that has exited (killed, out of
+    memory) fails the transcription it was running; the next one starts a new worker.
 
-    Construction is cheap; the model (≈145 MB, int8) is loaded by :meth:`load`, or by the first
-    :meth:`transcribe`. Measured on a busy 2-core machine: load 0.6-2.5 s; a 3 s English clip
-    2-3.5 s through the full 30 s window. Clips of up to 13 s go through a 15 s window
-    instead (:mod:`parley.providers.stt.short_form`: about 0.43 s for a 2 s question on an idle
-    2-core machine, against 0.83 s), falling back to the full window if that text loops.
-    Transcription time is dominated by decoding tokens, and Whisper retries a window at
-    higher temperatures when the text looks like a repetition loop, so unclear audio costs more;
-    the per-window token cap (``_TOKENS_*``) bounds that.
+    Construction is cheap; the worker starts and loads the model (≈145 MB, int8) in :meth:`load`,
+    or in the first :meth:`transcribe`. Measured on a busy 2-core machine: load 0.6-2.5 s; a 3 s
+    English clip 2-3.5 s through the full 30 s window. Clips of up to 13 s go through a 15 s
+    window instead (:mod:`parley.providers.stt.short_form`: about 0.43 s for a 2 s question on
+    an idle 2-core machine, against 0.83 s), falling back to the full window if that text loops.
+    Transcription time is dominated by decoding tokens, and Whisper retries a window at higher
+    temperatures when the text looks like a repetition loop, so unclear audio costs more; a
+    per-window token cap bounds that.
 
     Args:
         model_dir: a faster-whisper model directory, e.g. from :func:`ensure_whisper_model`.
@@ -206,19 +195,16 @@ class WhisperSpeechToText:
     ) -> None:
         if cpu_threads < 1 or beam_size < 1:
             raise ValueError("cpu_threads and beam_size must be at least 1")
-        self._model_dir = model_dir
-        self._cpu_threads = cpu_threads
-        self._beam_size = beam_size
-        self._detect_languages = tuple(_normalize(code) for code in detect_languages or ())
-        self._compute_type = compute_type
-        self._vad_filter = vad_filter
-        # Below the event loop's priority, as the threads CTranslate2 starts from it (priority.py).
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="parley-whisper", initializer=lower_this_thread
-        )
+        self._config = {
+            "model_dir": str(model_dir),
+            "cpu_threads": cpu_threads,
+            "beam_size": beam_size,
+            "compute_type": compute_type,
+            "vad_filter": vad_filter,
+            "detect_languages": [_normalize(code) for code in detect_languages or ()],
+        }
         self._lock = asyncio.Lock()
-        self._model: Any = None  # faster_whisper.WhisperModel (untyped library)
-        self._supported: frozenset[str] = frozenset()
+        self._worker: WhisperWorker | None = None
 
     @classmethod
     async def from_cache(
@@ -236,11 +222,17 @@ class WhisperSpeechToText:
         await stt.load()
         return stt
 
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker process's id, None before it has started."""
+        return self._worker.pid if self._worker is not None else None
+
     async def load(self) -> None:
-        """Load the model in the worker thread (idempotent).
+        """Start the worker and load the model (idempotent).
 
         Raises:
             Unavailable: the model cannot be loaded (reason ``PROVIDER_UNAVAILABLE``).
+            ValueError: ``detect_languages`` has codes Whisper does not know.
         """
         async with self._lock:
             await self._load_locked()
@@ -255,7 +247,8 @@ class WhisperSpeechToText:
 
         Raises:
             InvalidArgument: reason ``UNSUPPORTED_LANGUAGE`` for a hint Whisper does not know.
-            Unavailable: the model cannot be loaded.
+            Unavailable: reason ``PROVIDER_UNAVAILABLE``: the model cannot be loaded, or the
+                worker failed or exited while transcribing.
             ValueError: ``audio`` is not at 16 kHz (a caller's bug).
         """
         if audio.sample_rate_hz != WHISPER_SAMPLE_RATE_HZ:
@@ -263,123 +256,42 @@ class WhisperSpeechToText:
                 f"Whisper needs {WHISPER_SAMPLE_RATE_HZ} Hz audio, got {audio.sample_rate_hz} Hz"
             )
         hint = _normalize(language) if language else None
-        cancel = threading.Event()
-        loop = asyncio.get_running_loop()
+        pcm = np.ascontiguousarray(audio.samples, dtype=np.float32).tobytes()
         async with self._lock:
-            await self._load_locked()
-            if hint is not None and hint not in self._supported:
+            worker = await self._load_locked()
+            if hint is not None and hint not in worker.supported:
                 raise InvalidArgument(
                     f"speech recognition does not support the language {language!r}",
                     reason=Reason.UNSUPPORTED_LANGUAGE,
                     metadata={"language": language or "", "provider": _PROVIDER},
                 )
             try:
-                text, detected = await loop.run_in_executor(
-                    self._executor, self._transcribe_sync, audio.samples, hint, cancel
-                )
-            except asyncio.CancelledError:
-                cancel.set()
-                raise
+                text, detected = await worker.transcribe(pcm, hint)
+            except WorkerFailed as exc:
+                raise _unavailable(f"speech recognition failed: {exc}") from exc
         return Transcription(text=text, language=hint or detected, duration_s=audio.duration_s)
 
     async def aclose(self) -> None:
-        """Wait for the running job (if any), then stop the worker thread and drop the model."""
+        """Wait for the running job (if any), then stop the worker."""
         async with self._lock:
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
-            self._model = None
+            if self._worker is not None:
+                await self._worker.stop()
+                self._worker = None
 
-    async def _load_locked(self) -> None:
-        if self._model is None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._load_sync)
-
-    def _load_sync(self) -> None:
-        started = time.monotonic()
+    async def _load_locked(self) -> WhisperWorker:
+        if self._worker is not None and self._worker.alive:
+            return self._worker
+        if self._worker is not None:
+            _log.error("Whisper's worker exited; starting a new one")
+            await self._worker.stop()
+            self._worker = None
         try:
-            from faster_whisper import WhisperModel
-
-            model = WhisperModel(
-                str(self._model_dir),
-                device="cpu",
-                compute_type=self._compute_type,
-                cpu_threads=self._cpu_threads,
-                num_workers=1,
-            )
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise _unavailable(f"cannot load the Whisper model from {self._model_dir}: {exc}") from exc
-        self._supported = frozenset(model.supported_languages)
-        unknown = [code for code in self._detect_languages if code not in self._supported]
-        if unknown:
-            raise ValueError(f"detect_languages has codes Whisper does not know: {unknown}")
-        if self._vad_filter:
-            # faster-whisper loads its Silero VAD (an onnxruntime session) on first use, holding
-            # the GIL for some 25 ms: load it here, not during the first voice message (bench/,
-            # the loop phase's "voice message, first" stall).
-            _speech_only(np.zeros(WHISPER_SAMPLE_RATE_HZ, dtype=np.float32))
-        self._model = model
-        _log.info("loaded Whisper base from %s in %.1f s", self._model_dir, time.monotonic() - started)
-
-    def _transcribe_sync(
-        self, samples: npt.NDArray[np.float32], language: str | None, cancel: threading.Event
-    ) -> tuple[str, str]:
-        """Runs in the worker thread. Returns (text, language used or detected)."""
-        model = self._model
-        # Only a clip short as recorded is trimmed here: a longer one goes to the full pass, whose
-        # own vad_filter trims it, so the VAD never runs twice over the same audio.
-        speech = None
-        if short_form.fits(samples):
-            speech = _speech_only(samples) if self._vad_filter else samples
-        if speech is not None:
-            duration_s = speech.shape[0] / WHISPER_SAMPLE_RATE_HZ
-            heard = short_form.transcribe_short(
-                model,
-                speech,
-                language=language,
-                allowed=self._detect_languages,
-                beam_size=self._beam_size,
-                max_new_tokens=min(
-                    _MAX_TOKENS_PER_WINDOW, _TOKENS_BASE + math.ceil(_TOKENS_PER_SECOND * duration_s)
-                ),
-            )
-            if heard is not None:
-                return heard.text, heard.language
-            _log.info("short-form transcription looped; transcribing again with the full 30 s window")
-        if language is None and self._detect_languages:
-            _, _, probabilities = model.detect_language(samples)
-            allowed = [(code, p) for code, p in probabilities if code in self._detect_languages]
-            language = max(allowed, key=lambda item: item[1])[0]
-        duration_s = samples.shape[0] / WHISPER_SAMPLE_RATE_HZ
-        max_new_tokens = min(
-            _MAX_TOKENS_PER_WINDOW, _TOKENS_BASE + math.ceil(_TOKENS_PER_SECOND * duration_s)
-        )
-        segments, info = model.transcribe(
-            samples,
-            language=language,
-            max_new_tokens=max_new_tokens,
-            task="transcribe",
-            beam_size=self._beam_size,
-            condition_on_previous_text=False,  # fewer repetition loops on short clips
-            without_timestamps=True,
-            vad_filter=self._vad_filter,
-        )
-        texts: list[str] = []
-        for segment in segments:  # decoding happens lazily, one 30 s window per step
-            if cancel.is_set():
-                break
-            texts.append(segment.text)
-        return "".join(texts).strip(), str(info.language)
-
-
-def _speech_only(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
-    """The voiced parts of ``samples`` (faster-whisper's Silero VAD, as its ``vad_filter``), or
-    None when there are none (the full pass then handles the silence as it always has)."""
-    from faster_whisper.vad import collect_chunks, get_speech_timestamps
-
-    chunks = get_speech_timestamps(samples)
-    if not chunks:
-        return None
-    pieces, _ = collect_chunks(samples, chunks)
-    return np.concatenate(pieces).astype(np.float32, copy=False)
+            self._worker = await WhisperWorker.start(self._config)
+        except WorkerFailed as exc:
+            if exc.kind == "value":
+                raise ValueError(str(exc)) from exc
+            raise _unavailable(str(exc)) from exc
+        return self._worker
 
 
 def _normalize(code: str) -> str:
