@@ -1,18 +1,17 @@
 """The embedded model's engine: llama.cpp's server (xllamacpp) in a process of its own.
 
-:class:`EngineProcess` starts ``python -m parley.providers.llm.engine`` in a session of its own
-(its own scheduling group, priority.py) and hands it its configuration as one JSON line on
-standard input, so the engine's API key never appears in a process listing::
+:class:`EngineProcess` starts it as :func:`~parley.providers.priority.background_command` (its
+priority lowered before anything else is imported) in a session of its own (its own scheduling
+group, priority.py), and hands it its configuration as one JSON line on standard input, so the
+engine's API key never appears in a process listing::
 
     {"model_path": str, "context_window": int, "parallel": int, "threads": int,
      "socket_path": str, "api_key": str}
 
-The engine, started as :func:`~parley.providers.priority.background_command` (its priority lowered
-before anything else is imported), loads the
-model and answers with one JSON line on standard output: ``{"ready": true}``, or
-``{"error": "<why the model could not be loaded>"}`` before it exits with status 1. It then
-serves llama.cpp's HTTP API (``/v1/chat/completions``, ``/tokenize``, ``/apply-template`` ...)
-on the Unix socket ``socket_path`` behind ``api_key`` until its standard input closes (the server
+The engine loads the model and answers with one JSON line on standard output: ``{"ready": true}``,
+or ``{"error": "<why the model could not be loaded>"}`` before it exits with status 1. It then
+serves llama.cpp's HTTP API (``/v1/chat/completions``, ``/tokenize``, ``/apply-template`` ...) on
+the Unix socket ``socket_path`` behind ``api_key`` until its standard input closes (the server
 closed it, or exited however it did: the engine never outlives it) or it gets SIGTERM.
 """
 

@@ -1,8 +1,8 @@
-"""From a blocking worker thread to the event loop: what the local model and Bedrock share.
+"""From a blocking worker thread to the event loop: what Bedrock's providers share.
 
-Both run a blocking generator (llama.cpp's sampling loop, botocore's event stream) in a worker
-thread and hand each item to the event loop as it comes; the loop tells the worker to stop
-through :attr:`ThreadFeed.cancel`, which the worker checks between items.
+They run a blocking generator (botocore's event stream) in a worker thread and hand each item to
+the event loop as it comes; the loop tells the worker to stop through :attr:`ThreadFeed.cancel`,
+which the worker checks between items.
 """
 
 from __future__ import annotations

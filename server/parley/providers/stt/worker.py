@@ -1,9 +1,9 @@
 """Whisper's worker: faster-whisper in a process of its own, below the server's priority.
 
-:class:`WhisperWorker` starts ``python -m parley.providers.stt.worker`` in a session of its own
-(its own scheduling group, priority.py), as :func:`~parley.providers.priority.background_command`
-(its priority lowered before NumPy starts threads). They talk over the worker's standard input and output
-in frames: a 4-byte big-endian length, then a MessagePack map (msgspec). The server sends::
+:class:`WhisperWorker` starts it as :func:`~parley.providers.priority.background_command` (its
+priority lowered before NumPy starts threads) in a session of its own (its own scheduling group,
+priority.py). They talk over the worker's standard input and output in frames: a 4-byte
+big-endian length, then a MessagePack map (msgspec). The server sends::
 
     {"op": "load", "id": 0, "model_dir": str, "cpu_threads": int, "beam_size": int,
      "compute_type": str, "vad_filter": bool, "detect_languages": [str]}       (first, once)
