@@ -13,6 +13,7 @@ after half the replies and the last one bound its growth (``GROWTH_BOUND_MIB``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import time
@@ -54,6 +55,17 @@ def rss_mib(pid: int) -> dict[str, float]:
     return out
 
 
+def models_rss_mib(pid: int) -> float:
+    """``VmRSS`` (MiB) of ``pid``'s descendants together: the embedded models' own processes
+    (llama.cpp's engine, Whisper's worker), which the server's own figures leave out."""
+    total = 0.0
+    for child in procs.descendants(pid):
+        if child != pid:
+            with contextlib.suppress(OSError):
+                total += rss_mib(child).get("VmRSS", 0.0)
+    return round(total, 1)
+
+
 def _boundaries(replies: int, step: int) -> list[int]:
     """Reply counts after which the RSS is sampled: every ``step``, half the run and the end."""
     return sorted({*range(step, replies, step), replies // 2, replies} - {0})
@@ -72,7 +84,9 @@ def phase_memory(bench: Bench) -> None:
             f"({MEMORY_RATE:g} tokens/s), sent over gRPC by the load generator from {clients} clients, each "
             "reply in a new session (created just before it). `VmRSS` is the process's resident memory "
             "(`/proc/PID/status`), `RssAnon` its heap part (where a leak shows), `RssFile` mapped files "
-            "(the GGUF model, libraries). Growth is the VmRSS after the last reply minus after half of "
+            "(the GGUF model, libraries), all of the server process; `models` is the VmRSS of its model "
+            "processes together (llama.cpp's engine, Whisper's worker). Growth is the VmRSS after the last "
+            "reply minus after half of "
             f"them; the bound is {GROWTH_BOUND_MIB:g} MiB (why: `GROWTH_BOUND_MIB` in bench/memory.py)."
         ),
         "replies": n,
@@ -96,7 +110,10 @@ def phase_memory(bench: Bench) -> None:
         ).replace(upstream_url, "http://127.0.0.1:$UPSTREAM/v1")
         procs.wait_serving(parley, target)
         time.sleep(1.0)  # start-up's last allocations settle
-        samples.append({"replies": 0, "when": "after start-up", **rss_mib(parley.pid)})
+        samples.append(
+            {"replies": 0, "when": "after start-up", **rss_mib(parley.pid)}
+            | {"models": models_rss_mib(parley.pid)}
+        )
         log(f"memory: Parley serving on {target}, VmRSS {samples[0]['VmRSS']} MiB after start-up")
         user = ParleyUser(target)
         agent = user.agent(model="bench/bench-model", max_output_tokens=tokens, display_name="Memory agent")
@@ -117,6 +134,7 @@ def phase_memory(bench: Bench) -> None:
                 {
                     "replies": done,
                     **rss_mib(parley.pid),
+                    "models": models_rss_mib(parley.pid),
                     "requests": run["requests"],
                     "errors": run["errors"],
                     "reply_ms_p50": run["total_ms"].get("p50"),
@@ -130,6 +148,7 @@ def phase_memory(bench: Bench) -> None:
         half, end = by[n // 2], by[n]
         result.update(
             rss_start_mib=samples[0]["VmRSS"],
+            models_start_mib=samples[0]["models"],
             rss_half_mib=half["VmRSS"],
             rss_end_mib=end["VmRSS"],
             growth_mib=round(end["VmRSS"] - half["VmRSS"], 1),

@@ -32,10 +32,12 @@ __all__ = [
     "Postgres",
     "Proc",
     "cpu_seconds",
+    "descendants",
     "free_port",
     "litellm_config",
     "machine_busy_seconds",
     "pg_bin",
+    "set_autogroup_nice",
     "start_litellm",
     "start_llama_server",
     "start_parley",
@@ -56,7 +58,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _descendants(pid: int) -> list[int]:
+def set_autogroup_nice(pid: int, nice: int) -> bool:
+    """Give process ``pid``'s scheduler autogroup the ``nice`` value ``nice`` (``/proc/PID/autogroup``,
+    sched(7)): where the kernel autogroups, it shares the CPU between sessions before it weighs the
+    threads of one by their own nice, so a process's nice counts against other sessions only
+    through its autogroup's. ``pid`` should lead a session of its own (``start_new_session``), or
+    the value applies to every process of its session. False where there are no autogroups or the
+    write is refused (a negative value needs CAP_SYS_NICE)."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+    except OSError:
+        return False
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (children, their children ...)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -80,7 +97,7 @@ def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
     ``reaped``, also that of the children ``pid`` has waited for (a server whose workers come and
     go, like PostgreSQL's backends: without it, a backend that exits takes its CPU time along)."""
     total = 0
-    for p in _descendants(pid):
+    for p in descendants(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -56,8 +56,8 @@ LOOP_COLUMNS = (
     "control p99 ms",
     "control max ms",
 )
-MEMORY_COLUMNS = ("replies", "VmRSS MiB", "RssAnon MiB", "RssFile MiB", "VmHWM MiB", "errors",
-                  "reply p50 ms")  # fmt: skip
+MEMORY_COLUMNS = ("replies", "VmRSS MiB", "RssAnon MiB", "RssFile MiB", "VmHWM MiB", "model processes MiB",
+                  "errors", "reply p50 ms")  # fmt: skip
 UNARY_COLUMNS = ("path", "client", "concurrency", "requests", "errors", "RPS", "p50 ms", "p99 ms")
 REPLICA_COLUMNS = (
     "clients",
@@ -453,6 +453,7 @@ def _memory_section(mem: dict[str, Any]) -> list[str]:
             _f(s.get("RssAnon")),
             _f(s.get("RssFile")),
             _f(s.get("VmHWM")),
+            _f(s.get("models")),
             s.get("errors", "-"),
             _f(s.get("reply_ms_p50")),
         ]

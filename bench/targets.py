@@ -194,7 +194,9 @@ def _memory(results: dict[str, Any]) -> dict[str, Any]:
     if mem.get("growth_mib") is None:
         return _missing("memory", target, threshold, "no memory phase")
     measured = (
-        f"VmRSS {mem['rss_start_mib']:.1f} MiB after start-up, {mem['rss_half_mib']:.1f} after {n // 2} "
+        f"VmRSS {mem['rss_start_mib']:.1f} MiB after start-up"
+        + (f" (model processes {mem['models_start_mib']:.1f} more)" if mem.get("models_start_mib") else "")
+        + f", {mem['rss_half_mib']:.1f} after {n // 2} "
         f"replies, {mem['rss_end_mib']:.1f} after {n}: {mem['growth_mib']:+.1f} MiB "
         f"(heap, RssAnon: {mem['anon_growth_mib']:+.1f} MiB)"
         + (f"; {mem['errors']} failed replies" if mem.get("errors") else "")
