@@ -18,8 +18,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -39,7 +37,7 @@ from parley.providers.llm.base import (
 )
 from parley.providers.llm.local import LocalLlamaProvider
 
-from tests.support.processes import alive, assert_in_background
+from tests.support.processes import alive, assert_exits_with_its_server, assert_in_background
 
 pytestmark = pytest.mark.slow
 #: One provider (its engine and worker threads) for the module: one event loop for all tests.
@@ -309,14 +307,4 @@ def test_the_engine_exits_when_the_server_is_killed(tmp_path: Path) -> None:
         "    await asyncio.sleep(600)\n"
         "asyncio.run(main())\n"
     )
-    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as server:
-        try:
-            assert server.stdout is not None
-            engine_pid = int(server.stdout.readline())
-            assert alive(engine_pid)
-        finally:
-            server.kill()
-    deadline = time.monotonic() + 15
-    while alive(engine_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(engine_pid)
+    assert_exits_with_its_server(script)

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,7 +31,7 @@ from parley.providers.stt.base import SpeechToText
 from parley.providers.stt.local import WHISPER_MODEL_DIR_NAME, WhisperSpeechToText, ensure_whisper_model
 from parley.providers.stt.worker import _Transcriber
 
-from tests.support.processes import alive, assert_in_background
+from tests.support.processes import assert_exits_with_its_server, assert_in_background
 
 pytestmark = pytest.mark.slow
 #: The provider (and its lock and worker thread) lives across tests: one event loop for all of them.
@@ -334,15 +333,4 @@ def test_the_worker_exits_when_the_server_is_killed(model_dir: Path) -> None:
         "    await asyncio.sleep(600)\n"
         "asyncio.run(main())\n"
     )
-    argv = [sys.executable, "-c", script, str(model_dir)]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as server:
-        try:
-            assert server.stdout is not None
-            worker_pid = int(server.stdout.readline())
-            assert alive(worker_pid)
-        finally:
-            server.kill()
-    deadline = time.monotonic() + 15
-    while alive(worker_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(worker_pid)
+    assert_exits_with_its_server(script, str(model_dir))

@@ -4,12 +4,15 @@ that one runs below the test process's priority in a session of its own, and whe
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 from parley.providers.priority import MODEL_NICE
 
-__all__ = ["alive", "assert_in_background"]
+__all__ = ["alive", "assert_exits_with_its_server", "assert_in_background"]
 
 
 def alive(pid: int) -> bool:
@@ -34,3 +37,20 @@ def assert_in_background(pid: int) -> None:
     if autogroup.exists() and own.exists():
         ours = int(own.read_text().split()[-1])
         assert int(autogroup.read_text().split()[-1]) == min(19, ours + MODEL_NICE)
+
+
+def assert_exits_with_its_server(script: str, *args: str, timeout_s: float = 15.0) -> None:
+    """Run ``script`` (Python source: a server that starts a model process and prints its pid),
+    SIGKILL it, which leaves it no time to stop the model process, and assert that the model
+    process exits by itself within ``timeout_s`` seconds (it sees its standard input close)."""
+    with subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            pid = int(server.stdout.readline())
+            assert alive(pid)
+        finally:
+            server.kill()
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)

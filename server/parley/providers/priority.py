@@ -28,6 +28,7 @@ privileges; lowering it never does. Elsewhere (or where a call is refused) nothi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -35,7 +36,14 @@ import os
 import sys
 import threading
 
-__all__ = ["MODEL_NICE", "background_command", "enter_background", "lower_process", "lower_this_thread"]
+__all__ = [
+    "MODEL_NICE",
+    "background_command",
+    "enter_background",
+    "lower_process",
+    "lower_this_thread",
+    "stop_background",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,19 @@ def background_command(module: str) -> list[str]:
     that first enters the background (:func:`enter_background`); start it with
     ``start_new_session=True`` so that its autogroup is its own."""
     return [sys.executable, "-m", "parley.providers.priority", module]
+
+
+async def stop_background(process: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """Stop a model process that exits when its standard input closes: close it, wait up to
+    ``timeout_s`` seconds, then kill it (and reap it either way)."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.wait(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
 
 
 def _lower_autogroup(pid: int, increment: int) -> bool:

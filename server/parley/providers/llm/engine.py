@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from parley.providers.priority import background_command
+from parley.providers.priority import background_command, stop_background
 
 __all__ = ["EngineProcess", "engine_params", "main"]
 
@@ -133,15 +133,7 @@ class EngineProcess:
 
     async def stop(self) -> None:
         """Close the engine's standard input (it exits), wait ``STOP_TIMEOUT_S``, then kill it."""
-        process = self._process
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await stop_background(self._process, STOP_TIMEOUT_S)
 
 
 def main() -> int:

@@ -36,7 +36,7 @@ from typing import IO, Any
 import msgspec
 
 from parley.audio.decode import WHISPER_SAMPLE_RATE_HZ
-from parley.providers.priority import background_command
+from parley.providers.priority import background_command, stop_background
 
 __all__ = ["WhisperWorker", "WorkerFailed", "main"]
 
@@ -173,15 +173,7 @@ class WhisperWorker:
 
     async def stop(self) -> None:
         """Close the worker's standard input (it exits), wait ``STOP_TIMEOUT_S``, then kill it."""
-        process = self._process
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await stop_background(self._process, STOP_TIMEOUT_S)
         await self._reader
 
 
