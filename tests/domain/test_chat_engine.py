@@ -5,12 +5,16 @@ Every refusal is checked to have stored nothing.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+
 import pytest
 from parley.domain.chat import ChatLimits
 from parley.domain.errors import AlreadyExists, InvalidArgument, NotFound, Reason
 from parley.domain.models import Branch, Session
 from parley.domain.names import new_id
 from parley.domain.pagination import page_request
+from parley.providers.llm.base import ChatTurn
 from parley.runs.events import Completed
 
 from tests.domain.conftest import MakeDomain
@@ -119,3 +123,28 @@ async def test_a_request_id_taken_in_a_race_is_already_exists(domain: Domain) ->
 
 async def _no_replay(*args: object) -> None:
     return None
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+async def test_a_provider_whose_counting_blocks_counts_off_the_event_loop(
+    domain: Domain, blocks: bool
+) -> None:
+    """``count_tokens_blocks`` (the local model asks its engine process): the prompt is built in a
+    worker thread, so the event loop never waits for another process; otherwise on the loop."""
+    loop_thread = threading.get_ident()
+    seen: set[int] = set()
+    count = domain.provider.count_tokens
+
+    def recording(model: str, turns: Sequence[ChatTurn]) -> int:
+        if not domain.provider.requests:  # building the prompt (the double counts its usage too)
+            seen.add(threading.get_ident())
+        return count(model, turns)
+
+    domain.provider.count_tokens = recording  # type: ignore[method-assign]
+    domain.provider.count_tokens_blocks = blocks  # type: ignore[attr-defined]
+    session = await domain.new_session(instructions="Be brief.")
+    domain.provider.play(Script(["hi"]))
+    events = await collect(await domain.send(session, "hello"))
+    assert isinstance(events[-1].event, Completed)
+    assert seen
+    assert (loop_thread in seen) is not blocks

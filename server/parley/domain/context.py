@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from parley.domain.errors import InvalidArgument, Reason
 from parley.domain.models import Message, MessageStatus, Role
 from parley.providers.llm.base import ChatTurn, LLMProvider, ToolCallRequest
 
-__all__ = ["ContextPlan", "build_context", "plan_context"]
+__all__ = ["ContextPlan", "build_context", "counting", "plan_context"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def counting(provider: LLMProvider, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``fn(*args, **kwargs)``, a step that counts tokens with ``provider``: on the event loop,
+    or in a worker thread where the provider's ``count_tokens`` blocks (``count_tokens_blocks``:
+    the local model asks its engine process)."""
+    if getattr(provider, "count_tokens_blocks", False):
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)

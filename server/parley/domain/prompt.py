@@ -5,10 +5,9 @@ the conversation themselves, where the turn sits in the tree (``Conversation``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
-from parley.domain.context import build_context
+from parley.domain.context import build_context, counting
 from parley.domain.models import Agent, Branch, Message, MessageStatus, Role
 from parley.domain.summary import ContextSummarizer
 from parley.domain.toolbox import Toolbox
@@ -64,18 +63,15 @@ class Prompter:
             turns, input_tokens = await self._summarizer.build_context(
                 resolved, user.session_id, agent.instructions, [*history, user], max_output
             )
-        elif getattr(resolved.provider, "count_tokens_blocks", False):  # asks another process
-            turns, input_tokens = await asyncio.to_thread(
+        else:  # in a worker thread where counting blocks (the local model)
+            turns, input_tokens = await counting(
+                resolved.provider,
                 build_context,
                 resolved.provider,
                 resolved.model,
                 agent.instructions,
                 [*history, user],
                 max_output,
-            )
-        else:
-            turns, input_tokens = build_context(
-                resolved.provider, resolved.model, agent.instructions, [*history, user], max_output
             )
         tools = tuple(toolbox.definitions) if toolbox is not None else ()
         conversation = (

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Sequence
 
 from parley.domain.clock import Clock, utc_now
-from parley.domain.context import ContextPlan, plan_context
+from parley.domain.context import ContextPlan, counting, plan_context
 from parley.domain.errors import InvalidArgument, ParleyError
 from parley.domain.models import Message, Role
 from parley.providers.llm.base import ChatTurn, GenerationRequest, TextDeltaEvent
@@ -77,11 +77,15 @@ class ContextSummarizer:
     ) -> tuple[list[ChatTurn], int]:
         """Like :func:`parley.domain.context.build_context` (same errors), plus the summary."""
         provider, model = resolved.provider, resolved.model
-        plain = plan_context(provider, model, instructions, history, max_output_tokens)
+        plain = await counting(
+            provider, plan_context, provider, model, instructions, history, max_output_tokens
+        )
         earlier = [m.id for m in history[:-1]]
         cached = await self._store.newest(session_id, earlier)
         if cached is not None:  # reuse the cut while what follows it still fits
-            reused = self._after_cut(resolved, instructions, history, max_output_tokens, cached)
+            reused = await counting(
+                provider, self._after_cut, resolved, instructions, history, max_output_tokens, cached
+            )
             if reused is not None and not reused.dropped:
                 return reused.turns, reused.input_tokens
         if not plain.dropped:
@@ -89,7 +93,9 @@ class ContextSummarizer:
 
         reserve = summary_tokens(provider.context_window(model))
         try:
-            cut_plan = plan_context(
+            cut_plan = await counting(
+                provider,
+                plan_context,
                 provider,
                 model,
                 instructions,
@@ -111,7 +117,9 @@ class ContextSummarizer:
             return plain.turns, plain.input_tokens
         summary = Summary(session_id, cut.id, text, resolved.qualified_name, self._now())
         await self._store.put(summary)
-        final = self._after_cut(resolved, instructions, history, max_output_tokens, summary)
+        final = await counting(
+            provider, self._after_cut, resolved, instructions, history, max_output_tokens, summary
+        )
         if final is None:
             return plain.turns, plain.input_tokens
         return final.turns, final.input_tokens
@@ -151,7 +159,7 @@ class ContextSummarizer:
             parts = [f"Summary so far:\n{previous}"] if previous else []
             parts += ["New messages:\n" + "\n".join(lines), "Write the updated summary."]
             turns = [ChatTurn("system", SUMMARY_INSTRUCTIONS), ChatTurn("user", "\n\n".join(parts))]
-            if provider.count_tokens(model, turns) <= room or len(lines) <= 1:
+            if await counting(provider, provider.count_tokens, model, turns) <= room or len(lines) <= 1:
                 break
             lines.pop(0)  # the oldest new lines go first when the window is too small for all
         request = GenerationRequest(model, turns, max_tokens, SUMMARY_TEMPERATURE)

@@ -158,7 +158,8 @@ class LLMProvider(Protocol):
 
         Called on the event loop, so it must not block, unless the provider sets a class
         attribute ``count_tokens_blocks = True`` (the local model asks its engine process): then
-        the prompt builder calls it from a worker thread."""
+        the prompt builder and the context summarizer call it from a worker thread
+        (:func:`parley.domain.context.counting`)."""
         ...
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[ProviderEvent, None]:
