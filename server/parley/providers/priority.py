@@ -42,6 +42,7 @@ __all__ = [
     "enter_background",
     "lower_process",
     "lower_this_thread",
+    "start_background",
     "stop_background",
 ]
 
@@ -87,6 +88,17 @@ def background_command(module: str) -> list[str]:
     that first enters the background (:func:`enter_background`); start it with
     ``start_new_session=True`` so that its autogroup is its own."""
     return [sys.executable, "-m", "parley.providers.priority", module]
+
+
+async def start_background(module: str) -> asyncio.subprocess.Process:
+    """Start :func:`background_command` of ``module`` in a session of its own, its standard input
+    and output piped to this process (a model process exits when its standard input closes)."""
+    return await asyncio.create_subprocess_exec(
+        *background_command(module),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 async def stop_background(process: asyncio.subprocess.Process, timeout_s: float) -> None:

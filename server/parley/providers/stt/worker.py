@@ -1,6 +1,6 @@
 """Whisper's worker: faster-whisper in a process of its own, below the server's priority.
 
-:class:`WhisperWorker` starts it as :func:`~parley.providers.priority.background_command` (its
+:class:`WhisperWorker` starts it with :func:`~parley.providers.priority.start_background` (its
 priority lowered before NumPy starts threads) in a session of its own (its own scheduling group,
 priority.py). They talk over the worker's standard input and output in frames: a 4-byte
 big-endian length, then a MessagePack map (msgspec). The server sends::
@@ -36,7 +36,7 @@ from typing import IO, Any
 import msgspec
 
 from parley.audio.decode import WHISPER_SAMPLE_RATE_HZ
-from parley.providers.priority import background_command, stop_background
+from parley.providers.priority import start_background, stop_background
 
 __all__ = ["WhisperWorker", "WorkerFailed", "main"]
 
@@ -96,12 +96,7 @@ class WhisperWorker:
             WorkerFailed: the model could not be loaded (``kind`` ``value``: a bad
                 ``detect_languages``), or the worker exited or took over ``LOAD_TIMEOUT_S``.
         """
-        process = await asyncio.create_subprocess_exec(
-            *background_command(__name__),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        process = await start_background(__name__)
         worker = cls(process)
         try:
             answer = await asyncio.wait_for(worker._ask({"op": "load", "id": 0, **config}, 0), LOAD_TIMEOUT_S)
