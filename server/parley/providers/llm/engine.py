@@ -1,6 +1,6 @@
 """The embedded model's engine: llama.cpp's server (xllamacpp) in a process of its own.
 
-:class:`EngineProcess` starts it as :func:`~parley.providers.priority.background_command` (its
+:class:`EngineProcess` starts it with :func:`~parley.providers.priority.start_background` (its
 priority lowered before anything else is imported) in a session of its own (its own scheduling
 group, priority.py), and hands it its configuration as one JSON line on standard input, so the
 engine's API key never appears in a process listing::
@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from parley.providers.priority import background_command, stop_background
+from parley.providers.priority import start_background, stop_background
 
 __all__ = ["EngineProcess", "engine_params", "main"]
 
@@ -105,12 +105,7 @@ class EngineProcess:
             RuntimeError: the engine could not load the model (llama.cpp's reason), exited, or
                 was not ready within ``LOAD_TIMEOUT_S`` seconds.
         """
-        process = await asyncio.create_subprocess_exec(
-            *background_command(__name__),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        process = await start_background(__name__)
         engine = cls(process)
         assert process.stdin is not None and process.stdout is not None
         try:
@@ -130,6 +125,10 @@ class EngineProcess:
             await engine.stop()
             raise RuntimeError(str(answer.get("error", answer)))
         return engine
+
+    async def wait(self) -> int:
+        """Wait until the engine has exited; its exit status (negative: the signal)."""
+        return await self._process.wait()
 
     async def stop(self) -> None:
         """Close the engine's standard input (it exits), wait ``STOP_TIMEOUT_S``, then kill it."""

@@ -16,13 +16,14 @@ llama.cpp takes as a cancel: generation stops within one token's time (about 12 
 SmolLM2-135M on 2 cores). :meth:`LocalLlamaProvider.count_tokens` uses the engine's
 ``/apply-template`` and ``/tokenize``, so prompt counts are the engine's own (cached per message);
 it blocks, so prompts for this provider are built off the event loop (``count_tokens_blocks``).
-When the engine has exited (killed, out of memory), requests fail with ``Unavailable`` and the
-next one starts a new engine.
+When the engine exits (killed, out of memory), what it was doing fails with ``Unavailable`` and a
+supervisor task starts a new one at once, with the same socket, key and settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.client
 import importlib.util
@@ -66,6 +67,9 @@ COUNT_CACHE_SIZE = 4096
 #: The longest wait for the engine's next chunk (s): a prompt of a full context window on a busy
 #: CPU takes seconds, never this long.
 READ_TIMEOUT_S = 120.0
+#: The wait before starting an engine again after a start failed (s): a model file that went
+#: away is not retried in a busy loop.
+RESTART_BACKOFF_S = 5.0
 
 #: llama.cpp's finish_reason → Parley's stop reason. "length" is max_output_tokens or a full
 #: context slot (ctx_shift is off, so generation stops rather than forgetting the prompt).
@@ -98,7 +102,6 @@ class LocalLlamaProvider:
     def __init__(self, engine: EngineProcess, config: dict[str, Any], model_id: str, *, seed: int) -> None:
         self._engine_process = engine
         self._config = config  # what a new engine is started with, after this one has exited
-        self._restart = asyncio.Lock()
         self.model_id = model_id
         self._api_key = str(config["api_key"])
         self._n_ctx = int(config["context_window"])
@@ -116,6 +119,7 @@ class LocalLlamaProvider:
         )
         self._http = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     @classmethod
     async def load(cls, settings: Settings) -> LocalLlamaProvider:
@@ -226,16 +230,15 @@ class LocalLlamaProvider:
 
         Raises ``Unavailable`` (PROVIDER_ERROR) with llama.cpp's message when the engine refuses
         the request (a prompt larger than a slot's context window) or fails, and when the
-        engine process has exited (the next request starts a new one).
+        engine process has exited (the supervisor is starting a new one).
         """
-        await self._ensure_engine()
         reason, usage = StopReason.MAX_OUTPUT_TOKENS, None
         try:
             async with self._client.stream(
                 "POST", "/v1/chat/completions", json=self._request_body(request)
             ) as http:
                 if http.status_code != 200:
-                    raise self._failed(_error_message(await http.aread(), http.status_code))
+                    raise self._failed(_refusal(await http.aread(), http.status_code))
                 events = EventStream()
                 async for piece in http.aiter_raw():
                     for data in events.feed(piece):
@@ -243,7 +246,7 @@ class LocalLlamaProvider:
                             continue
                         chunk = decode_chunk(data)
                         if chunk.error is not None:
-                            raise self._failed(_error_message(msgspec.json.encode(chunk), http.status_code))
+                            raise self._failed(_error_message(chunk.error))
                         usage = chunk.usage or usage
                         for choice in chunk.choices or ():
                             if choice.delta is not None and choice.delta.content:
@@ -256,21 +259,22 @@ class LocalLlamaProvider:
             yield UsageEvent(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0))
         yield StopEvent(reason)
 
-    async def _ensure_engine(self) -> None:
-        """Start a new engine when the last one has exited (its socket path, key and settings)."""
-        if self._engine_process.returncode is None:
-            return
-        async with self._restart:
-            if self._engine_process.returncode is None:
-                return
-            log.error(
-                "the local model's engine exited (status %s); starting a new one",
-                self._engine_process.returncode,
-            )
-            try:
-                self._engine_process = await EngineProcess.start(self._config)
-            except RuntimeError as exc:
-                raise self._failed(f"the engine could not be restarted: {exc}") from exc
+    async def _supervise(self) -> None:
+        """Start a new engine whenever the running one exits (its socket path, key and settings),
+        until :meth:`close` cancels this task; a failed start is tried again after
+        ``RESTART_BACKOFF_S`` seconds."""
+        while True:
+            status = await self._engine_process.wait()
+            log.error("the local model's engine exited (status %s); starting a new one", status)
+            while True:
+                try:
+                    engine = await EngineProcess.start(self._config)
+                except RuntimeError:
+                    log.exception("could not start the local model's engine again")
+                    await asyncio.sleep(RESTART_BACKOFF_S)
+                    continue
+                break
+            self._engine_process = engine
             self._count.cache_clear()
 
     def _failed(self, message: str) -> Unavailable:
@@ -279,7 +283,10 @@ class LocalLlamaProvider:
         )
 
     async def close(self) -> None:
-        """Stop the engine process and remove its socket's directory."""
+        """Stop the supervisor and the engine process, and remove its socket's directory."""
+        self._supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._supervisor
         await self._client.aclose()
         self._count.cache_clear()
         for conn in self._connections:
@@ -288,12 +295,19 @@ class LocalLlamaProvider:
         shutil.rmtree(self._socket_path.parent, ignore_errors=True)
 
 
-def _error_message(body: bytes, status: int) -> str:
-    """llama.cpp's ``{"error": {"message": ...}}`` → its message (else the start of the body)."""
+def _error_message(error: Any) -> str:
+    """llama.cpp's error object (``{"message": ..., "type": ...}``) → its message."""
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else str(error)
+
+
+def _refusal(body: bytes, status: int) -> str:
+    """The message of a refused request's body ``{"error": {...}}``, else its status and start."""
     try:
-        return str(json.loads(body)["error"]["message"])
+        error = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         return f"HTTP {status} {body[:200]!r}"
+    return _error_message(error)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
