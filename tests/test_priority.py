@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from parley.providers.priority import MODEL_NICE, background_command, lower_process, lower_this_thread
 
+from tests.support.processes import autogroup_nice
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 
 
@@ -45,28 +47,20 @@ def test_a_child_process_runs_lower() -> None:
         child.communicate(b"")
 
 
-def _autogroup_nice(pid: int | str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/autogroup") as file:
-            return int(file.read().split()[-1])
-    except OSError:
-        return None
-
-
 def test_a_child_in_a_session_of_its_own_runs_lower_as_a_group_and_one_in_ours_leaves_ours_alone() -> None:
-    ours = _autogroup_nice("self")
+    ours = autogroup_nice("self")
     if ours is None:
         pytest.skip("the kernel has no autogroups")
     argv = [sys.executable, "-c", "import sys; sys.stdin.read()"]
     own = subprocess.Popen(argv, stdin=subprocess.PIPE, start_new_session=True)
     shared = subprocess.Popen(argv, stdin=subprocess.PIPE)
     try:
-        before = _autogroup_nice(own.pid)
+        before = autogroup_nice(own.pid)
         assert before is not None
         lower_process(own.pid)
         lower_process(shared.pid)
-        assert _autogroup_nice(own.pid) == min(19, before + MODEL_NICE)
-        assert _autogroup_nice("self") == ours  # the shared session's group: not touched
+        assert autogroup_nice(own.pid) == min(19, before + MODEL_NICE)
+        assert autogroup_nice("self") == ours  # the shared session's group: not touched
     finally:
         own.communicate(b"")
         shared.communicate(b"")
