@@ -30,7 +30,8 @@ test: setup-dev lint check-generated typecheck test-fast pytest
 # In-process tests of the domain (chat engine, runs) with a scripted provider, and of the
 # repository's own rules (exported names, the README's settings table): seconds, no servers.
 FAST_TESTS := tests/domain tests/test_exported_members.py tests/test_settings_table.py tests/test_reasons_table.py \
-	tests/test_pip_progress.py tests/test_event_loop.py tests/test_priority.py tests/test_gc_freeze.py
+	tests/test_pip_progress.py tests/test_event_loop.py tests/test_priority.py tests/test_gc_freeze.py \
+	tests/test_loop_lag.py
 test-fast: setup
 	$(PY) -m pytest -q $(FAST_TESTS)
 

@@ -1,10 +1,13 @@
 """Event-loop lag: how late a periodic sleep wakes up.
 
-Every ``interval_s`` (0.1 s) a task sleeps and measures how much later than asked it woke: the
-time the loop was busy with something else (a callback that holds it, a CPU-bound step on the
-loop's thread, the GIL held by another thread). Each measurement is observed in
+Every ``interval_s`` (``PARLEY_LOOP_LAG_INTERVAL_S``, 0.1 s) a task sleeps and measures how much
+later than asked it woke: the time the loop was busy with something else (a callback that holds
+it, a CPU-bound step on the loop's thread, the GIL held by another thread) or its thread waited
+for a CPU. A stall of S seconds shows as a lag of at least S - ``interval_s`` (the sleep that
+ends inside it started at most one interval before it). Each measurement is observed in
 ``parley_event_loop_lag_seconds``; ``parley_event_loop_lag_max_seconds`` is the largest of the
-last ``window_s`` (60 s), computed when scraped. Cost: one wake-up per interval.
+last ``window_s`` (``PARLEY_LOOP_LAG_WINDOW_S``, 60 s), computed when scraped. Cost: one wake-up
+per interval (measured here on uvloop, idle: 0.2% of a core at 0.1 s, 1.9% at 0.002 s).
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ class Telemetry:
                 )
         loop_lag = None
         if endpoint is not None:
-            loop_lag = LoopLagMonitor()
+            loop_lag = LoopLagMonitor(
+                interval_s=settings.loop_lag_interval_s, window_s=settings.loop_lag_window_s
+            )
             loop_lag.start()
         provider = tracing.start_tracing(settings)
         if provider is not None:
