@@ -15,14 +15,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import procs
 import report
-import targets
 
 __all__ = ["GHZ", "LOADGEN", "Bench", "log", "summarize_profile"]
 
@@ -36,34 +34,7 @@ UNARY_FLOOR_PATH = "gRPC floor (bare grpc.aio)"
 
 #: Raised for the benchmark's one user (the default is 4 replies generating at once).
 PER_USER_LIMIT = "100000"
-#: The event loop's longest stall allowed (issue "Performance": never blocked more than 25 ms).
-LOOP_TARGET_MS = targets.LOOP_MAX_MS
-#: The loop phase's step with everything at once (its max is the loop target's measurement).
-LOOP_ALL_AT_ONCE = "streams + voice message + text generation at once"
 PROFILE_RATE_HZ = 250
-LOOP_PING_INTERVAL_MS = 2
-LOOP_NOTE = " ".join(
-    f"""
-A Go client calls grpc.health.v1.Health/Check on Parley one call at a time, {LOOP_PING_INTERVAL_MS} ms
-apart, at nice -10 and in a session of its own whose scheduler autogroup is at nice -10 too, so its
-own scheduling adds little (the health servicer runs on the server's one asyncio event loop, like
-every RPC). No call is answered while the loop is blocked, so the slowest call
-bounds the longest stall: from below to within {LOOP_PING_INTERVAL_MS} ms, from above by one round trip
-plus any wait for a CPU. `control` is the same client pinging, at the same time, an idle asyncio
-process (the /health of a second bench upstream that serves nothing else): when it stays low while
-Parley's pings are slow, the stall is Parley's (its loop blocked or busy, or waiting for the GIL), not
-the machine being too busy to run a process that wakes up. Local model: SmolLM2-135M in
-llama.cpp (PARLEY_LOCAL_THREADS default); speech: Whisper base (faster-whisper, PARLEY_WHISPER_THREADS
-default), espeak-ng, MP3 encoding. In the step with streams, `--loop-streams` clients stream from the
-bench upstream over gRPC (as in the stream phase) while a voice message and a local-model reply run;
-its row covers only the time when all three ran (from when the streams had all started to when the
-voice and text replies were done). Where the kernel's scheduler autogroup is on (the Set-up's Machine
-line says), the kernel shares the CPU between sessions (each of these processes is one, and so is each
-of Parley's model processes: llama.cpp's engine, Whisper's worker, espeak-ng, niced with their
-autogroups) before threads, and a thread's nice orders it only within its own session (sched(7)):
-on saturated cores a process that wakes up, Parley's loop or the idle control, can wait for a CPU.
-""".split()
-)
 
 
 def log(message: str) -> None:
@@ -108,6 +79,8 @@ class Bench:
         self.upstream: procs.Proc | None = None
         self.upstream_url = ""
         self.parley: procs.Proc | None = None
+        #: The SQLite Parley's PARLEY_* settings (lower-case keys), as started.
+        self.parley_settings: dict[str, str] = {}
         self.target = ""
         self.envoy: Any = None
         self.rest_url = ""
@@ -143,6 +116,7 @@ class Bench:
             "shutdown_grace_seconds": "2",
             "log_level": "INFO",
         }
+        self.parley_settings = settings
         self.parley, self.target = procs.start_parley(self.work, settings)
         self.procs.append(self.parley)
         self.commands["parley"] = "python -m parley with " + " ".join(
@@ -497,128 +471,6 @@ class Bench:
 
     # --- event-loop health -------------------------------------------------------------------------
 
-    def phase_loop(self) -> None:
-        """Ping Parley's health service while its local model and speech run; max latency per phase."""
-        from parley_proto.v1 import chat_service_pb2 as chat_pb
-
-        user = self.user
-        wav = self.work / "question.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", "en-us", "-w", str(wav), "What is the capital of France?"], check=True
-        )
-        audio = wav.read_bytes()
-        text_agent = user.agent(model="local", max_output_tokens=self.args.loop_tokens, display_name="Local")
-        voice_agent = user.agent(model="local", max_output_tokens=48, display_name="Voice")
-        text_sessions = user.sessions(text_agent, 3)
-        voice_sessions = user.sessions(voice_agent, 3)
-        n_streams = self.args.loop_streams
-        stream_sessions = user.sessions(self.bench_agent, n_streams) if n_streams else []
-        chat = user.client.stubs.chat
-
-        def text(session: str) -> dict[str, Any]:
-            request = chat_pb.SendMessageRequest(session=session, text="Tell me a short story about a cat.")
-            events = list(chat.SendMessage(request, timeout=180))
-            return {
-                "text_deltas": sum(1 for e in events if e.HasField("text_delta")),
-                "completed": any(e.HasField("message_completed") for e in events),
-            }
-
-        def voice(session: str) -> dict[str, Any]:
-            request = chat_pb.SendVoiceMessageRequest(session=session, audio=audio)
-            events = list(chat.SendVoiceMessage(request, timeout=300))
-            return {
-                "transcript": next((e.transcript.text for e in events if e.HasField("transcript")), ""),
-                "audio_chunks": sum(1 for e in events if e.HasField("audio_chunk")),
-                "completed": any(e.HasField("message_completed") for e in events),
-            }
-
-        def both(i: int = 1) -> dict[str, Any]:
-            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                v = pool.submit(voice, voice_sessions[i])
-                t = pool.submit(text, text_sessions[i])
-                return {"voice": v.result(), "text": t.result()}
-
-        steps: list[tuple[str, Callable[[], Any]]] = [
-            ("idle (baseline)", lambda: time.sleep(3)),
-            ("text generation, local model", lambda: text(text_sessions[0])),
-            ("voice message, first (loads Whisper)", lambda: voice(voice_sessions[0])),
-            ("voice message + text generation at once", both),
-        ]
-        if n_streams:
-            name = LOOP_ALL_AT_ONCE.replace("streams", f"{n_streams} streams", 1)
-            steps.append((name, lambda: self._with_streams(stream_sessions, lambda: both(2))))
-        steps.append(("idle after", lambda: time.sleep(2)))
-        # The control: a second upstream nobody streams from, an asyncio process that stays idle
-        # (the first one serves the 50 streams, so its /health waits behind them).
-        idle, idle_url = procs.start_upstream(self.work, tokens=1, rate=1.0, name="control")
-        self.procs.append(idle)
-        control = idle_url.removesuffix("/v1") + "/health"
-        argv = [str(LOADGEN), "ping", "-target", self.target, "-control-url", control, "-duration", "600s",
-                "-interval", f"{LOOP_PING_INTERVAL_MS}ms", "-stop-on-stdin-eof"]  # fmt: skip
-        # At nice -10 in a session of its own whose autogroup is at nice -10 too: in the bench's
-        # session it waited for a CPU behind the 50-stream client beside it however nice it was.
-        ping = subprocess.Popen(
-            ["nice", "-n", "-10", *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        autogroup = procs.set_autogroup_nice(ping.pid, -10)
-        self.commands["event-loop ping"] = redact(argv) + (
-            "  (at nice -10, in its own session, its autogroup at nice -10)"
-            if autogroup
-            else "  (at nice -10)"
-        )
-        windows: list[tuple[str, float, float, Any]] = []
-        try:
-            time.sleep(1.0)  # connected; the first pings (connection set-up) belong to no phase
-            for name, step in steps:
-                log(f"event loop: {name}")
-                t0 = time.time() * 1000
-                outcome = step()
-                windows.append((name, t0, time.time() * 1000, outcome))
-        finally:
-            assert ping.stdin is not None and ping.stdout is not None
-            ping.stdin.close()  # the pinger stops and prints its report
-            out = ping.stdout.read()
-            ping.wait(timeout=60)
-        self.results["loop"] = {
-            "target_ms": LOOP_TARGET_MS,
-            "streams": n_streams,
-            "note": LOOP_NOTE,
-            "phases": _loop_phases(windows, json.loads(out)),
-        }
-
-    def _with_streams(self, sessions: list[str], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """One gRPC stream per session from the upstream and, once they have all started, ``work``
-        (a voice message and a local-model reply at once); its outcome, the streams' figures and
-        ``window_ms``, the time while both ran (Unix ms)."""
-        ramp = 1.0
-        extra = ["-duration", "600s", "-ramp", f"{ramp:g}s", "-max-tokens", str(self.args.tokens),
-                 "-expect-tokens", str(self.args.tokens), "-stop-on-stdin-eof"]  # fmt: skip
-        argv = self.stream_argv("parley-grpc", len(sessions), extra, sessions=sessions)
-        self.commands["event-loop streams"] = redact(argv)
-        streams = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            time.sleep(ramp + 0.5)  # every client has sent its first request
-            t0 = time.time() * 1000
-            outcome = work()
-            t1 = time.time() * 1000
-        finally:
-            # communicate() closes its standard input: no new request; the replies under way finish.
-            out, _ = streams.communicate(timeout=180)
-        if streams.returncode != 0:
-            raise RuntimeError(f"loadgen stream exited with {streams.returncode}")
-        summary = json.loads(out)
-        outcome["streams"] = {
-            "clients": len(sessions),
-            **{k: summary[k] for k in ("requests", "errors", "tokens_per_s")},
-            "ttft_p50_ms": summary["ttft_ms"].get("p50"),
-        }
-        outcome["window_ms"] = [t0, t1]
-        return outcome
-
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -650,40 +502,6 @@ def _display_path(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
-
-
-def _loop_phases(windows: list[tuple[str, float, float, Any]], pings: dict[str, Any]) -> list[dict[str, Any]]:
-    """A row per step of the loop phase: its pings' latencies and the control's, in the step's
-    window (or the ``window_ms`` its outcome names: while everything ran at once)."""
-    phases = []
-    for name, step_t0, step_t1, outcome in windows:
-        t0, t1 = step_t0, step_t1
-        if isinstance(outcome, dict) and "window_ms" in outcome:
-            t0, t1 = outcome.pop("window_ms")
-        ctl = _window(pings["control_samples"], t0, t1)
-        row: dict[str, Any] = {"phase": name, "duration_s": round((t1 - t0) / 1000, 1)}
-        row.update(_window(pings["samples"], t0, t1), control=ctl, outcome=outcome)
-        row["all_at_once"] = isinstance(outcome, dict) and "streams" in outcome
-        phases.append(row)
-        log(f"event loop: {name}: max {row.get('max_ms')} ms over {row['pings']} pings "
-            f"(control max {ctl.get('max_ms')} ms), {outcome}")  # fmt: skip
-    return phases
-
-
-def _window(samples: list[list[float]], t0: float, t1: float) -> dict[str, Any]:
-    """Latency statistics of the pings that started in [t0, t1) (Unix ms)."""
-    inside = [s for s in samples if t0 <= s[0] < t1]
-    lat = sorted(s[1] for s in inside)
-    if not lat:
-        return {"pings": 0}
-    worst = max(inside, key=lambda s: s[1])
-    return {
-        "pings": len(lat),
-        "p50_ms": lat[len(lat) // 2],
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-        "max_ms": lat[-1],
-        "max_at_s": round((worst[0] - t0) / 1000, 2),
-    }
 
 
 def _ghz_row(data: dict[str, Any], concurrency: int) -> dict[str, Any]:

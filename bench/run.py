@@ -16,9 +16,9 @@ LiteLLM proxy pointing at the same upstream; then it measures, with the Go load 
    generator) against REST through Envoy and against a bare grpc.aio unary server answering the
    same bytes (the floor): requests/s, p50/p99;
 5. ``llama``: the same streaming paths in front of llama.cpp's server engine running SmolLM2;
-6. ``loop``: health-check pings against Parley while its local model and speech (Whisper,
-   espeak-ng) run, alone and at once, and then with 50 streams besides; the slowest ping bounds
-   the longest event-loop stall (target: 25 ms at most);
+6. ``loop`` (bench/loop.py): Parley's own event-loop lag, measured every 2 ms, while its local
+   model and speech (Whisper, espeak-ng) run, alone and at once, and then with 50 streams besides
+   (target: no stall over 25 ms); health-check pings beside it, and an idle control process's;
 7. ``memory``: a Parley of its own in the embedded default configuration, 1,000 short replies,
    its RSS after start-up and every 100 replies (``--only memory`` runs just this phase);
 8. ``replicas``: 1 vs 2 Parley replicas behind one Envoy, on Redis and PostgreSQL (its own stack,
@@ -77,6 +77,7 @@ if (
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import converse  # noqa: E402
+import loop  # noqa: E402
 import memory  # noqa: E402
 import phases  # noqa: E402
 import procs  # noqa: E402
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
         if "llama" in args.phases:
             phase("llama", lambda: bench.phase_llama(paths))
         if "loop" in args.phases:
-            phase("loop", bench.phase_loop)
+            phase("loop", lambda: loop.phase_loop(bench))
         if "memory" in args.phases:
             phase("memory", lambda: memory.phase_memory(bench))
         if "replicas" in args.phases:
